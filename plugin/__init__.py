@@ -1,0 +1,47 @@
+"""tiffin: Azure-ML-style endpoints and deployments for BentoML.
+
+The public surface on one screen; everything else is an implementation detail.
+"""
+
+from tiffin.errors import (
+    AuthError,
+    BadRequestError,
+    CapacityError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    RunnerError,
+    RunnerLoadError,
+    ScoringError,
+    SpecError,
+    StoreError,
+    TiffinError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
+from tiffin.typed import typed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "BadRequestError",
+    "CapacityError",
+    "ConflictError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RequestTimeoutError",
+    "RunnerError",
+    "RunnerLoadError",
+    "ScoringError",
+    "SpecError",
+    "StoreError",
+    "TiffinError",
+    "UnavailableError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "__version__",
+    "typed",
+]

@@ -1,0 +1,129 @@
+"""The ``tiffin`` command. Exit codes: 0 ok, 1 user error (the message says what to fix), 2 usage."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from tiffin.cli.output import OutputFormat, emit
+from tiffin.errors import TiffinError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tiffin",
+    help="Azure-ML-style endpoints and deployments for BentoML. Commands mirror `az ml`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+replica_app = typer.Typer(help="Run one deployment replica (what the supervisor starts).", no_args_is_help=True)
+app.add_typer(replica_app, name="replica")
+
+err = Console(stderr=True)
+
+FileOpt = Annotated[Path, typer.Option("--file", "-f", help="Azure ML YAML file.", exists=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field: --set instance_count=2 (repeatable), as az does."),
+]
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
+QueryOpt = Annotated[str | None, typer.Option("--query", help="JMESPath query applied to the output.")]
+
+
+@replica_app.command("serve")
+def replica_serve(
+    file: FileOpt,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5001,
+    uds: Annotated[str | None, typer.Option(help="Serve on this Unix socket instead of a port.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: WORKER_COUNT from the deployment, else 1).")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a deployment YAML with Azure's scoring contract (GET /, POST /score, GET /swagger.json)."""
+    from tiffin.replica.server import serve
+
+    raise typer.Exit(serve(file, host=host, port=port, uds=uds, workers=workers, overrides=set_ or ()))
+
+
+@app.command("build")
+def build(
+    file: FileOpt,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", help="Keep the generated BentoML build context here.")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="Bento version (default: generated).")] = None,
+    set_: SetOpt = None,
+    output: OutputOpt = OutputFormat.json,
+    query: QueryOpt = None,
+) -> None:
+    """Package a deployment (code + model + spec) into a Bento that `bentoml serve TAG` serves."""
+    from tiffin.replica.bento import build_bento
+
+    result = build_bento(file, output_dir=output_dir, version=version, overrides=set_ or ())
+    emit(result, output, query)
+
+
+@app.command("validate")
+def validate(
+    file: FileOpt,
+    set_: SetOpt = None,
+    output: OutputOpt = OutputFormat.json,
+    query: QueryOpt = None,
+) -> None:
+    """Load an Azure ML YAML file and print it as tiffin reads it (fields ignored locally are listed)."""
+    from tiffin.specs import load_spec
+
+    loaded = load_spec(file, overrides=set_ or ())
+    _warn_ignored(loaded)
+    emit(
+        {
+            "kind": type(loaded.spec).__name__,
+            "spec": loaded.spec.to_yaml_dict(),
+            "ignored": loaded.ignored,
+            "unknown": loaded.unknown,
+        },
+        output,
+        query,
+    )
+
+
+def _warn_ignored(loaded: object) -> None:
+    ignored = getattr(loaded, "ignored", [])
+    unknown = getattr(loaded, "unknown", [])
+    if ignored:
+        err.print(f"[yellow]WARNING[/]: ignored locally (Azure-only): {', '.join(ignored)}")
+    if unknown:
+        err.print(f"[yellow]WARNING[/]: unknown fields kept but not used: {', '.join(unknown)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tiffin`` script; translates tiffin errors into exit code 1."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="tiffin", standalone_mode=False)
+    except TiffinError as exc:
+        err.print(f"[red]ERROR[/]: {exc.message}", highlight=False)
+        return 1
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("Aborted.")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Build a replica's ASGI app from a deployment YAML: spec → model layout → runner → app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tiffin.config import tiffin_home
+from tiffin.replica.app import ReplicaApp
+from tiffin.replica.layout import stage_model
+from tiffin.runners import runner_for
+from tiffin.specs import OnlineDeployment, load_spec
+
+__all__ = ["app_from_file", "replica_settings"]
+
+
+def replica_settings(environment: Mapping[str, str]) -> dict[str, int]:
+    """Server settings a deployment may set through Azure's inference-server variables.
+
+    ``WORKER_COUNT`` (azmlinfsrv's name) is the number of worker processes, each running ``init()``.
+    """
+    def number(name: str, default: int) -> int:
+        value = environment.get(name)
+        return int(value) if value and str(value).isdigit() else default
+
+    return {
+        "workers": max(1, number("WORKER_COUNT", 1)),
+        "max_body_bytes": number("TIFFIN_MAX_REQUEST_BYTES", 100 * 1024 * 1024),
+        "scoring_threads": number("TIFFIN_SCORING_THREADS", 1),
+    }
+
+
+def app_from_file(
+    path: str | Path, overrides: Sequence[str] = (), *, home: Path | None = None
+) -> tuple[ReplicaApp, OnlineDeployment]:
+    """The replica app for the deployment in ``path`` (not yet loaded: call ``startup``)."""
+    loaded = load_spec(path, OnlineDeployment, overrides=overrides)
+    deployment = loaded.spec
+    home = home or tiffin_home()
+    identity = f"{deployment.endpoint_name or 'local'}/{deployment.name}"
+    model_dir = stage_model(deployment, home / "model-mounts", identity=identity)
+    runner = runner_for(deployment, model_dir=model_dir, source=str(loaded.source))
+    settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
+    app = ReplicaApp(
+        runner,
+        name=deployment.name,
+        version=str(getattr(deployment.model, "version", None) or "1"),
+        max_body_bytes=settings["max_body_bytes"],
+        scoring_threads=settings["scoring_threads"],
+    )
+    return app, deployment

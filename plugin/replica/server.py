@@ -1,0 +1,84 @@
+"""Run a replica on uvicorn (uvloop + httptools): the lean hot path of a deployment.
+
+``tiffin replica serve -f deployment.yml --port 5001`` lands here. The app is built by a factory
+from environment variables so uvicorn can start several worker processes (``WORKER_COUNT``), each
+importing it and running the script's ``init()`` once, as Azure's server does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from tiffin.replica.app import ReplicaApp
+from tiffin.replica.factory import app_from_file, replica_settings
+
+__all__ = ["create_app", "serve"]
+
+_FILE_ENV = "TIFFIN_REPLICA_FILE"
+_SET_ENV = "TIFFIN_REPLICA_SET"
+
+
+def create_app() -> ReplicaApp:
+    """uvicorn's app factory: the deployment named by ``$TIFFIN_REPLICA_FILE``."""
+    overrides = json.loads(os.environ.get(_SET_ENV, "[]"))
+    app, _ = app_from_file(os.environ[_FILE_ENV], overrides)
+    return app
+
+
+class _Server(uvicorn.Server):
+    """Prints one 'ready' line once the socket accepts requests (supervisors and scripts wait for it)."""
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            where = self.config.uds or f"http://{self.config.host}:{self.config.port}"
+            print(f"tiffin replica ready: {where}", flush=True)
+
+
+def serve(
+    file: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5001,
+    uds: str | None = None,
+    workers: int | None = None,
+    overrides: Sequence[str] = (),
+    log_level: str = "warning",
+) -> int:
+    """Serve the deployment in ``file`` until interrupted; returns the process exit code."""
+    # Validate the spec (and fail with its message) before any worker starts.
+    _, deployment = app_from_file(file, overrides)
+    os.environ[_FILE_ENV] = str(Path(file).resolve())
+    os.environ[_SET_ENV] = json.dumps(list(overrides))
+    settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
+    config = uvicorn.Config(
+        "tiffin.replica.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        uds=uds,
+        workers=workers or settings["workers"],
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        # The gateway keeps pooled connections open; don't close them under it between bursts.
+        timeout_keep_alive=75,
+        backlog=4096,
+    )
+    server = _Server(config)
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        return 0
+    server.run()
+    return 0 if server.started else 3

@@ -1,0 +1,122 @@
+"""Helpers for testing scoring scripts against a real deployment process, as tiffin's own tests do.
+
+    from tiffin.testing import serve_deployment
+
+    def test_my_score_py():
+        with serve_deployment("deploy/blue-deployment.yml") as replica:
+            r = httpx.post(replica.url + "/score", json={"data": [[1, 2, 3]]})
+            assert r.status_code == 200
+
+The deployment runs in its own process on a free loopback port (as it would under ``tiffin serve``)
+and is stopped, with every process it started, when the block ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ReplicaProcess", "free_port", "serve_deployment", "stop_process_group", "wait_for_line"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ReplicaProcess:
+    """A running ``tiffin replica serve`` process."""
+
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        """Everything the process printed so far (stdout and stderr)."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for_line(path: Path, process: subprocess.Popen[str], needle: str, timeout: float) -> None:
+    """Wait until the log file at ``path`` holds ``needle``; raise with the log if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        if needle in text:
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before '{needle}':\n{text}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no '{needle}' within {timeout}s:\n{path.read_text(errors='replace')}")
+
+
+def stop_process_group(process: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with _suppress_lookup():
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+    # Children that outlived their parent (a worker of a multi-worker replica) share the group.
+    with _suppress_lookup():
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def _suppress_lookup() -> Iterator[None]:
+    try:
+        yield
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextmanager
+def serve_deployment(
+    file: str | os.PathLike[str],
+    *,
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    timeout: float = 120.0,
+    extra_args: Sequence[str] = (),
+) -> Iterator[ReplicaProcess]:
+    """Serve the deployment YAML ``file`` on a free port for the duration of the block."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="tiffin-test-") as tmp:
+        log_path = Path(tmp) / "replica.log"
+        command = [
+            sys.executable, "-m", "tiffin.cli.main", "replica", "serve", "-f", str(file),
+            "--host", "127.0.0.1", "--port", str(port), *extra_args,
+        ]
+        for override in overrides:
+            command += ["--set", override]
+        environ = {**os.environ, "TIFFIN_HOME": str(home or Path(tmp) / "home"), **(env or {})}
+        with open(log_path, "w", encoding="utf-8") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=environ, text=True, start_new_session=True
+            )
+        replica = ReplicaProcess(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path)
+        try:
+            wait_for_line(log_path, process, "ready", timeout)
+            yield replica
+        finally:
+            stop_process_group(process)
+

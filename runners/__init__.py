@@ -1,0 +1,20 @@
+"""Runners: one module per kind of model server behind a deployment.
+
+Every runner implements :class:`Runner` (load / predict / health / close / schema). The replica
+does not know which kind it holds; :func:`runner_for` picks one from a deployment spec.
+"""
+
+from tiffin.runners.factory import runner_for
+from tiffin.runners.protocol import JSON_CONTENT_TYPE, Runner, RunnerSchema, ScoreRequest, ScoreResponse
+from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "Runner",
+    "RunnerSchema",
+    "ScoreRequest",
+    "ScoreResponse",
+    "ScriptRunner",
+    "ScriptRunnerConfig",
+    "runner_for",
+]
