@@ -36,9 +36,7 @@ def build_swagger(
 
     definitions: dict[str, Any] = {}
     service_input = _hoist(copy.deepcopy(input_schema) if input_schema else dict(_ANY_OBJECT), definitions, ref_root)
-    service_output = _hoist(
-        copy.deepcopy(output_schema) if output_schema else dict(_ANY_OBJECT), definitions, ref_root
-    )
+    service_output = _hoist(copy.deepcopy(output_schema) if output_schema else dict(_ANY_OBJECT), definitions, ref_root)
     definitions.update(ServiceInput=service_input, ServiceOutput=service_output, ErrorResponse=_ERROR)
 
     description = f"API specification for the tiffin deployment {title}"

@@ -13,6 +13,7 @@ and is stopped, with every process it started, when the block ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -25,7 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ReplicaProcess", "free_port", "serve_deployment", "stop_process_group", "wait_for_line"]
+__all__ = [
+    "ReplicaProcess",
+    "free_port",
+    "serve_command",
+    "serve_deployment",
+    "stop_process_group",
+    "wait_for_line",
+]
 
 
 def free_port() -> int:
@@ -72,20 +80,12 @@ def stop_process_group(process: subprocess.Popen[str], timeout: float = 10.0) ->
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
-        with _suppress_lookup():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(5)
     # Children that outlived their parent (a worker of a multi-worker replica) share the group.
-    with _suppress_lookup():
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-
-
-@contextmanager
-def _suppress_lookup() -> Iterator[None]:
-    try:
-        yield
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @contextmanager
@@ -103,8 +103,18 @@ def serve_deployment(
     with tempfile.TemporaryDirectory(prefix="tiffin-test-") as tmp:
         log_path = Path(tmp) / "replica.log"
         command = [
-            sys.executable, "-m", "tiffin.cli.main", "replica", "serve", "-f", str(file),
-            "--host", "127.0.0.1", "--port", str(port), *extra_args,
+            sys.executable,
+            "-m",
+            "tiffin.cli.main",
+            "replica",
+            "serve",
+            "-f",
+            str(file),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra_args,
         ]
         for override in overrides:
             command += ["--set", override]
@@ -120,3 +130,48 @@ def serve_deployment(
         finally:
             stop_process_group(process)
 
+
+@contextmanager
+def serve_command(
+    command: Sequence[str],
+    health_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[ReplicaProcess]:
+    """Run any server ``command`` (e.g. ``bentoml serve TAG``) until ``GET health_url`` answers 200."""
+    import urllib.error
+    import urllib.request
+
+    with tempfile.TemporaryDirectory(prefix="tiffin-test-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "w", encoding="utf-8") as log:
+            process = subprocess.Popen(
+                list(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                text=True,
+                start_new_session=True,
+            )
+        base = health_url.split("/", 3)
+        server = ReplicaProcess(process=process, url="/".join(base[:3]), log_path=log_path)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{command[0]} exited with code {process.returncode}:\n{server.log()}")
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{health_url} not ready within {timeout}s:\n{server.log()}")
+                time.sleep(0.2)
+            yield server
+        finally:
+            stop_process_group(process)

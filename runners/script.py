@@ -34,7 +34,7 @@ from tiffin.errors import (
     UnsupportedMediaTypeError,
 )
 from tiffin.runners import _json
-from tiffin.runners.protocol import ScoreRequest, ScoreResponse, RunnerSchema
+from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["ScriptRunner", "ScriptRunnerConfig"]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tiffin.testing import serve_deployment
 
 pytestmark = pytest.mark.slow
@@ -194,7 +193,9 @@ def test_rawhttp_without_azure_package_says_what_to_install():
     assert "pip install azureml-inference-server-http" in str(info.value)
 
 
-@pytest.mark.skipif(not AZMLINFSRV_API.is_dir(), reason=f"azureml-inference-server-http not installed in {AZMLINFSRV_API}")
+@pytest.mark.skipif(
+    not AZMLINFSRV_API.is_dir(), reason=f"azureml-inference-server-http not installed in {AZMLINFSRV_API}"
+)
 def test_rawhttp_script_gets_flask_request_and_returns_amlresponse():
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(AZMLINFSRV_API), os.environ.get("PYTHONPATH")]))}
     with serve_deployment(HERE / "rawhttp" / "deployment.yml", env=env) as replica:

@@ -9,7 +9,6 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
-
 from tiffin.cli.output import OutputFormat, emit
 from tiffin.errors import TiffinError
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import jmespath
 import yaml
 from rich.console import Console
 from rich.table import Table
-
 from tiffin.errors import TiffinError
 
 __all__ = ["OutputFormat", "emit"]
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """The formats ``az`` offers (jsonc and none are left out)."""
 
     json = "json"

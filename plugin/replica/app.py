@@ -226,7 +226,9 @@ class ReplicaApp:
         major = version.split(".")[0]
         schema = self.runner.schema()
         if major not in ("2", "3"):
-            await _error(send, 404, f"Swagger version [{version}] is not valid. Supported versions: [2, 3].", id_headers)
+            await _error(
+                send, 404, f"Swagger version [{version}] is not valid. Supported versions: [2, 3].", id_headers
+            )
             return
         if major not in schema.versions and major not in schema.swagger:
             supported = ", ".join(schema.versions)
@@ -287,4 +289,3 @@ async def _send_response(send: Send, response: ScoreResponse, id_headers: list) 
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
     ]
     await _send(send, response.status, response.body, response.content_type.encode("latin-1"), headers)
-

@@ -8,7 +8,10 @@ container engine exists.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from importlib import metadata
@@ -16,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tiffin.errors import SpecError
+from tiffin.errors import SpecError, TiffinError
 from tiffin.replica.layout import model_path_of
 from tiffin.specs import OnlineDeployment, load_spec
 
@@ -61,12 +63,28 @@ def write_build_context(path: str | Path, target: Path, overrides: Sequence[str]
     (target / "service.py").write_text(_SERVICE_PY, encoding="utf-8")
     bentofile = {
         "service": "service:Deployment",
-        "include": ["service.py", "deployment.yml", "code/**", "model/**"],
+        "include": ["service.py", "deployment.yml", "code/**", "model/**", "wheels/**"],
         "labels": {"tiffin.endpoint": deployment.endpoint_name or "", "tiffin.deployment": deployment.name},
-        "python": {"packages": [f"tiffin=={metadata.version('tiffin')}"]},
+        "python": {**_tiffin_requirement(target), "lock_packages": False},
     }
     (target / "bentofile.yaml").write_text(yaml.safe_dump(bentofile, sort_keys=False), encoding="utf-8")
     return {"build_context": str(target), "deployment": deployment.name, "ignored": loaded.ignored}
+
+
+def _tiffin_requirement(target: Path) -> dict[str, Any]:
+    """How the Bento's image gets tiffin itself: a wheel built from this checkout, else the release."""
+    source = Path(__file__).resolve().parents[2]
+    if (source / "pyproject.toml").is_file() and (source / "plugin" / "replica").is_dir():
+        wheels = target / "wheels"
+        wheels.mkdir(exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == 0:
+            return {"wheels": [f"wheels/{w.name}" for w in sorted(wheels.glob("tiffin-*.whl"))]}
+    return {"packages": [f"tiffin=={metadata.version('tiffin')}"]}
 
 
 def build_bento(
@@ -78,14 +96,20 @@ def build_bento(
 ) -> dict[str, Any]:
     """Build the Bento for the deployment YAML ``path``; returns its tag and where it was built."""
     import bentoml
+    from bentoml.exceptions import BentoMLException
 
     keep = output_dir is not None
-    target = Path(output_dir) if keep else Path(tempfile.mkdtemp(prefix="tiffin-bento-"))
+    target = Path(output_dir).resolve() if keep else Path(tempfile.mkdtemp(prefix="tiffin-bento-"))
     try:
         info = write_build_context(path, target, overrides)
-        bento = bentoml.bentos.build_bentofile(
-            str(target / "bentofile.yaml"), build_ctx=str(target), version=version
-        )
+        try:
+            # BentoML refuses files outside the working directory (the wheels), so build from inside.
+            with contextlib.chdir(target):
+                bento = bentoml.bentos.build_bentofile(
+                    str(target / "bentofile.yaml"), build_ctx=str(target), version=version
+                )
+        except (BentoMLException, ValueError) as exc:
+            raise TiffinError(f"bentoml build failed: {exc}") from exc
         info.update(tag=str(bento.tag), path=bento.path)
         if not keep:
             info.pop("build_context")

@@ -20,6 +20,7 @@ def replica_settings(environment: Mapping[str, str]) -> dict[str, int]:
 
     ``WORKER_COUNT`` (azmlinfsrv's name) is the number of worker processes, each running ``init()``.
     """
+
     def number(name: str, default: int) -> int:
         value = environment.get(name)
         return int(value) if value and str(value).isdigit() else default

@@ -25,9 +25,8 @@ from typing import Any
 # creates its tracer provider.
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
-import bentoml  # noqa: E402
-
-from tiffin.replica.factory import app_from_file  # noqa: E402
+import bentoml
+from tiffin.replica.factory import app_from_file
 
 __all__ = ["deployment_service"]
 
