@@ -38,6 +38,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+
 from tiffin.errors import ValidationError
 
 __all__ = ["TypedSchema", "typed"]

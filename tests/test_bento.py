@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tiffin.testing import free_port, serve_command
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tiffin.testing import serve_deployment
 
 pytestmark = pytest.mark.slow

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from numpy.typing import NDArray
 from pydantic import BaseModel
+
 from tiffin import typed
 from tiffin.errors import ValidationError
 from tiffin.swagger import build_swagger

@@ -9,6 +9,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+
 from tiffin.cli.output import OutputFormat, emit
 from tiffin.errors import TiffinError
 

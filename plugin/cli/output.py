@@ -11,6 +11,7 @@ import jmespath
 import yaml
 from rich.console import Console
 from rich.table import Table
+
 from tiffin.errors import TiffinError
 
 __all__ = ["OutputFormat", "emit"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tiffin.errors import SpecError, TiffinError
 from tiffin.replica.layout import model_path_of
 from tiffin.specs import OnlineDeployment, load_spec

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.factory import app_from_file, replica_settings
 

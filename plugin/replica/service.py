@@ -26,6 +26,7 @@ from typing import Any
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 import bentoml
+
 from tiffin.replica.factory import app_from_file
 
 __all__ = ["deployment_service"]

@@ -1,0 +1,47 @@
+"""tiffin's state store: the desired state of endpoints, deployments, keys and jobs.
+
+SQLite (``$TIFFIN_HOME/tiffin.db``) by default, any SQLAlchemy URL (PostgreSQL tested) through
+``TIFFIN_STORE_URL``. The schema is managed by the Alembic migrations in ``migrations/``, applied by
+:meth:`Store.open`::
+
+    from tiffin.store import Store
+
+    with Store.open() as store:
+        store.create_endpoint("online", "my-endpoint", {"description": "demo"})
+        print(store.get_endpoint("my-endpoint").primary_key)
+"""
+
+from __future__ import annotations
+
+from .engine import default_url, head_revision
+from .records import (
+    DEPLOYMENT_STATES,
+    ENDPOINT_KINDS,
+    JOB_STATUSES,
+    PROVISIONING_STATES,
+    TERMINAL_JOB_STATUSES,
+    DeploymentRecord,
+    DeploymentState,
+    EndpointKind,
+    EndpointRecord,
+    JobRecord,
+    JobStatus,
+)
+from .store import Store
+
+__all__ = [
+    "DEPLOYMENT_STATES",
+    "ENDPOINT_KINDS",
+    "JOB_STATUSES",
+    "PROVISIONING_STATES",
+    "TERMINAL_JOB_STATUSES",
+    "DeploymentRecord",
+    "DeploymentState",
+    "EndpointKind",
+    "EndpointRecord",
+    "JobRecord",
+    "JobStatus",
+    "Store",
+    "default_url",
+    "head_revision",
+]

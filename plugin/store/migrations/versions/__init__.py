@@ -1,0 +1,1 @@
+"""Migration scripts, one revision per file (``NNNN_slug.py``, revision id ``NNNN``)."""

@@ -1,0 +1,149 @@
+"""SQLAlchemy ORM models of the state store (the schema at the newest migration).
+
+The migrations in ``migrations/versions`` are the source of truth for the database; these classes
+must describe the same tables. ``tests/test_store.py`` checks that with Alembic's autogenerate
+comparison, so a model change without a migration fails the tests.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Base", "Counter", "Deployment", "Endpoint", "Job", "UTCDateTime"]
+
+# Deterministic constraint names, so later migrations can refer to (and drop) them by name on every
+# backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite has no timezone-aware type and hands back naive values; PostgreSQL hands back the
+    session's time zone. Normalising here keeps both backends identical to callers.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the store; pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Counter(Base):
+    """Named monotonic counters; ``routing`` grows with every endpoint/deployment/traffic write.
+
+    A counter row (rather than ``max(generation)``) survives deletes: removing the newest row would
+    make a maximum go backwards, and a sum can repeat.
+    """
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Endpoint(Base):
+    """An online or batch endpoint."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (CheckConstraint("kind IN ('online', 'batch')", name="kind"),)
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]
+    traffic: Mapped[dict[str, Any]]
+    mirror_traffic: Mapped[dict[str, Any]]
+    auth_mode: Mapped[str] = mapped_column(String(32))
+    primary_key: Mapped[str | None] = mapped_column(String(255))
+    secondary_key: Mapped[str | None] = mapped_column(String(255))
+    token_secret: Mapped[str | None] = mapped_column(String(255))
+    provisioning_state: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    generation: Mapped[int] = mapped_column(Integer)
+
+
+class Deployment(Base):
+    """A deployment under an endpoint; deleted with it (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("endpoint_name", "name"),
+        CheckConstraint("kind IN ('online', 'batch')", name="kind"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    endpoint_name: Mapped[str] = mapped_column(
+        String(255), ForeignKey("endpoints.name", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    generation: Mapped[int] = mapped_column(Integer)
+
+
+class Job(Base):
+    """A batch-scoring job (migration 0002).
+
+    No foreign key to ``endpoints`` on purpose: a job's record outlives its endpoint, as history.
+    """
+
+    __tablename__ = "jobs"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint_name: Mapped[str] = mapped_column(String(255), index=True)
+    deployment_name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    inputs: Mapped[dict[str, Any]]
+    outputs: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any] | None]

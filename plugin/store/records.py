@@ -1,0 +1,94 @@
+"""Plain records the store hands out: frozen dataclasses, detached from any database session.
+
+Callers never see ORM objects, so nothing they hold can lazily hit the database after its session
+closed, and nothing they change is written back by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = [
+    "DEPLOYMENT_STATES",
+    "ENDPOINT_KINDS",
+    "JOB_STATUSES",
+    "PROVISIONING_STATES",
+    "TERMINAL_JOB_STATUSES",
+    "DeploymentRecord",
+    "DeploymentState",
+    "EndpointKind",
+    "EndpointRecord",
+    "JobRecord",
+    "JobStatus",
+]
+
+EndpointKind = Literal["online", "batch"]
+DeploymentState = Literal["Creating", "Updating", "Succeeded", "Failed", "Deleting"]
+JobStatus = Literal["Queued", "Running", "Completed", "Failed", "Canceled"]
+
+ENDPOINT_KINDS: tuple[EndpointKind, ...] = ("online", "batch")
+#: Endpoints and deployments share Azure ML's provisioning states.
+PROVISIONING_STATES: tuple[DeploymentState, ...] = ("Creating", "Updating", "Succeeded", "Failed", "Deleting")
+DEPLOYMENT_STATES = PROVISIONING_STATES
+JOB_STATUSES: tuple[JobStatus, ...] = ("Queued", "Running", "Completed", "Failed", "Canceled")
+TERMINAL_JOB_STATUSES: frozenset[str] = frozenset({"Completed", "Failed", "Canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """One endpoint's desired state.
+
+    ``traffic`` and ``mirror_traffic`` map deployment names to percentages. ``generation`` grows on
+    every change to the endpoint *or to one of its deployments*, so a gateway can compare one
+    integer to know whether its routing table for this endpoint is stale. The secrets are left out
+    of ``repr`` so that logging a record does not leak them.
+    """
+
+    name: str
+    kind: EndpointKind
+    spec: dict[str, Any]
+    traffic: dict[str, int]
+    mirror_traffic: dict[str, int]
+    auth_mode: str
+    provisioning_state: str
+    created_at: datetime
+    updated_at: datetime
+    generation: int
+    primary_key: str | None = field(default=None, repr=False)
+    secondary_key: str | None = field(default=None, repr=False)
+    token_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """One deployment's desired state and its last reported provisioning state."""
+
+    id: str
+    endpoint_name: str
+    name: str
+    kind: EndpointKind
+    spec: dict[str, Any]
+    state: str
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One batch-scoring job."""
+
+    name: str
+    endpoint_name: str
+    deployment_name: str | None
+    status: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: dict[str, Any] | None

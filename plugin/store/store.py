@@ -1,0 +1,623 @@
+"""The :class:`Store`: tiffin's desired state (endpoints, deployments, keys, jobs) in one database."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tiffin.errors import ConflictError, NotFoundError, SpecError
+
+from . import engine as _engine
+from .models import Counter, Deployment, Endpoint, Job
+from .records import (
+    DEPLOYMENT_STATES,
+    ENDPOINT_KINDS,
+    JOB_STATUSES,
+    PROVISIONING_STATES,
+    TERMINAL_JOB_STATUSES,
+    DeploymentRecord,
+    EndpointRecord,
+    JobRecord,
+)
+
+__all__ = ["Store"]
+
+ROUTING_COUNTER = "routing"
+
+# Columns that update_endpoint / update_job may change; the rest are identity or bookkeeping.
+_ENDPOINT_MUTABLE = frozenset(
+    {
+        "spec",
+        "traffic",
+        "mirror_traffic",
+        "auth_mode",
+        "primary_key",
+        "secondary_key",
+        "token_secret",
+        "provisioning_state",
+    }
+)
+_JOB_MUTABLE = frozenset(
+    {"deployment_name", "status", "outputs", "error", "started_at", "finished_at", "progress"}
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ENDPOINT_KINDS:
+        raise ValueError(f"kind must be one of {ENDPOINT_KINDS}, not {kind!r}")
+
+
+def _check_state(state: str, allowed: tuple[str, ...], what: str) -> None:
+    if state not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, not {state!r}")
+
+
+def _a(kind: str) -> str:
+    """``kind`` with its indefinite article: "an online", "a batch"."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
+def _endpoint_not_found(name: str, kind: str | None) -> NotFoundError:
+    if kind is None:
+        return NotFoundError(
+            f"endpoint '{name}' not found; list them with `tiffin online-endpoint list` "
+            "or `tiffin batch-endpoint list`"
+        )
+    return NotFoundError(f"{kind} endpoint '{name}' not found; list them with `tiffin {kind}-endpoint list`")
+
+
+def _deployment_not_found(endpoint: Endpoint, name: str) -> NotFoundError:
+    return NotFoundError(
+        f"{endpoint.kind} deployment '{name}' not found on endpoint '{endpoint.name}'; list them with "
+        f"`tiffin {endpoint.kind}-deployment list --endpoint-name {endpoint.name}`"
+    )
+
+
+def _endpoint_record(row: Endpoint) -> EndpointRecord:
+    return EndpointRecord(
+        name=row.name,
+        kind=row.kind,  # type: ignore[arg-type]  # the CHECK constraint guarantees the literal
+        spec=dict(row.spec),
+        traffic=dict(row.traffic),
+        mirror_traffic=dict(row.mirror_traffic),
+        auth_mode=row.auth_mode,
+        provisioning_state=row.provisioning_state,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        generation=row.generation,
+        primary_key=row.primary_key,
+        secondary_key=row.secondary_key,
+        token_secret=row.token_secret,
+    )
+
+
+def _deployment_record(row: Deployment) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=row.id,
+        endpoint_name=row.endpoint_name,
+        name=row.name,
+        kind=row.kind,  # type: ignore[arg-type]
+        spec=dict(row.spec),
+        state=row.state,
+        reason=row.reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        generation=row.generation,
+    )
+
+
+def _job_record(row: Job) -> JobRecord:
+    return JobRecord(
+        name=row.name,
+        endpoint_name=row.endpoint_name,
+        deployment_name=row.deployment_name,
+        status=row.status,
+        inputs=dict(row.inputs),
+        outputs=None if row.outputs is None else dict(row.outputs),
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=None if row.progress is None else dict(row.progress),
+    )
+
+
+def _check_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int], deployments: set[str]) -> None:
+    """Azure ML's traffic rules: live shares add up to 100 (or are all 0), mirror shares to at most 50."""
+    for field, shares in (("traffic", traffic), ("mirror_traffic", mirror)):
+        for dep, pct in shares.items():
+            if dep not in deployments:
+                known = ", ".join(sorted(deployments)) or "none"
+                raise SpecError(
+                    f"deployment '{dep}' does not exist on this endpoint (deployments: {known}); "
+                    "create it first or remove it from the traffic map",
+                    field=field,
+                )
+            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
+                raise SpecError(f"'{dep}' must be a whole percentage from 0 to 100, not {pct!r}", field=field)
+    live = sum(traffic.values())
+    if live not in (0, 100):
+        raise SpecError(f"the percentages must add up to 100 (or all be 0), not {live}", field="traffic")
+    mirrored = sum(mirror.values())
+    if mirrored > 50:
+        raise SpecError(
+            f"mirror percentages may add up to at most 50, not {mirrored}", field="mirror_traffic"
+        )
+    both = sorted(d for d, pct in mirror.items() if pct > 0 and traffic.get(d, 0) > 0)
+    if both:
+        raise SpecError(
+            f"deployment(s) {', '.join(both)} get live traffic and cannot also receive mirrored traffic",
+            field="mirror_traffic",
+        )
+
+
+class Store:
+    """Repository over the state database; hands out plain records, never ORM objects.
+
+    Every method runs one short transaction. Writes to endpoints and deployments also bump the
+    ``routing`` counter (:meth:`routing_generation`) in the same transaction, so readers polling it
+    never miss a change. Open stores with :meth:`open`, which applies pending migrations; the
+    constructor takes explicit values and touches neither the environment nor the schema.
+    """
+
+    def __init__(self, url: str | URL, *, busy_timeout_ms: int = _engine.DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        """Connect to ``url`` (a SQLAlchemy URL) without migrating; see :meth:`open`."""
+        self.url: URL = make_url(url)
+        self._busy_timeout_ms = busy_timeout_ms
+        self.engine: Engine = _engine.make_engine(self.url, busy_timeout_ms=busy_timeout_ms)
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        # BEGIN IMMEDIATE takes SQLite's write lock up front. A deferred transaction that reads
+        # first and writes later fails at once with SQLITE_BUSY when another process committed in
+        # between, without waiting for the busy timeout. Other backends ignore the option.
+        writer = self.engine.execution_options(**{_engine.SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        self._writes = sessionmaker(writer, expire_on_commit=False)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        home: Path | None = None,
+        *,
+        revision: str = "head",
+        busy_timeout_ms: int = _engine.DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> Store:
+        """Open the store and upgrade its schema to ``revision`` (normally the newest).
+
+        ``url`` wins; else ``$TIFFIN_STORE_URL``; else SQLite at ``<home>/tiffin.db`` where ``home``
+        defaults to ``$TIFFIN_HOME`` or ``~/.tiffin``. This is the one place the store reads the
+        environment. Safe to call from several processes at once on a fresh database.
+        """
+        resolved = url or os.environ.get("TIFFIN_STORE_URL") or _engine.default_url(home)
+        store = cls(resolved, busy_timeout_ms=busy_timeout_ms)
+        try:
+            store.upgrade(revision)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to ``revision``; a no-op when the schema is there already."""
+        try:
+            if _engine.is_sqlite_memory(self.url):
+                # An in-memory database lives only in this engine's one connection, so migrate on
+                # it, foreign keys on. Such stores are throwaway (tests), not worth a separate path.
+                _engine.run_migrations(self.engine, revision)
+            else:
+                _engine.upgrade(self.url, revision, busy_timeout_ms=self._busy_timeout_ms)
+        except OperationalError as exc:
+            raise _engine.wrap_db_error(exc, self.url, "upgrading the schema") from exc
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (e.g. ``"0002"``), None if it has no schema."""
+        return _engine.current_revision(self.engine)
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """One short transaction as an ORM session; committed on success, rolled back on error.
+
+        Low level: other modules should use the repository methods, which return plain records.
+        """
+        factory = self._writes if write else self._reads
+        try:
+            with factory.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise _engine.wrap_db_error(exc, self.url, "a write" if write else "a read") from exc
+
+    @contextmanager
+    def _routing_write(self) -> Iterator[Session]:
+        """A write session that has already bumped the routing counter.
+
+        Bumping first also serialises writers on PostgreSQL (they queue on the counter's row lock),
+        so the checks a method does before writing cannot go stale.
+        """
+        with self.session(write=True) as session:
+            session.execute(
+                update(Counter).where(Counter.name == ROUTING_COUNTER).values(value=Counter.value + 1)
+            )
+            yield session
+
+    def routing_generation(self) -> int:
+        """A number that grows with every change to any endpoint, deployment, traffic or key.
+
+        One primary-key lookup: cheap enough for a gateway to poll every second.
+        """
+        with self.session() as session:
+            value = session.scalar(select(Counter.value).where(Counter.name == ROUTING_COUNTER))
+        return int(value or 0)
+
+    # --- endpoints ---------------------------------------------------------------------------------
+
+    def create_endpoint(
+        self,
+        kind: str,
+        name: str,
+        spec: Mapping[str, Any],
+        auth_mode: str = "key",
+        *,
+        primary_key: str | None = None,
+        secondary_key: str | None = None,
+        token_secret: str | None = None,
+        provisioning_state: str = "Creating",
+    ) -> EndpointRecord:
+        """Create an endpoint; keys and token secret left out are generated.
+
+        Raises :class:`ConflictError` if an endpoint of either kind has that name (online and batch
+        endpoints share one namespace, as they share the gateway's URL space).
+        """
+        _check_kind(kind)
+        _check_state(provisioning_state, PROVISIONING_STATES, "provisioning_state")
+        now = _now()
+        try:
+            with self._routing_write() as session:
+                existing = session.get(Endpoint, name)
+                if existing is not None:
+                    raise self._exists(existing, kind)
+                row = Endpoint(
+                    name=name,
+                    kind=kind,
+                    spec=dict(spec),
+                    traffic={},
+                    mirror_traffic={},
+                    auth_mode=auth_mode,
+                    primary_key=primary_key or _new_secret(),
+                    secondary_key=secondary_key or _new_secret(),
+                    token_secret=token_secret or _new_secret(),
+                    provisioning_state=provisioning_state,
+                    created_at=now,
+                    updated_at=now,
+                    generation=1,
+                )
+                session.add(row)
+                session.flush()
+                return _endpoint_record(row)
+        except IntegrityError as exc:  # a concurrent create on a backend without the counter lock
+            raise ConflictError(f"{kind} endpoint '{name}' already exists; pick another name") from exc
+
+    @staticmethod
+    def _exists(existing: Endpoint, kind: str) -> ConflictError:
+        if existing.kind != kind:
+            return ConflictError(
+                f"the name '{existing.name}' is taken by {_a(existing.kind)} endpoint; online and batch "
+                "endpoints share names, so pick another name"
+            )
+        return ConflictError(
+            f"{kind} endpoint '{existing.name}' already exists; pick another name, or change it with "
+            f"`tiffin {kind}-endpoint update --name {existing.name}`"
+        )
+
+    def get_endpoint(self, name: str, kind: str | None = None) -> EndpointRecord:
+        """The endpoint ``name``; with ``kind``, an endpoint of the other kind counts as missing."""
+        with self.session() as session:
+            return _endpoint_record(self._endpoint(session, name, kind))
+
+    @staticmethod
+    def _endpoint(session: Session, name: str, kind: str | None = None) -> Endpoint:
+        row = session.get(Endpoint, name)
+        if row is None or (kind is not None and row.kind != kind):
+            raise _endpoint_not_found(name, kind)
+        return row
+
+    def list_endpoints(self, kind: str | None = None) -> list[EndpointRecord]:
+        """All endpoints (of ``kind`` if given), by name."""
+        query = select(Endpoint).order_by(Endpoint.name)
+        if kind is not None:
+            _check_kind(kind)
+            query = query.where(Endpoint.kind == kind)
+        with self.session() as session:
+            return [_endpoint_record(row) for row in session.scalars(query)]
+
+    def update_endpoint(self, name: str, /, *, kind: str | None = None, **changes: Any) -> EndpointRecord:
+        """Change some fields of an endpoint and bump its ``generation``.
+
+        Updatable: ``spec``, ``traffic``, ``mirror_traffic``, ``auth_mode``, ``primary_key``,
+        ``secondary_key``, ``token_secret``, ``provisioning_state``. Traffic changes are checked as
+        in :meth:`set_traffic`. With ``kind``, an endpoint of the other kind counts as missing.
+        """
+        unknown = set(changes) - _ENDPOINT_MUTABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; updatable: {sorted(_ENDPOINT_MUTABLE)}")
+        if not changes:  # nothing to write: no generation bump, so pollers do not reload for nothing
+            return self.get_endpoint(name, kind)
+        if "provisioning_state" in changes:
+            _check_state(changes["provisioning_state"], PROVISIONING_STATES, "provisioning_state")
+        with self._routing_write() as session:
+            row = self._endpoint(session, name, kind)
+            if "traffic" in changes or "mirror_traffic" in changes:
+                traffic = dict(changes.get("traffic", row.traffic))
+                mirror = dict(changes.get("mirror_traffic", row.mirror_traffic))
+                _check_traffic(traffic, mirror, self._deployment_names(session, name))
+            for key, value in changes.items():
+                setattr(row, key, dict(value) if isinstance(value, Mapping) else value)
+            self._touch(row)
+            session.flush()
+            return _endpoint_record(row)
+
+    def delete_endpoint(self, name: str, kind: str | None = None) -> None:
+        """Delete the endpoint and, by ``ON DELETE CASCADE``, its deployments."""
+        with self._routing_write() as session:
+            self._endpoint(session, name, kind)
+            session.execute(delete(Endpoint).where(Endpoint.name == name))
+
+    def set_traffic(
+        self,
+        name: str,
+        traffic: Mapping[str, int],
+        mirror: Mapping[str, int] | None = None,
+        kind: str | None = None,
+    ) -> EndpointRecord:
+        """Replace the live traffic split (and the mirror split, if given).
+
+        Raises :class:`SpecError` unless every named deployment exists, live shares add up to 100
+        (or are all 0) and mirror shares to at most 50.
+        """
+        changes: dict[str, Any] = {"traffic": dict(traffic)}
+        if mirror is not None:
+            changes["mirror_traffic"] = dict(mirror)
+        return self.update_endpoint(name, kind=kind, **changes)
+
+    def set_keys(
+        self, name: str, primary: str | None = None, secondary: str | None = None, kind: str | None = None
+    ) -> EndpointRecord:
+        """Replace the primary and/or secondary key; None (or empty) leaves that key unchanged."""
+        changes = {
+            key: value for key, value in (("primary_key", primary), ("secondary_key", secondary)) if value
+        }
+        return self.update_endpoint(name, kind=kind, **changes)
+
+    @staticmethod
+    def _touch(row: Endpoint | Deployment) -> None:
+        row.updated_at = _now()
+        row.generation = row.generation + 1
+
+    @staticmethod
+    def _deployment_names(session: Session, endpoint_name: str) -> set[str]:
+        return set(session.scalars(select(Deployment.name).where(Deployment.endpoint_name == endpoint_name)))
+
+    # --- deployments -------------------------------------------------------------------------------
+
+    def put_deployment(
+        self, endpoint_name: str, name: str, kind: str, spec: Mapping[str, Any]
+    ) -> DeploymentRecord:
+        """Create the deployment (state ``Creating``) or replace its spec (state ``Updating``).
+
+        Bumps the deployment's and the endpoint's ``generation``. The endpoint must exist
+        (:class:`NotFoundError`) and be of the same ``kind`` (:class:`ConflictError`).
+        """
+        _check_kind(kind)
+        now = _now()
+        with self._routing_write() as session:
+            endpoint = session.get(Endpoint, endpoint_name)
+            if endpoint is None:
+                raise _endpoint_not_found(endpoint_name, kind)
+            if endpoint.kind != kind:
+                raise ConflictError(
+                    f"endpoint '{endpoint_name}' is {_a(endpoint.kind)} endpoint and cannot hold {kind} "
+                    f"deployment '{name}'; create {_a(endpoint.kind)} deployment or use {_a(kind)} endpoint"
+                )
+            row = self._find_deployment(session, endpoint_name, name)
+            if row is None:
+                row = Deployment(
+                    id=uuid.uuid4().hex,
+                    endpoint_name=endpoint_name,
+                    name=name,
+                    kind=kind,
+                    spec=dict(spec),
+                    state="Creating",
+                    reason=None,
+                    created_at=now,
+                    updated_at=now,
+                    generation=1,
+                )
+                session.add(row)
+            else:
+                row.spec = dict(spec)
+                row.state = "Updating"
+                row.reason = None
+                self._touch(row)
+            self._touch(endpoint)
+            session.flush()
+            return _deployment_record(row)
+
+    @staticmethod
+    def _find_deployment(session: Session, endpoint_name: str, name: str) -> Deployment | None:
+        return session.scalar(
+            select(Deployment).where(Deployment.endpoint_name == endpoint_name, Deployment.name == name)
+        )
+
+    def _deployment(self, session: Session, endpoint_name: str, name: str) -> tuple[Endpoint, Deployment]:
+        endpoint = self._endpoint(session, endpoint_name)
+        row = self._find_deployment(session, endpoint_name, name)
+        if row is None:
+            raise _deployment_not_found(endpoint, name)
+        return endpoint, row
+
+    def get_deployment(self, endpoint_name: str, name: str) -> DeploymentRecord:
+        """The deployment ``name`` of endpoint ``endpoint_name``."""
+        with self.session() as session:
+            return _deployment_record(self._deployment(session, endpoint_name, name)[1])
+
+    def list_deployments(self, endpoint_name: str | None = None) -> list[DeploymentRecord]:
+        """Deployments of one endpoint (which must exist), or of all, by endpoint and name."""
+        query = select(Deployment).order_by(Deployment.endpoint_name, Deployment.name)
+        with self.session() as session:
+            if endpoint_name is not None:
+                self._endpoint(session, endpoint_name)
+                query = query.where(Deployment.endpoint_name == endpoint_name)
+            return [_deployment_record(row) for row in session.scalars(query)]
+
+    def set_deployment_state(
+        self, endpoint_name: str, name: str, state: str, reason: str | None = None
+    ) -> DeploymentRecord:
+        """Record the deployment's provisioning state (and why, for ``Failed``); bumps generations."""
+        _check_state(state, DEPLOYMENT_STATES, "state")
+        with self._routing_write() as session:
+            endpoint, row = self._deployment(session, endpoint_name, name)
+            row.state = state
+            row.reason = reason
+            self._touch(row)
+            self._touch(endpoint)
+            session.flush()
+            return _deployment_record(row)
+
+    def delete_deployment(self, endpoint_name: str, name: str) -> None:
+        """Delete a deployment that receives no traffic (zero-percent entries are dropped with it).
+
+        Raises :class:`ConflictError` while it still gets live or mirrored traffic, as Azure ML does:
+        otherwise the gateway would route requests to nothing.
+        """
+        with self._routing_write() as session:
+            endpoint, row = self._deployment(session, endpoint_name, name)
+            if endpoint.traffic.get(name, 0) > 0 or endpoint.mirror_traffic.get(name, 0) > 0:
+                raise ConflictError(
+                    f"deployment '{name}' still receives traffic on endpoint '{endpoint_name}'; set its "
+                    f"traffic to 0 first with `tiffin {endpoint.kind}-endpoint update --name "
+                    f"{endpoint_name} --traffic ...`"
+                )
+            endpoint.traffic = {k: v for k, v in endpoint.traffic.items() if k != name}
+            endpoint.mirror_traffic = {k: v for k, v in endpoint.mirror_traffic.items() if k != name}
+            self._touch(endpoint)
+            session.delete(row)
+
+    # --- jobs --------------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        name: str,
+        endpoint_name: str,
+        deployment_name: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> JobRecord:
+        """Queue a job for a batch endpoint (which must exist); :class:`ConflictError` if the name is used."""
+        try:
+            with self.session(write=True) as session:
+                self._endpoint(session, endpoint_name, "batch")
+                if session.get(Job, name) is not None:
+                    raise ConflictError(f"job '{name}' already exists; job names are unique, pick another")
+                row = Job(
+                    name=name,
+                    endpoint_name=endpoint_name,
+                    deployment_name=deployment_name,
+                    status="Queued",
+                    inputs=dict(inputs or {}),
+                    outputs=None,
+                    error=None,
+                    created_at=_now(),
+                    started_at=None,
+                    finished_at=None,
+                    progress=None,
+                )
+                session.add(row)
+                session.flush()
+                return _job_record(row)
+        except IntegrityError as exc:  # lost a race with a concurrent create (PostgreSQL)
+            raise ConflictError(f"job '{name}' already exists; job names are unique, pick another") from exc
+
+    def get_job(self, name: str) -> JobRecord:
+        """The job ``name``."""
+        with self.session() as session:
+            return _job_record(self._job(session, name))
+
+    @staticmethod
+    def _job(session: Session, name: str) -> Job:
+        row = session.get(Job, name)
+        if row is None:
+            raise NotFoundError(
+                f"job '{name}' not found; list a batch endpoint's jobs with "
+                "`tiffin batch-endpoint list-jobs --name <endpoint>`"
+            )
+        return row
+
+    def list_jobs(self, endpoint_name: str | None = None, status: str | None = None) -> list[JobRecord]:
+        """Jobs, oldest first, optionally of one endpoint and/or in one status."""
+        query = select(Job).order_by(Job.created_at, Job.name)
+        if endpoint_name is not None:
+            query = query.where(Job.endpoint_name == endpoint_name)
+        if status is not None:
+            _check_state(status, JOB_STATUSES, "status")
+            query = query.where(Job.status == status)
+        with self.session() as session:
+            return [_job_record(row) for row in session.scalars(query)]
+
+    def update_job(self, name: str, /, **changes: Any) -> JobRecord:
+        """Change a job's ``status``, ``outputs``, ``error``, ``progress``, ``deployment_name`` or times.
+
+        Moving to ``Running`` stamps ``started_at`` and to a final status stamps ``finished_at``,
+        unless given.
+        """
+        unknown = set(changes) - _JOB_MUTABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; updatable: {sorted(_JOB_MUTABLE)}")
+        status = changes.get("status")
+        if status is not None:
+            _check_state(status, JOB_STATUSES, "status")
+        for key in ("started_at", "finished_at"):
+            value = changes.get(key)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError(f"{key} must be timezone-aware (UTC), not naive {value!r}")
+        with self.session(write=True) as session:
+            row = self._job(session, name)
+            now = _now()
+            if status == "Running" and row.started_at is None:
+                changes.setdefault("started_at", now)
+            if status in TERMINAL_JOB_STATUSES and row.finished_at is None:
+                changes.setdefault("finished_at", now)
+            for key, value in changes.items():
+                setattr(row, key, dict(value) if isinstance(value, Mapping) else value)
+            session.flush()
+            return _job_record(row)
