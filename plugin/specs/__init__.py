@@ -1,0 +1,96 @@
+"""Azure-ML-compatible endpoint and deployment specs: pydantic models plus the YAML loader.
+
+YAML files written for Azure ML's CLI (v2) load unchanged, ``$schema`` line included::
+
+    from tiffin.specs import OnlineDeployment, load_spec
+
+    loaded = load_spec("blue-deployment.yml", OnlineDeployment, overrides=["instance_count=2"])
+    for line in loaded.warnings():  # e.g. "ignored locally: instance_type, environment.image"
+        print(line)
+    deployment = loaded.spec
+
+Invalid files raise :class:`tiffin.errors.SpecError` naming the file and the field.
+"""
+
+from ._base import SpecModel, is_remote_path
+from .batch import (
+    SETTINGS_KEYS,
+    BatchAuthMode,
+    BatchDeployment,
+    BatchDeploymentSettings,
+    BatchEndpoint,
+    BatchEndpointDefaults,
+    LoggingLevel,
+    OutputAction,
+)
+from .common import (
+    BatchRetrySettings,
+    BuildContext,
+    CodeConfiguration,
+    DefaultScaleSettings,
+    Environment,
+    EnvironmentRef,
+    InferenceConfig,
+    Model,
+    ModelRef,
+    ModelType,
+    ProbeSettings,
+    RequestSettings,
+    ResourceConfiguration,
+    Route,
+    ScaleSettings,
+    TargetUtilizationScaleSettings,
+)
+from .loader import (
+    SPEC_KINDS,
+    LoadedSpec,
+    Spec,
+    apply_overrides,
+    kind_from_schema,
+    load_spec,
+    parse_spec,
+    read_yaml,
+    translate_validation_error,
+)
+from .online import OnlineAuthMode, OnlineDeployment, OnlineEndpoint
+
+__all__ = [
+    "SETTINGS_KEYS",
+    "SPEC_KINDS",
+    "BatchAuthMode",
+    "BatchDeployment",
+    "BatchDeploymentSettings",
+    "BatchEndpoint",
+    "BatchEndpointDefaults",
+    "BatchRetrySettings",
+    "BuildContext",
+    "CodeConfiguration",
+    "DefaultScaleSettings",
+    "Environment",
+    "EnvironmentRef",
+    "InferenceConfig",
+    "LoadedSpec",
+    "LoggingLevel",
+    "Model",
+    "ModelRef",
+    "ModelType",
+    "OnlineAuthMode",
+    "OnlineDeployment",
+    "OnlineEndpoint",
+    "OutputAction",
+    "ProbeSettings",
+    "RequestSettings",
+    "ResourceConfiguration",
+    "Route",
+    "ScaleSettings",
+    "Spec",
+    "SpecModel",
+    "TargetUtilizationScaleSettings",
+    "apply_overrides",
+    "is_remote_path",
+    "kind_from_schema",
+    "load_spec",
+    "parse_spec",
+    "read_yaml",
+    "translate_validation_error",
+]

@@ -1,0 +1,154 @@
+"""Online endpoints and deployments, in Azure ML's managed/Kubernetes online YAML shapes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from ._base import EnvVars, Int, Name, Percent, SpecModel, choice_of
+from .common import (
+    CodeConfiguration,
+    DefaultScaleSettings,
+    EnvironmentRef,
+    ModelRef,
+    ProbeSettings,
+    RequestSettings,
+    ScaleSettings,
+    TargetUtilizationScaleSettings,
+)
+
+__all__ = ["DeploymentType", "NetworkAccess", "OnlineAuthMode", "OnlineDeployment", "OnlineEndpoint"]
+
+_NetworkAccessName = Literal["enabled", "disabled"]
+NetworkAccess = Annotated[_NetworkAccessName, BeforeValidator(choice_of(_NetworkAccessName))]
+"""Whether a network path is open (``enabled``) or private-link only (``disabled``)."""
+
+DeploymentType = Literal["managed", "kubernetes"]
+"""Where Azure runs an online deployment; tiffin runs both kinds locally."""
+
+OnlineAuthMode = Literal["key", "aml_token", "aad_token"]
+"""How callers of an online endpoint authenticate."""
+
+# Keys Azure adds to `az ml ... show` output; feeding that output back should not look like typos.
+_ENDPOINT_READ_ONLY = frozenset(
+    {"id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location", "creation_context"}
+)
+_DEPLOYMENT_READ_ONLY = frozenset({"id", "provisioning_state", "creation_context"})
+
+
+class OnlineEndpoint(SpecModel):
+    """An online endpoint: a stable name and scoring URL whose traffic is split among deployments.
+
+    ``traffic`` maps deployment names to whole percentages adding up to 0 or 100;
+    ``mirror_traffic`` copies a percentage of live requests to one more deployment.
+    """
+
+    kind_label: ClassVar[str] = "online endpoint"
+    LOCAL_IGNORED = frozenset({"compute", "identity", "public_network_access", "kind"})
+    AZURE_READ_ONLY = _ENDPOINT_READ_ONLY
+
+    name: Name
+    description: str | None = None
+    tags: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+    auth_mode: Annotated[OnlineAuthMode, BeforeValidator(choice_of(OnlineAuthMode))] = "key"
+    # The Kubernetes compute an Azure Arc endpoint runs on.
+    compute: str | None = None
+    traffic: dict[str, Percent] = Field(default_factory=dict)
+    mirror_traffic: dict[str, Percent] = Field(default_factory=dict)
+    identity: dict[str, Any] | None = None
+    public_network_access: NetworkAccess | None = None
+    kind: str | None = None
+
+    @field_validator("traffic")
+    @classmethod
+    def _traffic_adds_up(cls, traffic: dict[str, int]) -> dict[str, int]:
+        total = sum(traffic.values())
+        if total not in (0, 100):
+            raise PydanticCustomError(
+                "traffic_total", "percentages must add up to 0 or 100 (got {total})", {"total": total}
+            )
+        return traffic
+
+    @field_validator("mirror_traffic")
+    @classmethod
+    def _one_mirror(cls, mirror: dict[str, int]) -> dict[str, int]:
+        if len(mirror) > 1:
+            raise PydanticCustomError(
+                "mirror_count",
+                "can mirror to one deployment only (got {names})",
+                {"names": ", ".join(mirror)},
+            )
+        return mirror
+
+    @model_validator(mode="after")
+    def _mirror_not_live(self) -> OnlineEndpoint:
+        # Azure refuses this too: mirrored responses are thrown away, so live traffic would be lost.
+        for name, percent in self.mirror_traffic.items():
+            if percent and self.traffic.get(name):
+                raise PydanticCustomError(
+                    "mirror_live",
+                    "deployment '{name}' already gets live traffic and cannot also get mirrored traffic",
+                    {"name": name, "field_suffix": f"mirror_traffic.{name}"},
+                )
+        return self
+
+
+class OnlineDeployment(SpecModel):
+    """A model plus scoring code served by ``instance_count`` replicas behind an online endpoint.
+
+    ``model`` and ``environment`` are either reference strings (``azureml:name:version``) or inline
+    specs. ``endpoint_name`` may be left out of the file when the caller supplies it (as
+    ``az ml online-deployment create --endpoint-name`` does), so callers must check it.
+    """
+
+    kind_label: ClassVar[str] = "online deployment"
+    LOCAL_IGNORED = frozenset(
+        {
+            "model_mount_path",
+            "instance_type",
+            "app_insights_enabled",
+            "resources",
+            "data_collector",
+            "egress_public_network_access",
+            "private_network_connection",
+        }
+    )
+    REFERENCE_IGNORED = frozenset({"environment"})
+    AZURE_READ_ONLY = _DEPLOYMENT_READ_ONLY
+
+    name: Name
+    endpoint_name: Name | None = None
+    type: Annotated[DeploymentType, BeforeValidator(choice_of(DeploymentType))] = "managed"
+    description: str | None = None
+    tags: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+    model: ModelRef | None = None
+    model_mount_path: str | None = None
+    code_configuration: CodeConfiguration | None = None
+    environment: EnvironmentRef | None = None
+    environment_variables: EnvVars = Field(default_factory=dict)
+    instance_type: str | None = None
+    instance_count: Int = Field(1, ge=1)
+    app_insights_enabled: bool = False
+    scale_settings: ScaleSettings = Field(default_factory=DefaultScaleSettings)
+    request_settings: RequestSettings = Field(default_factory=RequestSettings)
+    liveness_probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    readiness_probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    # Kubernetes container requests/limits (cpu, memory, nvidia.com/gpu).
+    resources: dict[str, Any] | None = None
+    data_collector: dict[str, Any] | None = None
+    egress_public_network_access: NetworkAccess | None = None
+    private_network_connection: bool | None = None
+
+    def ignored_here(self) -> list[str]:
+        """As :meth:`SpecModel.ignored_here`, plus autoscaling, which tiffin does not do."""
+        out = super().ignored_here()
+        if isinstance(self.scale_settings, TargetUtilizationScaleSettings):
+            # Inserted in field order, so reports read like the file.
+            order = list(type(self).model_fields)
+            out.append("scale_settings")
+            out.sort(key=lambda name: order.index(name) if name in order else len(order))
+        return out
