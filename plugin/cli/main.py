@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -25,7 +24,7 @@ app = typer.Typer(
 replica_app = typer.Typer(help="Run one deployment replica (what the supervisor starts).", no_args_is_help=True)
 app.add_typer(replica_app, name="replica")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 FileOpt = Annotated[Path, typer.Option("--file", "-f", help="Azure ML YAML file.", exists=False)]
 SetOpt = Annotated[
@@ -82,7 +81,8 @@ def validate(
     from tiffin.specs import load_spec
 
     loaded = load_spec(file, overrides=set_ or ())
-    _warn_ignored(loaded)
+    for line in loaded.warnings():
+        err.print(f"[yellow]WARNING[/]: {line}", highlight=False)
     emit(
         {
             "kind": type(loaded.spec).__name__,
@@ -95,34 +95,22 @@ def validate(
     )
 
 
-def _warn_ignored(loaded: object) -> None:
-    ignored = getattr(loaded, "ignored", [])
-    unknown = getattr(loaded, "unknown", [])
-    if ignored:
-        err.print(f"[yellow]WARNING[/]: ignored locally (Azure-only): {', '.join(ignored)}")
-    if unknown:
-        err.print(f"[yellow]WARNING[/]: unknown fields kept but not used: {', '.join(unknown)}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tiffin`` script; translates tiffin errors into exit code 1."""
-    command = typer.main.get_command(app)
+    """Entry point of the ``tiffin`` script; returns the exit code.
+
+    Typer reports usage errors itself (exit 2); tiffin's own errors are printed here as one line that
+    says what to fix (exit 1), never as a traceback.
+    """
     try:
-        code = command.main(args=argv, prog_name="tiffin", standalone_mode=False)
+        app(args=argv, prog_name="tiffin", standalone_mode=True)
     except TiffinError as exc:
         err.print(f"[red]ERROR[/]: {exc.message}", highlight=False)
         return 1
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err.print("Aborted.")
-        return 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         return 130
-    return code if isinstance(code, int) else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -119,8 +119,13 @@ class ReplicaApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, self.startup)
+                except TiffinError as exc:
+                    # The runner already logged the user's traceback where there is one.
+                    logger.error("deployment failed to start: %s", exc.message)
+                    await send({"type": "lifespan.startup.failed", "message": exc.message})
+                    return
                 except Exception as exc:
-                    text = exc.message if isinstance(exc, TiffinError) else repr(exc)
+                    text = repr(exc)
                     logger.error("deployment failed to start: %s\n%s", text, traceback.format_exc())
                     await send({"type": "lifespan.startup.failed", "message": text})
                     return

@@ -10,7 +10,7 @@ from tiffin.config import tiffin_home
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.layout import stage_model
 from tiffin.runners import runner_for
-from tiffin.specs import OnlineDeployment, load_spec
+from tiffin.specs import LoadedSpec, OnlineDeployment, load_spec
 
 __all__ = ["app_from_file", "replica_settings"]
 
@@ -34,8 +34,8 @@ def replica_settings(environment: Mapping[str, str]) -> dict[str, int]:
 
 def app_from_file(
     path: str | Path, overrides: Sequence[str] = (), *, home: Path | None = None
-) -> tuple[ReplicaApp, OnlineDeployment]:
-    """The replica app for the deployment in ``path`` (not yet loaded: call ``startup``)."""
+) -> tuple[ReplicaApp, LoadedSpec[OnlineDeployment]]:
+    """The replica app for the deployment in ``path`` (not yet loaded: call ``startup``), and the spec."""
     loaded = load_spec(path, OnlineDeployment, overrides=overrides)
     deployment = loaded.spec
     home = home or tiffin_home()
@@ -50,4 +50,4 @@ def app_from_file(
         max_body_bytes=settings["max_body_bytes"],
         scoring_threads=settings["scoring_threads"],
     )
-    return app, deployment
+    return app, loaded

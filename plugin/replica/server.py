@@ -7,7 +7,9 @@ importing it and running the script's ``init()`` once, as Azure's server does.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,8 +26,21 @@ _FILE_ENV = "TIFFIN_REPLICA_FILE"
 _SET_ENV = "TIFFIN_REPLICA_SET"
 
 
+def _configure_logging() -> None:
+    # tiffin's own messages at INFO with a timestamp; the root logger (a user's logging.info() in
+    # run()) keeps Python's WARNING default, as under Azure's server, so per-request logs cost nothing.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
+    tiffin_logger = logging.getLogger("tiffin")
+    if not tiffin_logger.handlers:
+        tiffin_logger.addHandler(handler)
+        tiffin_logger.setLevel(logging.INFO)
+        tiffin_logger.propagate = False
+
+
 def create_app() -> ReplicaApp:
     """uvicorn's app factory: the deployment named by ``$TIFFIN_REPLICA_FILE``."""
+    _configure_logging()
     overrides = json.loads(os.environ.get(_SET_ENV, "[]"))
     app, _ = app_from_file(os.environ[_FILE_ENV], overrides)
     return app
@@ -53,7 +68,10 @@ def serve(
 ) -> int:
     """Serve the deployment in ``file`` until interrupted; returns the process exit code."""
     # Validate the spec (and fail with its message) before any worker starts.
-    _, deployment = app_from_file(file, overrides)
+    _, loaded = app_from_file(file, overrides)
+    deployment = loaded.spec
+    for line in loaded.warnings():
+        print(f"WARNING: {loaded.source.name}: {line}", file=sys.stderr, flush=True)
     os.environ[_FILE_ENV] = str(Path(file).resolve())
     os.environ[_SET_ENV] = json.dumps(list(overrides))
     settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
@@ -80,5 +98,7 @@ def serve(
         sock = config.bind_socket()
         Multiprocess(config, target=server.run, sockets=[sock]).run()
         return 0
-    server.run()
-    return 0 if server.started else 3
+    with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the app's start-up fails
+        server.run()
+    # Not started: the runner failed to load (bad script, init() raised); the log says why.
+    return 0 if server.started else 1

@@ -36,7 +36,8 @@ _ENV = "TIFFIN_DEPLOYMENT"
 
 def deployment_service(path: str | Path, overrides: Sequence[str] = ()) -> Any:
     """A BentoML service serving the deployment YAML at ``path``."""
-    app, deployment = app_from_file(path, overrides)
+    app, loaded = app_from_file(path, overrides)
+    deployment = loaded.spec
     name = re.sub(r"[^a-z0-9-]+", "-", f"{deployment.endpoint_name or 'tiffin'}-{deployment.name}".lower()).strip("-")
     timeout_s = max(1, deployment.request_settings.request_timeout_ms // 1000 + 1)
 

@@ -1,0 +1,86 @@
+"""The `tiffin` command as a user runs it: exit codes, one JSON document on stdout, messages on stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azure"
+TIFFIN = [sys.executable, "-m", "tiffin.cli.main"]
+
+
+def tiffin(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TIFFIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_validate_prints_one_json_document_and_warns_on_stderr():
+    done = tiffin("validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["kind"] == "OnlineDeployment"
+    assert doc["spec"]["name"] == "blue"
+    assert "instance_type" in doc["ignored"]
+    assert "ignored locally: instance_type" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [("tsv", "1\n"), ("json", "1\n"), ("yaml", "1\n...\n")],
+)
+def test_query_and_output_formats(fmt, expected):
+    done = tiffin(
+        "validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "--query", "spec.instance_count", "-o", fmt
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
+
+
+def test_set_overrides_a_field():
+    done = tiffin(
+        "validate",
+        "-f",
+        str(FIXTURES / "online" / "blue-deployment.yml"),
+        "--set",
+        "instance_count=3",
+        "--query",
+        "spec.instance_count",
+    )
+    assert json.loads(done.stdout) == 3
+
+
+def test_bad_field_is_exit_1_naming_the_field(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n"
+        "name: blue\ninstance_count: two\n"
+    )
+    done = tiffin("validate", "-f", str(bad))
+    assert done.returncode == 1
+    assert "bad.yml" in done.stderr and "instance_count" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_missing_file_and_bad_query_are_user_errors(tmp_path):
+    done = tiffin("validate", "-f", str(tmp_path / "nope.yml"))
+    assert done.returncode == 1 and "not found" in done.stderr
+    done = tiffin("validate", "-f", str(FIXTURES / "online" / "endpoint.yml"), "--query", "[[[")
+    assert done.returncode == 1 and "JMESPath" in done.stderr
+
+
+def test_usage_errors_exit_2():
+    assert tiffin("validate", "--bogus").returncode == 2
+    assert tiffin("no-such-command").returncode == 2
+
+
+def test_replica_serve_refuses_a_bad_spec_before_starting(tmp_path):
+    bad = tmp_path / "d.yml"
+    bad.write_text("name: d\ncode_configuration: {code: ., scoring_script: missing.py}\n")
+    done = tiffin("replica", "serve", "-f", str(bad), "--port", "1")
+    assert done.returncode == 1
+    assert "missing.py" in done.stderr or "online" in done.stderr
+    assert "Traceback" not in done.stderr
