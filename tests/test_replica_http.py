@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -207,3 +208,17 @@ def test_rawhttp_script_gets_flask_request_and_returns_amlresponse():
         assert r.headers["content-type"] == "application/octet-stream"
         r = httpx.get(replica.url + "/score", params={"q": "hi"})
         assert r.text == "query=hi"
+
+
+def test_worker_count_runs_init_once_per_worker_process():
+    with serve_deployment(HERE / "plain" / "deployment.yml", overrides=["environment_variables.WORKER_COUNT=2"]) as replica:
+        for _ in range(10):
+            assert httpx.post(replica.url + "/score", json={"data": [[1]]}).status_code == 200
+        # "ready" means one worker answers; the other may still be in init(): give it a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            pids = {line.rsplit(" ", 1)[1] for line in replica.log().splitlines() if line.startswith("init done")}
+            if len(pids) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(pids) == 2, replica.log()

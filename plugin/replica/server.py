@@ -11,9 +11,13 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -56,6 +60,36 @@ class _Server(uvicorn.Server):
             print(f"tiffin replica ready: {where}", flush=True)
 
 
+def _announce_when_healthy(config: uvicorn.Config, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = _connection(config)
+            conn.request("GET", "/")
+            if conn.getresponse().status == 200:
+                where = config.uds or f"http://{config.host}:{config.port}"
+                print(f"tiffin replica ready: {where} ({config.workers} workers)", flush=True)
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+
+
+def _connection(config: uvicorn.Config) -> Any:
+    import http.client
+
+    if config.uds:
+
+        class _UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(2)
+                self.sock.connect(config.uds)
+
+        return _UnixConnection("localhost", timeout=2)
+    return http.client.HTTPConnection(config.host, config.port, timeout=2)
+
+
 def serve(
     file: str | Path,
     *,
@@ -96,7 +130,10 @@ def serve(
         from uvicorn.supervisors import Multiprocess
 
         sock = config.bind_socket()
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        # uvicorn's workers run its own Server class, so the parent announces readiness once a worker
+        # answers the health probe on the shared socket.
+        threading.Thread(target=_announce_when_healthy, args=(config,), daemon=True).start()
+        Multiprocess(config, sockets=[sock]).run()
         return 0
     with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the app's start-up fails
         server.run()

@@ -11,6 +11,7 @@ def init():
     path = os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model", "weights.json")
     with open(path) as f:
         model = json.load(f)
+    print(f"init done in process {os.getpid()}", flush=True)
 
 
 def run(raw_data):
