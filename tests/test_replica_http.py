@@ -211,7 +211,9 @@ def test_rawhttp_script_gets_flask_request_and_returns_amlresponse():
 
 
 def test_worker_count_runs_init_once_per_worker_process():
-    with serve_deployment(HERE / "plain" / "deployment.yml", overrides=["environment_variables.WORKER_COUNT=2"]) as replica:
+    with serve_deployment(
+        HERE / "plain" / "deployment.yml", overrides=["environment_variables.WORKER_COUNT=2"]
+    ) as replica:
         for _ in range(10):
             assert httpx.post(replica.url + "/score", json={"data": [[1]]}).status_code == 200
         # "ready" means one worker answers; the other may still be in init(): give it a moment.
