@@ -60,7 +60,7 @@ AZML_LOOPBACK_SHIM = (
     f"s.DEFAULT_HOST = {LOOPBACK!r}; sys.argv[0] = 'azmlinfsrv'; sys.exit(s.run())"
 )
 
-SERVERS = ("azmlinfsrv", "tiffin")
+SERVERS = ("azmlinfsrv", "tiffin", "bentoml")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--servers",
         default=",".join(SERVERS),
-        help="comma-separated servers to run, in this order: azmlinfsrv, tiffin",
+        help="comma-separated servers to run, in this order: azmlinfsrv, tiffin, bentoml",
     )
     p.add_argument("--duration", type=float, default=15.0, help="seconds of timed load per server")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of untimed load before timing")
@@ -176,6 +176,22 @@ def tiffin_server(args: argparse.Namespace, work: Workdir, logs: Path) -> tuple[
     return Server("tiffin", cmd, port, logs / "tiffin.log", env=env, cwd=work.root), {"command": cmd}
 
 
+def bentoml_server(args: argparse.Namespace, work: Workdir, logs: Path) -> tuple[Server, dict[str, Any]]:
+    """The same deployment as a BentoML service under plain ``bentoml serve`` (BentoML's request path)."""
+    port = free_port()
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    cmd = [bentoml, "serve", "tiffin.replica.service:Deployment", "--host", LOOPBACK, "--port", str(port)]
+    env = {
+        **os.environ,
+        "TIFFIN_DEPLOYMENT": str(work.deployment),
+        "BENTOML_HOME": str(BENCH_DIR / "bentoml-home"),
+        # BentoML logs every request at INFO by default; the other two servers log nothing per request.
+        "BENTOML_CONFIG_OPTIONS": "api_server.logging.access.enabled=false api_server.metrics.enabled=false",
+    }
+    env.pop("AZUREML_MODEL_DIR", None)
+    return Server("bentoml", cmd, port, logs / "bentoml.log", env=env, cwd=work.root), {"command": cmd}
+
+
 def memory_run(args: argparse.Namespace, server: Server, wrk: str, script: Path) -> dict[str, Any]:
     """Send ``--memory-requests`` requests to ``server`` and read its memory before and after."""
     assert server.proc is not None
@@ -230,7 +246,8 @@ def bench_one(
 ) -> dict[str, Any]:
     """Start one server alone, check its predictions, warm it up, time it; stop it."""
     logs = BENCH_DIR / "logs"
-    server, info = (azml_server if name == "azmlinfsrv" else tiffin_server)(args, work, logs)
+    factory = {"azmlinfsrv": azml_server, "tiffin": tiffin_server, "bentoml": bentoml_server}[name]
+    server, info = factory(args, work, logs)
     out: dict[str, Any] = {**info, "port": server.port, "log": str(server.log_path)}
     out["cpu_busy_before"] = busy = round(cpu_busy_fraction(), 3)
     if busy > 0.2:
@@ -288,6 +305,10 @@ def report(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         )
         ratios["tiffin_over_azmlinfsrv_p50"] = t["p50_ms"] / a["p50_ms"] if a["p50_ms"] else None
         print(f"req/s ratio tiffin/azmlinfsrv: {_fmt(ratios['tiffin_over_azmlinfsrv_req_per_s'])}x")
+    b = results.get("bentoml", {}).get("wrk")
+    if b and t and b["requests_per_s"]:
+        ratios["tiffin_over_bentoml_req_per_s"] = t["requests_per_s"] / b["requests_per_s"]
+        print(f"req/s ratio tiffin/bentoml-serve: {ratios['tiffin_over_bentoml_req_per_s']:.2f}x")
     for name, w in (("tiffin", t), ("azmlinfsrv", a)):
         if w and w["p50_ms"]:
             ratios[f"{name}_p99_over_p50"] = w["p99_ms"] / w["p50_ms"]
