@@ -21,6 +21,20 @@ from tiffin.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from tiffin.specs import (
+    BatchDeployment,
+    BatchEndpoint,
+    CodeConfiguration,
+    Environment,
+    LoadedSpec,
+    Model,
+    OnlineDeployment,
+    OnlineEndpoint,
+    ProbeSettings,
+    RequestSettings,
+    load_spec,
+    parse_spec,
+)
 from tiffin.typed import typed
 
 __version__ = "0.1.0"
@@ -28,6 +42,16 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthError",
     "BadRequestError",
+    "BatchDeployment",
+    "BatchEndpoint",
+    "CodeConfiguration",
+    "Environment",
+    "LoadedSpec",
+    "Model",
+    "OnlineDeployment",
+    "OnlineEndpoint",
+    "ProbeSettings",
+    "RequestSettings",
     "CapacityError",
     "ConflictError",
     "NotFoundError",
@@ -43,5 +67,7 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "ValidationError",
     "__version__",
+    "load_spec",
+    "parse_spec",
     "typed",
 ]
