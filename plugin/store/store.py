@@ -16,7 +16,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tiffin.errors import ConflictError, NotFoundError, SpecError
+from tiffin.errors import ConflictError, NotFoundError
+from tiffin.routing import check_traffic
 
 from . import engine as _engine
 from .models import Counter, Deployment, Endpoint, Job
@@ -139,35 +140,6 @@ def _job_record(row: Job) -> JobRecord:
         finished_at=row.finished_at,
         progress=None if row.progress is None else dict(row.progress),
     )
-
-
-def _check_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int], deployments: set[str]) -> None:
-    """Azure ML's traffic rules: live shares add up to 100 (or are all 0), mirror shares to at most 50."""
-    for field, shares in (("traffic", traffic), ("mirror_traffic", mirror)):
-        for dep, pct in shares.items():
-            if dep not in deployments:
-                known = ", ".join(sorted(deployments)) or "none"
-                raise SpecError(
-                    f"deployment '{dep}' does not exist on this endpoint (deployments: {known}); "
-                    "create it first or remove it from the traffic map",
-                    field=field,
-                )
-            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
-                raise SpecError(f"'{dep}' must be a whole percentage from 0 to 100, not {pct!r}", field=field)
-    live = sum(traffic.values())
-    if live not in (0, 100):
-        raise SpecError(f"the percentages must add up to 100 (or all be 0), not {live}", field="traffic")
-    mirrored = sum(mirror.values())
-    if mirrored > 50:
-        raise SpecError(
-            f"mirror percentages may add up to at most 50, not {mirrored}", field="mirror_traffic"
-        )
-    both = sorted(d for d, pct in mirror.items() if pct > 0 and traffic.get(d, 0) > 0)
-    if both:
-        raise SpecError(
-            f"deployment(s) {', '.join(both)} get live traffic and cannot also receive mirrored traffic",
-            field="mirror_traffic",
-        )
 
 
 class Store:
@@ -381,7 +353,7 @@ class Store:
             if "traffic" in changes or "mirror_traffic" in changes:
                 traffic = dict(changes.get("traffic", row.traffic))
                 mirror = dict(changes.get("mirror_traffic", row.mirror_traffic))
-                _check_traffic(traffic, mirror, self._deployment_names(session, name))
+                check_traffic(traffic, mirror, self._deployment_names(session, name))
             for key, value in changes.items():
                 setattr(row, key, dict(value) if isinstance(value, Mapping) else value)
             self._touch(row)

@@ -1,0 +1,182 @@
+"""The routing policy of an online endpoint: pure functions over an immutable routing table.
+
+Given an endpoint's live traffic split, its mirror split, the request's pin header and random draws,
+:func:`decide` names the deployment that answers and the one (if any) that gets a fire-and-forget copy;
+:func:`pick_replica` chooses among a deployment's ready replicas. No I/O and no clock: the gateway passes
+``random.random()`` draws in, tests pass fixed ones, so every decision is reproducible.
+
+Azure ML's rules, kept exactly (:func:`check_traffic`):
+
+* live traffic is whole percentages adding up to 100, or all 0 (the endpoint then refuses requests that
+  name no deployment, with 503);
+* the ``azureml-model-deployment`` header (or ``x-tiffin-deployment``) pins a request to a deployment,
+  even one at 0%; pinned requests are not mirrored;
+* ``mirror_traffic`` copies at most 50% of the requests to one deployment that has no live traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tiffin.errors import NotFoundError, SpecError, UnavailableError
+
+__all__ = [
+    "PIN_HEADERS",
+    "Decision",
+    "DeploymentRoute",
+    "EndpointRoute",
+    "Replica",
+    "RoutingTable",
+    "check_traffic",
+    "decide",
+    "pick_replica",
+]
+
+PIN_HEADERS = ("azureml-model-deployment", "x-tiffin-deployment")
+"""Request headers that pin a request to a deployment, Azure's first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One ready process of a deployment, reachable at ``url`` (``http://127.0.0.1:PORT``)."""
+
+    id: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRoute:
+    """What the gateway needs to know of one deployment: its ready replicas and request settings."""
+
+    name: str
+    replicas: tuple[Replica, ...] = ()
+    request_timeout_ms: int = 5000
+    max_concurrent_requests_per_instance: int = 1
+    max_queue_wait_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRoute:
+    """One online endpoint as the gateway sees it."""
+
+    name: str
+    auth_mode: str = "key"
+    traffic: Mapping[str, int] = field(default_factory=dict)
+    mirror_traffic: Mapping[str, int] = field(default_factory=dict)
+    deployments: Mapping[str, DeploymentRoute] = field(default_factory=dict)
+    live: tuple[tuple[str, int], ...] = ()
+    """``traffic`` as (deployment, cumulative percent) in name order, positive shares only; derived."""
+
+    def __post_init__(self) -> None:
+        cumulative, running = [], 0
+        for name in sorted(self.traffic):
+            if self.traffic[name] > 0:
+                running += self.traffic[name]
+                cumulative.append((name, running))
+        object.__setattr__(self, "live", tuple(cumulative))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Every online endpoint, by name. Replaced whole on each change, never mutated, so a request
+    holds one consistent snapshot from start to end while the next table is being built."""
+
+    endpoints: Mapping[str, EndpointRoute] = field(default_factory=dict)
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes: the deployment that answers, and the one that gets a mirror copy."""
+
+    deployment: str
+    mirror: str | None = None
+    pinned: bool = False
+
+
+def decide(endpoint: EndpointRoute, pinned: str | None, draw: float, mirror_draw: float) -> Decision:
+    """Choose the deployment for one request.
+
+    ``pinned`` is the value of a pin header (None or "" when absent). ``draw`` and ``mirror_draw`` are
+    independent uniform numbers in [0, 1). A deployment with share ``p`` is chosen for draws in a band of
+    width ``p/100`` (bands laid out in name order), so over many requests each gets its share; the mirror
+    copy is made when ``mirror_draw < share/100``.
+
+    Raises NotFoundError for a pin naming no deployment of the endpoint, UnavailableError when the
+    endpoint has no live traffic and the request is not pinned.
+    """
+    if pinned:
+        if pinned not in endpoint.deployments:
+            known = ", ".join(sorted(endpoint.deployments)) or "none"
+            raise NotFoundError(
+                f"deployment '{pinned}' (from the azureml-model-deployment header) does not exist in endpoint "
+                f"'{endpoint.name}'; its deployments are: {known}"
+            )
+        return Decision(pinned, None, pinned=True)
+    if not endpoint.live:
+        raise UnavailableError(
+            f"endpoint '{endpoint.name}' sends no traffic to any deployment; give one traffic with "
+            f"`tiffin online-endpoint update -n {endpoint.name} --traffic DEPLOYMENT=100`, or pin a request "
+            "with the azureml-model-deployment header"
+        )
+    point = draw * 100.0
+    target = endpoint.live[-1][0]  # draw is < 1, so only rounding can get here
+    for name, upper in endpoint.live:
+        if point < upper:
+            target = name
+            break
+    mirror = None
+    for name, percent in endpoint.mirror_traffic.items():
+        if percent > 0 and name != target and mirror_draw * 100.0 < percent:
+            mirror = name
+    return Decision(target, mirror)
+
+
+def pick_replica(replicas: Sequence[Replica], in_flight: Mapping[str, int], first: int, second: int) -> Replica:
+    """Power of two choices: of two replicas picked at random, the one with fewer requests in flight.
+
+    ``first`` and ``second`` are random integers (any range; reduced modulo the count). Sampling two and
+    taking the less loaded one keeps the maximum load within O(log log n) of the mean without looking at
+    every replica, and with two replicas it is simply "the less loaded one, ties broken at random".
+    """
+    if not replicas:
+        raise IndexError("no replicas")
+    count = len(replicas)
+    if count == 1:
+        return replicas[0]
+    a = replicas[first % count]
+    b = replicas[(first + 1 + second % (count - 1)) % count]  # a different replica from a
+    return b if in_flight.get(b.id, 0) < in_flight.get(a.id, 0) else a
+
+
+def check_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int], deployments: Collection[str]) -> None:
+    """Raise SpecError (naming the field and the broken rule) unless the traffic maps follow Azure's rules."""
+    for field_name, shares in (("traffic", traffic), ("mirror_traffic", mirror)):
+        for dep, pct in shares.items():
+            if dep not in deployments:
+                known = ", ".join(sorted(deployments)) or "none"
+                raise SpecError(
+                    f"deployment '{dep}' does not exist on this endpoint (deployments: {known}); "
+                    "create it first or remove it from the traffic map",
+                    field=field_name,
+                )
+            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
+                raise SpecError(f"'{dep}' must be a whole percentage from 0 to 100, not {pct!r}", field=field_name)
+    live = sum(traffic.values())
+    if live not in (0, 100):
+        raise SpecError(f"the percentages must add up to 100 (or all be 0), not {live}", field="traffic")
+    mirrored = [d for d, pct in mirror.items() if pct > 0]
+    if len(mirrored) > 1:
+        raise SpecError(
+            f"traffic can be mirrored to one deployment only, not {', '.join(mirrored)}", field="mirror_traffic"
+        )
+    total = sum(mirror.values())
+    if total > 50:
+        raise SpecError(f"at most 50% of the traffic can be mirrored, not {total}", field="mirror_traffic")
+    both = sorted(d for d in mirrored if traffic.get(d, 0) > 0)
+    if both:
+        raise SpecError(
+            f"deployment(s) {', '.join(both)} get live traffic and cannot also receive mirrored traffic",
+            field="mirror_traffic",
+        )
