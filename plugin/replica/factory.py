@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tiffin.config import tiffin_home
+from tiffin.paths import model_mounts_dir
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.layout import stage_model
 from tiffin.runners import runner_for
@@ -40,7 +41,7 @@ def app_from_file(
     deployment = loaded.spec
     home = home or tiffin_home()
     identity = f"{deployment.endpoint_name or 'local'}/{deployment.name}"
-    model_dir = stage_model(deployment, home / "model-mounts", identity=identity)
+    model_dir = stage_model(deployment, model_mounts_dir(home), identity=identity)
     runner = runner_for(deployment, model_dir=model_dir, source=str(loaded.source))
     settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
     app = ReplicaApp(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tiffin.auth import new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError
 from tiffin.routing import check_traffic
 
@@ -56,10 +56,6 @@ _JOB_MUTABLE = frozenset(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _new_secret() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def _check_kind(kind: str) -> None:
@@ -287,9 +283,9 @@ class Store:
                     traffic={},
                     mirror_traffic={},
                     auth_mode=auth_mode,
-                    primary_key=primary_key or _new_secret(),
-                    secondary_key=secondary_key or _new_secret(),
-                    token_secret=token_secret or _new_secret(),
+                    primary_key=primary_key or new_key(),
+                    secondary_key=secondary_key or new_key(),
+                    token_secret=token_secret or new_token_secret(),
                     provisioning_state=provisioning_state,
                     created_at=now,
                     updated_at=now,
