@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tiffin.auth import Credentials
 from tiffin.errors import NotFoundError, SpecError, UnavailableError
 
 __all__ = [
@@ -61,7 +62,7 @@ class EndpointRoute:
     """One online endpoint as the gateway sees it."""
 
     name: str
-    auth_mode: str = "key"
+    credentials: Credentials = field(default_factory=lambda: Credentials("key"))
     traffic: Mapping[str, int] = field(default_factory=dict)
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
     deployments: Mapping[str, DeploymentRoute] = field(default_factory=dict)

@@ -52,6 +52,24 @@ def replica_serve(
     raise typer.Exit(serve(file, host=host, port=port, uds=uds, workers=workers, overrides=set_ or ()))
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of the control plane and the gateway.")] = 7700,
+) -> None:
+    """Run the control plane (/api), the gateway (/endpoints/NAME) and the supervisor on one port.
+
+    State lives in $TIFFIN_HOME (default ~/.tiffin), SQLite unless TIFFIN_STORE_URL names another
+    database. Prints a line with 'ready' once it accepts requests; SIGINT/SIGTERM stop everything it started.
+    """
+    import os
+
+    from tiffin.config import tiffin_home
+    from tiffin.server import serve
+
+    raise typer.Exit(serve(home=tiffin_home(), host=host, port=port, store_url=os.environ.get("TIFFIN_STORE_URL")))
+
+
 @app.command("build")
 def build(
     file: FileOpt,

@@ -1,0 +1,392 @@
+"""The gateway: one lean ASGI app in front of every online endpoint.
+
+``/endpoints/{name}/{path}`` → authenticate → :func:`tiffin.routing.decide` → admission (429) → forward
+the body as bytes over a pooled keep-alive connection to a ready replica (408 past the deployment's
+request timeout) → the replica's answer, with ``azureml-model-deployment`` naming who answered. A mirror
+copy, when the policy asks for one, is sent after the caller has its answer, on its own task; its
+outcome only shows in the endpoint's stats.
+
+The routing table is swapped whole (:meth:`Gateway.set_table`); a request keeps the snapshot it started
+with, so traffic changes and replica moves never fail a request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tiffin.auth import authenticate
+from tiffin.errors import PayloadTooLargeError, RequestTimeoutError, TiffinError, UnavailableError
+from tiffin.gateway.limits import Admission
+from tiffin.gateway.stats import EndpointStats
+from tiffin.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
+from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger("tiffin.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are not forwarded.
+_DROP_REQUEST = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"content-length",
+        b"authorization",
+        b"expect",
+    }
+)
+_DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server"})
+_PIN = (b"azureml-model-deployment", b"x-tiffin-deployment")
+_JSON = b"application/json"
+_STREAM_ABOVE = 1 << 20  # responses larger than this (or of unknown size) are streamed, not buffered
+_DOWN_FOR_S = 1.0  # a replica that refused a connection is skipped this long (the supervisor decides the rest)
+_MAX_MIRRORS_IN_FLIGHT = 256
+
+
+class Gateway:
+    """ASGI app serving ``{prefix}/{endpoint}/...`` for every endpoint in the routing table."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "/endpoints",
+        max_body_bytes: int = 100 * 1024 * 1024,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        self.table = RoutingTable()
+        self.stats: dict[str, EndpointStats] = {}
+        self._rng = rng or random.Random()
+        self._admissions: dict[tuple[str, str], Admission] = {}
+        self._in_flight: dict[str, int] = {}
+        self._down_until: dict[str, float] = {}
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self._pool = UpstreamPool()
+        self._swagger_cache: dict[tuple[int, str, str, str], bytes] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing to open: upstream connections are made on first use in the serving event loop."""
+
+    async def close(self) -> None:
+        """Cancel outstanding mirror copies and close the pooled upstream connections."""
+        for task in list(self._mirrors):
+            task.cancel()
+        if self._mirrors:
+            await asyncio.gather(*self._mirrors, return_exceptions=True)
+        await self._pool.close()
+
+    def set_table(self, table: RoutingTable) -> None:
+        """Swap in a new routing table; admission slots follow the replicas now ready."""
+        for endpoint in table.endpoints.values():
+            for dep in endpoint.deployments.values():
+                key = (endpoint.name, dep.name)
+                capacity = len(dep.replicas) * dep.max_concurrent_requests_per_instance
+                admission = self._admissions.get(key)
+                if admission is None:
+                    self._admissions[key] = Admission(dep.name, capacity)
+                else:
+                    admission.resize(capacity)
+        self.table = table
+        self._swagger_cache.clear()
+
+    def endpoint_stats(self, name: str) -> dict[str, Any]:
+        """The counters of endpoint ``name`` (see :class:`EndpointStats`)."""
+        stats = self.stats.get(name)
+        return (stats or EndpointStats()).as_dict()
+
+    # --- ASGI ----------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        rest = path[len(self.prefix) + 1 :] if path.startswith(self.prefix + "/") else ""
+        name, slash, tail = rest.partition("/")
+        endpoint = self.table.endpoints.get(name) if name else None
+        if endpoint is None:
+            await _error(send, 404, f"endpoint '{name}' not found; list endpoints with `tiffin online-endpoint list`")
+            return
+        stats = self.stats.get(name)
+        if stats is None:
+            stats = self.stats[name] = EndpointStats()
+        try:
+            await self._handle(scope, receive, send, endpoint, stats, "/" + tail if slash else "/")
+        except TiffinError as exc:
+            stats.rejected[exc.status_code] += 1
+            await _error(send, exc.status_code, exc.message)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: EndpointRoute, stats: EndpointStats, tail: str
+    ) -> None:
+        authorization = pinned = None
+        content_length = -1
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key in _PIN and value:
+                pinned = value.decode("latin-1")
+            elif key == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        authenticate(authorization, endpoint.name, endpoint.credentials)
+        if content_length > self.max_body_bytes:
+            raise PayloadTooLargeError(self._too_large())
+
+        rng = self._rng
+        decision = decide(endpoint, pinned, rng.random(), rng.random())
+        deployment = endpoint.deployments[decision.deployment]
+        if tail == "/swagger.json" and scope["method"] == "GET":
+            await self._swagger(scope, send, endpoint, deployment)
+            return
+        body = await self._read_body(receive)
+
+        admission = self._admissions.get((endpoint.name, deployment.name))
+        if admission is None or not deployment.replicas:
+            raise UnavailableError(
+                f"deployment '{deployment.name}' of endpoint '{endpoint.name}' has no ready replica yet; "
+                f"see `tiffin online-deployment show -e {endpoint.name} -n {deployment.name}`"
+            )
+        await admission.acquire(deployment.max_queue_wait_ms / 1000)
+        try:
+            await self._forward(scope, send, endpoint, deployment, tail, body, stats)
+        finally:
+            admission.release()
+        if decision.mirror is not None and len(self._mirrors) < _MAX_MIRRORS_IN_FLIGHT:
+            task = asyncio.create_task(self._mirror(scope, endpoint, decision.mirror, tail, body, stats))
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
+        elif decision.mirror is not None:
+            stats.mirror_of(decision.mirror).dropped += 1
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > self.max_body_bytes:
+                raise PayloadTooLargeError(self._too_large())
+            return body
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLargeError(self._too_large())
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_body_bytes} bytes; send smaller batches"
+
+    # --- forwarding ----------------------------------------------------------------------------------
+
+    def _choose(self, deployment: DeploymentRoute, avoid: Replica | None = None) -> Replica | None:
+        now = time.monotonic()
+        candidates = [r for r in deployment.replicas if r is not avoid and self._down_until.get(r.id, 0.0) <= now]
+        if not candidates:
+            return None
+        rng = self._rng
+        return pick_replica(candidates, self._in_flight, rng.getrandbits(16), rng.getrandbits(16))
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        endpoint: EndpointRoute,
+        deployment: DeploymentRoute,
+        tail: str,
+        body: bytes,
+        stats: EndpointStats,
+    ) -> None:
+        headers = _forward_headers(scope)
+        target = _target(scope, tail)
+        replica = self._choose(deployment)
+        if replica is None:
+            raise UnavailableError(f"no replica of deployment '{deployment.name}' answers right now; retry shortly")
+        timeout_s = deployment.request_timeout_ms / 1000
+        method = scope["method"]
+        try:
+            try:
+                status = await self._exchange(send, replica, method, target, headers, body, deployment, timeout_s)
+            except ConnectFailed:
+                # Never reached the replica, so retrying cannot run the request twice: once, elsewhere.
+                retry = self._choose(deployment, avoid=replica) or replica
+                status = await self._exchange(send, retry, method, target, headers, body, deployment, timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"deployment '{deployment.name}' did not answer within request_timeout_ms "
+                f"({deployment.request_timeout_ms} ms)"
+            ) from None
+        except ConnectFailed as exc:
+            raise UnavailableError(f"deployment '{deployment.name}' could not be reached: {exc}") from None
+        except UpstreamError as exc:
+            stats.rejected[502] += 1
+            await _error(send, 502, f"deployment '{deployment.name}' failed to answer: {exc}")
+            return
+        stats.answered(deployment.name, status)
+
+    async def _exchange(
+        self,
+        send: Send,
+        replica: Replica,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        deployment: DeploymentRoute,
+        timeout_s: float,
+    ) -> int:
+        """One request to one replica; returns the status sent to the client."""
+        in_flight = self._in_flight
+        in_flight[replica.id] = in_flight.get(replica.id, 0) + 1
+        response: UpstreamResponse | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                try:
+                    response = await self._pool.request(replica.url, method, target, headers, body)
+                except ConnectFailed:
+                    self._down_until[replica.id] = time.monotonic() + _DOWN_FOR_S
+                    raise
+                length = response.content_length
+                data = await response.read() if length is not None and length <= _STREAM_ABOVE else None
+        except BaseException:
+            if response is not None:
+                self._pool.abandon(response)
+            raise
+        finally:
+            in_flight[replica.id] -= 1
+        status = response.status
+        out_headers = [(k, v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE]
+        out_headers.append((b"azureml-model-deployment", deployment.name.encode()))
+        if data is not None:
+            out_headers.append((b"content-length", b"%d" % len(data)))
+            await send({"type": "http.response.start", "status": status, "headers": out_headers})
+            await send({"type": "http.response.body", "body": data})
+            return status
+        # Large or unsized: stream it. Once headers are out, a failure can only cut the body short.
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        try:
+            async for chunk in response.iter_chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            logger.warning("response of deployment '%s' broke off: %s", deployment.name, exc)
+            self._pool.abandon(response)
+            return status
+        except BaseException:
+            self._pool.abandon(response)
+            raise
+        await send({"type": "http.response.body", "body": b""})
+        return status
+
+    async def _mirror(
+        self, scope: Scope, endpoint: EndpointRoute, name: str, tail: str, body: bytes, stats: EndpointStats
+    ) -> None:
+        """Send a copy to deployment ``name``; record the outcome; never raise."""
+        counters = stats.mirror_of(name)
+        deployment = endpoint.deployments.get(name)
+        admission = self._admissions.get((endpoint.name, name))
+        replica = self._choose(deployment) if deployment is not None else None
+        # A copy never waits: if the mirror deployment is busy or down, the copy is dropped and counted.
+        if deployment is None or admission is None or replica is None or admission.in_flight >= admission.capacity:
+            counters.dropped += 1
+            return
+        admission.in_flight += 1
+        counters.sent += 1
+        started = time.perf_counter()
+        response: UpstreamResponse | None = None
+        try:
+            async with asyncio.timeout(deployment.request_timeout_ms / 1000):
+                response = await self._pool.request(
+                    replica.url, scope["method"], _target(scope, tail), _forward_headers(scope), body
+                )
+                await response.read()
+            counters.statuses[response.status] += 1
+            counters.latencies_ms.append((time.perf_counter() - started) * 1000)
+        except asyncio.CancelledError:
+            if response is not None:
+                self._pool.abandon(response)
+            raise
+        except Exception as exc:  # recorded, never propagated: a mirror must not affect anyone
+            if response is not None:
+                self._pool.abandon(response)
+            counters.errors += 1
+            logger.warning("mirror copy to deployment '%s' of '%s' failed: %r", name, endpoint.name, exc)
+        finally:
+            admission.release()
+
+    async def _swagger(self, scope: Scope, send: Send, endpoint: EndpointRoute, deployment: DeploymentRoute) -> None:
+        """The answering deployment's swagger document, with paths under this endpoint's URL."""
+        query = scope.get("query_string", b"").decode("latin-1")
+        key = (self.table.generation, endpoint.name, deployment.name, query)
+        cached = self._swagger_cache.get(key)
+        if cached is None:
+            replica = self._choose(deployment)
+            if replica is None:
+                raise UnavailableError(f"deployment '{deployment.name}' has no ready replica to describe it")
+            target = b"/swagger.json" + (b"?" + query.encode("latin-1") if query else b"")
+            async with asyncio.timeout(10):
+                response = await self._pool.request(replica.url, "GET", target, [], b"")
+                raw = await response.read()
+            if response.status != 200:
+                await _send_bytes(send, response.status, raw, deployment.name)
+                return
+            document = json.loads(raw)
+            prefix = f"{self.prefix}/{endpoint.name}"
+            document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
+            cached = self._swagger_cache[key] = json.dumps(document).encode()
+        await _send_bytes(send, 200, cached, deployment.name)
+
+
+def _forward_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
+
+
+def _target(scope: Scope, tail: str) -> bytes:
+    query = scope.get("query_string")
+    path = tail.encode("utf-8")
+    return path + b"?" + query if query else path
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, deployment: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", _JSON),
+                (b"content-length", str(len(body)).encode()),
+                (b"azureml-model-deployment", deployment.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

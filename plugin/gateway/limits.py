@@ -1,0 +1,86 @@
+"""Per-deployment admission: Azure's max_concurrent_requests_per_instance and max_queue_wait_ms.
+
+A deployment with ``n`` ready replicas takes ``n * max_concurrent_requests_per_instance`` requests at
+once; more wait in arrival order for up to ``max_queue_wait_ms`` and are then refused with 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+from tiffin.errors import CapacityError
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """A FIFO counting semaphore whose size can change while requests hold or wait for slots.
+
+    Not thread-safe: used from the gateway's event loop only.
+    """
+
+    __slots__ = ("_waiters", "capacity", "in_flight", "name")
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot now."""
+        return len(self._waiters)
+
+    def resize(self, capacity: int) -> None:
+        """Change the number of slots (replicas came or went); wakes waiters if slots opened."""
+        self.capacity = capacity
+        self._wake()
+
+    async def acquire(self, max_wait_s: float) -> None:
+        """Take a slot, waiting at most ``max_wait_s``; raise CapacityError (429) if none frees up."""
+        # Fast path: no queue and a free slot, no future allocated.
+        if not self._waiters and self.in_flight < self.capacity:
+            self.in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), max_wait_s)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                # The slot was handed over just as the wait ran out: keep it rather than leak it.
+                return
+            waiter.cancel()
+            self._discard(waiter)
+            raise CapacityError(
+                f"deployment '{self.name}' is at capacity: {self.in_flight} requests in flight and none "
+                f"finished within max_queue_wait_ms ({int(max_wait_s * 1000)} ms); retry later, or raise "
+                "instance_count or request_settings.max_concurrent_requests_per_instance"
+            ) from None
+        except BaseException:
+            # Cancelled while queued (client went away): give back a slot handed to us meanwhile.
+            if waiter.done() and not waiter.cancelled():
+                self.release()
+            else:
+                waiter.cancel()
+                self._discard(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the next waiter if any, else to the pool."""
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.capacity:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def _discard(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)

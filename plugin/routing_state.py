@@ -1,0 +1,125 @@
+"""Keeps the gateway's routing table in step with the store and the supervisor.
+
+:func:`build_table` is pure: store records and the replicas the supervisor reports ready in, a
+:class:`~tiffin.routing.RoutingTable` out. :class:`RoutingState` is the edge that calls it: on every
+supervisor change, on every control-plane write, and when the store's routing generation moves (another
+process wrote to a shared PostgreSQL store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tiffin.auth import Credentials
+from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable
+from tiffin.store import DeploymentRecord, EndpointRecord, Store
+
+__all__ = ["RoutingState", "build_table"]
+
+logger = logging.getLogger("tiffin.routing")
+
+ReadyReplicas = Callable[[str, str], tuple[Replica, ...]]
+
+
+def build_table(
+    endpoints: Iterable[EndpointRecord],
+    deployments: Iterable[DeploymentRecord],
+    ready: ReadyReplicas,
+    generation: int,
+) -> RoutingTable:
+    """The routing table for the online endpoints in ``endpoints``."""
+    by_endpoint: dict[str, list[DeploymentRecord]] = {}
+    for dep in deployments:
+        by_endpoint.setdefault(dep.endpoint_name, []).append(dep)
+    routes = {}
+    for ep in endpoints:
+        if ep.kind != "online":
+            continue
+        routes[ep.name] = EndpointRoute(
+            name=ep.name,
+            credentials=Credentials(ep.auth_mode, ep.primary_key, ep.secondary_key, ep.token_secret),
+            traffic=dict(ep.traffic),
+            mirror_traffic=dict(ep.mirror_traffic),
+            deployments={d.name: _deployment_route(d, ready(ep.name, d.name)) for d in by_endpoint.get(ep.name, [])},
+        )
+    return RoutingTable(routes, generation)
+
+
+def _deployment_route(record: DeploymentRecord, replicas: tuple[Replica, ...]) -> DeploymentRoute:
+    settings: dict[str, Any] = record.spec.get("request_settings") or {}
+    return DeploymentRoute(
+        name=record.name,
+        replicas=replicas,
+        request_timeout_ms=int(settings.get("request_timeout_ms", 5000)),
+        max_concurrent_requests_per_instance=int(settings.get("max_concurrent_requests_per_instance", 1)),
+        max_queue_wait_ms=int(settings.get("max_queue_wait_ms", 500)),
+    )
+
+
+class RoutingState:
+    """Rebuilds the routing table when something changed, and hands it to ``apply`` (the gateway).
+
+    Rebuilds are coalesced: any number of :meth:`changed` calls while a rebuild runs cause one more.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        ready: ReadyReplicas,
+        apply: Callable[[RoutingTable], None],
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.ready = ready
+        self.apply = apply
+        self.poll_interval = poll_interval
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._seen_generation = -1
+
+    def changed(self) -> None:
+        """Something changed (a write, a replica came or went): rebuild soon."""
+        self._dirty.set()
+
+    def build(self) -> RoutingTable:
+        """Build the table from the store now (blocking reads, so callers in the loop use a thread)."""
+        generation = self.store.routing_generation()
+        return build_table(self.store.list_endpoints("online"), self.store.list_deployments(), self.ready, generation)
+
+    async def rebuild(self) -> RoutingTable:
+        """Build the table off the event loop and apply it on the loop (the gateway is not thread-safe)."""
+        table = await asyncio.to_thread(self.build)
+        self._seen_generation = table.generation
+        self.apply(table)
+        return table
+
+    async def start(self) -> None:
+        """Build the first table, then keep it current in a background task."""
+        await self.rebuild()
+        self._task = asyncio.create_task(self._run(), name="tiffin-routing")
+
+    async def stop(self) -> None:
+        """Stop the background task."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), self.poll_interval)
+            except TimeoutError:
+                # Nobody told us; check whether another process changed the store.
+                generation = await asyncio.to_thread(self.store.routing_generation)
+                if generation == self._seen_generation:
+                    continue
+            self._dirty.clear()
+            try:
+                await self.rebuild()
+            except Exception:
+                logger.exception("rebuilding the routing table failed; keeping the previous one")

@@ -1,0 +1,193 @@
+"""``tiffin serve``: the control plane, the gateway and the supervisor in one process on one port.
+
+::
+
+    /api/...                 control plane (REST + OpenAPI), admin token required
+    /endpoints/{name}/...    the gateway: scoring, swagger, any other route of the deployments
+
+The three parts share nothing but the store and the routing table: the API writes the store and says
+so (``on_change``); the supervisor starts, probes and stops replicas and says when the ready set
+changes; :class:`~tiffin.routing_state.RoutingState` rebuilds the table from both and swaps it into the
+gateway. SIGINT/SIGTERM stop uvicorn, whose lifespan shutdown stops every replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tiffin.api import create_api
+from tiffin.gateway import Gateway
+from tiffin.paths import admin_token_path
+from tiffin.routing_state import RoutingState
+from tiffin.store import Store
+from tiffin.supervisor import Supervisor
+
+__all__ = ["TiffinServer", "ensure_admin_token", "serve"]
+
+logger = logging.getLogger("tiffin.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def ensure_admin_token(home: Path) -> tuple[str, bool]:
+    """The admin token in ``$TIFFIN_HOME/admin-token`` (0600), created on first use; (token, created)."""
+    path = admin_token_path(home)
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    # Create with 0600 from the start: never a moment where another user could read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token, True
+
+
+class TiffinServer:
+    """The ASGI app of ``tiffin serve``; its lifespan starts and stops the supervisor and routing."""
+
+    def __init__(self, *, home: Path, store: Store, public_url: str, admin_token: str) -> None:
+        self.home = home
+        self.store = store
+        self.public_url = public_url
+        self.gateway = Gateway()
+        self.supervisor = Supervisor(store, home, on_change=self._replicas_changed)
+        self.routing = RoutingState(store, self.supervisor.ready_replicas, self.gateway.set_table)
+        self.api = create_api(
+            store,
+            admin_token=admin_token,
+            public_url=public_url,
+            on_change=self._desired_state_changed,
+            stats=self.gateway.endpoint_stats,
+            home=home,
+        )
+
+    def _replicas_changed(self) -> None:
+        self.routing.changed()
+
+    def _desired_state_changed(self) -> None:
+        self.supervisor.notify()
+        self.routing.changed()
+
+    async def startup(self) -> None:
+        """Start the gateway's pool, the routing table and the supervisor."""
+        await self.gateway.start()
+        await self.routing.start()
+        await self.supervisor.start()
+
+    async def shutdown(self) -> None:
+        """Stop every replica, then the rest."""
+        try:
+            await self.supervisor.stop()
+        finally:
+            await self.routing.stop()
+            await self.gateway.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/endpoints/"):
+                await self.gateway(scope, receive, send)
+            elif path == "/api" or path.startswith("/api/"):
+                # Mount the API at /api the way Starlette's Mount does: path kept, root_path extended.
+                await self.api({**scope, "root_path": scope.get("root_path", "") + "/api"}, receive, send)
+            elif path == "/" and scope["method"] == "GET":
+                await _json(
+                    send, 200, {"service": "tiffin", "api": "/api/openapi.json", "endpoints": "/endpoints/{name}"}
+                )
+            else:
+                await _json(send, 404, {"message": f"{path} is not served here; try /api/openapi.json"})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await self.startup()
+            except Exception as exc:
+                logger.exception("tiffin serve failed to start")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            try:
+                await self.shutdown()
+            finally:
+                await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _json(send: Send, status: int, document: dict[str, Any]) -> None:
+    body = json.dumps(document).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"tiffin serve ready: {self.public_url}  (REST: /api, endpoints: /endpoints/NAME)", flush=True)
+
+    public_url = ""
+
+
+def serve(*, home: Path, host: str = "127.0.0.1", port: int = 7700, store_url: str | None = None) -> int:
+    """Run ``tiffin serve`` until SIGINT/SIGTERM; returns the exit code."""
+    _configure_logging()
+    store = Store.open(url=store_url, home=home)
+    token, created = ensure_admin_token(home)
+    if created:
+        print(f"admin token (saved to {admin_token_path(home)}, shown once): {token}", flush=True)
+    public_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    app = TiffinServer(home=home, store=store, public_url=public_url, admin_token=token)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+        backlog=4096,
+    )
+    server = _Server(config)
+    server.public_url = public_url
+    with contextlib.suppress(SystemExit):
+        server.run()
+    store.close()
+    return 0 if server.started else 1
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tiffin")
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
