@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -90,6 +91,26 @@ def _connection(config: uvicorn.Config) -> Any:
     return http.client.HTTPConnection(config.host, config.port, timeout=2)
 
 
+def _exit_with_parent() -> None:
+    """Stop this replica's process group when the process that started it dies.
+
+    The supervisor starts replicas in their own process group (so it can stop a replica and its
+    workers together); if the supervisor itself is killed with SIGKILL nobody would stop them, so each
+    replica watches for being re-parented and takes its group down.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgid(0), signal.SIGTERM)
+                os._exit(0)
+
+    threading.Thread(target=watch, name="tiffin-parent-watch", daemon=True).start()
+
+
 def serve(
     file: str | Path,
     *,
@@ -102,6 +123,8 @@ def serve(
 ) -> int:
     """Serve the deployment in ``file`` until interrupted; returns the process exit code."""
     # Validate the spec (and fail with its message) before any worker starts.
+    if os.environ.get("TIFFIN_EXIT_WITH_PARENT") == "1":
+        _exit_with_parent()
     _, loaded = app_from_file(file, overrides)
     deployment = loaded.spec
     for line in loaded.warnings():
