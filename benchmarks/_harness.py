@@ -410,7 +410,9 @@ def _lua_long_string(text: str) -> str:
 LIMIT_MARKER = "WRK_LIMIT_REACHED"
 
 
-def write_wrk_script(path: Path, body: bytes, max_requests: int | None = None) -> Path:
+def write_wrk_script(
+    path: Path, body: bytes, max_requests: int | None = None, headers: Mapping[str, str] | None = None
+) -> Path:
     """Write a wrk Lua script that POSTs ``body`` as JSON, and reports its summary as one JSON line.
 
     With ``max_requests``, each wrk thread stops itself after that many responses and prints
@@ -421,6 +423,7 @@ def write_wrk_script(path: Path, body: bytes, max_requests: int | None = None) -
         'wrk.method = "POST"',
         f"wrk.body = {_lua_long_string(body.decode())}",
         'wrk.headers["Content-Type"] = "application/json"',
+        *(f"wrk.headers[{_lua_long_string(k)}] = {_lua_long_string(v)}" for k, v in (headers or {}).items()),
     ]
     if max_requests is not None:
         lines += [

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from tiffin.cli.online import online_deployment_app, online_endpoint_app
+from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit
 from tiffin.errors import TiffinError
 
@@ -23,16 +24,8 @@ app = typer.Typer(
 )
 replica_app = typer.Typer(help="Run one deployment replica (what the supervisor starts).", no_args_is_help=True)
 app.add_typer(replica_app, name="replica")
-
-err = Console(stderr=True, soft_wrap=True)
-
-FileOpt = Annotated[Path, typer.Option("--file", "-f", help="Azure ML YAML file.", exists=False)]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a field: --set instance_count=2 (repeatable), as az does."),
-]
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
-QueryOpt = Annotated[str | None, typer.Option("--query", help="JMESPath query applied to the output.")]
+app.add_typer(online_endpoint_app, name="online-endpoint")
+app.add_typer(online_deployment_app, name="online-deployment")
 
 
 @replica_app.command("serve")
@@ -100,7 +93,7 @@ def validate(
 
     loaded = load_spec(file, overrides=set_ or ())
     for line in loaded.warnings():
-        err.print(f"[yellow]WARNING[/]: {line}", highlight=False)
+        warn(line)
     emit(
         {
             "kind": type(loaded.spec).__name__,

@@ -1,0 +1,158 @@
+"""The gateway's cost: one deployment called directly vs through a tiffin endpoint, in one run.
+
+1. Serves the quickstart deployment (Azure's model-1 score.py) with ``tiffin replica serve`` and loads it
+   directly with wrk (16 connections).
+2. Stops it, starts ``tiffin serve`` (fresh TIFFIN_HOME under .bench/), creates the endpoint and the same
+   deployment with the CLI exactly as an Azure user would (``online-endpoint create``,
+   ``online-deployment create --all-traffic``), and loads its scoring URI with the endpoint key.
+
+Each path runs alone on the machine. The deployment is given
+``request_settings.max_concurrent_requests_per_instance=16`` so that the gateway lets through the same 16
+concurrent requests that wrk sends in the direct run (Azure's default of 1 would queue them: a different
+experiment). Prints req/s, p50, p99 of both, their ratio and the latency the hop adds.
+
+    .venv/bin/python benchmarks/bench_gateway.py [--duration 15] [--warmup 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (
+    BENCH_DIR,
+    LOOPBACK,
+    Server,
+    WrkResult,
+    ensure_wrk,
+    free_port,
+    local_predictions,
+    log,
+    max_abs_diff,
+    prepare_workdir,
+    run_wrk,
+    score,
+    write_wrk_script,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=15.0, help="timed seconds per path (default 15)")
+    p.add_argument("--warmup", type=float, default=3.0, help="untimed seconds before each timed run (default 3)")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--rounds", type=int, default=2, help="alternate direct/gateway this many times (default 2)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    """Run a tiffin CLI command; return its stdout, fail loudly with its stderr."""
+    done = subprocess.run([str(BIN / "tiffin"), *args], env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"tiffin {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
+def timed(wrk: str, url: str, script: Path, args: argparse.Namespace, label: str) -> WrkResult:
+    """Warm up, then one timed wrk run."""
+    if args.warmup > 0:
+        run_wrk(wrk, url, script, args.warmup, 1, args.connections)
+    result = run_wrk(wrk, url, script, args.duration, 1, args.connections)
+    log(f"{label}: {result.requests_per_s:.1f} req/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms")
+    if result.errors:
+        raise RuntimeError(f"{label}: {result.errors} failed requests")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    args = parse_args(argv)
+    wrk = ensure_wrk()
+    work = prepare_workdir(BENCH_DIR / "gateway-work")
+    expected = local_predictions(work)
+    deployment = work.root / "bench-deployment.yml"
+    text = work.deployment.read_text()
+    deployment.write_text(text + "request_settings:\n  max_concurrent_requests_per_instance: 16\n")
+    home = BENCH_DIR / "gateway-home"
+    subprocess.run(["rm", "-rf", str(home)], check=True)
+    logs = BENCH_DIR / "logs"
+    results: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+
+    port = free_port()
+    env = {**os.environ, "TIFFIN_HOME": str(home), "TIFFIN_URL": f"http://{LOOPBACK}:{port}"}
+    env.pop("TIFFIN_ADMIN_TOKEN", None)
+    env.pop("TIFFIN_STORE_URL", None)
+    tiffin_serve = Server("tiffin-serve", [str(BIN / "tiffin"), "serve", "--port", str(port)], port,
+                          logs / "tiffin-serve.log", env=env, cwd=work.root)  # fmt: skip
+    direct_port = free_port()
+    direct_cmd = [str(BIN / "tiffin"), "replica", "serve", "-f", str(deployment), "--port", str(direct_port)]
+
+    for round_ in range(args.rounds):
+        with Server("replica", direct_cmd, direct_port, logs / "direct-replica.log", env=env, cwd=work.root) as replica:
+            replica.wait_ready()
+            script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
+            got = score(replica, work.request_body)
+            assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+            results["direct"].append(
+                timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})").to_dict()
+            )
+
+        if tiffin_serve.proc is None:
+            tiffin_serve.start()
+            tiffin_serve.wait_ready(path="/api/health")
+            cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
+            cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
+        scoring_uri = cli(
+            env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri"
+        ).strip()
+        key = cli(
+            env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
+        ).strip()
+        got = json.loads(cli(env, "online-endpoint", "invoke", "-n", "my-endpoint", "--request-file",
+                             str(work.root / "sample-request.json")))  # fmt: skip
+        assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+        script = write_wrk_script(
+            BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
+        )
+        results["gateway"].append(timed(wrk, scoring_uri, script, args, f"gateway (round {round_ + 1})").to_dict())
+    tiffin_serve.stop()
+
+    best = {path: max(runs, key=lambda r: r["requests_per_s"]) for path, runs in results.items()}
+    print()
+    print(f"{'path':<28} | {'req/s':>9} | {'p50 ms':>8} | {'p99 ms':>8}")
+    print(f"{'-' * 28}-+-{'-' * 9}-+-{'-' * 8}-+-{'-' * 8}")
+    for path, runs in results.items():
+        for i, r in enumerate(runs):
+            label = f"{path} (round {i + 1})"
+            print(f"{label:<28} | {r['requests_per_s']:>9.1f} | {r['p50_ms']:>8.2f} | {r['p99_ms']:>8.2f}")
+    d, g = best["direct"], best["gateway"]
+    ratio = g["requests_per_s"] / d["requests_per_s"]
+    print()
+    print(f"best of {args.rounds}: gateway/direct req/s = {ratio:.2f}x; added p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, "
+          f"added p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")  # fmt: skip
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"runs": results, "ratio": ratio}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        sys.exit(130)
+    except (RuntimeError, TimeoutError, subprocess.SubprocessError, AssertionError) as exc:
+        log(f"failed: {exc}")
+        sys.exit(1)

@@ -1,0 +1,223 @@
+"""The control plane's REST API: a Starlette app that ``tiffin serve`` mounts under ``/api``.
+
+Handlers stay thin: parse the request, run one :class:`~tiffin.api.control.ControlPlane` method in a
+worker thread (store calls block, and this event loop also serves the gateway), answer JSON. Errors
+become ``{"message": ...}`` answers in one place, :func:`_error_response`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from tiffin.auth import bearer_value
+from tiffin.errors import AuthError, BadRequestError, NotFoundError, TiffinError, http_status
+from tiffin.store import Store
+
+from .control import ControlPlane
+from .openapi import openapi_document
+from .operations import LOG_INSTANCE, LOG_LINES, OPERATIONS, Operation, QueryParam
+
+__all__ = ["create_api"]
+
+log = logging.getLogger("tiffin.api")
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def _error_response(request: Request, exc: Exception) -> Response:
+    """The one mapping from exceptions to HTTP answers: ``{"message": ...}`` with the right status."""
+    headers = None
+    if isinstance(exc, TiffinError):
+        status, message = http_status(exc), exc.message
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        message = {
+            404: f"no such route: {request.method} {request.url.path}; see /api/openapi.json",
+            405: f"{request.method} is not allowed on {request.url.path}; see /api/openapi.json",
+        }.get(status, str(exc.detail))
+    else:  # a bug: keep the traceback in the server log, not in the answer
+        log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        status, message = 500, f"internal error in the control plane ({type(exc).__name__}); see the server log"
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse({"message": message}, status_code=status, headers=headers)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        raise BadRequestError("the request body is empty; send a JSON object")
+    try:
+        value = json.loads(raw.decode("utf-8"))  # JSON is UTF-8 (RFC 8259); json.loads would guess
+    except UnicodeDecodeError:
+        raise BadRequestError("the request body is not UTF-8 text; send a JSON object") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    if not isinstance(value, dict):
+        raise BadRequestError(f"the request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _query_int(request: Request, param: QueryParam) -> int:
+    raw = request.query_params.get(param.name)
+    if raw is None:
+        return param.default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestError(f"query parameter '{param.name}' must be a whole number, not {raw!r}") from None
+    if value < param.minimum:
+        raise BadRequestError(f"query parameter '{param.name}' must be at least {param.minimum}, not {value}")
+    return value
+
+
+class _Handlers:
+    """One coroutine per operation, named as in the route table; each returns the answer's body."""
+
+    def __init__(self, control: ControlPlane, stats: Callable[[str], dict[str, Any]] | None) -> None:
+        self.control = control
+        self.stats = stats
+        self.document = openapi_document()
+
+    async def health(self, request: Request) -> Any:
+        return {"status": "ok"}
+
+    async def openapi(self, request: Request) -> Any:
+        return self.document
+
+    async def list_endpoints(self, request: Request) -> Any:
+        return await run_in_threadpool(self.control.list_endpoints)
+
+    async def create_endpoint(self, request: Request) -> Any:
+        return await run_in_threadpool(self.control.create_endpoint, await _json_body(request))
+
+    async def get_endpoint(self, request: Request) -> Any:
+        return await run_in_threadpool(self.control.get_endpoint, request.path_params["name"])
+
+    async def update_endpoint(self, request: Request) -> Any:
+        body = await _json_body(request)
+        return await run_in_threadpool(self.control.update_endpoint, request.path_params["name"], body)
+
+    async def delete_endpoint(self, request: Request) -> Any:
+        await run_in_threadpool(self.control.delete_endpoint, request.path_params["name"])
+
+    async def set_traffic(self, request: Request) -> Any:
+        body = await _json_body(request)
+        return await run_in_threadpool(self.control.set_traffic, request.path_params["name"], body)
+
+    async def get_credentials(self, request: Request) -> Any:
+        return await run_in_threadpool(self.control.credentials, request.path_params["name"])
+
+    async def regenerate_keys(self, request: Request) -> Any:
+        # An empty body means the default, as `az ml online-endpoint regenerate-keys` without --key-type.
+        raw = await request.body()
+        body = await _json_body(request) if raw.strip() else {}
+        key_type = body.get("key_type", "primary")
+        await run_in_threadpool(self.control.regenerate_keys, request.path_params["name"], key_type)
+
+    async def get_stats(self, request: Request) -> Any:
+        name = request.path_params["name"]
+        await run_in_threadpool(self.control.endpoint, name)
+        if self.stats is None:
+            raise NotFoundError("request statistics come from the gateway, which this server does not run")
+        return self.stats(name)
+
+    async def list_deployments(self, request: Request) -> Any:
+        return await run_in_threadpool(self.control.list_deployments, request.path_params["name"])
+
+    async def get_deployment(self, request: Request) -> Any:
+        params = request.path_params
+        return await run_in_threadpool(self.control.get_deployment, params["name"], params["deployment"])
+
+    async def put_deployment(self, request: Request) -> Any:
+        body = await _json_body(request)
+        params = request.path_params
+        deployment, created = await run_in_threadpool(
+            self.control.put_deployment, params["name"], params["deployment"], body
+        )
+        return JSONResponse(deployment, status_code=201 if created else 200)
+
+    async def delete_deployment(self, request: Request) -> Any:
+        params = request.path_params
+        await run_in_threadpool(self.control.delete_deployment, params["name"], params["deployment"])
+
+    async def get_logs(self, request: Request) -> Any:
+        lines, instance = _query_int(request, LOG_LINES), _query_int(request, LOG_INSTANCE)
+        params = request.path_params
+        text = await run_in_threadpool(self.control.logs, params["name"], params["deployment"], lines, instance)
+        return PlainTextResponse(text)
+
+
+def _endpoint(
+    op: Operation, handler: Handler, admin_token: bytes, on_change: Callable[[], None]
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap ``handler`` with the admin-token check, ``on_change`` after writes, and the JSON answer."""
+
+    async def endpoint(request: Request) -> Response:
+        if not op.public:
+            value = bearer_value(request.headers.get("authorization"))
+            # compare_digest: how long the check takes says nothing about how much of the token matched.
+            if value is None or not hmac.compare_digest(value.encode(), admin_token):
+                raise AuthError(
+                    "the control plane needs its admin token: send 'Authorization: Bearer <token>' with the "
+                    "token `tiffin serve` wrote to $TIFFIN_HOME/admin-token"
+                    if value is None
+                    else "the admin token is not valid; use the one in $TIFFIN_HOME/admin-token of the server"
+                )
+        result = await handler(request)
+        if op.write:
+            # On the event loop's thread, after the store committed: on_change may touch asyncio objects.
+            on_change()
+        if isinstance(result, Response):
+            return result
+        if op.status == 204:
+            return Response(status_code=204)
+        return JSONResponse(result, status_code=op.status)
+
+    return endpoint
+
+
+def create_api(
+    store: Store,
+    *,
+    admin_token: str,
+    public_url: str,
+    on_change: Callable[[], None] = lambda: None,
+    stats: Callable[[str], dict[str, Any]] | None = None,
+    home: Path,
+) -> Starlette:
+    """The control plane's REST API as a Starlette app; mount it at ``/api``.
+
+    ``admin_token`` guards every route but ``GET /health`` and ``GET /openapi.json``.
+    ``public_url`` (e.g. ``http://127.0.0.1:7700``) is where clients reach the server: scoring and
+    swagger URIs are built from it. ``on_change()`` is called on the event loop's thread after every
+    successful write (wake the supervisor, rebuild the routing table). ``stats(endpoint)`` returns the
+    gateway's statistics of an endpoint, served at ``GET /online-endpoints/{name}/stats`` (404 when
+    None). ``home`` is ``TIFFIN_HOME``, where replica logs are read from.
+    """
+    if not admin_token:
+        raise ValueError("admin_token must not be empty")
+    handlers = _Handlers(ControlPlane(store, public_url=public_url, home=home), stats)
+    token = admin_token.encode()
+    routes = []
+    for op in OPERATIONS:
+        handler: Handler = getattr(handlers, op.name)
+        routes.append(Route(op.path, _endpoint(op, handler, token, on_change), methods=[op.method], name=op.name))
+    return Starlette(
+        routes=routes,
+        exception_handlers={TiffinError: _error_response, HTTPException: _error_response, Exception: _error_response},
+    )

@@ -1,0 +1,224 @@
+"""The OpenAPI 3.1 document of the control plane, built from the route table.
+
+Paths come from :data:`~tiffin.api.operations.OPERATIONS`, so every route is listed; the schemas
+below describe the JSON bodies. Spec bodies are open objects: their full shape is Azure ML's
+endpoint and deployment YAML schema, validated by :mod:`tiffin.specs`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from tiffin import __version__
+
+from .operations import OPERATIONS, Operation
+
+__all__ = ["openapi_document"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_PERCENTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_AUTH_MODES = ["key", "aml_token", "aad_token"]
+_STATES = ["Creating", "Updating", "Succeeded", "Failed", "Deleting"]
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string", "description": "What went wrong and what to do."}},
+    },
+    "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "OpenAPI": {"type": "object", "description": "An OpenAPI 3.1 document."},
+    "Stats": {"type": "object", "description": "Per-endpoint request statistics kept by the gateway."},
+    "EndpointSpec": {
+        "type": "object",
+        "description": "An online endpoint in Azure ML's YAML shape (managedOnlineEndpoint schema).",
+        "required": ["name"],
+        "additionalProperties": True,
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "tags": {"type": "object"},
+            "auth_mode": {"type": "string", "enum": _AUTH_MODES, "default": "key"},
+            "traffic": _PERCENTS,
+            "mirror_traffic": _PERCENTS,
+            "local": {
+                "type": "boolean",
+                "default": False,
+                "description": "Azure's local-endpoint semantics: no auth, one deployment taking all traffic.",
+            },
+        },
+    },
+    "EndpointPatch": {
+        "type": "object",
+        "description": "Spec fields to change; null clears an optional field.",
+        "additionalProperties": True,
+        "properties": {
+            "description": {"type": ["string", "null"]},
+            "tags": {"type": ["object", "null"]},
+            "auth_mode": {"type": "string", "enum": _AUTH_MODES},
+            "traffic": _PERCENTS,
+            "mirror_traffic": _PERCENTS,
+        },
+    },
+    "Endpoint": {
+        "type": "object",
+        "description": "An online endpoint as `az ml online-endpoint show` prints it (never its keys).",
+        "additionalProperties": True,
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": ["string", "null"]},
+            "tags": {"type": "object"},
+            "auth_mode": {"type": "string", "enum": [*_AUTH_MODES, "none"]},
+            "traffic": _PERCENTS,
+            "mirror_traffic": _PERCENTS,
+            "provisioning_state": {"type": "string", "enum": _STATES},
+            "scoring_uri": {"type": "string", "format": "uri"},
+            "openapi_uri": {"type": "string", "format": "uri"},
+            "kind": {"type": "string", "const": "online"},
+            "local": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "EndpointList": {"type": "array", "items": _ref("Endpoint")},
+    "Traffic": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"traffic": _PERCENTS, "mirror_traffic": _PERCENTS},
+    },
+    "Credentials": {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["primaryKey", "secondaryKey"],
+                "properties": {"primaryKey": {"type": "string"}, "secondaryKey": {"type": "string"}},
+            },
+            {
+                "type": "object",
+                "required": ["accessToken", "expiryTimeUtc"],
+                "properties": {
+                    "accessToken": {"type": "string"},
+                    "expiryTimeUtc": {"type": "string", "format": "date-time"},
+                    "refreshAfterTimeUtc": {"type": "string", "format": "date-time"},
+                    "tokenType": {"type": "string"},
+                },
+            },
+        ]
+    },
+    "RegenerateKeys": {
+        "type": "object",
+        "properties": {"key_type": {"type": "string", "enum": ["primary", "secondary"], "default": "primary"}},
+    },
+    "DeploymentSpec": {
+        "type": "object",
+        "description": "An online deployment in Azure ML's YAML shape (managedOnlineDeployment schema); "
+        "name and endpoint_name default to the URL's.",
+        "additionalProperties": True,
+        "properties": {
+            "name": {"type": "string"},
+            "endpoint_name": {"type": "string"},
+            "model": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+            "code_configuration": {"type": "object"},
+            "environment": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+            "environment_variables": _STRINGS,
+            "instance_count": {"type": "integer", "minimum": 1},
+            "request_settings": {"type": "object"},
+            "liveness_probe": {"type": "object"},
+            "readiness_probe": {"type": "object"},
+        },
+    },
+    "Deployment": {
+        "allOf": [
+            _ref("DeploymentSpec"),
+            {
+                "type": "object",
+                "properties": {
+                    "provisioning_state": {"type": "string", "enum": _STATES},
+                    "reason": {"type": ["string", "null"], "description": "Why the deployment Failed."},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                },
+            },
+        ]
+    },
+    "DeploymentList": {"type": "array", "items": _ref("Deployment")},
+}
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", op.path)
+    ]
+    params += [
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "description": q.description,
+            "schema": {"type": "integer", "minimum": q.minimum, "default": q.default},
+        }
+        for q in op.query
+    ]
+    return params
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    if op.returns is None:
+        success: dict[str, Any] = {"description": "Done; no content."}
+    elif op.returns == "text":
+        success = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    else:
+        success = {"description": "OK", "content": {"application/json": {"schema": _ref(op.returns)}}}
+    responses: dict[str, Any] = {str(op.status): success}
+    if op.name == "put_deployment":
+        responses["201"] = {**success, "description": "Created"}
+    responses["default"] = {
+        "description": "An error: 400/422 invalid input (the message names the field), 401 missing or wrong "
+        "admin token, 404 not found, 409 conflict.",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    return responses
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "responses": _responses(op)}
+    params = _parameters(op)
+    if params:
+        doc["parameters"] = params
+    if op.body:
+        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    if op.public:
+        doc["security"] = []
+    return doc
+
+
+def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
+    """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tiffin control plane",
+            "version": __version__,
+            "description": "Online endpoints and deployments, as `az ml online-endpoint` and "
+            "`az ml online-deployment` manage them. Every route but /health and /openapi.json needs "
+            "`Authorization: Bearer <admin token>` (the token is in $TIFFIN_HOME/admin-token).",
+        },
+        "servers": [{"url": "/api"}],
+        "security": [{"adminToken": []}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,131 @@
+"""The control plane's route table: one row per REST operation.
+
+Pure data, read by two consumers so they cannot drift apart: :func:`tiffin.api.create_api` builds
+its routes from it and :func:`tiffin.api.openapi.openapi_document` describes exactly these routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LOG_INSTANCE", "LOG_LINES", "OPERATIONS", "Operation", "QueryParam"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    """An optional integer query parameter."""
+
+    name: str
+    default: int
+    minimum: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route: ``name`` is both the OpenAPI operationId and the handler's method name.
+
+    ``body`` and ``returns`` name component schemas of the OpenAPI document (``returns="text"`` for a
+    text/plain answer, ``None`` for an empty 204). ``write`` operations call ``on_change`` after they
+    succeed; ``public`` ones need no admin token.
+    """
+
+    method: str
+    path: str
+    name: str
+    summary: str
+    body: str | None = None
+    returns: str | None = None
+    status: int = 200
+    write: bool = False
+    public: bool = False
+    query: tuple[QueryParam, ...] = ()
+
+
+LOG_LINES = QueryParam("lines", 100, 1, "How many lines, from the end.")
+LOG_INSTANCE = QueryParam("instance", 0, 0, "Which replica (0-based).")
+
+_EP = "/online-endpoints/{name}"
+_DEP = _EP + "/deployments/{deployment}"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/health", "health", "Liveness of the control plane.", returns="Health", public=True),
+    Operation("GET", "/openapi.json", "openapi", "This OpenAPI document.", returns="OpenAPI", public=True),
+    Operation("GET", "/online-endpoints", "list_endpoints", "List online endpoints.", returns="EndpointList"),
+    Operation(
+        "POST",
+        "/online-endpoints",
+        "create_endpoint",
+        "Create an online endpoint from its Azure spec; 409 if the name is taken.",
+        body="EndpointSpec",
+        returns="Endpoint",
+        status=201,
+        write=True,
+    ),
+    Operation("GET", _EP, "get_endpoint", "Show an online endpoint.", returns="Endpoint"),
+    Operation(
+        "PATCH",
+        _EP,
+        "update_endpoint",
+        "Change some fields of an endpoint (description, tags, traffic, mirror_traffic, auth_mode...).",
+        body="EndpointPatch",
+        returns="Endpoint",
+        write=True,
+    ),
+    Operation("DELETE", _EP, "delete_endpoint", "Delete an endpoint and all its deployments.", status=204, write=True),
+    Operation(
+        "PUT",
+        _EP + "/traffic",
+        "set_traffic",
+        "Replace the live and/or mirror traffic split.",
+        body="Traffic",
+        returns="Endpoint",
+        write=True,
+    ),
+    Operation(
+        "GET",
+        _EP + "/credentials",
+        "get_credentials",
+        "The endpoint's keys (key mode) or a fresh token (aml_token/aad_token modes).",
+        returns="Credentials",
+    ),
+    Operation(
+        "POST",
+        _EP + "/regenerate-keys",
+        "regenerate_keys",
+        "Replace the primary or secondary key; in token modes, revoke every token.",
+        body="RegenerateKeys",
+        status=204,
+        write=True,
+    ),
+    Operation("GET", _EP + "/stats", "get_stats", "The gateway's request statistics of the endpoint.", returns="Stats"),
+    Operation(
+        "GET", _EP + "/deployments", "list_deployments", "List an endpoint's deployments.", returns="DeploymentList"
+    ),
+    Operation("GET", _DEP, "get_deployment", "Show a deployment and its provisioning state.", returns="Deployment"),
+    Operation(
+        "PUT",
+        _DEP,
+        "put_deployment",
+        "Create (201) or replace (200) a deployment from its Azure spec; the supervisor then provisions it.",
+        body="DeploymentSpec",
+        returns="Deployment",
+        write=True,
+    ),
+    Operation(
+        "DELETE",
+        _DEP,
+        "delete_deployment",
+        "Delete a deployment; 409 while it still receives traffic.",
+        status=204,
+        write=True,
+    ),
+    Operation(
+        "GET",
+        _DEP + "/logs",
+        "get_logs",
+        "The last lines of a replica's log.",
+        returns="text",
+        query=(LOG_LINES, LOG_INSTANCE),
+    ),
+)
