@@ -21,6 +21,7 @@ from tiffin.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from tiffin.sdk import TiffinClient
 from tiffin.specs import (
     BatchDeployment,
     BatchEndpoint,
@@ -62,6 +63,7 @@ __all__ = [
     "ScoringError",
     "SpecError",
     "StoreError",
+    "TiffinClient",
     "TiffinError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
