@@ -1,0 +1,19 @@
+"""The supervisor: keeps the replica processes of every online deployment in line with the store.
+
+    from tiffin.supervisor import Supervisor
+
+    supervisor = Supervisor(store, home, on_change=rebuild_routing_table)
+    await supervisor.start()
+    ...
+    supervisor.ready_replicas("my-endpoint", "blue")   # -> (Replica(id, url), ...)
+    await supervisor.stop()                             # every replica process stopped
+
+Modules: :mod:`.policy` (pure decisions: probe thresholds, backoff, rollout plan), :mod:`.probes`
+(HTTP probes), :mod:`.process` (one replica process), :mod:`.reconciler` (one deployment),
+:mod:`.supervisor` (the loop, the store, the public class).
+"""
+
+from .reconciler import ReplicaState, ReplicaStatus
+from .supervisor import Supervisor
+
+__all__ = ["ReplicaState", "ReplicaStatus", "Supervisor"]

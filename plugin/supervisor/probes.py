@@ -1,0 +1,48 @@
+"""HTTP probes of replica processes (Azure's liveness and readiness probes: ``GET /``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+__all__ = ["PROBE_PATH", "ProbeResult", "http_probe", "probe_session"]
+
+PROBE_PATH = "/"
+"""The route a tiffin replica answers ``200 Healthy`` on, as Azure's inference server does."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's outcome; ``detail`` says what was seen (status code or error), for logs and status."""
+
+    ok: bool
+    detail: str
+
+
+def probe_session() -> aiohttp.ClientSession:
+    """A client session for probes.
+
+    ``force_close``: each probe opens a new connection, as Kubernetes' probes do, so a probe tests that
+    the replica still accepts connections and no idle keep-alive sockets to replicas pile up.
+    ``trust_env=False`` (aiohttp's default, spelled out): proxy variables must never route loopback probes.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True, limit=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    )
+
+
+async def http_probe(session: aiohttp.ClientSession, base_url: str, timeout: float) -> ProbeResult:
+    """``GET base_url + /`` within ``timeout`` seconds; any 2xx or 3xx status is a success (Kubernetes' rule)."""
+    try:
+        async with session.get(
+            base_url + PROBE_PATH, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        ) as response:
+            await response.read()
+            return ProbeResult(200 <= response.status < 400, f"HTTP {response.status}")
+    except TimeoutError:
+        return ProbeResult(False, f"no answer within {timeout:g}s")
+    except (aiohttp.ClientError, OSError) as exc:
+        return ProbeResult(False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)

@@ -1,0 +1,359 @@
+"""The :class:`Supervisor`: a level-triggered reconciler from the store's deployments to replica processes.
+
+Every pass compares the desired state (the online deployments in the store) with the processes it
+runs and moves one towards the other; nothing depends on having seen a particular change, so a missed
+notification, a crashed replica or a restarted supervisor all converge the same way. Passes run on
+the caller's event loop (the gateway's), every ``poll_interval`` seconds, at once after
+:meth:`Supervisor.notify`, and whenever a probe, exit or timer needs one. Blocking work (the store)
+runs in a thread; process starts are quick ``fork``/``exec`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine, Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tiffin.errors import NotFoundError
+from tiffin.routing import Replica
+from tiffin.store import Store
+from tiffin.store.records import DeploymentRecord
+from tiffin.testing import free_port
+
+from .policy import DRAIN_S
+from .probes import ProbeResult, http_probe, probe_session
+from .process import ReplicaProcess, reap_orphans
+from .reconciler import DeploymentReconciler, ReplicaStatus
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("tiffin.supervisor")
+
+_Key = tuple[str, str]  # (endpoint, deployment)
+# The same error from the same place is logged with its traceback once, then summarised this often.
+_REPEAT_LOG_S = 60.0
+
+
+class _ErrorLog:
+    """Logs failures with their traceback without flooding the log when one repeats every pass."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Hashable, tuple[str, float, int]] = {}
+
+    def report(self, key: Hashable, what: str, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        previous = self._seen.get(key)
+        if previous is None or previous[0] != text:
+            logger.error("%s failed", what, exc_info=exc)
+            self._seen[key] = (text, now, 0)
+        elif now - previous[1] >= _REPEAT_LOG_S:
+            logger.error("%s still failing (%d more times): %s", what, previous[2] + 1, text)
+            self._seen[key] = (text, now, 0)
+        else:
+            self._seen[key] = (text, previous[1], previous[2] + 1)
+
+    def clear(self, key: Hashable) -> None:
+        self._seen.pop(key, None)
+
+
+class _Host:
+    """The supervisor's side of :class:`~tiffin.supervisor.reconciler.ReconcilerHost`."""
+
+    def __init__(self, supervisor: Supervisor, home: Path, python: str, env: Mapping[str, str], drain_s: float):
+        self._supervisor = supervisor
+        self.home = home
+        self.python = python
+        self.env = env
+        self.drain_s = drain_s
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self._supervisor._spawn(coro, name)
+
+    def pick_port(self) -> int:
+        used = {process.port for process in self._supervisor._processes()}
+        port = free_port()
+        for _ in range(20):  # the OS hands out ports in turn, so a clash is rare; a retry settles it
+            if port not in used:
+                break
+            port = free_port()
+        return port
+
+    async def probe(self, url: str, timeout: float) -> ProbeResult:
+        return await http_probe(self._supervisor._probe_session(), url, timeout)
+
+    async def write_state(self, record: DeploymentRecord, state: str, reason: str | None) -> DeploymentRecord | None:
+        store = self._supervisor._store
+
+        def write() -> DeploymentRecord | None:
+            # Check, then write: a state computed for an older spec must not overwrite the
+            # Creating/Updating that a newer put_deployment wrote meanwhile. (The store has no
+            # compare-and-set, so a write landing between these two calls can still be overwritten.)
+            current = store.get_deployment(record.endpoint_name, record.name)
+            if current.id != record.id or current.generation != record.generation:
+                return None
+            return store.set_deployment_state(record.endpoint_name, record.name, state, reason)
+
+        try:
+            return await asyncio.to_thread(write)
+        except NotFoundError:  # deleted meanwhile; the next pass stops its replicas
+            return None
+
+    def routing_changed(self) -> None:
+        self._supervisor._emit_if_changed()
+
+    def wake(self) -> None:
+        self._supervisor._wake()
+
+
+class Supervisor:
+    """Runs, probes, restarts and rolls the replica processes of the store's online deployments.
+
+    ``home`` is ``TIFFIN_HOME`` (replica logs and spec files go there, see :mod:`tiffin.paths`);
+    ``python`` the interpreter that runs replicas; ``on_change()`` is called on the event loop whenever
+    a replica joins or leaves routing; ``env`` is added to ``os.environ`` for every replica.
+    ``drain_seconds`` is how long a replica leaving service stays up, out of routing, before SIGTERM.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        home: Path,
+        *,
+        python: str = sys.executable,
+        on_change: Callable[[], None] | None = None,
+        poll_interval: float = 0.5,
+        env: Mapping[str, str] | None = None,
+        drain_seconds: float = DRAIN_S,
+    ) -> None:
+        """Configure the supervisor; nothing runs until :meth:`start` (or :meth:`reconcile_once`)."""
+        self._store = store
+        self._home = Path(home).expanduser().resolve()
+        self._on_change = on_change
+        self._poll_interval = poll_interval
+        # Unbuffered so that a replica's prints reach its log as they happen, not when it exits.
+        replica_env = {"PYTHONUNBUFFERED": "1", **os.environ, **(env or {}), "TIFFIN_HOME": str(self._home)}
+        self._host = _Host(self, self._home, python, replica_env, drain_seconds)
+        self._reconcilers: dict[_Key, DeploymentReconciler] = {}
+        self._records: dict[_Key, DeploymentRecord] = {}
+        self._routing: dict[_Key, tuple[Replica, ...]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors = _ErrorLog()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_event: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._reload_requested = True
+        self._last_load = -math.inf
+
+    # --- public API --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reconcile loop as a task on the running event loop and return at once.
+
+        The loop first stops replicas that a crashed supervisor left behind under ``home``.
+        """
+        if self._task is not None and not self._task.done():
+            raise RuntimeError("the supervisor is already running")
+        self._bind_loop()
+        self._task = asyncio.create_task(self._run(), name="tiffin-supervisor")
+        # Replicas run in sessions of their own, so nothing else stops them if the host process exits
+        # without calling stop(): kill them at interpreter exit at least.
+        atexit.register(self._kill_all_now)
+
+    async def stop(self) -> None:
+        """Stop the loop and every replica process: SIGTERM to each process group, up to 10 s, SIGKILL.
+
+        Replicas leave routing first (``on_change`` is called). Returns when no replica process is left.
+        """
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            async with self._get_lock():  # let a reconcile_once() in progress finish its pass
+                tasks = list(self._tasks)
+                for pending in tasks:
+                    pending.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for reconciler in self._reconcilers.values():
+                    reconciler.withdraw_all()
+                self._emit_if_changed()
+                processes = self._processes()
+                if processes:
+                    logger.info("stopping %d replica process(es)", len(processes))
+                results = await asyncio.gather(*(p.terminate() for p in processes), return_exceptions=True)
+                for process, result in zip(processes, results, strict=True):
+                    if isinstance(result, BaseException):
+                        logger.error("stopping replica pid %d failed", process.pid, exc_info=result)
+                        process.kill_now()
+                for reconciler in self._reconcilers.values():
+                    reconciler.forget()
+                self._reconcilers.clear()
+                self._records.clear()
+                self._reload_requested = True
+        except BaseException:
+            # Cancelled or broken half-way: no orphans, whatever it takes.
+            self._kill_all_now()
+            raise
+        finally:
+            atexit.unregister(self._kill_all_now)
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    async def reconcile_once(self) -> None:
+        """Run one pass now: reload the store, then start, stop, restart and probe what is due.
+
+        Probes and drains it starts run on as tasks of the event loop after it returns.
+        """
+        self._bind_loop()
+        await self._pass(reload=True)
+
+    def ready_replicas(self, endpoint: str, deployment: str) -> tuple[Replica, ...]:
+        """The replicas of ``endpoint``/``deployment`` that may take requests now (empty if none/unknown)."""
+        reconciler = self._reconcilers.get((endpoint, deployment))
+        return reconciler.ready_replicas() if reconciler is not None else ()
+
+    def replicas(self) -> list[ReplicaStatus]:
+        """Every replica the supervisor knows, ready or not, by endpoint, deployment and number."""
+        return [status for _, r in sorted(self._reconcilers.items()) for status in r.statuses()]
+
+    def notify(self) -> None:
+        """Reload the store and reconcile now rather than at the next poll (safe from any thread)."""
+        self._reload_requested = True
+        self._wake()
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._wake_event = asyncio.Event()
+            self._lock = asyncio.Lock()
+
+    def _get_lock(self) -> asyncio.Lock:
+        self._bind_loop()
+        assert self._lock is not None
+        return self._lock
+
+    async def _run(self) -> None:
+        try:
+            await reap_orphans(self._home)
+        except Exception:
+            logger.exception("stopping replicas left behind by an earlier supervisor failed")
+        assert self._wake_event is not None
+        while True:
+            # Cleared before the pass: a wake-up that arrives during the pass is kept for the next one.
+            self._wake_event.clear()
+            reload = self._reload_requested or time.monotonic() - self._last_load >= self._poll_interval
+            try:
+                await self._pass(reload)
+            except Exception as exc:  # _pass guards each deployment; this is a last resort
+                self._errors.report("pass", "a supervisor pass", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_event.wait(), self._sleep_for())
+
+    def _sleep_for(self) -> float:
+        now = time.monotonic()
+        due = min((r.next_due(now) for r in self._reconcilers.values()), default=math.inf)
+        due = min(due, self._last_load + self._poll_interval)
+        return min(max(0.01, due - now), self._poll_interval)
+
+    async def _pass(self, reload: bool) -> None:
+        async with self._get_lock():
+            if reload:
+                await self._load()
+            now = time.monotonic()
+            for key in sorted(set(self._records) | set(self._reconcilers)):
+                record = self._records.get(key)
+                reconciler = self._reconcilers.get(key)
+                if reconciler is None:
+                    if record is None:
+                        continue
+                    reconciler = self._reconcilers[key] = DeploymentReconciler(key[0], key[1], self._host)
+                try:
+                    await reconciler.reconcile(record, now)
+                except Exception as exc:  # one broken deployment must not stop the others
+                    self._errors.report(key, f"reconciling deployment {key[0]}/{key[1]}", exc)
+                else:
+                    self._errors.clear(key)
+                if record is None and reconciler.empty():
+                    reconciler.forget()
+                    del self._reconcilers[key]
+                    logger.info("deployment %s/%s is gone; its replicas are stopped", *key)
+            self._emit_if_changed()
+
+    async def _load(self) -> None:
+        self._reload_requested = False  # before reading: a notify() during the read asks again
+        self._last_load = time.monotonic()
+        try:
+            records = await asyncio.to_thread(self._store.list_deployments)
+        except Exception as exc:
+            # Keep the last known desired state: a store hiccup must not stop every deployment.
+            self._errors.report("store", "reading deployments from the store", exc)
+            return
+        self._errors.clear("store")
+        self._records = {(r.endpoint_name, r.name): r for r in records if r.kind == "online" and r.state != "Deleting"}
+
+    # --- helpers for the reconcilers ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        loop, event = self._loop, self._wake_event
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("supervisor task %r failed", task.get_name(), exc_info=task.exception())
+
+    def _probe_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = probe_session()
+        return self._session
+
+    def _processes(self) -> list[ReplicaProcess]:
+        return [p for r in self._reconcilers.values() for p in r.processes()]
+
+    def _emit_if_changed(self) -> None:
+        routing = {key: ready for key, r in self._reconcilers.items() if (ready := r.ready_replicas())}
+        if routing == self._routing:
+            return
+        self._routing = routing
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:
+                logger.exception("the supervisor's on_change callback failed")
+
+    def _kill_all_now(self) -> None:
+        for process in self._processes():
+            process.kill_now()
