@@ -105,7 +105,7 @@ def serve_deployment(
         command = [
             sys.executable,
             "-m",
-            "tiffin.cli.main",
+            "tiffin.cli",
             "replica",
             "serve",
             "-f",

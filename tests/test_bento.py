@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PLAIN = Path(__file__).parent / "deployments" / "plain"
 BENTOML = str(Path(sys.executable).parent / "bentoml")
-TIFFIN = [sys.executable, "-m", "tiffin.cli.main"]
+TIFFIN = [sys.executable, "-m", "tiffin.cli"]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "azure"
-TIFFIN = [sys.executable, "-m", "tiffin.cli.main"]
+TIFFIN = [sys.executable, "-m", "tiffin.cli"]
 
 
 def tiffin(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

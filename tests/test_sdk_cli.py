@@ -121,7 +121,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def tiffin(server: Server, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would, with no terminal on stdin."""
     return subprocess.run(
-        [sys.executable, "-m", "tiffin.cli.main", *args],
+        [sys.executable, "-m", "tiffin.cli", *args],
         env=server.env,
         capture_output=True,
         text=True,

@@ -515,12 +515,27 @@ def test_deployment_not_found_message(store: Store) -> None:
 def test_set_deployment_state(store: Store) -> None:
     store.create_endpoint("online", "ep", {})
     store.put_deployment("ep", "blue", "online", {})
+    before = store.routing_generation()
     failed = store.set_deployment_state("ep", "blue", "Failed", "image pull failed")
-    assert (failed.state, failed.reason, failed.generation) == ("Failed", "image pull failed", 2)
+    # An observed state is not a change of desired state: generations stay where they are.
+    assert (failed.state, failed.reason, failed.generation) == ("Failed", "image pull failed", 1)
+    assert store.routing_generation() == before
     ok = store.set_deployment_state("ep", "blue", "Succeeded")
     assert (ok.state, ok.reason) == ("Succeeded", None)
     with pytest.raises(ValueError, match="state"):
         store.set_deployment_state("ep", "blue", "Sleeping")
+
+
+def test_set_deployment_state_compare_and_set(store: Store) -> None:
+    store.create_endpoint("online", "ep", {})
+    first = store.put_deployment("ep", "blue", "online", {"instance_count": 1})
+    store.put_deployment("ep", "blue", "online", {"instance_count": 2})  # a newer spec: Updating
+    # A state computed for the first spec must not land on the second.
+    assert store.set_deployment_state("ep", "blue", "Succeeded", expected_generation=first.generation) is None
+    assert store.get_deployment("ep", "blue").state == "Updating"
+    current = store.get_deployment("ep", "blue").generation
+    done = store.set_deployment_state("ep", "blue", "Succeeded", expected_generation=current)
+    assert done is not None and done.state == "Succeeded"
 
 
 def test_delete_deployment(store: Store) -> None:
@@ -596,8 +611,6 @@ def test_routing_generation_changes_on_every_routing_write(store: Store) -> None
     store.create_endpoint("online", "ep", {})
     changed()
     store.put_deployment("ep", "blue", "online", {})
-    changed()
-    store.set_deployment_state("ep", "blue", "Succeeded")
     changed()
     store.set_traffic("ep", {"blue": 100})
     changed()

@@ -202,11 +202,15 @@ def test_invalid_spec_fails_once_and_one_broken_deployment_does_not_stop_others(
 
     monkeypatch.setattr(DeploymentReconciler, "reconcile", reconcile)
 
+    written: list[Any] = []
+
     async def main() -> None:
         supervisor = Supervisor(store, tmp_path / "home")
         try:
             await supervisor.reconcile_once()
+            written.append(store.get_deployment("ep", "invalid").updated_at)
             await supervisor.reconcile_once()
+            written.append(store.get_deployment("ep", "invalid").updated_at)
         finally:
             await supervisor.stop()
 
@@ -219,7 +223,7 @@ def test_invalid_spec_fails_once_and_one_broken_deployment_does_not_stop_others(
     record = store.get_deployment("ep", "invalid")
     assert record.state == "Failed"
     assert "instance_count" in (record.reason or "")
-    assert record.generation == 2  # written once, not on every pass
+    assert written[0] == written[1]  # written once, not on every pass
 
 
 # --- real replica processes ------------------------------------------------------------------------

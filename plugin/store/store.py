@@ -470,17 +470,33 @@ class Store:
             return [_deployment_record(row) for row in session.scalars(query)]
 
     def set_deployment_state(
-        self, endpoint_name: str, name: str, state: str, reason: str | None = None
-    ) -> DeploymentRecord:
-        """Record the deployment's provisioning state (and why, for ``Failed``); bumps generations."""
+        self,
+        endpoint_name: str,
+        name: str,
+        state: str,
+        reason: str | None = None,
+        *,
+        expected_generation: int | None = None,
+    ) -> DeploymentRecord | None:
+        """Record the deployment's observed provisioning state (and why, for ``Failed``).
+
+        The state is observed, not desired, so generations do not move. With ``expected_generation`` the
+        write happens only if the deployment is still at that generation (compare-and-set in one
+        statement), so a state computed for an older spec never overwrites what a newer
+        ``put_deployment`` wrote; None is returned when it did not apply.
+        """
         _check_state(state, DEPLOYMENT_STATES, "state")
-        with self._routing_write() as session:
-            endpoint, row = self._deployment(session, endpoint_name, name)
-            row.state = state
-            row.reason = reason
-            self._touch(row)
-            self._touch(endpoint)
-            session.flush()
+        with self.session(write=True) as session:
+            _, row = self._deployment(session, endpoint_name, name)
+            condition = [Deployment.id == row.id]
+            if expected_generation is not None:
+                condition.append(Deployment.generation == expected_generation)
+            result = session.execute(
+                update(Deployment).where(*condition).values(state=state, reason=reason, updated_at=_now())
+            )
+            if result.rowcount == 0:
+                return None
+            session.expire(row)
             return _deployment_record(row)
 
     def delete_deployment(self, endpoint_name: str, name: str) -> None:

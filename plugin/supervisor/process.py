@@ -45,7 +45,7 @@ def replica_command(python: str, spec_path: Path, port: int) -> list[str]:
     return [
         python,
         "-m",
-        "tiffin.cli.main",
+        "tiffin.cli",
         "replica",
         "serve",
         "-f",

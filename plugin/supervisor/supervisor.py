@@ -96,13 +96,11 @@ class _Host:
         store = self._supervisor._store
 
         def write() -> DeploymentRecord | None:
-            # Check, then write: a state computed for an older spec must not overwrite the
-            # Creating/Updating that a newer put_deployment wrote meanwhile. (The store has no
-            # compare-and-set, so a write landing between these two calls can still be overwritten.)
-            current = store.get_deployment(record.endpoint_name, record.name)
-            if current.id != record.id or current.generation != record.generation:
-                return None
-            return store.set_deployment_state(record.endpoint_name, record.name, state, reason)
+            # Compare-and-set on the generation: a state computed for an older spec must not
+            # overwrite the Creating/Updating that a newer put_deployment wrote meanwhile.
+            return store.set_deployment_state(
+                record.endpoint_name, record.name, state, reason, expected_generation=record.generation
+            )
 
         try:
             return await asyncio.to_thread(write)
