@@ -80,20 +80,40 @@ class RoutingState:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._seen_generation = -1
+        self._records: tuple[list[EndpointRecord], list[DeploymentRecord], int] | None = None
 
     def changed(self) -> None:
-        """Something changed (a write, a replica came or went): rebuild soon."""
+        """The desired state changed (a control-plane write): re-read the store and rebuild soon."""
         self._dirty.set()
+
+    def replicas_changed(self) -> None:
+        """A replica joined or left routing: rebuild now, on the caller's loop, from the records read last.
+
+        No store read is needed for this, so the new table is in place before the supervisor goes on to
+        report the deployment Succeeded: a client that saw Succeeded never meets the old table.
+        """
+        if self._records is None:
+            self._dirty.set()
+            return
+        endpoints, deployments, generation = self._records
+        self.apply(build_table(endpoints, deployments, self.ready, generation))
+
+    def _read(self) -> tuple[list[EndpointRecord], list[DeploymentRecord], int]:
+        # Generation first: if a write lands between the reads we see it next time round.
+        generation = self.store.routing_generation()
+        return self.store.list_endpoints("online"), self.store.list_deployments(), generation
 
     def build(self) -> RoutingTable:
         """Build the table from the store now (blocking reads, so callers in the loop use a thread)."""
-        generation = self.store.routing_generation()
-        return build_table(self.store.list_endpoints("online"), self.store.list_deployments(), self.ready, generation)
+        endpoints, deployments, generation = self._read()
+        return build_table(endpoints, deployments, self.ready, generation)
 
     async def rebuild(self) -> RoutingTable:
-        """Build the table off the event loop and apply it on the loop (the gateway is not thread-safe)."""
-        table = await asyncio.to_thread(self.build)
-        self._seen_generation = table.generation
+        """Read the store off the event loop, then build and apply on the loop (the gateway is not thread-safe)."""
+        records = await asyncio.to_thread(self._read)
+        self._records = records
+        self._seen_generation = records[2]
+        table = build_table(records[0], records[1], self.ready, records[2])
         self.apply(table)
         return table
 

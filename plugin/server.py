@@ -75,7 +75,7 @@ class TiffinServer:
         )
 
     def _replicas_changed(self) -> None:
-        self.routing.changed()
+        self.routing.replicas_changed()
 
     def _desired_state_changed(self) -> None:
         self.supervisor.notify()

@@ -25,12 +25,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ReplicaProcess",
+    "TiffinProcess",
     "free_port",
     "serve_command",
     "serve_deployment",
+    "serve_tiffin",
     "stop_process_group",
     "wait_for_line",
 ]
@@ -175,3 +178,62 @@ def serve_command(
             yield server
         finally:
             stop_process_group(process)
+
+
+@dataclass
+class TiffinProcess:
+    """A running ``tiffin serve``: its URL, admin token and the environment the CLI/SDK need."""
+
+    process: subprocess.Popen[str]
+    url: str
+    home: Path
+    admin_token: str
+    log_path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``os.environ`` plus TIFFIN_URL, TIFFIN_HOME and TIFFIN_ADMIN_TOKEN for this server."""
+        return {
+            **os.environ,
+            "TIFFIN_URL": self.url,
+            "TIFFIN_HOME": str(self.home),
+            "TIFFIN_ADMIN_TOKEN": self.admin_token,
+        }
+
+    def client(self) -> Any:
+        """A :class:`tiffin.TiffinClient` for this server."""
+        from tiffin.sdk import TiffinClient
+
+        return TiffinClient(self.url, self.admin_token)
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def serve_tiffin(
+    home: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> Iterator[TiffinProcess]:
+    """Run ``tiffin serve`` on a free loopback port (fresh SQLite store unless ``home`` is given).
+
+    On exit it is stopped with SIGTERM, which stops every deployment replica it started.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="tiffin-serve-") as tmp:
+        home_path = Path(home) if home is not None else Path(tmp) / "home"
+        log_path = Path(tmp) / "serve.log"
+        environ = {**os.environ, "TIFFIN_HOME": str(home_path), **(env or {})}
+        if "TIFFIN_STORE_URL" not in (env or {}):
+            environ.pop("TIFFIN_STORE_URL", None)  # a fresh SQLite store, not whatever the shell points at
+        command = [sys.executable, "-m", "tiffin.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        with open(log_path, "w", encoding="utf-8") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=environ, text=True, start_new_session=True
+            )
+        try:
+            wait_for_line(log_path, process, "ready", timeout)
+            token = (home_path / "admin-token").read_text(encoding="utf-8").strip()
+            yield TiffinProcess(process, f"http://127.0.0.1:{port}", home_path, token, log_path)
+        finally:
+            stop_process_group(process, timeout=30)

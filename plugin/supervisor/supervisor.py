@@ -139,8 +139,15 @@ class Supervisor:
         self._home = Path(home).expanduser().resolve()
         self._on_change = on_change
         self._poll_interval = poll_interval
-        # Unbuffered so that a replica's prints reach its log as they happen, not when it exits.
-        replica_env = {"PYTHONUNBUFFERED": "1", **os.environ, **(env or {}), "TIFFIN_HOME": str(self._home)}
+        # Unbuffered so that a replica's prints reach its log as they happen, not when it exits; and
+        # TIFFIN_EXIT_WITH_PARENT so replicas stop themselves if this process is killed outright.
+        replica_env = {
+            "PYTHONUNBUFFERED": "1",
+            **os.environ,
+            **(env or {}),
+            "TIFFIN_HOME": str(self._home),
+            "TIFFIN_EXIT_WITH_PARENT": "1",
+        }
         self._host = _Host(self, self._home, python, replica_env, drain_seconds)
         self._reconcilers: dict[_Key, DeploymentReconciler] = {}
         self._records: dict[_Key, DeploymentRecord] = {}
