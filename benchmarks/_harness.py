@@ -423,7 +423,8 @@ def write_wrk_script(
         'wrk.method = "POST"',
         f"wrk.body = {_lua_long_string(body.decode())}",
         'wrk.headers["Content-Type"] = "application/json"',
-        *(f"wrk.headers[{_lua_long_string(k)}] = {_lua_long_string(v)}" for k, v in (headers or {}).items()),
+        # Spaces inside the brackets: "headers[[[" would open a Lua long string.
+        *(f"wrk.headers[ {_lua_long_string(k)} ] = {_lua_long_string(v)}" for k, v in (headers or {}).items()),
     ]
     if max_requests is not None:
         lines += [

@@ -98,35 +98,39 @@ def main(argv: list[str] | None = None) -> int:
     direct_port = free_port()
     direct_cmd = [str(BIN / "tiffin"), "replica", "serve", "-f", str(deployment), "--port", str(direct_port)]
 
-    for round_ in range(args.rounds):
-        with Server("replica", direct_cmd, direct_port, logs / "direct-replica.log", env=env, cwd=work.root) as replica:
-            replica.wait_ready()
-            script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
-            got = score(replica, work.request_body)
-            assert max_abs_diff(got, expected) < 1e-9, (got, expected)
-            results["direct"].append(
-                timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})").to_dict()
-            )
+    try:
+        for round_ in range(args.rounds):
+            with Server(
+                "replica", direct_cmd, direct_port, logs / "direct-replica.log", env=env, cwd=work.root
+            ) as replica:
+                replica.wait_ready()
+                script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
+                got = score(replica, work.request_body)
+                assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+                results["direct"].append(
+                    timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})").to_dict()
+                )
 
-        if tiffin_serve.proc is None:
-            tiffin_serve.start()
-            tiffin_serve.wait_ready(path="/api/health")
-            cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
-            cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
-        scoring_uri = cli(
-            env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri"
-        ).strip()
-        key = cli(
-            env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
-        ).strip()
-        got = json.loads(cli(env, "online-endpoint", "invoke", "-n", "my-endpoint", "--request-file",
-                             str(work.root / "sample-request.json")))  # fmt: skip
-        assert max_abs_diff(got, expected) < 1e-9, (got, expected)
-        script = write_wrk_script(
-            BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
-        )
-        results["gateway"].append(timed(wrk, scoring_uri, script, args, f"gateway (round {round_ + 1})").to_dict())
-    tiffin_serve.stop()
+            if tiffin_serve.proc is None:
+                tiffin_serve.start()
+                tiffin_serve.wait_ready(path="/api/health")
+                cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
+                cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
+            scoring_uri = cli(
+                env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri"
+            ).strip()
+            key = cli(
+                env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
+            ).strip()
+            got = json.loads(cli(env, "online-endpoint", "invoke", "-n", "my-endpoint", "--request-file",
+                                 str(work.root / "sample-request.json")))  # fmt: skip
+            assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+            script = write_wrk_script(
+                BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
+            )
+            results["gateway"].append(timed(wrk, scoring_uri, script, args, f"gateway (round {round_ + 1})").to_dict())
+    finally:
+        tiffin_serve.stop()  # also on failure: never leave a server behind
 
     best = {path: max(runs, key=lambda r: r["requests_per_s"]) for path, runs in results.items()}
     print()

@@ -199,8 +199,14 @@ class Gateway:
     # --- forwarding ----------------------------------------------------------------------------------
 
     def _choose(self, deployment: DeploymentRoute, avoid: Replica | None = None) -> Replica | None:
+        replicas = deployment.replicas
+        if len(replicas) == 1 and avoid is None and not self._down_until:
+            return replicas[0]  # the common case, without a clock read or a list
         now = time.monotonic()
-        candidates = [r for r in deployment.replicas if r is not avoid and self._down_until.get(r.id, 0.0) <= now]
+        down = self._down_until
+        for replica_id in [k for k, until in down.items() if until <= now]:
+            del down[replica_id]  # served its time: back on the fast path once all have
+        candidates = [r for r in replicas if r is not avoid and r.id not in down]
         if not candidates:
             return None
         rng = self._rng

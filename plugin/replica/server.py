@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from tiffin.http_protocol import HTTP_PROTOCOL
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.factory import app_from_file, replica_settings
 
@@ -140,7 +141,7 @@ def serve(
         uds=uds,
         workers=workers or settings["workers"],
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=HTTP_PROTOCOL,
         lifespan="on",
         access_log=False,
         log_level=log_level,
