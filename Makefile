@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PORT   ?= 5001
 
 .PHONY: install serve test lint bench
 
@@ -22,12 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/python examples/quickstart/train.py
-	@echo
-	@echo "Scoring URL: http://127.0.0.1:$(PORT)/score   (swagger: http://127.0.0.1:$(PORT)/swagger.json)"
-	@echo "Try it:      curl -s http://127.0.0.1:$(PORT)/score -H 'Content-Type: application/json' -d @examples/quickstart/sample-request.json"
-	@echo
-	$(BIN)/tiffin replica serve -f examples/quickstart/blue-deployment.yml --port $(PORT)
+	TIFFIN_BIN=$(CURDIR)/$(BIN) bash examples/quickstart/run.sh
 
 test: $(STAMP)
 	@bash tests/install-test-services.sh
@@ -38,3 +32,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_replica.py
+	$(BIN)/python benchmarks/bench_gateway.py

@@ -282,9 +282,7 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(store_url: str) 
     # spawn, not fork: a forked child would inherit the parent's open database connections.
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    children = [
-        ctx.Process(target=_open_when_released, args=(store_url, barrier, results)) for _ in range(processes)
-    ]
+    children = [ctx.Process(target=_open_when_released, args=(store_url, barrier, results)) for _ in range(processes)]
     for child in children:
         child.start()
     outcomes = [results.get(timeout=120) for _ in children]
@@ -343,9 +341,7 @@ def test_endpoint_round_trip(store: Store) -> None:
 
 
 def test_create_endpoint_with_given_keys(store: Store) -> None:
-    created = store.create_endpoint(
-        "batch", "b", {}, "aad_token", primary_key="p", secondary_key="s", token_secret="t"
-    )
+    created = store.create_endpoint("batch", "b", {}, "aad_token", primary_key="p", secondary_key="s", token_secret="t")
     assert (created.auth_mode, created.primary_key, created.secondary_key, created.token_secret) == (
         "aad_token",
         "p",
@@ -367,9 +363,7 @@ def test_list_endpoints_by_kind(store: Store) -> None:
 
 def test_create_endpoint_conflicts(store: Store) -> None:
     store.create_endpoint("online", "ep", {})
-    with pytest.raises(
-        ConflictError, match=r"online endpoint 'ep' already exists.*tiffin online-endpoint update"
-    ):
+    with pytest.raises(ConflictError, match=r"online endpoint 'ep' already exists.*tiffin online-endpoint update"):
         store.create_endpoint("online", "ep", {})
     with pytest.raises(ConflictError, match="taken by an online endpoint"):
         store.create_endpoint("batch", "ep", {})
@@ -402,9 +396,7 @@ def test_endpoint_not_found_messages(store: Store) -> None:
 
 def test_update_endpoint(store: Store) -> None:
     created = store.create_endpoint("online", "ep", {"v": 1})
-    updated = store.update_endpoint(
-        "ep", spec={"v": 2}, provisioning_state="Succeeded", auth_mode="aml_token"
-    )
+    updated = store.update_endpoint("ep", spec={"v": 2}, provisioning_state="Succeeded", auth_mode="aml_token")
     assert updated.spec == {"v": 2}
     assert updated.provisioning_state == "Succeeded"
     assert updated.auth_mode == "aml_token"

@@ -151,9 +151,7 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(
-    url: str | URL, revision: str = "head", *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
-) -> None:
+def upgrade(url: str | URL, revision: str = "head", *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
     """Upgrade the database at ``url`` to ``revision``; safe to run from many processes at once.
 
     Concurrent upgrades (two CLI commands on a fresh machine, several gateway workers) are

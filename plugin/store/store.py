@@ -49,9 +49,7 @@ _ENDPOINT_MUTABLE = frozenset(
         "provisioning_state",
     }
 )
-_JOB_MUTABLE = frozenset(
-    {"deployment_name", "status", "outputs", "error", "started_at", "finished_at", "progress"}
-)
+_JOB_MUTABLE = frozenset({"deployment_name", "status", "outputs", "error", "started_at", "finished_at", "progress"})
 
 
 def _now() -> datetime:
@@ -76,8 +74,7 @@ def _a(kind: str) -> str:
 def _endpoint_not_found(name: str, kind: str | None) -> NotFoundError:
     if kind is None:
         return NotFoundError(
-            f"endpoint '{name}' not found; list them with `tiffin online-endpoint list` "
-            "or `tiffin batch-endpoint list`"
+            f"endpoint '{name}' not found; list them with `tiffin online-endpoint list` or `tiffin batch-endpoint list`"
         )
     return NotFoundError(f"{kind} endpoint '{name}' not found; list them with `tiffin {kind}-endpoint list`")
 
@@ -235,9 +232,7 @@ class Store:
         so the checks a method does before writing cannot go stale.
         """
         with self.session(write=True) as session:
-            session.execute(
-                update(Counter).where(Counter.name == ROUTING_COUNTER).values(value=Counter.value + 1)
-            )
+            session.execute(update(Counter).where(Counter.name == ROUTING_COUNTER).values(value=Counter.value + 1))
             yield session
 
     def routing_generation(self) -> int:
@@ -383,9 +378,7 @@ class Store:
         self, name: str, primary: str | None = None, secondary: str | None = None, kind: str | None = None
     ) -> EndpointRecord:
         """Replace the primary and/or secondary key; None (or empty) leaves that key unchanged."""
-        changes = {
-            key: value for key, value in (("primary_key", primary), ("secondary_key", secondary)) if value
-        }
+        changes = {key: value for key, value in (("primary_key", primary), ("secondary_key", secondary)) if value}
         return self.update_endpoint(name, kind=kind, **changes)
 
     @staticmethod
@@ -399,9 +392,7 @@ class Store:
 
     # --- deployments -------------------------------------------------------------------------------
 
-    def put_deployment(
-        self, endpoint_name: str, name: str, kind: str, spec: Mapping[str, Any]
-    ) -> DeploymentRecord:
+    def put_deployment(self, endpoint_name: str, name: str, kind: str, spec: Mapping[str, Any]) -> DeploymentRecord:
         """Create the deployment (state ``Creating``) or replace its spec (state ``Updating``).
 
         Bumps the deployment's and the endpoint's ``generation``. The endpoint must exist
