@@ -23,13 +23,12 @@ done
 grep -v "^$" "$log" | grep -v ready || true
 
 endpoint=my-endpoint
-if "$tiffin" online-endpoint show -n "$endpoint" >/dev/null 2>&1; then
-  echo "endpoint $endpoint exists already: updating its deployments"
-else
-  "$tiffin" online-endpoint create -f "$here/endpoint.yml" >/dev/null
-fi
-"$tiffin" online-deployment create -f "$here/blue-deployment.yml" --all-traffic >/dev/null
-"$tiffin" online-deployment create -f "$here/green-deployment.yml" >/dev/null
+# A second run finds the endpoint in the store: update it instead of creating it, as a script for
+# Azure would (`az ml ... create` refuses what exists).
+verb() { "$tiffin" "$1" show "${@:2}" >/dev/null 2>&1 && echo update || echo create; }
+"$tiffin" online-endpoint "$(verb online-endpoint -n "$endpoint")" -f "$here/endpoint.yml" >/dev/null
+"$tiffin" online-deployment "$(verb online-deployment -n blue -e "$endpoint")" -f "$here/blue-deployment.yml" --all-traffic >/dev/null
+"$tiffin" online-deployment "$(verb online-deployment -n green -e "$endpoint")" -f "$here/green-deployment.yml" >/dev/null
 "$tiffin" online-endpoint update -n "$endpoint" --traffic "blue=90 green=10" >/dev/null
 
 scoring_uri=$("$tiffin" online-endpoint show -n "$endpoint" -o tsv --query scoring_uri)

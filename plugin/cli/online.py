@@ -152,7 +152,7 @@ def endpoint_create(
 
 @online_endpoint_app.command("update")
 def endpoint_update(
-    name: NameOpt,
+    name: OptionalNameOpt = None,
     file: OptionalFileOpt = None,
     traffic: Annotated[
         str | None, typer.Option("--traffic", "-r", help='Live traffic split, e.g. "blue=90 green=10".')
@@ -172,6 +172,9 @@ def endpoint_update(
         # Only the fields given: an update from a file without traffic must not reset the traffic.
         spec = _load(OnlineEndpoint, file, set_, name=name).spec
         changes = {k: v for k, v in spec.model_dump(mode="json", exclude_unset=True).items() if k != "name"}
+        name = spec.name  # as az: -n, else the file's name
+    if name is None:
+        raise typer.BadParameter("give the endpoint's name with -n/--name (or a file that names it)")
     if traffic is not None:
         changes["traffic"] = parse_traffic(traffic)
     if mirror_traffic is not None:
