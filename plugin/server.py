@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 
 from tiffin.api import create_api
+from tiffin.config import configure_logging
 from tiffin.gateway import Gateway
 from tiffin.http_protocol import HTTP_PROTOCOL
 from tiffin.paths import admin_token_path
@@ -161,7 +162,7 @@ class _Server(uvicorn.Server):
 
 def serve(*, home: Path, host: str = "127.0.0.1", port: int = 7700, store_url: str | None = None) -> int:
     """Run ``tiffin serve`` until SIGINT/SIGTERM; returns the exit code."""
-    _configure_logging()
+    configure_logging()
     store = Store.open(url=store_url, home=home)
     token, created = ensure_admin_token(home)
     if created:
@@ -188,13 +189,3 @@ def serve(*, home: Path, host: str = "127.0.0.1", port: int = 7700, store_url: s
         server.run()
     store.close()
     return 0 if server.started else 1
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("tiffin")
-    if not root.handlers:
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        root.propagate = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from tiffin.config import configure_logging
 from tiffin.http_protocol import HTTP_PROTOCOL
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.factory import app_from_file, replica_settings
@@ -32,21 +32,9 @@ _FILE_ENV = "TIFFIN_REPLICA_FILE"
 _SET_ENV = "TIFFIN_REPLICA_SET"
 
 
-def _configure_logging() -> None:
-    # tiffin's own messages at INFO with a timestamp; the root logger (a user's logging.info() in
-    # run()) keeps Python's WARNING default, as under Azure's server, so per-request logs cost nothing.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
-    tiffin_logger = logging.getLogger("tiffin")
-    if not tiffin_logger.handlers:
-        tiffin_logger.addHandler(handler)
-        tiffin_logger.setLevel(logging.INFO)
-        tiffin_logger.propagate = False
-
-
 def create_app() -> ReplicaApp:
     """uvicorn's app factory: the deployment named by ``$TIFFIN_REPLICA_FILE``."""
-    _configure_logging()
+    configure_logging()
     overrides = json.loads(os.environ.get(_SET_ENV, "[]"))
     app, _ = app_from_file(os.environ[_FILE_ENV], overrides)
     return app
