@@ -20,13 +20,12 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
 from tiffin.api import create_api
+from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
 from tiffin.config import configure_logging
 from tiffin.gateway import Gateway
 from tiffin.http_protocol import HTTP_PROTOCOL
@@ -38,10 +37,6 @@ from tiffin.supervisor import Supervisor
 __all__ = ["TiffinServer", "ensure_admin_token", "serve"]
 
 logger = logging.getLogger("tiffin.server")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def ensure_admin_token(home: Path) -> tuple[str, bool]:
@@ -113,11 +108,10 @@ class TiffinServer:
                 # Mount the API at /api the way Starlette's Mount does: path kept, root_path extended.
                 await self.api({**scope, "root_path": scope.get("root_path", "") + "/api"}, receive, send)
             elif path == "/" and scope["method"] == "GET":
-                await _json(
-                    send, 200, {"service": "tiffin", "api": "/api/openapi.json", "endpoints": "/endpoints/{name}"}
-                )
+                document = {"service": "tiffin", "api": "/api/openapi.json", "endpoints": "/endpoints/{name}"}
+                await send_bytes(send, 200, json.dumps(document).encode())
             else:
-                await _json(send, 404, {"message": f"{path} is not served here; try /api/openapi.json"})
+                await send_error(send, 404, f"{path} is not served here; try /api/openapi.json")
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -137,18 +131,6 @@ class TiffinServer:
                 await self.shutdown()
             finally:
                 await send({"type": "lifespan.shutdown.complete"})
-
-
-async def _json(send: Send, status: int, document: dict[str, Any]) -> None:
-    body = json.dumps(document).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class _Server(uvicorn.Server):

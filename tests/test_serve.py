@@ -381,3 +381,11 @@ def test_sigkill_of_the_server_still_takes_the_replicas_down(tmp_path):
         while processes_of(tmp_path / "home") and time.monotonic() < deadline:
             time.sleep(0.2)
         assert processes_of(tmp_path / "home") == []
+
+
+def test_root_and_unknown_paths(server):
+    assert httpx.get(server.url + "/").json()["api"] == "/api/openapi.json"
+    r = httpx.get(server.url + "/nope")
+    assert r.status_code == 404 and "openapi" in r.json()["message"]
+    r = httpx.get(server.url + "/api/openapi.json")
+    assert r.status_code == 200 and "/online-endpoints" in r.json()["paths"]

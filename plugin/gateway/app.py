@@ -17,9 +17,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.auth import authenticate
 from tiffin.errors import PayloadTooLargeError, RequestTimeoutError, TiffinError, UnavailableError
 from tiffin.gateway.limits import Admission
@@ -31,9 +31,6 @@ __all__ = ["Gateway"]
 
 logger = logging.getLogger("tiffin.gateway")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are not forwarded.
 _DROP_REQUEST = frozenset(
@@ -53,7 +50,7 @@ _DROP_REQUEST = frozenset(
 )
 _DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server"})
 _PIN = (b"azureml-model-deployment", b"x-tiffin-deployment")
-_JSON = b"application/json"
+_ANSWERED_BY = b"azureml-model-deployment"
 _STREAM_ABOVE = 1 << 20  # responses larger than this (or of unknown size) are streamed, not buffered
 _DOWN_FOR_S = 1.0  # a replica that refused a connection is skipped this long (the supervisor decides the rest)
 _MAX_MIRRORS_IN_FLIGHT = 256
@@ -123,7 +120,8 @@ class Gateway:
         name, slash, tail = rest.partition("/")
         endpoint = self.table.endpoints.get(name) if name else None
         if endpoint is None:
-            await _error(send, 404, f"endpoint '{name}' not found; list endpoints with `tiffin online-endpoint list`")
+            message = f"endpoint '{name}' not found; list endpoints with `tiffin online-endpoint list`"
+            await send_error(send, 404, message)
             return
         stats = self.stats.get(name)
         if stats is None:
@@ -132,7 +130,7 @@ class Gateway:
             await self._handle(scope, receive, send, endpoint, stats, "/" + tail if slash else "/")
         except TiffinError as exc:
             stats.rejected[exc.status_code] += 1
-            await _error(send, exc.status_code, exc.message)
+            await send_error(send, exc.status_code, exc.message)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, endpoint: EndpointRoute, stats: EndpointStats, tail: str
@@ -245,7 +243,7 @@ class Gateway:
             raise UnavailableError(f"deployment '{deployment.name}' could not be reached: {exc}") from None
         except UpstreamError as exc:
             stats.rejected[502] += 1
-            await _error(send, 502, f"deployment '{deployment.name}' failed to answer: {exc}")
+            await send_error(send, 502, f"deployment '{deployment.name}' failed to answer: {exc}")
             return
         stats.answered(deployment.name, status)
 
@@ -281,7 +279,7 @@ class Gateway:
             in_flight[replica.id] -= 1
         status = response.status
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE]
-        out_headers.append((b"azureml-model-deployment", deployment.name.encode()))
+        out_headers.append((_ANSWERED_BY, deployment.name.encode()))
         if data is not None:
             out_headers.append((b"content-length", b"%d" % len(data)))
             await send({"type": "http.response.start", "status": status, "headers": out_headers})
@@ -352,13 +350,13 @@ class Gateway:
                 response = await self._pool.request(replica.url, "GET", target, [], b"")
                 raw = await response.read()
             if response.status != 200:
-                await _send_bytes(send, response.status, raw, deployment.name)
+                await send_bytes(send, response.status, raw, JSON, [(_ANSWERED_BY, deployment.name.encode())])
                 return
             document = json.loads(raw)
             prefix = f"{self.prefix}/{endpoint.name}"
             document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
             cached = self._swagger_cache[key] = json.dumps(document).encode()
-        await _send_bytes(send, 200, cached, deployment.name)
+        await send_bytes(send, 200, cached, JSON, [(_ANSWERED_BY, deployment.name.encode())])
 
 
 def _forward_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
@@ -369,30 +367,3 @@ def _target(scope: Scope, tail: str) -> bytes:
     query = scope.get("query_string")
     path = tail.encode("utf-8")
     return path + b"?" + query if query else path
-
-
-async def _send_bytes(send: Send, status: int, body: bytes, deployment: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", _JSON),
-                (b"content-length", str(len(body)).encode()),
-                (b"azureml-model-deployment", deployment.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"message": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

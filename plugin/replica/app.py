@@ -23,10 +23,9 @@ import json
 import logging
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
+from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.errors import PayloadTooLargeError, ScoringError, TiffinError, UnavailableError, http_status
 from tiffin.runners.protocol import Runner, ScoreRequest, ScoreResponse
 from tiffin.swagger import build_swagger
@@ -35,13 +34,10 @@ __all__ = ["ReplicaApp"]
 
 logger = logging.getLogger("tiffin.replica")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _HEADER_LIMIT = 100  # azmlinfsrv refuses longer request ids with 431
-_JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
+_INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
 
 
 class ReplicaApp:
@@ -141,28 +137,28 @@ class ReplicaApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         ids = _request_ids(headers)
         if isinstance(ids, str):
-            await _send(send, 431, json.dumps({"message": ids}).encode(), _JSON, [])
+            await send_error(send, 431, ids)
             return
         id_headers = ids
 
         if path == "/score":
             if method == "OPTIONS":
-                await _send(send, 200, b"", _TEXT, id_headers)
+                await send_bytes(send, 200, b"", _TEXT, id_headers)
                 return
             if method not in ("GET", "POST"):
-                await _error(send, 405, "Method not allowed; use POST /score", id_headers)
+                await send_error(send, 405, "Method not allowed; use POST /score", id_headers)
                 return
             await self._score(scope, receive, send, headers, id_headers)
         elif path == "/" and method in ("GET", "HEAD"):
             if self._loaded and self.runner.health():
-                await _send(send, 200, b"Healthy", _TEXT, id_headers)
+                await send_bytes(send, 200, b"Healthy", _TEXT, id_headers)
             else:
                 reason = self._load_error or "the deployment is still loading"
-                await _error(send, 503, f"Unhealthy: {reason}", id_headers)
+                await send_error(send, 503, f"Unhealthy: {reason}", id_headers)
         elif path == "/swagger.json" and method == "GET":
             await self._swagger_json(scope, send, id_headers)
         else:
-            await _error(send, 404, f"{method} {path} is not served here; POST /score to score", id_headers)
+            await send_error(send, 404, f"{method} {path} is not served here; POST /score to score", id_headers)
 
     async def _score(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], id_headers: list
@@ -187,17 +183,17 @@ class ReplicaApp:
                 response = self.runner.predict(request)
         except TiffinError as exc:
             failed = isinstance(exc, ScoringError)
-            await _send(
+            await send_bytes(
                 send,
                 http_status(exc),
                 json.dumps({"message": exc.message}).encode(),
-                _JSON,
+                JSON,
                 [*id_headers, (b"x-ms-run-function-failed", b"True" if failed else b"False")],
             )
             return
         except Exception:
             logger.error("unexpected error while scoring:\n%s", traceback.format_exc())
-            await _error(send, 500, "An unexpected internal error occurred. Check the logs for more info.", id_headers)
+            await send_error(send, 500, _INTERNAL_ERROR, id_headers)
             return
         await _send_response(send, response, id_headers)
 
@@ -231,13 +227,13 @@ class ReplicaApp:
         major = version.split(".")[0]
         schema = self.runner.schema()
         if major not in ("2", "3"):
-            await _error(
+            await send_error(
                 send, 404, f"Swagger version [{version}] is not valid. Supported versions: [2, 3].", id_headers
             )
             return
         if major not in schema.versions and major not in schema.swagger:
             supported = ", ".join(schema.versions)
-            await _error(
+            await send_error(
                 send,
                 404,
                 f"Swagger version [{version}] is not supported for the scoring script. "
@@ -250,7 +246,7 @@ class ReplicaApp:
                 major, schema.input, schema.output, title=self.name, service_version=self.version
             )
             self._swagger[major] = json.dumps(document).encode()
-        await _send(send, 200, self._swagger[major], _JSON, id_headers)
+        await send_bytes(send, 200, self._swagger[major], JSON, id_headers)
 
 
 def _request_ids(headers: dict[str, str]) -> list[tuple[bytes, bytes]] | str:
@@ -268,29 +264,10 @@ def _request_ids(headers: dict[str, str]) -> list[tuple[bytes, bytes]] | str:
     return ids
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes, headers: list) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _error(send: Send, status: int, message: str, headers: list) -> None:
-    await _send(send, status, json.dumps({"message": message}).encode(), _JSON, headers)
-
-
 async def _send_response(send: Send, response: ScoreResponse, id_headers: list) -> None:
     headers = [
         *id_headers,
         (b"x-ms-run-function-failed", b"True" if response.run_function_failed else b"False"),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
     ]
-    await _send(send, response.status, response.body, response.content_type.encode("latin-1"), headers)
+    await send_bytes(send, response.status, response.body, response.content_type.encode("latin-1"), headers)
