@@ -332,3 +332,10 @@ def test_other_routes_of_a_deployment_pass_through(gw, replicas):
     assert r.status_code == 200 and r.text == "Healthy"
     r = httpx.get(gw.url + "/endpoints/ep/score?data=[[1,2]]", headers=AUTH)
     assert r.status_code == 200 and r.json()["sums"] == [6]
+
+
+def test_percent_encoded_paths_reach_the_replica_as_sent(gw, replicas):
+    gw.set_table(table({"blue": route("blue", replicas["blue"])}, {"blue": 100}))
+    r = httpx.get(gw.url + "/endpoints/ep/some%20path?q=a%20b", headers=AUTH)
+    # The replica decoded it: the request line it got was valid and kept the encoding.
+    assert r.status_code == 404 and "/some path is not served" in r.json()["message"]

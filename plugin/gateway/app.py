@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from typing import Any
+from urllib.parse import quote
 
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.auth import authenticate
@@ -191,6 +192,9 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _prefix_of(self, name: str) -> bytes:
+        return f"{self.prefix}/{name}".encode()
+
     def _too_large(self) -> str:
         return f"request body is larger than {self.max_body_bytes} bytes; send smaller batches"
 
@@ -221,7 +225,7 @@ class Gateway:
         stats: EndpointStats,
     ) -> None:
         headers = _forward_headers(scope)
-        target = _target(scope, tail)
+        target = _target(scope, self._prefix_of(endpoint.name), tail)
         replica = self._choose(deployment)
         if replica is None:
             raise UnavailableError(f"no replica of deployment '{deployment.name}' answers right now; retry shortly")
@@ -319,7 +323,11 @@ class Gateway:
         try:
             async with asyncio.timeout(deployment.request_timeout_ms / 1000):
                 response = await self._pool.request(
-                    replica.url, scope["method"], _target(scope, tail), _forward_headers(scope), body
+                    replica.url,
+                    scope["method"],
+                    _target(scope, self._prefix_of(endpoint.name), tail),
+                    _forward_headers(scope),
+                    body,
                 )
                 await response.read()
             counters.statuses[response.status] += 1
@@ -363,7 +371,13 @@ def _forward_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
 
 
-def _target(scope: Scope, tail: str) -> bytes:
+def _target(scope: Scope, prefix: bytes, tail: str) -> bytes:
+    """The request target for the replica: the path after ``prefix`` (``/endpoints/NAME``) as the client
+    sent it, percent-encoding kept (the decoded path may hold spaces), plus the query string."""
+    raw_path: bytes | None = scope.get("raw_path")
+    if raw_path is not None and raw_path.startswith(prefix):
+        path = raw_path[len(prefix) :] or b"/"
+    else:  # no raw path, or the client escaped characters of the prefix itself: encode again
+        path = quote(tail, safe="/:@!$&'()*+,;=-._~").encode("ascii")
     query = scope.get("query_string")
-    path = tail.encode("utf-8")
     return path + b"?" + query if query else path
