@@ -23,10 +23,10 @@ import json
 import logging
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.errors import PayloadTooLargeError, ScoringError, TiffinError, UnavailableError, http_status
+from tiffin.replica.scoring_thread import ScoringThreads
 from tiffin.runners.protocol import Runner, ScoreRequest, ScoreResponse
 from tiffin.swagger import build_swagger
 
@@ -66,11 +66,7 @@ class ReplicaApp:
         self.max_body_bytes = max_body_bytes
         self.tune_gc = tune_gc
         self._async_predict = inspect.iscoroutinefunction(runner.predict)
-        self._executor = (
-            ThreadPoolExecutor(scoring_threads, thread_name_prefix="tiffin-score")
-            if scoring_threads > 0 and not self._async_predict
-            else None
-        )
+        self._threads = ScoringThreads(scoring_threads) if scoring_threads > 0 and not self._async_predict else None
         self._loaded = False
         self._load_error: str | None = None
         self._swagger: dict[str, bytes] = {}
@@ -97,8 +93,8 @@ class ReplicaApp:
         if self._loaded:
             self.runner.close()
             self._loaded = False
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown()
 
     # --- ASGI ----------------------------------------------------------------------------------------
 
@@ -176,9 +172,8 @@ class ReplicaApp:
                 raise UnavailableError("the deployment is not loaded yet; retry once GET / answers Healthy")
             if self._async_predict:
                 response = await self.runner.predict(request)  # type: ignore[misc]
-            elif self._executor is not None:
-                loop = asyncio.get_running_loop()
-                response = await loop.run_in_executor(self._executor, self.runner.predict, request)
+            elif self._threads is not None:
+                response = await self._threads.run(self.runner.predict, request)
             else:
                 response = self.runner.predict(request)
         except TiffinError as exc:
