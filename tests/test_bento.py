@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -107,3 +108,38 @@ def test_build_of_a_bad_spec_fails_with_the_field(homes, tmp_path):
     done = subprocess.run([*TIFFIN, "build", "-f", str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "instance_count" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bentoml_serve_runs_tiffin_serve_itself(homes, tmp_path):
+    """DESIGN: the gateway (with the control plane and supervisor) can be mounted in a BentoML service."""
+    from tiffin.sdk import TiffinClient
+    from tiffin.specs import OnlineDeployment, load_spec
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [BENTOML, "serve", "tiffin.service:Tiffin", "--port", str(port), "--host", "127.0.0.1"]
+    # Not tmp_path itself: it holds a folder named "tiffin" (TIFFIN_HOME), which BentoML's sys.path[0]
+    # would import as a namespace package in place of the real one.
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with serve_command(command, url + "/api/health", env={**homes, "TIFFIN_URL": url}, cwd=workdir) as server:
+        token = (Path(homes["TIFFIN_HOME"]) / "admin-token").read_text().strip()
+        client = TiffinClient(url, token)
+        client.online_endpoints.create_or_update({"name": "ep", "auth_mode": "key"})
+        spec = load_spec(PLAIN / "deployment.yml", OnlineDeployment, overrides=["readiness_probe.period=1"]).spec
+        client.online_deployments.create_or_update(spec, "ep", all_traffic=True, timeout=120)
+        assert json.loads(client.online_endpoints.invoke("ep", body={"data": [[1, 2]]})) == {
+            "sums": [6],
+            "raw_type": "str",
+        }
+        assert httpx.get(server.url + "/livez").status_code == 200  # BentoML's own probe beside it
+    # Stopping BentoML stops the replicas tiffin started.
+    deadline = time.monotonic() + 20
+    while _replicas_of(homes["TIFFIN_HOME"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _replicas_of(homes["TIFFIN_HOME"]) == []
+
+
+def _replicas_of(home: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"{home}/deployments"], capture_output=True, text=True).stdout
+    return out.split()
