@@ -42,6 +42,8 @@ from _harness import (
     write_wrk_script,
 )
 
+from tiffin.config import REPLICA_CPUS_ENV
+
 BIN = Path(sys.executable).parent
 
 
@@ -52,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="untimed seconds before each timed run (default 3)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument("--rounds", type=int, default=2, help="alternate direct/gateway this many times (default 2)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="keep the replica on CPUs 1..N-1 and wrk (and the gateway) on CPU 0, in both paths:\n"
+        "the replica then shares no CPU with the load generator or the hop, as on Azure",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -91,10 +99,21 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     env = {**os.environ, "TIFFIN_HOME": str(home), "TIFFIN_URL": f"http://{LOOPBACK}:{port}"}
+    serve_cmd = [str(BIN / "tiffin"), "serve", "--port", str(port)]
+    if args.pin:
+        cpus = os.cpu_count() or 1
+        if cpus < 2:
+            raise RuntimeError("--pin needs at least 2 CPUs")
+        replica_cpus = f"1-{cpus - 1}"
+        # This process and so wrk on CPU 0; the direct replica pins itself to the rest (the same
+        # mechanism tiffin serve --replica-cpus gives its replicas), tiffin serve stays on CPU 0.
+        os.sched_setaffinity(0, {0})
+        env[REPLICA_CPUS_ENV] = replica_cpus
+        serve_cmd += ["--replica-cpus", replica_cpus]
+        log(f"pinned: wrk and the gateway on CPU 0, replicas on CPUs {replica_cpus}")
     env.pop("TIFFIN_ADMIN_TOKEN", None)
     env.pop("TIFFIN_STORE_URL", None)
-    tiffin_serve = Server("tiffin-serve", [str(BIN / "tiffin"), "serve", "--port", str(port)], port,
-                          logs / "tiffin-serve.log", env=env, cwd=work.root)  # fmt: skip
+    tiffin_serve = Server("tiffin-serve", serve_cmd, port, logs / "tiffin-serve.log", env=env, cwd=work.root)
     direct_port = free_port()
     direct_cmd = [str(BIN / "tiffin"), "replica", "serve", "-f", str(deployment), "--port", str(direct_port)]
 
@@ -143,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     d, g = best["direct"], best["gateway"]
     ratio = g["requests_per_s"] / d["requests_per_s"]
     print()
-    print(f"best of {args.rounds}: gateway/direct req/s = {ratio:.2f}x; added p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, "
+    label = f"best of {args.rounds}" + (" (pinned)" if args.pin else "")
+    print(f"{label}: gateway/direct req/s = {ratio:.2f}x; added p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, "
           f"added p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["DEFAULT_URL", "configure_logging", "tiffin_home", "tiffin_url"]
+__all__ = [
+    "DEFAULT_URL",
+    "REPLICA_CPUS_ENV",
+    "configure_logging",
+    "parse_cpu_list",
+    "pin_to_cpus",
+    "tiffin_home",
+    "tiffin_url",
+]
+
+REPLICA_CPUS_ENV = "TIFFIN_REPLICA_CPUS"
+"""CPUs replicas run on (``taskset -c`` syntax, e.g. ``1-3``); set by ``tiffin serve --replica-cpus``."""
 
 DEFAULT_URL = "http://127.0.0.1:7700"
 
@@ -36,3 +47,25 @@ def configure_logging() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """``"1-3,5"`` as ``{1, 2, 3, 5}`` (the ``taskset -c`` syntax); raise TiffinError naming the mistake."""
+    from tiffin.errors import TiffinError
+
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise TiffinError(f"CPU list '{text}' is not valid: write CPU numbers and ranges like 1-3,5")
+        cpus.update(range(int(low), int(high if dash else low) + 1))
+    return frozenset(cpus)
+
+
+def pin_to_cpus(cpus: frozenset[int]) -> None:
+    """Run this process (and the processes it starts later) on ``cpus`` only; where it is not possible
+    (another OS, CPUs this machine lacks) say so once and carry on unpinned."""
+    try:
+        os.sched_setaffinity(0, cpus)
+    except (AttributeError, OSError, ValueError) as exc:
+        logging.getLogger("tiffin").warning("could not pin to CPUs %s: %s", sorted(cpus), exc)

@@ -26,7 +26,7 @@ import uvicorn
 
 from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
-from tiffin.config import configure_logging
+from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.gateway import Gateway
 from tiffin.http_protocol import HTTP_PROTOCOL
 from tiffin.paths import admin_token_path
@@ -142,9 +142,26 @@ class _Server(uvicorn.Server):
     public_url = ""
 
 
-def serve(*, home: Path, host: str = "127.0.0.1", port: int = 7700, store_url: str | None = None) -> int:
-    """Run ``tiffin serve`` until SIGINT/SIGTERM; returns the exit code."""
+def serve(
+    *,
+    home: Path,
+    host: str = "127.0.0.1",
+    port: int = 7700,
+    store_url: str | None = None,
+    replica_cpus: str | None = None,
+) -> int:
+    """Run ``tiffin serve`` until SIGINT/SIGTERM; returns the exit code.
+
+    ``replica_cpus`` (``taskset -c`` syntax) keeps replicas on those CPUs and this process (the gateway)
+    on the others, as Azure keeps its front end and each deployment instance on machines of their own.
+    """
     configure_logging()
+    if replica_cpus:
+        chosen = parse_cpu_list(replica_cpus)
+        os.environ[REPLICA_CPUS_ENV] = replica_cpus  # replicas inherit it and pin themselves
+        rest = frozenset(range(os.cpu_count() or 1)) - chosen
+        if rest:
+            pin_to_cpus(rest)
     store = Store.open(url=store_url, home=home)
     token, created = ensure_admin_token(home)
     if created:

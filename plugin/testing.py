@@ -213,7 +213,11 @@ class TiffinProcess:
 
 @contextmanager
 def serve_tiffin(
-    home: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    home: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[TiffinProcess]:
     """Run ``tiffin serve`` on a free loopback port (fresh SQLite store unless ``home`` is given).
 
@@ -226,7 +230,7 @@ def serve_tiffin(
         environ = {**os.environ, "TIFFIN_HOME": str(home_path), **(env or {})}
         if "TIFFIN_STORE_URL" not in (env or {}):
             environ.pop("TIFFIN_STORE_URL", None)  # a fresh SQLite store, not whatever the shell points at
-        command = [sys.executable, "-m", "tiffin.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "tiffin.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
         with open(log_path, "w", encoding="utf-8") as log:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=environ, text=True, start_new_session=True

@@ -152,3 +152,14 @@ def test_check_traffic_names_the_field():
     with pytest.raises(SpecError) as info:
         check_traffic({"blue": 100}, {"green": 60}, {"blue", "green"})
     assert info.value.field == "mirror_traffic"
+
+
+def test_parse_cpu_list():
+    from tiffin.config import parse_cpu_list
+    from tiffin.errors import TiffinError
+
+    assert parse_cpu_list("1-3,5") == {1, 2, 3, 5}
+    assert parse_cpu_list("0") == {0}
+    for bad in ("", "a", "1-", "-2", "1,,2"):
+        with pytest.raises(TiffinError, match="not valid"):
+            parse_cpu_list(bad)

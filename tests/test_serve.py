@@ -389,3 +389,15 @@ def test_root_and_unknown_paths(server):
     assert r.status_code == 404 and "openapi" in r.json()["message"]
     r = httpx.get(server.url + "/api/openapi.json")
     assert r.status_code == 200 and "/online-endpoints" in r.json()["paths"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "sched_getaffinity"), reason="needs 2 CPUs")
+def test_replica_cpus_keep_replicas_and_the_gateway_apart(tmp_path):
+    last = (os.cpu_count() or 2) - 1
+    with serve_tiffin(tmp_path / "home", extra_args=["--replica-cpus", str(last)]) as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "ep", "auth_mode": "key"})
+        client.online_deployments.create_or_update(deployment_spec(HERE / "plain" / "deployment.yml", "blue"), "ep")
+        (replica,) = processes_of(running.home)
+        assert os.sched_getaffinity(replica) == {last}
+        assert last not in os.sched_getaffinity(running.process.pid)

@@ -49,6 +49,13 @@ def replica_serve(
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port of the control plane and the gateway.")] = 7700,
+    replica_cpus: Annotated[
+        str | None,
+        typer.Option(
+            "--replica-cpus",
+            help="Run replicas on these CPUs only (taskset syntax, e.g. 1-3) and the gateway on the others.",
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane (/api), the gateway (/endpoints/NAME) and the supervisor on one port.
 
@@ -60,7 +67,8 @@ def serve_command(
     from tiffin.config import tiffin_home
     from tiffin.server import serve
 
-    raise typer.Exit(serve(home=tiffin_home(), host=host, port=port, store_url=os.environ.get("TIFFIN_STORE_URL")))
+    store_url = os.environ.get("TIFFIN_STORE_URL")
+    raise typer.Exit(serve(home=tiffin_home(), host=host, port=port, store_url=store_url, replica_cpus=replica_cpus))
 
 
 @app.command("build")

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 
-from tiffin.config import configure_logging
+from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.http_protocol import HTTP_PROTOCOL
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.factory import app_from_file, replica_settings
@@ -114,6 +114,9 @@ def serve(
     # Validate the spec (and fail with its message) before any worker starts.
     if os.environ.get("TIFFIN_EXIT_WITH_PARENT") == "1":
         _exit_with_parent()
+    if os.environ.get(REPLICA_CPUS_ENV):
+        # Before uvicorn starts its workers, so that they inherit the CPU set.
+        pin_to_cpus(parse_cpu_list(os.environ[REPLICA_CPUS_ENV]))
     _, loaded = app_from_file(file, overrides)
     deployment = loaded.spec
     for line in loaded.warnings():
