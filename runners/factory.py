@@ -6,10 +6,24 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.errors import SpecError
+from tiffin.runners.mlflow import MLflowRunner, MLflowRunnerConfig
 from tiffin.runners.protocol import Runner
 from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
 
-__all__ = ["runner_for"]
+__all__ = ["is_mlflow_model", "runner_for"]
+
+
+def is_mlflow_model(deployment: Any) -> bool:
+    """An MLflow model served without a scoring script: ``type: mlflow_model``, an ``MLmodel`` file in
+    the model folder, or an MLflow URI (``runs:/``, ``models:/``), and no code_configuration."""
+    model = deployment.model
+    code = deployment.code_configuration
+    if model is None or (code is not None and code.scoring_script):
+        return False
+    path = model if isinstance(model, str) else getattr(model, "path", None)
+    if getattr(model, "type", None) == "mlflow_model":
+        return True
+    return bool(path) and (path.startswith(("runs:/", "models:/")) or (Path(path) / "MLmodel").is_file())
 
 
 def runner_for(deployment: Any, *, model_dir: Path | None, source: str | None = None) -> Runner:
@@ -29,9 +43,13 @@ def runner_for(deployment: Any, *, model_dir: Path | None, source: str | None = 
                 environment_variables=env,
             )
         )
+    if is_mlflow_model(deployment):
+        model = deployment.model
+        uri = model if isinstance(model, str) else model.path
+        return MLflowRunner(MLflowRunnerConfig(model_uri=uri, environment_variables=env))
     raise SpecError(
-        "a deployment needs code_configuration (code + scoring_script) to be served by a scoring script; "
-        "MLflow, Triton and custom-container deployments come with their own runners",
+        "a deployment needs code_configuration (code + scoring_script), or an MLflow model "
+        "(model.type: mlflow_model) that is served without one",
         source=source,
         field="code_configuration",
     )

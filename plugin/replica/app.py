@@ -67,6 +67,8 @@ class ReplicaApp:
         self.tune_gc = tune_gc
         self._async_predict = inspect.iscoroutinefunction(runner.predict)
         self._threads = ScoringThreads(scoring_threads) if scoring_threads > 0 and not self._async_predict else None
+        # Runners may answer on more routes than Azure's /score (MLflow's /invocations).
+        self._score_paths = frozenset(getattr(runner, "score_paths", ("/score",)))
         self._loaded = False
         self._load_error: str | None = None
         self._swagger: dict[str, bytes] = {}
@@ -137,12 +139,12 @@ class ReplicaApp:
             return
         id_headers = ids
 
-        if path == "/score":
+        if path in self._score_paths:
             if method == "OPTIONS":
                 await send_bytes(send, 200, b"", _TEXT, id_headers)
                 return
             if method not in ("GET", "POST"):
-                await send_error(send, 405, "Method not allowed; use POST /score", id_headers)
+                await send_error(send, 405, f"Method not allowed; use POST {path}", id_headers)
                 return
             await self._score(scope, receive, send, headers, id_headers)
         elif path == "/" and method in ("GET", "HEAD"):

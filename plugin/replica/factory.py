@@ -11,6 +11,7 @@ from tiffin.paths import model_mounts_dir
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.layout import stage_model
 from tiffin.runners import runner_for
+from tiffin.runners.factory import is_mlflow_model
 from tiffin.specs import LoadedSpec, OnlineDeployment, load_spec
 
 __all__ = ["app_from_file", "replica_settings"]
@@ -41,7 +42,9 @@ def app_from_file(
     deployment = loaded.spec
     home = home or tiffin_home()
     identity = f"{deployment.endpoint_name or 'local'}/{deployment.name}"
-    model_dir = stage_model(deployment, model_mounts_dir(home), identity=identity)
+    # Azure's AZUREML_MODEL_DIR layout is for scoring scripts; an MLflow model is loaded from its URI.
+    mounts = model_mounts_dir(home)
+    model_dir = None if is_mlflow_model(deployment) else stage_model(deployment, mounts, identity=identity)
     runner = runner_for(deployment, model_dir=model_dir, source=str(loaded.source))
     settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
     app = ReplicaApp(

@@ -122,9 +122,14 @@ def collect_unknown(model: SpecModel, prefix: str = "") -> list[str]:
     return out
 
 
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
 def is_remote_path(value: str) -> bool:
-    """Whether ``value`` is a URI or an ``azureml:`` reference rather than a local path."""
-    return "://" in value or value.lower().startswith("azureml:")
+    """Whether ``value`` is a URI (``https://``, MLflow's ``runs:/`` and ``models:/``) or an ``azureml:``
+    reference rather than a local path. Two letters at least before the colon: ``C:\\`` is a path."""
+    # "file:relative/path" (older Azure examples) is a local path, not a URI.
+    return bool(_URI_SCHEME.match(value)) and not value.startswith("file:")
 
 
 def resolve_paths(model: SpecModel, base_dir: Path) -> None:

@@ -1,0 +1,139 @@
+"""MLflow deployments (no scoring script) served by real replicas; models logged by the test with mlflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tiffin.testing import serve_deployment
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+ROW = {"age": 0.03, "sex": 0.05, "bmi": 0.06, "bp": 0.02, "s1": -0.04, "s2": -0.03, "s3": -0.04, "s4": 0.0,
+       "s5": 0.02, "s6": -0.01}  # fmt: skip
+
+_LOG = r"""
+import json, sys, mlflow, pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import Ridge
+root = sys.argv[1]
+mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+mlflow.set_experiment("tiffin") if mlflow.get_experiment_by_name("tiffin") else mlflow.create_experiment(
+    "tiffin", artifact_location=f"{root}/artifacts")
+mlflow.set_experiment("tiffin")
+x, y = load_diabetes(return_X_y=True, as_frame=True)
+model = Ridge().fit(x, y)
+with mlflow.start_run() as run:
+    info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x, model.predict(x)),
+                                    registered_model_name="diabetes")
+    custom = mlflow.pyfunc.log_model(name="echo", python_model=sys.argv[2],
+                                     input_example=pd.DataFrame({"x": [1.0], "label": ["a"]}))
+MlflowClient().set_registered_model_alias("diabetes", "champion", "1")
+local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=f"{root}/local")
+print(json.dumps({"run_id": run.info.run_id, "local": local, "custom": custom.model_uri,
+                  "expected": float(model.predict(pd.DataFrame([json.loads(sys.argv[3])]))[0])}))
+"""
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOG, str(root), str(HERE / "mlflow_models" / "echo_model.py"), json.dumps(ROW)],
+        capture_output=True, text=True, timeout=300, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    info.update(root=root, env={"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"})
+    return info
+
+
+def deployment(tmp_path: Path, name: str, path: str, model_type: str | None = "mlflow_model") -> Path:
+    model = {"path": path} | ({"type": model_type} if model_type else {})
+    spec = {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+        "name": name, "endpoint_name": "tests", "model": model, "instance_type": "Standard_DS3_v2",
+    }  # fmt: skip
+    file = tmp_path / f"{name}.yml"
+    file.write_text(yaml.safe_dump(spec))
+    return file
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["local", "runs:/{run_id}/model", "models:/diabetes/1", "models:/diabetes@champion"],
+)
+def test_each_model_uri_form_serves_the_same_predictions(logged, tmp_path, uri):
+    path = logged["local"] if uri == "local" else uri.format(**logged)
+    # A local folder with an MLmodel file needs no `type:`; URIs say it, as Azure's YAML does.
+    file = deployment(tmp_path, "mlf", path, None if uri == "local" else "mlflow_model")
+    with serve_deployment(file, env=logged["env"], timeout=180) as replica:
+        r = httpx.post(replica.url + "/score", json={"dataframe_records": [ROW]}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0] == pytest.approx(logged["expected"])
+
+
+@pytest.fixture(scope="module")
+def sklearn_replica(logged, tmp_path_factory):
+    file = deployment(tmp_path_factory.mktemp("dep"), "mlf", "models:/diabetes/1")
+    with serve_deployment(file, env=logged["env"], timeout=180) as replica:
+        yield replica
+
+
+def test_every_mlflow_payload_shape_and_azures(logged, sklearn_replica):
+    columns = list(ROW)
+    payloads = [
+        {"dataframe_records": [ROW]},
+        {"dataframe_split": {"columns": columns, "data": [list(ROW.values())]}},
+        {"instances": [ROW]},
+        {"inputs": {c: [v] for c, v in ROW.items()}},
+        {"input_data": {"columns": columns, "index": [0], "data": [list(ROW.values())]}},  # Azure's shape
+    ]
+    for path in ("/score", "/invocations"):
+        for payload in payloads:
+            r = httpx.post(sklearn_replica.url + path, json=payload, timeout=30)
+            assert r.status_code == 200, (path, payload, r.text)
+            assert r.json()["predictions"][0] == pytest.approx(logged["expected"])
+    csv = ",".join(columns) + "\n" + ",".join(str(v) for v in ROW.values()) + "\n"
+    r = httpx.post(sklearn_replica.url + "/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert r.status_code == 200 and r.json()["predictions"][0] == pytest.approx(logged["expected"])
+
+
+def test_signature_violations_are_422_naming_the_column(sklearn_replica):
+    r = httpx.post(sklearn_replica.url + "/score", json={"dataframe_records": [{"age": 0.1}]})
+    assert r.status_code == 422
+    assert "missing inputs" in r.json()["message"] and "'bmi'" in r.json()["message"]
+    r = httpx.post(sklearn_replica.url + "/score", json={"dataframe_records": [{**ROW, "bmi": "fat"}]})
+    assert r.status_code == 422 and "bmi" in r.json()["message"]
+    r = httpx.post(sklearn_replica.url + "/score", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_signature_becomes_the_swagger_schema(sklearn_replica):
+    doc = httpx.get(sklearn_replica.url + "/swagger.json?version=3").json()
+    records = doc["components"]["schemas"]["ServiceInput"]["properties"]["dataframe_records"]
+    assert records["items"]["properties"]["bmi"] == {"type": "number"}
+
+
+def test_custom_pyfunc_model(logged, tmp_path):
+    file = deployment(tmp_path, "echo", logged["custom"])
+    with serve_deployment(file, env=logged["env"], timeout=180) as replica:
+        r = httpx.post(replica.url + "/score", json={"dataframe_records": [{"x": 2.5, "label": "b"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == [{"double": 5.0, "label": "b"}]
+
+
+def test_unknown_model_fails_to_start_with_a_message(logged, tmp_path):
+    file = deployment(tmp_path, "nope", "models:/does-not-exist/7")
+    with pytest.raises(RuntimeError) as info, serve_deployment(file, env=logged["env"], timeout=120):
+        pass
+    assert "cannot load the MLflow model models:/does-not-exist/7" in str(info.value)
