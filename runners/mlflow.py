@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiffin.errors import BadRequestError, RunnerLoadError, ScoringError, ValidationError
+from tiffin.runners import _json
 from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["MLflowRunner", "MLflowRunnerConfig"]
@@ -55,6 +56,7 @@ class MLflowRunner:
         self.config = config
         self._model: Any = None
         self._input_schema: Any = None
+        self._numeric_columns: tuple[str, ...] | None = None
         self._schema = RunnerSchema()
 
     def load(self) -> None:
@@ -73,6 +75,7 @@ class MLflowRunner:
                 "MLmodel file, runs:/RUN/PATH or models:/NAME/VERSION) and MLFLOW_TRACKING_URI"
             ) from exc
         self._input_schema = self._model.metadata.get_input_schema()
+        self._numeric_columns = _numeric_columns(self._input_schema)
         self._schema = RunnerSchema(
             input=_request_schema(self._input_schema),
             output={"type": "object", "properties": {"predictions": {"type": "array", "items": {}}}},
@@ -101,6 +104,9 @@ class MLflowRunner:
         body: Any = request.body
         if content_type.split(";")[0].strip() in ("application/json", "application/x-www-form-urlencoded", ""):
             content_type, body = "application/json", _from_azure_shape(request.body)
+            fast = self._fast_predict(body)
+            if fast is not None:
+                return fast
         try:
             answer = invocations(body, content_type, self._model, self._input_schema)
         except MlflowException as exc:
@@ -116,6 +122,78 @@ class MLflowRunner:
             status=answer.status,
             content_type=answer.mimetype or "application/json",
         )
+
+    def _fast_predict(self, body: bytes) -> ScoreResponse | None:
+        """Tabular payloads for an all-numeric column signature, without MLflow's generic parsing.
+
+        Profiled, MLflow's JSON → DataFrame parsing and per-column casting were half of a request's
+        time. When the signature is numeric columns only and the payload names exactly those columns,
+        one float64 array is the same frame MLflow would build; the model's ``predict`` still enforces
+        the signature. Anything else (other columns, other types, a value that is not a number) takes
+        MLflow's own path, which gives MLflow's own answers and messages.
+        """
+        columns = self._numeric_columns
+        if columns is None:
+            return None
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return None
+        rows = _rows_in_order(document, columns)
+        if rows is None:
+            return None
+        import numpy as np
+        import pandas as pd
+
+        try:
+            frame = pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=list(columns))
+        except (TypeError, ValueError):
+            return None
+        predictions = self._model.predict(frame)
+        if hasattr(predictions, "to_dict"):
+            predictions = predictions.to_dict(orient="records")
+        return ScoreResponse(body=_json.dumps({"predictions": predictions}))
+
+
+def _numeric_columns(schema: Any) -> tuple[str, ...] | None:
+    """The signature's column names when all are required numeric columns, else None."""
+    try:
+        specs = schema.inputs
+        if not schema.has_input_names() or getattr(schema, "is_tensor_spec", lambda: False)():
+            return None
+    except AttributeError:
+        return None
+    names = []
+    for spec in specs:
+        if getattr(spec, "optional", False) or str(spec.type).split(".")[-1].lower() not in ("double", "float"):
+            return None
+        names.append(spec.name)
+    return tuple(names)
+
+
+def _rows_in_order(document: Any, columns: tuple[str, ...]) -> list[list[Any]] | None:
+    """The payload's rows, columns in signature order, if it is one of the tabular shapes naming
+    exactly the signature's columns; None otherwise (MLflow's own path handles it)."""
+    if not isinstance(document, dict) or len(document) != 1:
+        return None
+    ((key, value),) = document.items()
+    if key == "dataframe_split" and isinstance(value, dict) and set(value) <= {"columns", "data", "index"}:
+        given = value.get("columns")
+        data = value.get("data")
+        if not isinstance(given, list) or not isinstance(data, list) or set(given) != set(columns):
+            return None
+        if tuple(given) == columns:
+            return data
+        order = [given.index(c) for c in columns]
+        return [[row[i] for i in order] for row in data] if all(isinstance(r, list) for r in data) else None
+    if key in ("dataframe_records", "instances") and isinstance(value, list) and value:
+        if not all(isinstance(r, dict) and len(r) == len(columns) for r in value):
+            return None
+        try:
+            return [[r[c] for c in columns] for r in value]
+        except KeyError:
+            return None
+    return None
 
 
 def _from_azure_shape(body: bytes) -> bytes:
