@@ -137,3 +137,26 @@ def test_unknown_model_fails_to_start_with_a_message(logged, tmp_path):
     with pytest.raises(RuntimeError) as info, serve_deployment(file, env=logged["env"], timeout=120):
         pass
     assert "cannot load the MLflow model models:/does-not-exist/7" in str(info.value)
+
+
+def test_mlflow_deployment_behind_an_endpoint_with_a_script_deployment(logged, tmp_path):
+    """An endpoint mixing an MLflow deployment (no script) and an Azure score.py, through tiffin serve."""
+    from tiffin.specs import OnlineDeployment, load_spec
+    from tiffin.testing import serve_tiffin
+
+    with serve_tiffin(tmp_path / "home", env=logged["env"]) as server:
+        client = server.client()
+        client.online_endpoints.create_or_update({"name": "mixed", "auth_mode": "key"})
+        mlflow_spec = load_spec(deployment(tmp_path, "blue", "models:/diabetes@champion"), OnlineDeployment).spec
+        client.online_deployments.create_or_update(mlflow_spec, "mixed", timeout=180)
+        script = load_spec(
+            HERE / "deployments" / "plain" / "deployment.yml", OnlineDeployment, overrides=["name=green"]
+        )
+        client.online_deployments.create_or_update(script.spec, "mixed", timeout=180)
+        client.online_endpoints.set_traffic("mixed", {"blue": 50, "green": 50})
+        blue = client.online_endpoints.invoke("mixed", body={"dataframe_records": [ROW]}, deployment_name="blue")
+        assert json.loads(blue)["predictions"][0] == pytest.approx(logged["expected"])
+        green = client.online_endpoints.invoke("mixed", body={"data": [[1, 2]]}, deployment_name="green")
+        assert json.loads(green)["sums"] == [6]
+        shown = client.online_deployments.get("blue", "mixed")
+        assert shown["provisioning_state"] == "Succeeded" and shown["model"]["type"] == "mlflow_model"
