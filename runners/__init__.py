@@ -4,6 +4,7 @@ Every runner implements :class:`Runner` (load / predict / health / close / schem
 does not know which kind it holds; :func:`runner_for` picks one from a deployment spec.
 """
 
+from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.runners.factory import is_mlflow_model, runner_for
 from tiffin.runners.mlflow import MLflowRunner, MLflowRunnerConfig
 from tiffin.runners.protocol import JSON_CONTENT_TYPE, Runner, RunnerSchema, ScoreRequest, ScoreResponse
@@ -11,6 +12,8 @@ from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
 
 __all__ = [
     "JSON_CONTENT_TYPE",
+    "ByocRunner",
+    "ByocRunnerConfig",
     "MLflowRunner",
     "MLflowRunnerConfig",
     "Runner",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.errors import SpecError
+from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.runners.mlflow import MLflowRunner, MLflowRunnerConfig
 from tiffin.runners.protocol import Runner
 from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
@@ -43,13 +44,38 @@ def runner_for(deployment: Any, *, model_dir: Path | None, source: str | None = 
                 environment_variables=env,
             )
         )
+    byoc = _byoc_config(deployment, model_dir, env) if code is None else None
+    if byoc is not None:
+        return ByocRunner(byoc)
     if is_mlflow_model(deployment):
         model = deployment.model
         uri = model if isinstance(model, str) else model.path
         return MLflowRunner(MLflowRunnerConfig(model_uri=uri, environment_variables=env))
     raise SpecError(
-        "a deployment needs code_configuration (code + scoring_script), or an MLflow model "
-        "(model.type: mlflow_model) that is served without one",
+        "a deployment needs code_configuration (code + scoring_script), an MLflow model "
+        "(model.type: mlflow_model) served without one, or a server of its own (environment.command, or "
+        "environment.image with inference_config)",
         source=source,
         field="code_configuration",
+    )
+
+
+def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -> ByocRunnerConfig | None:
+    """The user's own server: ``environment.command``, or an image with ``inference_config``."""
+    environment = deployment.environment
+    if environment is None or isinstance(environment, str):
+        return None
+    routes = environment.inference_config
+    if not (environment.command or (environment.image and routes)):
+        return None
+    scoring = routes.scoring_route if routes else None
+    readiness = (routes.readiness_route or routes.liveness_route) if routes else None
+    return ByocRunnerConfig(
+        command=environment.command,
+        image=None if environment.command else environment.image,
+        scoring_path=scoring.path if scoring else "/score",
+        readiness_path=readiness.path if readiness else "/",
+        container_port=scoring.port if scoring else None,
+        model_dir=model_dir,
+        environment_variables=env,
     )

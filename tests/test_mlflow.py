@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -160,3 +162,59 @@ def test_mlflow_deployment_behind_an_endpoint_with_a_script_deployment(logged, t
         assert json.loads(green)["sums"] == [6]
         shown = client.online_deployments.get("blue", "mixed")
         assert shown["provisioning_state"] == "Succeeded" and shown["model"]["type"] == "mlflow_model"
+
+
+# --- bring your own container: a real third-party server (mlflow models serve) as the command ----------
+
+
+def byoc_deployment(tmp_path: Path, environment: dict) -> Path:
+    spec = {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+        "name": "byoc", "endpoint_name": "tests", "environment": environment,
+    }  # fmt: skip
+    file = tmp_path / "byoc.yml"
+    file.write_text(yaml.safe_dump(spec))
+    return file
+
+
+def test_byoc_command_serves_behind_the_azure_contract(logged, tmp_path):
+    routes = {
+        "liveness_route": {"path": "/ping", "port": 5000},
+        "readiness_route": {"path": "/ping", "port": 5000},
+        "scoring_route": {"path": "/invocations", "port": 5000},
+    }
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    command = f"{mlflow_cli} models serve -m models:/diabetes/1 --env-manager local -h 127.0.0.1 -p $PORT"
+    file = byoc_deployment(tmp_path, {"command": command, "inference_config": routes})
+    env = {**logged["env"], "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    with serve_deployment(file, env=env, timeout=180) as replica:
+        # /score reaches the server's scoring route; the replica adds Azure's headers.
+        r = httpx.post(replica.url + "/score", json={"dataframe_records": [ROW]}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0] == pytest.approx(logged["expected"])
+        assert r.headers["x-ms-request-id"]
+        # Other paths go through as they are; the server's own errors come back as it sent them.
+        assert httpx.get(replica.url + "/ping").status_code == 200
+        assert httpx.get(replica.url + "/").text == "Healthy"
+        bad = httpx.post(replica.url + "/score", json={"dataframe_records": [{"age": 1}]}, timeout=30)
+        assert bad.status_code == 400 and "missing inputs" in bad.text.lower()
+        server_pids = subprocess.run(
+            ["pgrep", "-f", "models serve -m models:/diabetes/1"], capture_output=True, text=True
+        )
+        assert server_pids.stdout.split()
+    # Stopping the replica stopped the server it started.
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", f"models serve -m models:/diabetes/1 .*-p {replica.url.rsplit(':', 1)[1]}"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert left.stdout.strip() == ""
+
+
+def test_byoc_image_without_a_container_engine_says_so(tmp_path):
+    engine = shutil.which("docker") or shutil.which("podman")
+    if engine and subprocess.run([engine, "info"], capture_output=True).returncode == 0:
+        pytest.skip(f"a container engine runs here ({engine}); this test is for machines without one")
+    routes = {"scoring_route": {"path": "/score", "port": 5001}, "readiness_route": {"path": "/", "port": 5001}}
+    file = byoc_deployment(tmp_path, {"image": "myregistry/my-model:1", "inference_config": routes})
+    with pytest.raises(RuntimeError) as info, serve_deployment(file, timeout=60):
+        pass
+    assert "needs a container engine" in str(info.value) and "environment.command" in str(info.value)

@@ -69,6 +69,8 @@ class ReplicaApp:
         self._threads = ScoringThreads(scoring_threads) if scoring_threads > 0 and not self._async_predict else None
         # Runners may answer on more routes than Azure's /score (MLflow's /invocations).
         self._score_paths = frozenset(getattr(runner, "score_paths", ("/score",)))
+        # A user's own server (BYOC) answers the routes tiffin does not know itself.
+        self._passthrough = bool(getattr(runner, "passthrough", False))
         self._loaded = False
         self._load_error: str | None = None
         self._swagger: dict[str, bytes] = {}
@@ -155,6 +157,8 @@ class ReplicaApp:
                 await send_error(send, 503, f"Unhealthy: {reason}", id_headers)
         elif path == "/swagger.json" and method == "GET":
             await self._swagger_json(scope, send, id_headers)
+        elif self._passthrough:
+            await self._score(scope, receive, send, headers, id_headers)
         else:
             await send_error(send, 404, f"{method} {path} is not served here; POST /score to score", id_headers)
 

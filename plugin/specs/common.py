@@ -130,6 +130,14 @@ class Environment(SpecModel):
     build: BuildContext | None = None
     inference_config: InferenceConfig | None = None
     os_type: Annotated[OsType, BeforeValidator(choice_of(OsType))] | None = None
+    command: str | list[str] | None = None
+    """tiffin's addition for bring-your-own-server deployments where no container engine runs: the
+    command that serves HTTP on ``$PORT``. With it, ``inference_config`` is honoured, not ignored."""
+
+    def ignored_here(self) -> list[str]:
+        """As :meth:`SpecModel.ignored_here`; a ``command`` makes ``inference_config`` meaningful here."""
+        out = super().ignored_here()
+        return [n for n in out if n != "inference_config"] if self.command else out
 
 
 ModelRef = Annotated[
