@@ -86,6 +86,20 @@ class RoutingState:
         """The desired state changed (a control-plane write): re-read the store and rebuild soon."""
         self._dirty.set()
 
+    def rebuild_now(self) -> RoutingTable:
+        """Re-read the store and apply the table before returning; call on the gateway's event loop.
+
+        The control plane calls this after each write, so when a request like "set traffic" returns,
+        the gateway already routes by it. The read is a few milliseconds of SQLite and happens only on
+        control-plane writes, so blocking the loop for it is cheaper than any client seeing the old table.
+        """
+        records = self._read()
+        self._records = records
+        self._seen_generation = records[2]
+        table = build_table(records[0], records[1], self.ready, records[2])
+        self.apply(table)
+        return table
+
     def replicas_changed(self) -> None:
         """A replica joined or left routing: rebuild now, on the caller's loop, from the records read last.
 

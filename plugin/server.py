@@ -76,8 +76,9 @@ class TiffinServer:
         self.routing.replicas_changed()
 
     def _desired_state_changed(self) -> None:
+        # Called on the event loop after a committed write: the table is current before the API answers.
+        self.routing.rebuild_now()
         self.supervisor.notify()
-        self.routing.changed()
 
     async def startup(self) -> None:
         """Start the gateway's pool, the routing table and the supervisor."""

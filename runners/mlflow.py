@@ -50,6 +50,8 @@ class MLflowRunner:
     """A :class:`~tiffin.runners.Runner` over an MLflow model (any pyfunc flavor)."""
 
     score_paths = ("/score", "/invocations")
+    v2_input_key = "inputs"
+    """V2 input tensors reach MLflow as its ``inputs`` payload (one entry per input name)."""
     """``/invocations`` is MLflow's own scoring route: clients of ``mlflow models serve`` work unchanged."""
 
     def __init__(self, config: MLflowRunnerConfig) -> None:

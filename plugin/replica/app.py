@@ -23,7 +23,9 @@ import json
 import logging
 import random
 import traceback
+from typing import Any
 
+from tiffin import __version__, v2
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.errors import PayloadTooLargeError, ScoringError, TiffinError, UnavailableError, http_status
 from tiffin.replica.scoring_thread import ScoringThreads
@@ -56,6 +58,7 @@ class ReplicaApp:
         *,
         name: str = "tiffin-deployment",
         version: str = "1",
+        model_names: frozenset[str] = frozenset(),
         max_body_bytes: int = 100 * 1024 * 1024,
         scoring_threads: int = 1,
         tune_gc: bool = True,
@@ -63,6 +66,8 @@ class ReplicaApp:
         self.runner = runner
         self.name = name
         self.version = version
+        # V2 model names this replica answers to: the endpoint's (DESIGN.md) and the deployment's.
+        self.model_names = model_names | {name}
         self.max_body_bytes = max_body_bytes
         self.tune_gc = tune_gc
         self._async_predict = inspect.iscoroutinefunction(runner.predict)
@@ -155,6 +160,8 @@ class ReplicaApp:
             else:
                 reason = self._load_error or "the deployment is still loading"
                 await send_error(send, 503, f"Unhealthy: {reason}", id_headers)
+        elif path == "/v2" or path.startswith("/v2/"):
+            await self._v2(scope, receive, send, headers, id_headers)
         elif path == "/swagger.json" and method == "GET":
             await self._swagger_json(scope, send, id_headers)
         elif self._passthrough:
@@ -197,6 +204,71 @@ class ReplicaApp:
             await send_error(send, 500, _INTERNAL_ERROR, id_headers)
             return
         await _send_response(send, response, id_headers)
+
+    async def _v2(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], id_headers: list) -> None:
+        """The Open Inference Protocol (V2) over this replica's runner; see :mod:`tiffin.v2`."""
+        parts = scope["path"].strip("/").split("/")  # v2, models, NAME, [versions, V], [ready|infer]
+        method = scope["method"]
+        ready = self._loaded and self.runner.health()
+        if parts == ["v2"]:
+            await _v2_json(send, 200, {"name": "tiffin", "version": __version__, "extensions": []}, id_headers)
+            return
+        if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
+            ok = parts[2] == "live" or ready
+            await _v2_json(send, 200 if ok else 503, {} if ok else {"error": "not ready"}, id_headers)
+            return
+        if len(parts) < 3 or parts[1] != "models":
+            await _v2_json(send, 404, {"error": f"{scope['path']} is not a V2 route"}, id_headers)
+            return
+        model, rest = parts[2], parts[3:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            rest = rest[2:]
+        if model not in self.model_names:
+            known = ", ".join(sorted(self.model_names))
+            await _v2_json(send, 404, {"error": f"model '{model}' is not served here; models: {known}"}, id_headers)
+            return
+        if not rest and method == "GET":
+            platform = type(self.runner).__name__.removesuffix("Runner").lower()
+            await _v2_json(send, 200, v2.model_metadata(model, f"tiffin-{platform}", (self.version,)), id_headers)
+        elif rest == ["ready"] and method == "GET":
+            await _v2_json(send, 200 if ready else 503, {} if ready else {"error": "not ready"}, id_headers)
+        elif rest == ["infer"] and method == "POST":
+            await self._v2_infer(scope, receive, send, headers, id_headers, model)
+        else:
+            await _v2_json(send, 404, {"error": f"{method} {scope['path']} is not a V2 route"}, id_headers)
+
+    async def _v2_infer(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], id_headers: list, model: str
+    ) -> None:
+        try:
+            raw = await self._read_body(receive, headers)
+            inputs, wanted, request_id = v2.decode_infer_request(raw, headers)
+            key = getattr(self.runner, "v2_input_key", None)
+            body = json.dumps({key: inputs} if key else inputs).encode()
+            request = ScoreRequest(body=body, headers={**headers, "content-type": "application/json"}, path="/score")
+            if not self._loaded:
+                raise UnavailableError("the deployment is not loaded yet")
+            if self._async_predict:
+                response = await self.runner.predict(request)  # type: ignore[misc]
+            elif self._threads is not None:
+                response = await self._threads.run(self.runner.predict, request)
+            else:
+                response = self.runner.predict(request)
+            if response.status != 200:
+                try:
+                    detail = json.loads(response.body).get("message", response.body.decode(errors="replace"))
+                except (ValueError, AttributeError):
+                    detail = response.body.decode(errors="replace")
+                await _v2_json(send, response.status, {"error": detail}, id_headers)
+                return
+            result = v2.encode_infer_response(model, json.loads(response.body), wanted, request_id, self.version)
+        except TiffinError as exc:
+            await _v2_json(send, http_status(exc), {"error": exc.message}, id_headers)
+            return
+        except ValueError as exc:
+            await _v2_json(send, 500, {"error": f"the model's answer is not JSON: {exc}"}, id_headers)
+            return
+        await _v2_json(send, 200, result, id_headers)
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
@@ -251,6 +323,11 @@ class ReplicaApp:
 
 
 _ids = random.Random()
+
+
+async def _v2_json(send: Send, status: int, document: dict[str, Any], headers: list) -> None:
+    # V2 errors are {"error": ...}, as Triton and KServe answer them.
+    await send_bytes(send, status, json.dumps(document).encode(), JSON, headers)
 
 
 def _new_request_id() -> str:

@@ -50,6 +50,7 @@ def app_from_file(
     app = ReplicaApp(
         runner,
         name=deployment.name,
+        model_names=frozenset(n for n in (deployment.endpoint_name,) if n),
         version=str(getattr(deployment.model, "version", None) or "1"),
         max_body_bytes=settings["max_body_bytes"],
         scoring_threads=settings["scoring_threads"],
