@@ -218,3 +218,18 @@ def test_byoc_image_without_a_container_engine_says_so(tmp_path):
     with pytest.raises(RuntimeError) as info, serve_deployment(file, timeout=60):
         pass
     assert "needs a container engine" in str(info.value) and "environment.command" in str(info.value)
+
+
+def test_v2_tensors_reach_an_mlflow_model_as_its_inputs(logged, sklearn_replica):
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(sklearn_replica.url.removeprefix("http://"))
+    assert client.is_model_ready("tests")
+    tensors = []
+    for column, value in ROW.items():  # one tensor per signature column, as Triton clients send tabular data
+        tensor = triton.InferInput(column, [1], "FP64")
+        tensor.set_data_from_numpy(np.array([value], dtype=np.float64), binary_data=False)
+        tensors.append(tensor)
+    result = client.infer("tests", tensors, outputs=[triton.InferRequestedOutput("predictions", binary_data=False)])
+    assert result.as_numpy("predictions")[0] == pytest.approx(logged["expected"])
