@@ -25,7 +25,9 @@ TIFFIN = [sys.executable, "-m", "tiffin.cli"]
 
 @pytest.fixture
 def homes(tmp_path, monkeypatch):
-    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "TIFFIN_HOME": str(tmp_path / "tiffin")}
+    # Not ".../tiffin": `bentoml serve` puts its working directory first on sys.path, where a folder
+    # named tiffin would shadow the package.
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "TIFFIN_HOME": str(tmp_path / "tiffin-home")}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -118,8 +120,7 @@ def test_bentoml_serve_runs_tiffin_serve_itself(homes, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [BENTOML, "serve", "tiffin.service:Tiffin", "--port", str(port), "--host", "127.0.0.1"]
-    # Not tmp_path itself: it holds a folder named "tiffin" (TIFFIN_HOME), which BentoML's sys.path[0]
-    # would import as a namespace package in place of the real one.
+    # A working directory of its own: BentoML puts it first on sys.path, so nothing in it may shadow tiffin.
     workdir = tmp_path / "work"
     workdir.mkdir()
     with serve_command(command, url + "/api/health", env={**homes, "TIFFIN_URL": url}, cwd=workdir) as server:

@@ -23,9 +23,10 @@ import json
 import logging
 import random
 import traceback
+from importlib.metadata import version as _metadata_version
 from typing import Any
 
-from tiffin import __version__, v2
+import tiffin.v2 as v2
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.errors import PayloadTooLargeError, ScoringError, TiffinError, UnavailableError, http_status
 from tiffin.replica.scoring_thread import ScoringThreads
@@ -39,6 +40,7 @@ logger = logging.getLogger("tiffin.replica")
 
 _HEADER_LIMIT = 100  # azmlinfsrv refuses longer request ids with 431
 _TEXT = b"text/plain; charset=utf-8"
+_VERSION = _metadata_version("tiffin")
 _INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
 
 
@@ -211,7 +213,7 @@ class ReplicaApp:
         method = scope["method"]
         ready = self._loaded and self.runner.health()
         if parts == ["v2"]:
-            await _v2_json(send, 200, {"name": "tiffin", "version": __version__, "extensions": []}, id_headers)
+            await _v2_json(send, 200, {"name": "tiffin", "version": _VERSION, "extensions": []}, id_headers)
             return
         if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
             ok = parts[2] == "live" or ready
