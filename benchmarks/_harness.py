@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -674,3 +674,16 @@ class PeakSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status; interruptions and failures become one log line (servers are
+    stopped by the ``with`` blocks on the way out), exit 130 and 1."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        sys.exit(130)
+    except (RuntimeError, TimeoutError, subprocess.SubprocessError, AssertionError) as exc:
+        log(f"failed: {exc}")
+        sys.exit(1)

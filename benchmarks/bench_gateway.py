@@ -37,6 +37,7 @@ from _harness import (
     log,
     max_abs_diff,
     prepare_workdir,
+    run_main,
     run_wrk,
     score,
     write_wrk_script,
@@ -172,11 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        sys.exit(130)
-    except (RuntimeError, TimeoutError, subprocess.SubprocessError, AssertionError) as exc:
-        log(f"failed: {exc}")
-        sys.exit(1)
+    run_main(main)

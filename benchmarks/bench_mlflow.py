@@ -34,6 +34,7 @@ from _harness import (
     free_port,
     http_request,
     log,
+    run_main,
     run_wrk,
     write_wrk_script,
 )
@@ -129,11 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        sys.exit(130)
-    except (RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
-        log(f"failed: {exc}")
-        sys.exit(1)
+    run_main(main)

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from _harness import (
     log,
     max_abs_diff,
     prepare_workdir,
+    run_main,
     run_wrk,
     score,
     tree_memory,
@@ -377,11 +377,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        sys.exit(130)
-    except (RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
-        log(f"failed: {exc}")
-        sys.exit(1)
+    run_main(main)

@@ -93,12 +93,7 @@ class RoutingState:
         the gateway already routes by it. The read is a few milliseconds of SQLite and happens only on
         control-plane writes, so blocking the loop for it is cheaper than any client seeing the old table.
         """
-        records = self._read()
-        self._records = records
-        self._seen_generation = records[2]
-        table = build_table(records[0], records[1], self.ready, records[2])
-        self.apply(table)
-        return table
+        return self._apply(self._read())
 
     def replicas_changed(self) -> None:
         """A replica joined or left routing: rebuild now, on the caller's loop, from the records read last.
@@ -124,10 +119,13 @@ class RoutingState:
 
     async def rebuild(self) -> RoutingTable:
         """Read the store off the event loop, then build and apply on the loop (the gateway is not thread-safe)."""
-        records = await asyncio.to_thread(self._read)
+        return self._apply(await asyncio.to_thread(self._read))
+
+    def _apply(self, records: tuple[list[EndpointRecord], list[DeploymentRecord], int]) -> RoutingTable:
+        endpoints, deployments, generation = records
         self._records = records
-        self._seen_generation = records[2]
-        table = build_table(records[0], records[1], self.ready, records[2])
+        self._seen_generation = generation
+        table = build_table(endpoints, deployments, self.ready, generation)
         self.apply(table)
         return table
 

@@ -185,12 +185,7 @@ class ReplicaApp:
             )
             if not self._loaded:
                 raise UnavailableError("the deployment is not loaded yet; retry once GET / answers Healthy")
-            if self._async_predict:
-                response = await self.runner.predict(request)  # type: ignore[misc]
-            elif self._threads is not None:
-                response = await self._threads.run(self.runner.predict, request)
-            else:
-                response = self.runner.predict(request)
+            response = await self._predict(request)
         except TiffinError as exc:
             failed = isinstance(exc, ScoringError)
             await send_bytes(
@@ -250,12 +245,7 @@ class ReplicaApp:
             request = ScoreRequest(body=body, headers={**headers, "content-type": "application/json"}, path="/score")
             if not self._loaded:
                 raise UnavailableError("the deployment is not loaded yet")
-            if self._async_predict:
-                response = await self.runner.predict(request)  # type: ignore[misc]
-            elif self._threads is not None:
-                response = await self._threads.run(self.runner.predict, request)
-            else:
-                response = self.runner.predict(request)
+            response = await self._predict(request)
             if response.status != 200:
                 try:
                     detail = json.loads(response.body).get("message", response.body.decode(errors="replace"))
@@ -271,6 +261,14 @@ class ReplicaApp:
             await _v2_json(send, 500, {"error": f"the model's answer is not JSON: {exc}"}, id_headers)
             return
         await _v2_json(send, 200, result, id_headers)
+
+    async def _predict(self, request: ScoreRequest) -> ScoreResponse:
+        """The runner's answer: awaited if async, else on a scoring thread (or inline with none)."""
+        if self._async_predict:
+            return await self.runner.predict(request)  # type: ignore[misc]
+        if self._threads is not None:
+            return await self._threads.run(self.runner.predict, request)
+        return self.runner.predict(request)  # type: ignore[return-value]
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
