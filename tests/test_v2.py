@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from tiffin.errors import BadRequestError
 from tiffin.testing import serve_deployment, serve_tiffin
-from tiffin.v2 import decode_infer_request, encode_infer_response
+from tiffin.v2 import InferRequest, alias_model, decode_infer_request, encode_infer_response
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 ROW = [0.038, 0.050, 0.061, 0.021, -0.044, -0.034, -0.043, -0.002, 0.019, -0.017]
@@ -30,9 +30,9 @@ def test_decode_reshapes_and_types_each_input():
         ],
         "outputs": [{"name": "output"}],
     }).encode()  # fmt: skip
-    inputs, wanted, request_id = decode_infer_request(body, {})
-    assert inputs == {"data": [[1.0, 2.0], [3.0, 4.0]], "flag": [True]}
-    assert wanted == ["output"] and request_id == "7"
+    request = decode_infer_request(body, {})
+    assert request.inputs == {"data": [[1.0, 2.0], [3.0, 4.0]], "flag": [True]}
+    assert request.outputs == ["output"] and request.id == "7" and request.binary_outputs == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -50,22 +50,61 @@ def test_decode_errors_say_what_is_wrong(body, message):
         decode_infer_request(body, {})
 
 
-def test_binary_extension_is_refused_with_a_hint():
-    with pytest.raises(BadRequestError, match="binary_data=False"):
-        decode_infer_request(b"{}", {"inference-header-content-length": "10"})
+def test_binary_tensors_as_tritonclient_sends_them():
+    x = np.array([[1.5, 2.5], [3.5, 4.5]], dtype=np.float32)
+    words = triton.InferInput("words", [2], "BYTES")
+    words.set_data_from_numpy(np.array(["héllo", "b"], dtype=np.object_))
+    numbers = triton.InferInput("x", [2, 2], "FP32")
+    numbers.set_data_from_numpy(x)
+    outputs = [triton.InferRequestedOutput("y", binary_data=True), triton.InferRequestedOutput("z", binary_data=False)]
+    body, header_length = triton.InferenceServerClient.generate_request_body([numbers, words], outputs, request_id="9")
+    request = decode_infer_request(body, {"inference-header-content-length": str(header_length)})
+    assert request.inputs == {"x": x.tolist(), "words": ["héllo", "b"]} and request.id == "9"
+    assert request.outputs == ["y", "z"] and request.binary_outputs == frozenset({"y"})
+
+    answer, answer_length = encode_infer_response("m", {"y": [[1.0, 2.0]], "z": ["a", "bc"]}, request)
+    result = triton.InferenceServerClient.parse_response_body(answer, header_length=answer_length)
+    assert result.as_numpy("y").tolist() == [[1.0, 2.0]] and result.as_numpy("z").tolist() == ["a", "bc"]
+    assert (
+        result.get_response()["outputs"][0]["parameters"]["binary_data_size"] == 16
+        and result.get_response()["id"] == "9"
+    )
+
+
+def test_binary_parts_that_do_not_add_up_are_refused():
+    body = b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}'
+    with pytest.raises(BadRequestError, match="past the end"):
+        decode_infer_request(body + b"1234", {"inference-header-content-length": str(len(body))})
+    with pytest.raises(BadRequestError, match="4 bytes of binary data follow"):
+        decode_infer_request(body + b"12345678abcd", {"inference-header-content-length": str(len(body))})
+    with pytest.raises(BadRequestError, match="Inference-Header-Content-Length"):
+        decode_infer_request(body, {"inference-header-content-length": "9999"})
+
+
+def test_alias_model_names_the_default_model_only_for_aliases():
+    aliases = (b"my-endpoint", b"green")
+    assert alias_model(b"/v2/models/my-endpoint/infer", aliases, b"densenet") == b"/v2/models/densenet/infer"
+    assert alias_model(b"/v2/models/green/versions/1/ready?x=1", aliases, b"d") == b"/v2/models/d/versions/1/ready?x=1"
+    assert alias_model(b"/v2/models/my-endpoint", aliases, b"d") == b"/v2/models/d"
+    assert alias_model(b"/v2/models/other/infer", aliases, b"d") == b"/v2/models/other/infer"
+    assert alias_model(b"/v2/health/ready", aliases, b"d") == b"/v2/health/ready"
 
 
 def test_encode_dict_results_as_one_tensor_per_key_else_output():
-    response = encode_infer_response("m", {"predictions": [1.5, 2.5], "labels": ["a", "b"]}, None, "id-1")
-    assert response["id"] == "id-1" and response["model_name"] == "m"
+    body, header_length = encode_infer_response(
+        "m", {"predictions": [1.5, 2.5], "labels": ["a", "b"]}, InferRequest({}, id="id-1")
+    )
+    response = json.loads(body)
+    assert header_length is None and response["id"] == "id-1" and response["model_name"] == "m"
     by_name = {o["name"]: o for o in response["outputs"]}
     assert by_name["predictions"] == {"name": "predictions", "shape": [2], "datatype": "FP64", "data": [1.5, 2.5]}
     assert by_name["labels"]["datatype"] == "BYTES" and by_name["labels"]["data"] == ["a", "b"]
-    only = encode_infer_response("m", [[1, 2], [3, 4]], None)
+    only = json.loads(encode_infer_response("m", [[1, 2], [3, 4]])[0])
     assert only["outputs"] == [{"name": "output", "shape": [2, 2], "datatype": "INT64", "data": [1, 2, 3, 4]}]
-    assert encode_infer_response("m", {"a": 1, "b": 2}, ["b"])["outputs"][0]["name"] == "b"
+    picked = json.loads(encode_infer_response("m", {"a": 1, "b": 2}, InferRequest({}, ["b"]))[0])
+    assert [o["name"] for o in picked["outputs"]] == ["b"]
     with pytest.raises(BadRequestError, match="unknown output"):
-        encode_infer_response("m", {"a": 1}, ["zzz"])
+        encode_infer_response("m", {"a": 1}, InferRequest({}, ["zzz"]))
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ import tiffin.v2 as v2
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.errors import PayloadTooLargeError, ScoringError, TiffinError, UnavailableError, http_status
 from tiffin.replica.scoring_thread import ScoringThreads
+from tiffin.routing import V2_MODEL_HEADER, V2_UPSTREAM_HEADER
 from tiffin.runners.protocol import Runner, ScoreRequest, ScoreResponse
 from tiffin.swagger import build_swagger
 
@@ -78,7 +79,10 @@ class ReplicaApp:
         self._score_paths = frozenset(getattr(runner, "score_paths", ("/score",)))
         # A user's own server (BYOC) answers the routes tiffin does not know itself.
         self._passthrough = bool(getattr(runner, "passthrough", False))
+        # A model server that speaks V2 itself (Triton) answers V2 requests as they come.
+        self._v2_native = bool(getattr(runner, "v2_native", False))
         self._loaded = False
+        self._health_headers: list[tuple[bytes, bytes]] = []
         self._load_error: str | None = None
         self._swagger: dict[str, bytes] = {}
 
@@ -94,6 +98,14 @@ class ReplicaApp:
             self._load_error = exc.message
             raise
         self._loaded = True
+        upstream = getattr(self.runner, "v2_upstream", None)
+        if upstream is not None:
+            # The supervisor reads these off its readiness probe, so the gateway can send V2 requests
+            # straight to the model server and save a hop (see tiffin.routing.Replica).
+            url, model = upstream
+            self._health_headers = [(V2_UPSTREAM_HEADER, url.encode())]
+            if model:
+                self._health_headers.append((V2_MODEL_HEADER, model.encode()))
         if self.tune_gc:
             gc.collect()
             gc.freeze()
@@ -158,12 +170,15 @@ class ReplicaApp:
             await self._score(scope, receive, send, headers, id_headers)
         elif path == "/" and method in ("GET", "HEAD"):
             if self._loaded and self.runner.health():
-                await send_bytes(send, 200, b"Healthy", _TEXT, id_headers)
+                await send_bytes(send, 200, b"Healthy", _TEXT, id_headers + self._health_headers)
             else:
                 reason = self._load_error or "the deployment is still loading"
                 await send_error(send, 503, f"Unhealthy: {reason}", id_headers)
         elif path == "/v2" or path.startswith("/v2/"):
-            await self._v2(scope, receive, send, headers, id_headers)
+            if self._v2_native:
+                await self._score(scope, receive, send, headers, id_headers)
+            else:
+                await self._v2(scope, receive, send, headers, id_headers)
         elif path == "/swagger.json" and method == "GET":
             await self._swagger_json(scope, send, id_headers)
         elif self._passthrough:
@@ -239,9 +254,9 @@ class ReplicaApp:
     ) -> None:
         try:
             raw = await self._read_body(receive, headers)
-            inputs, wanted, request_id = v2.decode_infer_request(raw, headers)
+            infer = v2.decode_infer_request(raw, headers)
             key = getattr(self.runner, "v2_input_key", None)
-            body = json.dumps({key: inputs} if key else inputs).encode()
+            body = json.dumps({key: infer.inputs} if key else infer.inputs).encode()
             request = ScoreRequest(body=body, headers={**headers, "content-type": "application/json"}, path="/score")
             if not self._loaded:
                 raise UnavailableError("the deployment is not loaded yet")
@@ -253,14 +268,18 @@ class ReplicaApp:
                     detail = response.body.decode(errors="replace")
                 await _v2_json(send, response.status, {"error": detail}, id_headers)
                 return
-            result = v2.encode_infer_response(model, json.loads(response.body), wanted, request_id, self.version)
+            result, header_length = v2.encode_infer_response(model, json.loads(response.body), infer, self.version)
         except TiffinError as exc:
             await _v2_json(send, http_status(exc), {"error": exc.message}, id_headers)
             return
         except ValueError as exc:
             await _v2_json(send, 500, {"error": f"the model's answer is not JSON: {exc}"}, id_headers)
             return
-        await _v2_json(send, 200, result, id_headers)
+        if header_length is None:
+            await send_bytes(send, 200, result, JSON, id_headers)
+        else:
+            binary_headers = [*id_headers, (b"inference-header-content-length", b"%d" % header_length)]
+            await send_bytes(send, 200, result, b"application/octet-stream", binary_headers)
 
     async def _predict(self, request: ScoreRequest) -> ScoreResponse:
         """The runner's answer: awaited if async, else on a scoring thread (or inline with none)."""
