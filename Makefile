@@ -6,8 +6,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TRITON := $(VENV)/triton
 
 .PHONY: install serve test lint bench
+
+# NVIDIA's tritonserver (from the nvidia-pytriton wheel) for the Triton tests and benchmark, in a venv of
+# its own; TIFFIN_TRITONSERVER points tiffin at it.
+$(TRITON)/tiffin-triton.json: $(STAMP)
+	$(BIN)/tiffin triton install --path $(TRITON) >/dev/null
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,14 +29,15 @@ install: $(STAMP)
 serve: $(STAMP)
 	TIFFIN_BIN=$(CURDIR)/$(BIN) bash examples/quickstart/run.sh
 
-test: $(STAMP)
+test: $(STAMP) $(TRITON)/tiffin-triton.json
 	@bash tests/install-test-services.sh
-	$(BIN)/python -m pytest
+	TIFFIN_TRITONSERVER=$(CURDIR)/$(TRITON) TIFFIN_REQUIRE_TRITON=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugin runners tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP) $(TRITON)/tiffin-triton.json
 	$(BIN)/python benchmarks/bench_replica.py
 	$(BIN)/python benchmarks/bench_gateway.py
 	$(BIN)/python benchmarks/bench_mlflow.py
+	TIFFIN_TRITONSERVER=$(CURDIR)/$(TRITON) $(BIN)/python benchmarks/bench_triton.py

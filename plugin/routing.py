@@ -24,6 +24,8 @@ from tiffin.errors import NotFoundError, SpecError, UnavailableError
 
 __all__ = [
     "PIN_HEADERS",
+    "V2_MODEL_HEADER",
+    "V2_UPSTREAM_HEADER",
     "Decision",
     "DeploymentRoute",
     "EndpointRoute",
@@ -37,13 +39,25 @@ __all__ = [
 PIN_HEADERS = ("azureml-model-deployment", "x-tiffin-deployment")
 """Request headers that pin a request to a deployment, Azure's first."""
 
+V2_UPSTREAM_HEADER = b"x-tiffin-v2-upstream"
+"""Sent by a replica on ``GET /`` (its health route, which the supervisor probes): the URL of the model
+server behind it that answers V2 requests itself (Triton). It becomes :attr:`Replica.v2_url`."""
+V2_MODEL_HEADER = b"x-tiffin-v2-model"
+"""Beside :data:`V2_UPSTREAM_HEADER`: the model that the endpoint's name stands for on that server."""
+
 
 @dataclass(frozen=True, slots=True)
 class Replica:
-    """One ready process of a deployment, reachable at ``url`` (``http://127.0.0.1:PORT``)."""
+    """One ready process of a deployment, reachable at ``url`` (``http://127.0.0.1:PORT``).
+
+    ``v2_url`` is set when the replica fronts a model server that speaks the Open Inference Protocol itself
+    (Triton): V2 requests go straight there, the endpoint's and deployment's names standing for ``v2_model``.
+    """
 
     id: str
     url: str
+    v2_url: str | None = None
+    v2_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

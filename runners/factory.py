@@ -10,8 +10,9 @@ from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.runners.mlflow import MLflowRunner, MLflowRunnerConfig
 from tiffin.runners.protocol import Runner
 from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
+from tiffin.runners.triton import TritonRunner, TritonRunnerConfig
 
-__all__ = ["is_mlflow_model", "runner_for"]
+__all__ = ["is_mlflow_model", "is_triton_model", "runner_for", "serves_model_itself"]
 
 
 def is_mlflow_model(deployment: Any) -> bool:
@@ -27,11 +28,27 @@ def is_mlflow_model(deployment: Any) -> bool:
     return bool(path) and (path.startswith(("runs:/", "models:/")) or (Path(path) / "MLmodel").is_file())
 
 
-def runner_for(deployment: Any, *, model_dir: Path | None, source: str | None = None) -> Runner:
+def is_triton_model(deployment: Any) -> bool:
+    """A Triton model repository (or a Triton server's URL) served without a scoring script
+    (``model.type: triton_model``, Azure's no-code Triton deployment)."""
+    code = deployment.code_configuration
+    return getattr(deployment.model, "type", None) == "triton_model" and not (code is not None and code.scoring_script)
+
+
+def serves_model_itself(deployment: Any) -> bool:
+    """Whether the runner loads the model from its own path or URI (MLflow, Triton), so it needs no
+    ``AZUREML_MODEL_DIR`` laid out for a scoring script."""
+    return is_mlflow_model(deployment) or is_triton_model(deployment)
+
+
+def runner_for(
+    deployment: Any, *, model_dir: Path | None, source: str | None = None, aliases: frozenset[str] = frozenset()
+) -> Runner:
     """The runner that serves ``deployment`` (an online or batch deployment spec).
 
     ``model_dir`` is the directory laid out as Azure's ``AZUREML_MODEL_DIR`` (see
-    :func:`tiffin.replica.layout.stage_model`).
+    :func:`tiffin.replica.layout.stage_model`); ``aliases`` are the V2 model names (the endpoint's) that
+    a runner serving several models of its own (Triton) maps to its default model.
     """
     code = deployment.code_configuration
     env = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
@@ -44,6 +61,17 @@ def runner_for(deployment: Any, *, model_dir: Path | None, source: str | None = 
                 environment_variables=env,
             )
         )
+    if is_triton_model(deployment):
+        path = deployment.model.path
+        remote = path.startswith(("http://", "https://"))
+        return TritonRunner(
+            TritonRunnerConfig(
+                repository=None if remote else Path(path),
+                url=path if remote else None,
+                model_aliases=aliases | {deployment.name},
+                environment_variables=env,
+            )
+        )
     byoc = _byoc_config(deployment, model_dir, env) if code is None else None
     if byoc is not None:
         return ByocRunner(byoc)
@@ -53,7 +81,8 @@ def runner_for(deployment: Any, *, model_dir: Path | None, source: str | None = 
         return MLflowRunner(MLflowRunnerConfig(model_uri=uri, environment_variables=env))
     raise SpecError(
         "a deployment needs code_configuration (code + scoring_script), an MLflow model "
-        "(model.type: mlflow_model) served without one, or a server of its own (environment.command, or "
+        "(model.type: mlflow_model) or a Triton model repository (model.type: triton_model) served without one, "
+        "or a server of its own (environment.command, or "
         "environment.image with inference_config)",
         source=source,
         field="code_configuration",

@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 replica_app = typer.Typer(help="Run one deployment replica (what the supervisor starts).", no_args_is_help=True)
 app.add_typer(replica_app, name="replica")
+triton_app = typer.Typer(help="NVIDIA Triton Inference Server for triton_model deployments.", no_args_is_help=True)
+app.add_typer(triton_app, name="triton")
 app.add_typer(online_endpoint_app, name="online-endpoint")
 app.add_typer(online_deployment_app, name="online-deployment")
 
@@ -43,6 +45,33 @@ def replica_serve(
     from tiffin.replica.server import serve
 
     raise typer.Exit(serve(file, host=host, port=port, uds=uds, workers=workers, overrides=set_ or ()))
+
+
+@triton_app.command("install")
+def triton_install(
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Install here (default: $TIFFIN_HOME/triton, where tiffin looks).")
+    ] = None,
+    output: OutputOpt = OutputFormat.json,
+    query: QueryOpt = None,
+) -> None:
+    """Install tritonserver (from NVIDIA's nvidia-pytriton wheel, with the Python backend) for Triton deployments.
+
+    It goes into a virtual environment of its own (the wheel pins numpy<2). Installed elsewhere than the
+    default, point TIFFIN_TRITONSERVER at the folder. Running it again keeps a working install.
+    """
+    from tiffin.config import tiffin_home
+    from tiffin.runners.tritonserver import TRITONSERVER_ENV, install_tritonserver
+
+    target = (path or tiffin_home() / "triton").expanduser().resolve()
+    err.print(f"installing tritonserver into {target} ...", highlight=False)
+    install = install_tritonserver(target)
+    emit(
+        {"path": str(target), "tritonserver": str(install.binary), "backend_directory": str(install.backend_directory),
+         "environment": {TRITONSERVER_ENV: str(target)}},
+        output,
+        query,
+    )  # fmt: skip
 
 
 @app.command("serve")

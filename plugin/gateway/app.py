@@ -27,6 +27,7 @@ from tiffin.gateway.limits import Admission
 from tiffin.gateway.stats import EndpointStats
 from tiffin.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
+from tiffin.v2 import alias_model
 
 __all__ = ["Gateway"]
 
@@ -231,13 +232,16 @@ class Gateway:
             raise UnavailableError(f"no replica of deployment '{deployment.name}' answers right now; retry shortly")
         timeout_s = deployment.request_timeout_ms / 1000
         method = scope["method"]
+        aliases = (endpoint.name, deployment.name)
         try:
             try:
-                status = await self._exchange(send, replica, method, target, headers, body, deployment, timeout_s)
+                url, path = _upstream(replica, target, aliases)
+                status = await self._exchange(send, replica, url, method, path, headers, body, deployment, timeout_s)
             except ConnectFailed:
                 # Never reached the replica, so retrying cannot run the request twice: once, elsewhere.
                 retry = self._choose(deployment, avoid=replica) or replica
-                status = await self._exchange(send, retry, method, target, headers, body, deployment, timeout_s)
+                url, path = _upstream(retry, target, aliases)
+                status = await self._exchange(send, retry, url, method, path, headers, body, deployment, timeout_s)
         except TimeoutError:
             raise RequestTimeoutError(
                 f"deployment '{deployment.name}' did not answer within request_timeout_ms "
@@ -255,6 +259,7 @@ class Gateway:
         self,
         send: Send,
         replica: Replica,
+        url: str,
         method: str,
         target: bytes,
         headers: list[tuple[bytes, bytes]],
@@ -262,14 +267,15 @@ class Gateway:
         deployment: DeploymentRoute,
         timeout_s: float,
     ) -> int:
-        """One request to one replica; returns the status sent to the client."""
+        """One request to one replica (at ``url``: the replica, or its own V2 server); returns the status sent
+        to the client."""
         in_flight = self._in_flight
         in_flight[replica.id] = in_flight.get(replica.id, 0) + 1
         response: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 try:
-                    response = await self._pool.request(replica.url, method, target, headers, body)
+                    response = await self._pool.request(url, method, target, headers, body)
                 except ConnectFailed:
                     self._down_until[replica.id] = time.monotonic() + _DOWN_FOR_S
                     raise
@@ -321,14 +327,11 @@ class Gateway:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         try:
+            url, target = _upstream(
+                replica, _target(scope, self._prefix_of(endpoint.name), tail), (endpoint.name, name)
+            )
             async with asyncio.timeout(deployment.request_timeout_ms / 1000):
-                response = await self._pool.request(
-                    replica.url,
-                    scope["method"],
-                    _target(scope, self._prefix_of(endpoint.name), tail),
-                    _forward_headers(scope),
-                    body,
-                )
+                response = await self._pool.request(url, scope["method"], target, _forward_headers(scope), body)
                 await response.read()
             counters.statuses[response.status] += 1
             counters.latencies_ms.append((time.perf_counter() - started) * 1000)
@@ -365,6 +368,17 @@ class Gateway:
             document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
             cached = self._swagger_cache[key] = json.dumps(document).encode()
         await send_bytes(send, 200, cached, JSON, [(_ANSWERED_BY, deployment.name.encode())])
+
+
+def _upstream(replica: Replica, target: bytes, aliases: tuple[str, str]) -> tuple[str, bytes]:
+    """Where a request goes: V2 requests straight to the replica's own V2 server when it has one (Triton;
+    one hop less), with the endpoint's or deployment's name standing for that server's default model."""
+    if replica.v2_url is None or not target.startswith(b"/v2"):
+        return replica.url, target
+    if replica.v2_model is None:
+        return replica.v2_url, target
+    names = (aliases[0].encode(), aliases[1].encode())
+    return replica.v2_url, alias_model(target, names, replica.v2_model.encode())
 
 
 def _forward_headers(scope: Scope) -> list[tuple[bytes, bytes]]:

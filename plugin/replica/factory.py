@@ -11,7 +11,7 @@ from tiffin.paths import model_mounts_dir
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.layout import stage_model
 from tiffin.runners import runner_for
-from tiffin.runners.factory import is_mlflow_model
+from tiffin.runners.factory import serves_model_itself
 from tiffin.specs import LoadedSpec, OnlineDeployment, load_spec
 
 __all__ = ["app_from_file", "replica_settings"]
@@ -42,15 +42,16 @@ def app_from_file(
     deployment = loaded.spec
     home = home or tiffin_home()
     identity = f"{deployment.endpoint_name or 'local'}/{deployment.name}"
-    # Azure's AZUREML_MODEL_DIR layout is for scoring scripts; an MLflow model is loaded from its URI.
+    # Azure's AZUREML_MODEL_DIR layout is for scoring scripts; MLflow and Triton load from the model's path/URI.
     mounts = model_mounts_dir(home)
-    model_dir = None if is_mlflow_model(deployment) else stage_model(deployment, mounts, identity=identity)
-    runner = runner_for(deployment, model_dir=model_dir, source=str(loaded.source))
+    model_dir = None if serves_model_itself(deployment) else stage_model(deployment, mounts, identity=identity)
+    aliases = frozenset(n for n in (deployment.endpoint_name,) if n)
+    runner = runner_for(deployment, model_dir=model_dir, source=str(loaded.source), aliases=aliases)
     settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
     app = ReplicaApp(
         runner,
         name=deployment.name,
-        model_names=frozenset(n for n in (deployment.endpoint_name,) if n),
+        model_names=aliases,
         version=str(getattr(deployment.model, "version", None) or "1"),
         max_body_bytes=settings["max_body_bytes"],
         scoring_threads=settings["scoring_threads"],

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from tiffin.routing import V2_MODEL_HEADER, V2_UPSTREAM_HEADER
+
 __all__ = ["PROBE_PATH", "ProbeResult", "http_probe", "probe_session"]
 
 PROBE_PATH = "/"
@@ -18,6 +20,9 @@ class ProbeResult:
 
     ok: bool
     detail: str
+    v2_url: str | None = None
+    """The replica's V2 model server, when it names one (see :data:`tiffin.routing.V2_UPSTREAM_HEADER`)."""
+    v2_model: str | None = None
 
 
 def probe_session() -> aiohttp.ClientSession:
@@ -41,7 +46,12 @@ async def http_probe(session: aiohttp.ClientSession, base_url: str, timeout: flo
             base_url + PROBE_PATH, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
         ) as response:
             await response.read()
-            return ProbeResult(200 <= response.status < 400, f"HTTP {response.status}")
+            return ProbeResult(
+                200 <= response.status < 400,
+                f"HTTP {response.status}",
+                response.headers.get(V2_UPSTREAM_HEADER.decode()),
+                response.headers.get(V2_MODEL_HEADER.decode()),
+            )
     except TimeoutError:
         return ProbeResult(False, f"no answer within {timeout:g}s")
     except (aiohttp.ClientError, OSError) as exc:

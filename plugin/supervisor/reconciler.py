@@ -141,6 +141,7 @@ class _Slot:
     probing: set[str] = field(default_factory=set)
     liveness_tripped: str | None = None
     retiring: bool = False
+    v2: tuple[str | None, str | None] = (None, None)  # the replica's own V2 server and model, if it has one
 
 
 def _describe_exit(code: int) -> str:
@@ -374,6 +375,7 @@ class DeploymentReconciler:
         slot.became_ready = False
         slot.ready_since = slot.ready_line_at = None
         slot.liveness_tripped = None
+        slot.v2 = (None, None)
         slot.readiness, slot.liveness = ProbeCounter(), ProbeCounter()
         slot.next_readiness_at = first_readiness_probe_at(process.started_at, slot.readiness_probe, None)
         slot.next_liveness_at = first_liveness_probe_at(process.started_at, slot.liveness_probe)
@@ -521,6 +523,8 @@ class DeploymentReconciler:
 
     def _readiness_result(self, slot: _Slot, process: ReplicaProcess, result: ProbeResult) -> None:
         slot.readiness.record(result.ok)
+        if result.ok:
+            slot.v2 = (result.v2_url, result.v2_model)
         was_ready = slot.state == "ready"
         ready = readiness_after(was_ready, slot.readiness, slot.readiness_probe)
         if ready and not was_ready:
@@ -576,7 +580,7 @@ class DeploymentReconciler:
     def ready_replicas(self) -> tuple[Replica, ...]:
         """The replicas in routing now, by number."""
         return tuple(
-            Replica(id=f"{self.name}/{slot.index}", url=slot.process.url)
+            Replica(id=f"{self.name}/{slot.index}", url=slot.process.url, v2_url=slot.v2[0], v2_model=slot.v2[1])
             for _, slot in sorted(self._slots.items())
             if slot.state == "ready" and slot.process is not None
         )
