@@ -8,13 +8,24 @@
       deployments/ENDPOINT/DEPLOYMENT/deployment.yml   the spec a replica process serves
       logs/ENDPOINT/DEPLOYMENT/replica-N.log      each replica's stdout and stderr
       model-mounts/ENDPOINT_DEPLOYMENT/           AZUREML_MODEL_DIR of a deployment (links to the model)
+      jobs/JOB/job.log                            a batch job's log (its workers' output too)
+      jobs/JOB/parts/N.csv                        the output rows of mini-batch N, once it is done
+      jobs/JOB/outputs/predictions.csv            the job's output file (output_file_name), once it completed
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["admin_token_path", "deployment_dir", "logs_dir", "model_mounts_dir", "replica_log_path"]
+__all__ = [
+    "admin_token_path",
+    "deployment_dir",
+    "job_dir",
+    "job_log_path",
+    "logs_dir",
+    "model_mounts_dir",
+    "replica_log_path",
+]
 
 
 def admin_token_path(home: Path) -> Path:
@@ -40,3 +51,13 @@ def replica_log_path(home: Path, endpoint: str, deployment: str, index: int) -> 
 def model_mounts_dir(home: Path) -> Path:
     """The root under which deployments' models are laid out as Azure's AZUREML_MODEL_DIR."""
     return home / "model-mounts"
+
+
+def job_dir(home: Path, job: str) -> Path:
+    """The folder of a batch job's log, output parts and outputs."""
+    return home / "jobs" / job
+
+
+def job_log_path(home: Path, job: str) -> Path:
+    """A batch job's log: the runner's progress lines and its workers' output."""
+    return job_dir(home, job) / "job.log"

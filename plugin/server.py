@@ -26,6 +26,7 @@ import uvicorn
 
 from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
+from tiffin.batch import BatchScheduler
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.gateway import Gateway
 from tiffin.http_protocol import HTTP_PROTOCOL
@@ -56,12 +57,15 @@ def ensure_admin_token(home: Path) -> tuple[str, bool]:
 class TiffinServer:
     """The ASGI app of ``tiffin serve``; its lifespan starts and stops the supervisor and routing."""
 
-    def __init__(self, *, home: Path, store: Store, public_url: str, admin_token: str) -> None:
+    def __init__(
+        self, *, home: Path, store: Store, public_url: str, admin_token: str, max_jobs_per_deployment: int = 1
+    ) -> None:
         self.home = home
         self.store = store
         self.public_url = public_url
         self.gateway = Gateway()
         self.supervisor = Supervisor(store, home, on_change=self._replicas_changed)
+        self.batch = BatchScheduler(store, home, max_jobs_per_deployment=max_jobs_per_deployment)
         self.routing = RoutingState(store, self.supervisor.ready_replicas, self.gateway.set_table)
         self.api = create_api(
             store,
@@ -79,12 +83,14 @@ class TiffinServer:
         # Called on the event loop after a committed write: the table is current before the API answers.
         self.routing.rebuild_now()
         self.supervisor.notify()
+        self.batch.notify()
 
     async def startup(self) -> None:
         """Start the gateway's pool, the routing table and the supervisor."""
         await self.gateway.start()
         await self.routing.start()
         await self.supervisor.start()
+        await self.batch.start()
         # As in replicas: freeze what start-up allocated and collect the young generation less often,
         # so the gateway's p99 is not made of garbage-collection pauses over long-lived objects.
         gc.collect()
@@ -92,8 +98,9 @@ class TiffinServer:
         gc.set_threshold(50_000, 50, 100)
 
     async def shutdown(self) -> None:
-        """Stop every replica, then the rest."""
+        """Stop every replica and batch worker, then the rest (running jobs resume at the next start)."""
         try:
+            await self.batch.stop()
             await self.supervisor.stop()
         finally:
             await self.routing.stop()
@@ -150,11 +157,13 @@ def serve(
     port: int = 7700,
     store_url: str | None = None,
     replica_cpus: str | None = None,
+    max_jobs_per_deployment: int = 1,
 ) -> int:
     """Run ``tiffin serve`` until SIGINT/SIGTERM; returns the exit code.
 
     ``replica_cpus`` (``taskset -c`` syntax) keeps replicas on those CPUs and this process (the gateway)
     on the others, as Azure keeps its front end and each deployment instance on machines of their own.
+    ``max_jobs_per_deployment`` batch jobs of one deployment run at a time; more wait Queued, in order.
     """
     configure_logging()
     if replica_cpus:
@@ -168,7 +177,13 @@ def serve(
     if created:
         print(f"admin token (saved to {admin_token_path(home)}, shown once): {token}", flush=True)
     public_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    app = TiffinServer(home=home, store=store, public_url=public_url, admin_token=token)
+    app = TiffinServer(
+        home=home,
+        store=store,
+        public_url=public_url,
+        admin_token=token,
+        max_jobs_per_deployment=max_jobs_per_deployment,
+    )
     config = uvicorn.Config(
         app,
         host=host,

@@ -36,7 +36,7 @@ from tiffin.errors import (
 from tiffin.runners import _json
 from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
 
-__all__ = ["ScriptRunner", "ScriptRunnerConfig"]
+__all__ = ["ScriptRunner", "ScriptRunnerConfig", "call_init", "import_scoring_script"]
 
 logger = logging.getLogger("tiffin.runners.script")
 
@@ -60,6 +60,55 @@ class ScriptRunnerConfig:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
 
 
+def import_scoring_script(cfg: ScriptRunnerConfig) -> tuple[ModuleType, Path]:
+    """Import the scoring script of ``cfg`` as Azure's servers do (online and batch alike): its variables and
+    ``AZUREML_MODEL_DIR`` set first, its folder first on ``sys.path``; check it has ``init`` and ``run``."""
+    script = (cfg.code_dir / cfg.scoring_script).resolve()
+    if not script.is_file():
+        raise RunnerLoadError(
+            f"scoring script {script} does not exist; check code_configuration.code and "
+            "code_configuration.scoring_script in the deployment YAML"
+        )
+    # Environment first: scripts read AZUREML_MODEL_DIR at import time as often as in init().
+    os.environ.update(cfg.environment_variables)
+    if cfg.model_dir is not None:
+        os.environ["AZUREML_MODEL_DIR"] = str(cfg.model_dir)
+        os.environ["TIFFIN_MODEL_DIR"] = str(cfg.model_dir)
+    # Sibling modules of score.py must import, and must win over installed packages of the same name.
+    code_dir = str(cfg.code_dir.resolve())
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    spec = importlib.util.spec_from_file_location("tiffin_user_score", script)
+    if spec is None or spec.loader is None:
+        raise RunnerLoadError(f"cannot import {script}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("azureml_inference_server_http", "azureml"):
+            raise RunnerLoadError(f"{script.name}: {_RAWHTTP_HINT} ({exc})") from exc
+        raise RunnerLoadError(
+            f"importing {script.name} failed: {exc}; install the missing package in the environment "
+            "the deployment runs in"
+        ) from exc
+    except BaseException as exc:
+        logger.error("importing %s failed:\n%s", script, traceback.format_exc())
+        raise RunnerLoadError(f"importing {script.name} raised {type(exc).__name__}: {exc}") from exc
+    for name in ("init", "run"):
+        if not callable(getattr(module, name, None)):
+            raise RunnerLoadError(f"scoring script {script} does not define a {name}() function")
+    return module, script
+
+
+def call_init(module: ModuleType, script: Path) -> None:
+    """The script's ``init()``; RunnerLoadError with the exception when it raises (traceback in the log)."""
+    try:
+        module.init()
+    except BaseException as exc:
+        logger.error("init() of %s failed:\n%s", script, traceback.format_exc())
+        raise RunnerLoadError(f"init() of {script.name} raised {type(exc).__name__}: {exc}") from exc
+
+
 class ScriptRunner:
     """A :class:`~tiffin.runners.Runner` over an Azure-style scoring script."""
 
@@ -75,27 +124,7 @@ class ScriptRunner:
 
     def load(self) -> None:
         """Import the script, pick the calling convention, and call its ``init()``."""
-        cfg = self.config
-        script = (cfg.code_dir / cfg.scoring_script).resolve()
-        if not script.is_file():
-            raise RunnerLoadError(
-                f"scoring script {script} does not exist; check code_configuration.code and "
-                "code_configuration.scoring_script in the deployment YAML"
-            )
-        # Environment first: scripts read AZUREML_MODEL_DIR at import time as often as in init().
-        os.environ.update(cfg.environment_variables)
-        if cfg.model_dir is not None:
-            os.environ["AZUREML_MODEL_DIR"] = str(cfg.model_dir)
-            os.environ["TIFFIN_MODEL_DIR"] = str(cfg.model_dir)
-        # Sibling modules of score.py must import, and must win over installed packages of the same name.
-        code_dir = str(cfg.code_dir.resolve())
-        if code_dir not in sys.path:
-            sys.path.insert(0, code_dir)
-
-        module = self._import(script)
-        for name in ("init", "run"):
-            if not callable(getattr(module, name, None)):
-                raise RunnerLoadError(f"scoring script {script} does not define a {name}() function")
+        module, script = import_scoring_script(self.config)
         # Some Azure SDKs generate a driver module that forwards to the real script; azmlinfsrv calls the
         # real run() directly because the driver loses inference-schema's arguments. Do the same.
         driver = getattr(module, "driver_module", None)
@@ -103,32 +132,8 @@ class ScriptRunner:
         self._module, self._run = module, run
         self._call = self._calling_convention(run, script)
         self._schema = self._read_schema(run)
-
-        try:
-            module.init()
-        except BaseException as exc:
-            logger.error("init() of %s failed:\n%s", script, traceback.format_exc())
-            raise RunnerLoadError(f"init() of {script.name} raised {type(exc).__name__}: {exc}") from exc
+        call_init(module, script)
         self._healthy = True
-
-    def _import(self, script: Path) -> ModuleType:
-        spec = importlib.util.spec_from_file_location("tiffin_user_score", script)
-        if spec is None or spec.loader is None:
-            raise RunnerLoadError(f"cannot import {script}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in ("azureml_inference_server_http", "azureml"):
-                raise RunnerLoadError(f"{script.name}: {_RAWHTTP_HINT} ({exc})") from exc
-            raise RunnerLoadError(
-                f"importing {script.name} failed: {exc}; install the missing package in the environment "
-                "the deployment runs in"
-            ) from exc
-        except BaseException as exc:
-            logger.error("importing %s failed:\n%s", script, traceback.format_exc())
-            raise RunnerLoadError(f"importing {script.name} raised {type(exc).__name__}: {exc}") from exc
-        return module
 
     def health(self) -> bool:
         """True once ``init()`` has returned."""

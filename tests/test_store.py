@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import multiprocessing
 import os
 import pwd
@@ -219,9 +220,10 @@ def test_in_memory_sqlite_works() -> None:
 
 
 def test_open_migrates_to_head(store: Store) -> None:
-    assert head_revision() == "0002"
-    assert store.schema_revision() == "0002"
-    assert set(inspect(store.engine).get_table_names()) >= {"endpoints", "deployments", "jobs", "counters"}
+    assert head_revision() == "0003"
+    assert store.schema_revision() == "0003"
+    tables = {"endpoints", "deployments", "jobs", "counters", "mini_batches"}
+    assert set(inspect(store.engine).get_table_names()) >= tables
 
 
 def test_models_match_migrations(store: Store) -> None:
@@ -242,7 +244,7 @@ def test_migration_0001_to_head_keeps_rows(store_url: str) -> None:
         generation = old.routing_generation()
 
     with Store.open(store_url) as new:
-        assert new.schema_revision() == "0002"
+        assert new.schema_revision() == "0003"
         endpoint = new.get_endpoint("scorer")
         assert endpoint.spec == {"description": "kept"}
         assert endpoint.primary_key == "pk-1"
@@ -250,6 +252,55 @@ def test_migration_0001_to_head_keeps_rows(store_url: str) -> None:
         assert new.get_deployment("scorer", "v1").spec == {"model": "m:1"}
         assert new.routing_generation() == generation
         assert new.create_job("job-1", "scorer", "v1", {"data": "x"}).status == "Queued"
+
+
+def test_migration_0002_to_head_keeps_jobs(store_url: str) -> None:
+    with Store(store_url) as old:
+        old.upgrade("0002")
+        old.create_endpoint("batch", "scorer", {})
+        # Written as 0002's code did: its model had no spec column.
+        with old.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (name, endpoint_name, deployment_name, status, inputs, created_at) "
+                    "VALUES ('job-1', 'scorer', 'v1', 'Queued', :inputs, :now)"
+                ),
+                {"inputs": json.dumps({"files": ["a.csv"]}), "now": datetime.now(UTC)},
+            )
+    with Store.open(store_url) as new:
+        job = new.get_job("job-1")
+        assert job.inputs == {"files": ["a.csv"]} and job.spec is None and new.mini_batches("job-1") == []
+
+
+def test_mini_batches_are_planned_once_and_track_progress(store: Store) -> None:
+    store.create_endpoint("batch", "scorer", {})
+    store.create_job("job-1", "scorer", "v1", {"files": ["a", "b", "c"]}, spec={"name": "v1"})
+    assert store.get_job("job-1").spec == {"name": "v1"}
+    planned = store.plan_job("job-1", [["a", "b"], ["c"]])
+    assert [(b.index, b.items, b.status, b.attempts) for b in planned] == [
+        (0, ["a", "b"], "pending", 0),
+        (1, ["c"], "pending", 0),
+    ]
+    store.update_mini_batch("job-1", 0, status="done", rows=2, attempts=1)
+    # A resumed job plans again and gets the plan (and progress) it had, not a new one.
+    again = store.plan_job("job-1", [["x"]])
+    assert [(b.items, b.status, b.rows) for b in again] == [(["a", "b"], "done", 2), (["c"], "pending", None)]
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.update_mini_batch("job-1", 1, status="lost")
+    with pytest.raises(NotFoundError):
+        store.update_mini_batch("job-1", 7, status="done")
+    store.delete_endpoint("scorer")  # jobs outlive their endpoint, as history
+    assert len(store.mini_batches("job-1")) == 2
+
+
+def test_job_updates_can_be_compare_and_set(store: Store) -> None:
+    store.create_endpoint("batch", "scorer", {})
+    store.create_job("job-1", "scorer")
+    store.update_job("job-1", status="Running")
+    store.update_job("job-1", status="Canceled")
+    # A runner finishing late must not turn a canceled job into a completed one.
+    assert store.update_job("job-1", expected_status="Running", status="Completed") is None
+    assert store.get_job("job-1").status == "Canceled"
 
 
 def test_open_twice_is_a_no_op(store_url: str) -> None:

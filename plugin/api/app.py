@@ -18,16 +18,17 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tiffin.auth import bearer_value
+from tiffin.auth import authenticate, bearer_value
 from tiffin.errors import AuthError, BadRequestError, NotFoundError, TiffinError, http_status
 from tiffin.store import Store
 
+from .batch import BatchControl
 from .control import ControlPlane
 from .openapi import openapi_document
-from .operations import LOG_INSTANCE, LOG_LINES, OPERATIONS, Operation, QueryParam
+from .operations import LOG_INSTANCE, LOG_LINES, LOG_OFFSET, OPERATIONS, SET_DEFAULT, Operation, QueryParam
 
 __all__ = ["create_api"]
 
@@ -88,8 +89,11 @@ def _query_int(request: Request, param: QueryParam) -> int:
 class _Handlers:
     """One coroutine per operation, named as in the route table; each returns the answer's body."""
 
-    def __init__(self, control: ControlPlane, stats: Callable[[str], dict[str, Any]] | None) -> None:
+    def __init__(
+        self, control: ControlPlane, batch: BatchControl, stats: Callable[[str], dict[str, Any]] | None
+    ) -> None:
         self.control = control
+        self.batch = batch
         self.stats = stats
         self.document = openapi_document()
 
@@ -161,17 +165,94 @@ class _Handlers:
         text = await run_in_threadpool(self.control.logs, params["name"], params["deployment"], lines, instance)
         return PlainTextResponse(text)
 
+    # --- batch ---------------------------------------------------------------------------------------
+
+    async def list_batch_endpoints(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.list_endpoints)
+
+    async def create_batch_endpoint(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.create_endpoint, await _json_body(request))
+
+    async def get_batch_endpoint(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.get_endpoint, request.path_params["name"])
+
+    async def update_batch_endpoint(self, request: Request) -> Any:
+        body = await _json_body(request)
+        return await run_in_threadpool(self.batch.update_endpoint, request.path_params["name"], body)
+
+    async def delete_batch_endpoint(self, request: Request) -> Any:
+        await run_in_threadpool(self.batch.delete_endpoint, request.path_params["name"])
+
+    async def get_batch_credentials(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.credentials, request.path_params["name"])
+
+    async def list_batch_deployments(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.list_deployments, request.path_params["name"])
+
+    async def get_batch_deployment(self, request: Request) -> Any:
+        params = request.path_params
+        return await run_in_threadpool(self.batch.get_deployment, params["name"], params["deployment"])
+
+    async def put_batch_deployment(self, request: Request) -> Any:
+        body = await _json_body(request)
+        params = request.path_params
+        set_default = _query_int(request, SET_DEFAULT) > 0
+        deployment, created = await run_in_threadpool(
+            lambda: self.batch.put_deployment(params["name"], params["deployment"], body, set_default=set_default)
+        )
+        return JSONResponse(deployment, status_code=201 if created else 200)
+
+    async def delete_batch_deployment(self, request: Request) -> Any:
+        params = request.path_params
+        await run_in_threadpool(self.batch.delete_deployment, params["name"], params["deployment"])
+
+    async def invoke_batch_endpoint(self, request: Request) -> Any:
+        body = await _json_body(request)
+        return await run_in_threadpool(self.batch.invoke, request.path_params["name"], body)
+
+    async def list_batch_jobs(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.list_jobs, request.path_params["name"])
+
+    async def list_jobs(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.list_jobs)
+
+    async def get_job(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.get_job, request.path_params["job"])
+
+    async def cancel_job(self, request: Request) -> Any:
+        return await run_in_threadpool(self.batch.cancel_job, request.path_params["job"])
+
+    async def get_job_log(self, request: Request) -> Any:
+        offset = _query_int(request, LOG_OFFSET)
+        data, next_offset = await run_in_threadpool(self.batch.job_log, request.path_params["job"], offset)
+        return Response(data, media_type="text/plain; charset=utf-8", headers={"X-Tiffin-Log-Offset": str(next_offset)})
+
+    async def download_job_output(self, request: Request) -> Any:
+        params = request.path_params
+        path = await run_in_threadpool(self.batch.job_output, params["job"], params["output"])
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+
 
 def _endpoint(
-    op: Operation, handler: Handler, admin_token: bytes, on_change: Callable[[], None]
+    op: Operation,
+    handler: Handler,
+    admin_token: bytes,
+    on_change: Callable[[], None],
+    batch: BatchControl,
 ) -> Callable[[Request], Awaitable[Response]]:
     """Wrap ``handler`` with the admin-token check, ``on_change`` after writes, and the JSON answer."""
 
     async def endpoint(request: Request) -> Response:
         if not op.public:
-            value = bearer_value(request.headers.get("authorization"))
+            authorization = request.headers.get("authorization")
+            value = bearer_value(authorization)
             # compare_digest: how long the check takes says nothing about how much of the token matched.
-            if value is None or not hmac.compare_digest(value.encode(), admin_token):
+            admin = value is not None and hmac.compare_digest(value.encode(), admin_token)
+            if not admin and op.endpoint_auth and value is not None:
+                name = request.path_params["name"]
+                credentials = await run_in_threadpool(batch.credentials_of, name)
+                authenticate(authorization, name, credentials)
+            elif not admin:
                 raise AuthError(
                     "the control plane needs its admin token: send 'Authorization: Bearer <token>' with the "
                     "token `tiffin serve` wrote to $TIFFIN_HOME/admin-token"
@@ -211,12 +292,14 @@ def create_api(
     """
     if not admin_token:
         raise ValueError("admin_token must not be empty")
-    handlers = _Handlers(ControlPlane(store, public_url=public_url, home=home), stats)
+    batch = BatchControl(store, public_url=public_url, home=home)
+    handlers = _Handlers(ControlPlane(store, public_url=public_url, home=home), batch, stats)
     token = admin_token.encode()
     routes = []
     for op in OPERATIONS:
         handler: Handler = getattr(handlers, op.name)
-        routes.append(Route(op.path, _endpoint(op, handler, token, on_change), methods=[op.method], name=op.name))
+        wrapped = _endpoint(op, handler, token, on_change, batch)
+        routes.append(Route(op.path, wrapped, methods=[op.method], name=op.name))
     return Starlette(
         routes=routes,
         exception_handlers={TiffinError: _error_response, HTTPException: _error_response, Exception: _error_response},

@@ -24,7 +24,7 @@ from tiffin.routing import check_traffic
 from tiffin.specs import OnlineDeployment, OnlineEndpoint, parse_spec
 from tiffin.store import DeploymentRecord, EndpointRecord, Store
 
-__all__ = ["KEY_TYPES", "LOCAL_AUTH_MODE", "ControlPlane", "is_local", "tail_lines"]
+__all__ = ["KEY_TYPES", "LOCAL_AUTH_MODE", "ControlPlane", "credentials_json", "is_local", "tail_lines"]
 
 LOCAL_AUTH_MODE = "none"
 """The auth mode of ``--local`` endpoints: Azure's local endpoints take requests without credentials."""
@@ -41,6 +41,15 @@ _ENDPOINT_ANSWER_FIELDS = frozenset(
     {"provisioning_state", "scoring_uri", "openapi_uri", "kind", "created_at", "updated_at"}
 )
 _DEPLOYMENT_ANSWER_FIELDS = frozenset({"provisioning_state", "reason", "created_at", "updated_at"})
+
+
+def credentials_json(record: EndpointRecord) -> dict[str, str]:
+    """An endpoint's credentials as ``az ml ... get-credentials`` prints them: both keys, or a fresh token."""
+    if record.auth_mode == "key":
+        return {"primaryKey": record.primary_key or "", "secondaryKey": record.secondary_key or ""}
+    if record.auth_mode in TOKEN_MODES and record.token_secret:
+        return issue_token(record.name, record.token_secret).as_azure()
+    raise ConflictError(f"endpoint '{record.name}' is local and takes requests without credentials")
 
 
 def is_local(endpoint: EndpointRecord) -> bool:
@@ -223,12 +232,7 @@ class ControlPlane:
 
     def credentials(self, name: str) -> dict[str, str]:
         """``primaryKey``/``secondaryKey``, or a fresh token as ``accessToken``/``expiryTimeUtc``."""
-        record = self.endpoint(name)
-        if record.auth_mode == "key":
-            return {"primaryKey": record.primary_key or "", "secondaryKey": record.secondary_key or ""}
-        if record.auth_mode in TOKEN_MODES and record.token_secret:
-            return issue_token(name, record.token_secret).as_azure()
-        raise ConflictError(f"endpoint '{name}' is local and takes requests without credentials")
+        return credentials_json(self.endpoint(name))
 
     def regenerate_keys(self, name: str, key_type: str = "primary") -> None:
         """Replace one key (key mode), or the token secret (token modes), which revokes every token."""

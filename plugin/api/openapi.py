@@ -149,6 +149,86 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ]
     },
     "DeploymentList": {"type": "array", "items": _ref("Deployment")},
+    "BatchEndpointSpec": {
+        "type": "object",
+        "description": "A batch endpoint in Azure ML's YAML shape (batchEndpoint schema).",
+        "required": ["name"],
+        "additionalProperties": True,
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "tags": {"type": "object"},
+            "auth_mode": {"type": "string", "enum": _AUTH_MODES, "default": "aad_token"},
+            "defaults": {"type": "object", "properties": {"deployment_name": {"type": ["string", "null"]}}},
+        },
+    },
+    "BatchEndpointPatch": {
+        "type": "object",
+        "description": "Spec fields to change; null clears an optional field.",
+        "additionalProperties": True,
+    },
+    "BatchEndpoint": {
+        "allOf": [
+            _ref("BatchEndpointSpec"),
+            {
+                "type": "object",
+                "properties": {
+                    "scoring_uri": {"type": "string", "format": "uri", "description": "POST here to invoke."},
+                    "provisioning_state": {"type": "string", "enum": _STATES},
+                    "kind": {"type": "string", "const": "batch"},
+                },
+            },
+        ]
+    },
+    "BatchEndpointList": {"type": "array", "items": _ref("BatchEndpoint")},
+    "BatchDeploymentSpec": {
+        "type": "object",
+        "description": "A batch deployment in Azure ML's YAML shape (batchDeployment or modelBatchDeployment).",
+        "additionalProperties": True,
+        "properties": {
+            "name": {"type": "string"},
+            "endpoint_name": {"type": "string"},
+            "model": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+            "code_configuration": {"type": "object"},
+            "resources": {"type": "object"},
+            "settings": {"type": "object"},
+        },
+    },
+    "BatchDeployment": {
+        "allOf": [
+            _ref("BatchDeploymentSpec"),
+            {"type": "object", "properties": {"provisioning_state": {"type": "string", "enum": _STATES}}},
+        ]
+    },
+    "BatchDeploymentList": {"type": "array", "items": _ref("BatchDeployment")},
+    "Invoke": {
+        "type": "object",
+        "required": ["input"],
+        "additionalProperties": False,
+        "properties": {
+            "input": {"type": "string", "description": "A folder, a file or a glob pattern on the server."},
+            "input_type": {"type": "string", "enum": ["uri_folder", "uri_file"]},
+            "deployment_name": {"type": "string", "description": "Default: the endpoint's default deployment."},
+            "inputs": {"type": "object", "description": "Literal inputs, given to the code as AZUREML_BI_<NAME>."},
+            "job_name": {"type": "string"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["Queued", "Running", "Completed", "Failed", "Canceled"]},
+            "endpoint_name": {"type": "string"},
+            "deployment_name": {"type": ["string", "null"]},
+            "inputs": {"type": "object"},
+            "outputs": {"type": "object"},
+            "error": {"type": ["string", "null"]},
+            "errors": {"type": "array", "items": {"type": "object"}},
+            "progress": {"type": "object"},
+        },
+    },
+    "JobList": {"type": "array", "items": _ref("Job")},
 }
 
 
@@ -175,10 +255,13 @@ def _responses(op: Operation) -> dict[str, Any]:
         success: dict[str, Any] = {"description": "Done; no content."}
     elif op.returns == "text":
         success = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    elif op.returns == "file":
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        success = {"description": "The file", "content": {"application/octet-stream": binary}}
     else:
         success = {"description": "OK", "content": {"application/json": {"schema": _ref(op.returns)}}}
     responses: dict[str, Any] = {str(op.status): success}
-    if op.name == "put_deployment":
+    if op.name in ("put_deployment", "put_batch_deployment"):
         responses["201"] = {**success, "description": "Created"}
     responses["default"] = {
         "description": "An error: 400/422 invalid input (the message names the field), 401 missing or wrong "
@@ -210,9 +293,10 @@ def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, 
         "info": {
             "title": "tiffin control plane",
             "version": __version__,
-            "description": "Online endpoints and deployments, as `az ml online-endpoint` and "
-            "`az ml online-deployment` manage them. Every route but /health and /openapi.json needs "
-            "`Authorization: Bearer <admin token>` (the token is in $TIFFIN_HOME/admin-token).",
+            "description": "Online and batch endpoints, deployments and batch jobs, as `az ml online-endpoint`, "
+            "`az ml online-deployment`, `az ml batch-endpoint`, `az ml batch-deployment` and `az ml job` manage "
+            "them. Every route but /health and /openapi.json needs `Authorization: Bearer <admin token>` (the "
+            "token is in $TIFFIN_HOME/admin-token); invoking a batch endpoint also takes its own key or token.",
         },
         "servers": [{"url": "/api"}],
         "security": [{"adminToken": []}],

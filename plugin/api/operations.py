@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LOG_INSTANCE", "LOG_LINES", "OPERATIONS", "Operation", "QueryParam"]
+__all__ = ["LOG_INSTANCE", "LOG_LINES", "LOG_OFFSET", "OPERATIONS", "SET_DEFAULT", "Operation", "QueryParam"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +40,22 @@ class Operation:
     write: bool = False
     public: bool = False
     query: tuple[QueryParam, ...] = ()
+    endpoint_auth: bool = False
+    """Also open to the endpoint's own credentials (key or token), not only the admin token: batch invoke."""
 
 
 LOG_LINES = QueryParam("lines", 100, 1, "How many lines, from the end.")
 LOG_INSTANCE = QueryParam("instance", 0, 0, "Which replica (0-based).")
+LOG_OFFSET = QueryParam(
+    "offset", 0, 0, "Byte offset to read the log from (the X-Tiffin-Log-Offset of the last answer)."
+)
+SET_DEFAULT = QueryParam("set_default", 0, 0, "1: make it the endpoint's default deployment.")
 
 _EP = "/online-endpoints/{name}"
 _DEP = _EP + "/deployments/{deployment}"
+_BEP = "/batch-endpoints/{name}"
+_BDEP = _BEP + "/deployments/{deployment}"
+_JOB = "/jobs/{job}"
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/health", "health", "Liveness of the control plane.", returns="Health", public=True),
@@ -127,5 +136,96 @@ OPERATIONS: tuple[Operation, ...] = (
         "The last lines of a replica's log.",
         returns="text",
         query=(LOG_LINES, LOG_INSTANCE),
+    ),
+    # --- batch endpoints, deployments and jobs ----------------------------------------------------
+    Operation("GET", "/batch-endpoints", "list_batch_endpoints", "List batch endpoints.", returns="BatchEndpointList"),
+    Operation(
+        "POST",
+        "/batch-endpoints",
+        "create_batch_endpoint",
+        "Create a batch endpoint from its Azure spec; 409 if the name is taken.",
+        body="BatchEndpointSpec",
+        returns="BatchEndpoint",
+        status=201,
+        write=True,
+    ),
+    Operation("GET", _BEP, "get_batch_endpoint", "Show a batch endpoint.", returns="BatchEndpoint"),
+    Operation(
+        "PATCH",
+        _BEP,
+        "update_batch_endpoint",
+        "Change some fields of a batch endpoint (description, tags, auth_mode, defaults.deployment_name).",
+        body="BatchEndpointPatch",
+        returns="BatchEndpoint",
+        write=True,
+    ),
+    Operation(
+        "DELETE", _BEP, "delete_batch_endpoint", "Delete a batch endpoint and its deployments.", status=204, write=True
+    ),
+    Operation(
+        "GET",
+        _BEP + "/credentials",
+        "get_batch_credentials",
+        "Keys or a fresh token to invoke the endpoint.",
+        returns="Credentials",
+    ),
+    Operation(
+        "GET",
+        _BEP + "/deployments",
+        "list_batch_deployments",
+        "List a batch endpoint's deployments.",
+        returns="BatchDeploymentList",
+    ),
+    Operation("GET", _BDEP, "get_batch_deployment", "Show a batch deployment.", returns="BatchDeployment"),
+    Operation(
+        "PUT",
+        _BDEP,
+        "put_batch_deployment",
+        "Create (201) or replace (200) a batch deployment from its Azure spec.",
+        body="BatchDeploymentSpec",
+        returns="BatchDeployment",
+        write=True,
+        query=(SET_DEFAULT,),
+    ),
+    Operation(
+        "DELETE",
+        _BDEP,
+        "delete_batch_deployment",
+        "Delete a batch deployment; 409 while it is the default of an endpoint with others.",
+        status=204,
+        write=True,
+    ),
+    Operation(
+        "POST",
+        _BEP + "/jobs",
+        "invoke_batch_endpoint",
+        "Start a batch scoring job over input files; answers at once with the queued job. Takes the admin token "
+        "or the endpoint's own key/token.",
+        body="Invoke",
+        returns="Job",
+        status=201,
+        write=True,
+        endpoint_auth=True,
+    ),
+    Operation(
+        "GET", _BEP + "/jobs", "list_batch_jobs", "List a batch endpoint's jobs, oldest first.", returns="JobList"
+    ),
+    Operation("GET", "/jobs", "list_jobs", "List every batch job, oldest first.", returns="JobList"),
+    Operation("GET", _JOB, "get_job", "Show a job: status, progress, outputs, mini-batch errors.", returns="Job"),
+    Operation("POST", _JOB + "/cancel", "cancel_job", "Cancel a queued or running job.", returns="Job", write=True),
+    Operation(
+        "GET",
+        _JOB + "/log",
+        "get_job_log",
+        "The job's log from a byte offset (X-Tiffin-Log-Offset: where to go on).",
+        returns="text",
+        query=(LOG_OFFSET,),
+    ),
+    Operation(
+        "GET",
+        _JOB + "/outputs/{output}",
+        "download_job_output",
+        "A completed job's output file ('score').",
+        returns="file",
     ),
 )

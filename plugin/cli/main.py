@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tiffin.cli.batch import batch_deployment_app, batch_endpoint_app, job_app
 from tiffin.cli.online import online_deployment_app, online_endpoint_app
 from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit
@@ -28,6 +29,9 @@ triton_app = typer.Typer(help="NVIDIA Triton Inference Server for triton_model d
 app.add_typer(triton_app, name="triton")
 app.add_typer(online_endpoint_app, name="online-endpoint")
 app.add_typer(online_deployment_app, name="online-deployment")
+app.add_typer(batch_endpoint_app, name="batch-endpoint")
+app.add_typer(batch_deployment_app, name="batch-deployment")
+app.add_typer(job_app, name="job")
 
 
 @replica_app.command("serve")
@@ -85,6 +89,10 @@ def serve_command(
             help="Run replicas on these CPUs only (taskset syntax, e.g. 1-3) and the gateway on the others.",
         ),
     ] = None,
+    max_jobs_per_deployment: Annotated[
+        int,
+        typer.Option("--max-jobs-per-deployment", min=1, help="Batch jobs of one deployment run at a time; more wait."),
+    ] = 1,
 ) -> None:
     """Run the control plane (/api), the gateway (/endpoints/NAME) and the supervisor on one port.
 
@@ -97,7 +105,12 @@ def serve_command(
     from tiffin.server import serve
 
     store_url = os.environ.get("TIFFIN_STORE_URL")
-    raise typer.Exit(serve(home=tiffin_home(), host=host, port=port, store_url=store_url, replica_cpus=replica_cpus))
+    raise typer.Exit(
+        serve(
+            home=tiffin_home(), host=host, port=port, store_url=store_url, replica_cpus=replica_cpus,
+            max_jobs_per_deployment=max_jobs_per_deployment,
+        )
+    )  # fmt: skip
 
 
 @app.command("build")

@@ -8,9 +8,19 @@ client.online_deployments.create_or_update(deployment, endpoint_name="my-endpoin
 print(client.online_endpoints.invoke("my-endpoint", body={"data": [[1, 2, 3]]}))
 """
 
+from ._batch import BatchDeploymentOperations, BatchEndpointOperations, JobOperations
 from ._client import TiffinClient
 from ._deployments import OnlineDeploymentOperations, Progress
 from ._endpoints import OnlineEndpointOperations
 from ._poller import Poller
 
-__all__ = ["OnlineDeploymentOperations", "OnlineEndpointOperations", "Poller", "Progress", "TiffinClient"]
+__all__ = [
+    "BatchDeploymentOperations",
+    "BatchEndpointOperations",
+    "JobOperations",
+    "OnlineDeploymentOperations",
+    "OnlineEndpointOperations",
+    "Poller",
+    "Progress",
+    "TiffinClient",
+]

@@ -6,6 +6,7 @@ from types import TracebackType
 
 from tiffin.config import tiffin_url
 
+from ._batch import BatchDeploymentOperations, BatchEndpointOperations, JobOperations
 from ._deployments import OnlineDeploymentOperations
 from ._endpoints import OnlineEndpointOperations
 from ._transport import Transport, find_admin_token
@@ -22,6 +23,8 @@ class TiffinClient:
         client.online_endpoints.create_or_update({"name": "my-endpoint"})
         client.online_deployments.create_or_update(load_spec("blue.yml").spec, all_traffic=True)
         print(client.online_endpoints.invoke("my-endpoint", "sample-request.json"))
+        job = client.batch_endpoints.invoke("my-batch", input="data/")
+        client.jobs.stream(job["name"], out=sys.stdout)
 
     ``url`` defaults to ``$TIFFIN_URL`` (``http://127.0.0.1:7700``); ``admin_token`` to
     ``$TIFFIN_ADMIN_TOKEN``, else the file ``tiffin serve`` writes. Errors the server answers are
@@ -33,6 +36,9 @@ class TiffinClient:
         self._transport = Transport(self.url, admin_token or find_admin_token(), timeout)
         self.online_endpoints = OnlineEndpointOperations(self._transport)
         self.online_deployments = OnlineDeploymentOperations(self._transport, self.online_endpoints)
+        self.batch_endpoints = BatchEndpointOperations(self._transport)
+        self.batch_deployments = BatchDeploymentOperations(self._transport)
+        self.jobs = JobOperations(self._transport)
 
     def close(self) -> None:
         """Close the client's connections."""

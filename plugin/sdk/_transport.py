@@ -111,6 +111,12 @@ class Transport:
             return response.json()
         return response.text
 
+    def response(self, method: str, route: str, *, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """Call the control plane; the whole answer (headers, bytes), once it is known to be a success."""
+        response = self._send(self._api, method, route, params=params)
+        raise_for_status(response)
+        return response
+
     def score(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``content`` to a scoring URL; the raw answer (the caller decides what an error is)."""
         if self._scoring is None:

@@ -26,6 +26,7 @@ from .records import (
     EndpointRecord,
     JobRecord,
     JobStatus,
+    MiniBatchRecord,
 )
 from .store import Store
 
@@ -41,6 +42,7 @@ __all__ = [
     "EndpointRecord",
     "JobRecord",
     "JobStatus",
+    "MiniBatchRecord",
     "Store",
     "default_url",
     "head_revision",

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Counter", "Deployment", "Endpoint", "Job", "UTCDateTime"]
+__all__ = ["Base", "Counter", "Deployment", "Endpoint", "Job", "MiniBatch", "UTCDateTime"]
 
 # Deterministic constraint names, so later migrations can refer to (and drop) them by name on every
 # backend.
@@ -147,3 +147,26 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     progress: Mapped[dict[str, Any] | None]
+    spec: Mapped[dict[str, Any] | None]
+    """The deployment spec the job runs with, as it was when the job was created (migration 0003)."""
+
+
+class MiniBatch(Base):
+    """One mini-batch of a job and how far it got (migration 0003): what makes a job resumable.
+
+    ``status`` is ``done`` only once the mini-batch's output part is in place, so after a restart the
+    done ones are skipped and the others run again.
+    """
+
+    __tablename__ = "mini_batches"
+    __table_args__ = (CheckConstraint("status IN ('pending', 'running', 'done', 'failed')", name="status"),)
+
+    job_name: Mapped[str] = mapped_column(String(255), ForeignKey("jobs.name", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    items: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    failed_items: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]

@@ -22,6 +22,7 @@ __all__ = [
     "EndpointRecord",
     "JobRecord",
     "JobStatus",
+    "MiniBatchRecord",
 ]
 
 EndpointKind = Literal["online", "batch"]
@@ -92,3 +93,20 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     progress: dict[str, Any] | None
+    spec: dict[str, Any] | None = None
+    """The deployment spec the job runs with, fixed when it was created."""
+
+
+@dataclass(frozen=True, slots=True)
+class MiniBatchRecord:
+    """One mini-batch of a job: its input items (file paths), status and outcome."""
+
+    job_name: str
+    index: int
+    items: list[Any]
+    status: str
+    """``pending``, ``running``, ``done`` (its output part is written) or ``failed`` (out of retries)."""
+    attempts: int
+    rows: int | None
+    failed_items: int
+    error: str | None

@@ -20,7 +20,7 @@ from tiffin.errors import ConflictError, NotFoundError
 from tiffin.routing import check_traffic
 
 from . import engine as _engine
-from .models import Counter, Deployment, Endpoint, Job
+from .models import Counter, Deployment, Endpoint, Job, MiniBatch
 from .records import (
     DEPLOYMENT_STATES,
     ENDPOINT_KINDS,
@@ -30,6 +30,7 @@ from .records import (
     DeploymentRecord,
     EndpointRecord,
     JobRecord,
+    MiniBatchRecord,
 )
 
 __all__ = ["Store"]
@@ -50,6 +51,8 @@ _ENDPOINT_MUTABLE = frozenset(
     }
 )
 _JOB_MUTABLE = frozenset({"deployment_name", "status", "outputs", "error", "started_at", "finished_at", "progress"})
+_MINI_BATCH_MUTABLE = frozenset({"status", "attempts", "rows", "failed_items", "error"})
+MINI_BATCH_STATUSES = ("pending", "running", "done", "failed")
 
 
 def _now() -> datetime:
@@ -132,6 +135,20 @@ def _job_record(row: Job) -> JobRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         progress=None if row.progress is None else dict(row.progress),
+        spec=None if row.spec is None else dict(row.spec),
+    )
+
+
+def _mini_batch_record(row: MiniBatch) -> MiniBatchRecord:
+    return MiniBatchRecord(
+        job_name=row.job_name,
+        index=row.index,
+        items=list(row.items),
+        status=row.status,
+        attempts=row.attempts,
+        rows=row.rows,
+        failed_items=row.failed_items,
+        error=row.error,
     )
 
 
@@ -517,8 +534,13 @@ class Store:
         endpoint_name: str,
         deployment_name: str | None = None,
         inputs: Mapping[str, Any] | None = None,
+        spec: Mapping[str, Any] | None = None,
     ) -> JobRecord:
-        """Queue a job for a batch endpoint (which must exist); :class:`ConflictError` if the name is used."""
+        """Queue a job for a batch endpoint (which must exist); :class:`ConflictError` if the name is used.
+
+        ``spec`` is the deployment spec the job runs with: later changes to the deployment do not change
+        a job already invoked, as on Azure.
+        """
         try:
             with self.session(write=True) as session:
                 self._endpoint(session, endpoint_name, "batch")
@@ -536,6 +558,7 @@ class Store:
                     started_at=None,
                     finished_at=None,
                     progress=None,
+                    spec=None if spec is None else dict(spec),
                 )
                 session.add(row)
                 session.flush()
@@ -569,11 +592,12 @@ class Store:
         with self.session() as session:
             return [_job_record(row) for row in session.scalars(query)]
 
-    def update_job(self, name: str, /, **changes: Any) -> JobRecord:
+    def update_job(self, name: str, /, *, expected_status: str | None = None, **changes: Any) -> JobRecord | None:
         """Change a job's ``status``, ``outputs``, ``error``, ``progress``, ``deployment_name`` or times.
 
         Moving to ``Running`` stamps ``started_at`` and to a final status stamps ``finished_at``,
-        unless given.
+        unless given. With ``expected_status``, the change is made only if the job is in that status
+        (compare-and-set: a job canceled meanwhile stays canceled); None is returned when it is not.
         """
         unknown = set(changes) - _JOB_MUTABLE
         if unknown:
@@ -587,6 +611,8 @@ class Store:
                 raise ValueError(f"{key} must be timezone-aware (UTC), not naive {value!r}")
         with self.session(write=True) as session:
             row = self._job(session, name)
+            if expected_status is not None and row.status != expected_status:
+                return None
             now = _now()
             if status == "Running" and row.started_at is None:
                 changes.setdefault("started_at", now)
@@ -596,3 +622,47 @@ class Store:
                 setattr(row, key, dict(value) if isinstance(value, Mapping) else value)
             session.flush()
             return _job_record(row)
+
+    # --- mini-batches ------------------------------------------------------------------------------
+
+    def plan_job(self, name: str, batches: list[list[Any]]) -> list[MiniBatchRecord]:
+        """Record a job's mini-batches (their items, in order) once; a job planned already keeps its plan.
+
+        Returns the job's mini-batches as stored, so a resumed job sees what was done before.
+        """
+        with self.session(write=True) as session:
+            self._job(session, name)
+            query = select(MiniBatch).where(MiniBatch.job_name == name).order_by(MiniBatch.index)
+            rows = list(session.scalars(query))
+            if not rows:
+                now = _now()
+                rows = [
+                    MiniBatch(job_name=name, index=i, items=list(items), status="pending", attempts=0, rows=None,
+                              failed_items=0, error=None, updated_at=now)
+                    for i, items in enumerate(batches)
+                ]  # fmt: skip
+                session.add_all(rows)
+                session.flush()
+            return [_mini_batch_record(row) for row in rows]
+
+    def mini_batches(self, name: str) -> list[MiniBatchRecord]:
+        """A job's mini-batches, in order (empty until the job is planned)."""
+        query = select(MiniBatch).where(MiniBatch.job_name == name).order_by(MiniBatch.index)
+        with self.session() as session:
+            return [_mini_batch_record(row) for row in session.scalars(query)]
+
+    def update_mini_batch(self, name: str, index: int, /, **changes: Any) -> None:
+        """Change a mini-batch's ``status``, ``attempts``, ``rows``, ``failed_items`` or ``error``."""
+        unknown = set(changes) - _MINI_BATCH_MUTABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; updatable: {sorted(_MINI_BATCH_MUTABLE)}")
+        if "status" in changes:
+            _check_state(changes["status"], MINI_BATCH_STATUSES, "status")
+        with self.session(write=True) as session:
+            result = session.execute(
+                update(MiniBatch)
+                .where(MiniBatch.job_name == name, MiniBatch.index == index)
+                .values(**changes, updated_at=_now())
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFoundError(f"mini-batch {index} of job '{name}' not found")

@@ -1,0 +1,323 @@
+"""The control plane's operations on batch endpoints, batch deployments and jobs, independent of HTTP.
+
+As :mod:`tiffin.api.control` does for online endpoints: plain JSON-ready values in and out, errors raised
+as :class:`~tiffin.errors.TiffinError` subclasses, blocking on the store (the REST layer runs these in a
+worker thread). Jobs themselves run in :class:`tiffin.batch.BatchScheduler`; invoking one here only queues
+it, with the deployment's spec as it is now and the input files resolved.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tiffin.auth import Credentials
+from tiffin.batch import INPUT_TYPES, job_progress, resolve_input
+from tiffin.errors import ConflictError, NotFoundError, SpecError
+from tiffin.paths import job_log_path
+from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec
+from tiffin.store import TERMINAL_JOB_STATUSES, DeploymentRecord, EndpointRecord, JobRecord, Store
+
+from .control import credentials_json
+
+__all__ = ["MAX_ERRORS_SHOWN", "BatchControl"]
+
+MAX_ERRORS_SHOWN = 20
+"""How many mini-batch errors ``job show`` lists (the job log has them all)."""
+
+_ANSWER_FIELDS = frozenset({"provisioning_state", "scoring_uri", "kind", "created_at", "updated_at", "reason"})
+_INVOKE_FIELDS = frozenset({"input", "input_type", "deployment_name", "inputs", "job_name"})
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _without(body: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key not in fields}
+
+
+class BatchControl:
+    """Batch endpoints, deployments and jobs over one :class:`Store`; ``home`` is ``TIFFIN_HOME``."""
+
+    def __init__(self, store: Store, *, public_url: str, home: Path) -> None:
+        self.store = store
+        self.public_url = public_url.rstrip("/")
+        self.home = home
+
+    # --- serialisation -----------------------------------------------------------------------------
+
+    def endpoint_json(self, record: EndpointRecord) -> dict[str, Any]:
+        """A batch endpoint as ``az ml batch-endpoint show`` prints it (never its keys)."""
+        return {
+            **record.spec,
+            "name": record.name,
+            "auth_mode": record.auth_mode,
+            "defaults": record.spec.get("defaults") or {"deployment_name": None},
+            "scoring_uri": f"{self.public_url}/api/batch-endpoints/{record.name}/jobs",
+            "provisioning_state": record.provisioning_state,
+            "kind": "batch",
+            "created_at": _iso(record.created_at),
+            "updated_at": _iso(record.updated_at),
+        }
+
+    @staticmethod
+    def deployment_json(record: DeploymentRecord) -> dict[str, Any]:
+        """A batch deployment: its spec in Azure's (newer, ``settings:``) shape and its state."""
+        return {
+            **record.spec,
+            "endpoint_name": record.endpoint_name,
+            "provisioning_state": record.state,
+            "created_at": _iso(record.created_at),
+            "updated_at": _iso(record.updated_at),
+        }
+
+    def job_json(self, record: JobRecord) -> dict[str, Any]:
+        """A job as ``az ml job show`` prints one (with Azure's status names), plus its progress and errors."""
+        batches = self.store.mini_batches(record.name)
+        errors = [
+            {"mini_batch": b.index, "items": b.items, "attempts": b.attempts, "error": b.error}
+            for b in batches
+            if b.error and b.status in ("failed", "pending", "running")
+        ]
+        progress = job_progress(self.store, record.name).as_dict() if batches else (record.progress or {})
+        inputs = dict(record.inputs)
+        files = inputs.pop("files", [])
+        return {
+            "name": record.name,
+            "type": "batch",
+            "status": record.status,
+            "endpoint_name": record.endpoint_name,
+            "deployment_name": record.deployment_name,
+            "inputs": {**inputs, "input_files": len(files)},
+            "outputs": record.outputs or {},
+            "error": record.error,
+            "errors": errors[:MAX_ERRORS_SHOWN],
+            "progress": progress,
+            "log": str(job_log_path(self.home, record.name)),
+            "creation_context": {"created_at": _iso(record.created_at)},
+            "start_time": _iso(record.started_at),
+            "end_time": _iso(record.finished_at),
+        }
+
+    # --- endpoints ---------------------------------------------------------------------------------
+
+    def endpoint(self, name: str) -> EndpointRecord:
+        """The batch endpoint ``name`` (:class:`NotFoundError` if missing or an online endpoint)."""
+        return self.store.get_endpoint(name, "batch")
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        """Every batch endpoint, by name."""
+        return [self.endpoint_json(record) for record in self.store.list_endpoints("batch")]
+
+    def get_endpoint(self, name: str) -> dict[str, Any]:
+        """One batch endpoint."""
+        return self.endpoint_json(self.endpoint(name))
+
+    def create_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a batch endpoint from its Azure spec (``defaults.deployment_name`` must be empty or exist
+        later: a new endpoint has no deployments, so it is left unset until one is created)."""
+        spec = parse_spec(_without(body, _ANSWER_FIELDS), BatchEndpoint, "batch endpoint").spec
+        stored = {k: v for k, v in spec.to_yaml_dict().items() if k not in ("name", "auth_mode")}
+        record = self.store.create_endpoint("batch", spec.name, stored, spec.auth_mode, provisioning_state="Succeeded")
+        return self.endpoint_json(record)
+
+    def update_endpoint(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change spec fields (description, tags, auth_mode, ``defaults.deployment_name``...)."""
+        changes = _without(changes, _ANSWER_FIELDS)
+        current = self.endpoint(name)
+        if changes.get("name", name) != name:
+            raise SpecError(f"is {changes['name']!r} but the URL names endpoint '{name}'", field="name")
+        merged = {**current.spec, "name": name, "auth_mode": current.auth_mode, **changes}
+        spec = parse_spec(merged, BatchEndpoint, f"batch endpoint '{name}'").spec
+        default = spec.defaults.deployment_name
+        if default is not None and default not in {d.name for d in self.store.list_deployments(name)}:
+            raise SpecError(
+                f"names deployment '{default}', which endpoint '{name}' does not have; create it first",
+                field="defaults.deployment_name",
+            )
+        stored = {k: v for k, v in spec.to_yaml_dict().items() if k not in ("name", "auth_mode")}
+        record = self.store.update_endpoint(name, kind="batch", spec=stored, auth_mode=spec.auth_mode)
+        return self.endpoint_json(record)
+
+    def delete_endpoint(self, name: str) -> None:
+        """Delete the endpoint and its deployments; its jobs stay, as history (queued ones are canceled)."""
+        self.endpoint(name)
+        for job in self.store.list_jobs(name):
+            if job.status not in TERMINAL_JOB_STATUSES:
+                self.store.update_job(job.name, status="Canceled", error="its endpoint was deleted")
+        self.store.delete_endpoint(name, "batch")
+
+    def credentials(self, name: str) -> dict[str, str]:
+        """Keys (``auth_mode: key``) or a fresh token (``aml_token``/``aad_token``) for invoking the endpoint."""
+        return credentials_json(self.endpoint(name))
+
+    def credentials_of(self, name: str) -> Credentials:
+        """What the invoke call accepts, for the REST layer's check."""
+        record = self.endpoint(name)
+        return Credentials(record.auth_mode, record.primary_key, record.secondary_key, record.token_secret)
+
+    # --- deployments -------------------------------------------------------------------------------
+
+    def list_deployments(self, endpoint: str) -> list[dict[str, Any]]:
+        """The deployments of one batch endpoint."""
+        self.endpoint(endpoint)
+        return [self.deployment_json(record) for record in self.store.list_deployments(endpoint)]
+
+    def get_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        """One batch deployment."""
+        self.endpoint(endpoint)
+        return self.deployment_json(self.store.get_deployment(endpoint, name))
+
+    def put_deployment(
+        self, endpoint: str, name: str, body: Mapping[str, Any], *, set_default: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or replace a batch deployment; returns it and whether it is new.
+
+        Nothing runs until a job does, so the deployment is ``Succeeded`` once its spec is valid and its code
+        and model are where it says. It becomes the endpoint's default with ``set_default``, or when the
+        endpoint has none yet.
+        """
+        body = _without(body, _ANSWER_FIELDS)
+        for field, expected in (("name", name), ("endpoint_name", endpoint)):
+            if body.get(field, expected) != expected:
+                raise SpecError(f"is {body[field]!r} but the URL names '{expected}'; make them agree", field=field)
+        target = self.endpoint(endpoint)
+        spec = parse_spec(
+            {**body, "name": name, "endpoint_name": endpoint}, BatchDeployment, f"batch deployment '{name}'"
+        )
+        _check_runnable(spec.spec)
+        record = self.store.put_deployment(endpoint, name, "batch", spec.spec.to_yaml_dict())
+        created = record.state == "Creating"
+        record = self.store.set_deployment_state(endpoint, name, "Succeeded") or record
+        defaults = target.spec.get("defaults") or {}
+        if set_default or not defaults.get("deployment_name"):
+            self.store.update_endpoint(
+                endpoint, kind="batch", spec={**target.spec, "defaults": {"deployment_name": name}}
+            )
+        return self.deployment_json(record), created
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Delete a batch deployment; not the endpoint's default while others could take its place."""
+        target = self.endpoint(endpoint)
+        default = (target.spec.get("defaults") or {}).get("deployment_name")
+        others = [d.name for d in self.store.list_deployments(endpoint) if d.name != name]
+        if default == name and others:
+            raise ConflictError(
+                f"deployment '{name}' is the default of batch endpoint '{endpoint}'; make another the default "
+                f"first: `tiffin batch-endpoint update -n {endpoint} --set defaults.deployment_name={others[0]}`"
+            )
+        self.store.delete_deployment(endpoint, name)
+        if default == name:
+            self.store.update_endpoint(
+                endpoint, kind="batch", spec={**target.spec, "defaults": {"deployment_name": None}}
+            )
+
+    # --- jobs --------------------------------------------------------------------------------------
+
+    def invoke(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Queue a job: ``{"input": PATH, "input_type"?, "deployment_name"?, "inputs"?, "job_name"?}``.
+
+        ``input`` is a folder, a file or a glob pattern on the server's machine (absolute, or relative to
+        the server's working directory); ``inputs`` are literal values kept with the job and given to the
+        scoring code as ``AZUREML_BI_<NAME>`` variables.
+        """
+        unknown = sorted(set(body) - _INVOKE_FIELDS)
+        if unknown:
+            raise SpecError(f"is not an invoke field; send {', '.join(sorted(_INVOKE_FIELDS))}", field=unknown[0])
+        target = self.endpoint(endpoint)
+        name = body.get("deployment_name") or (target.spec.get("defaults") or {}).get("deployment_name")
+        if not name:
+            raise ConflictError(
+                f"batch endpoint '{endpoint}' has no default deployment; pass --deployment-name or create one with "
+                f"`tiffin batch-deployment create --endpoint-name {endpoint} --set-default -f deployment.yml`"
+            )
+        deployment = self.store.get_deployment(endpoint, name)
+        source = body.get("input")
+        if not isinstance(source, str) or not source:
+            raise SpecError("is required: a folder, a file or a glob pattern of input files", field="input")
+        input_type = body.get("input_type")
+        if input_type is not None and input_type not in INPUT_TYPES:
+            raise SpecError(f"must be one of {', '.join(INPUT_TYPES)} (got {input_type!r})", field="input_type")
+        literals = body.get("inputs") or {}
+        if not isinstance(literals, Mapping) or not all(
+            isinstance(v, str | int | float | bool) for v in literals.values()
+        ):
+            raise SpecError("must map names to literal values (strings, numbers, booleans)", field="inputs")
+        files = resolve_input(source, input_type)
+        spec = dict(deployment.spec)
+        if literals:
+            settings = dict(spec.get("settings") or {})
+            env = dict(settings.get("environment_variables") or {})
+            env.update({f"AZUREML_BI_{k.upper()}": str(v) for k, v in literals.items()})
+            spec["settings"] = {**settings, "environment_variables": env}
+        job_name = body.get("job_name") or f"batchjob-{uuid.uuid4()}"
+        inputs = {"input": source, "input_type": input_type or ("uri_folder" if Path(source).is_dir() else "uri_file"),
+                  **({"literals": dict(literals)} if literals else {}), "files": files}  # fmt: skip
+        record = self.store.create_job(job_name, endpoint, name, inputs, spec=spec)
+        return self.job_json(record)
+
+    def list_jobs(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, oldest first; of one batch endpoint when ``endpoint`` is given."""
+        if endpoint is not None:
+            self.endpoint(endpoint)
+        return [self.job_json(record) for record in self.store.list_jobs(endpoint)]
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        """One job."""
+        return self.job_json(self.store.get_job(name))
+
+    def cancel_job(self, name: str) -> dict[str, Any]:
+        """Cancel a queued or running job (its workers stop within a second); a finished job is left as it is."""
+        job = self.store.get_job(name)
+        if job.status in TERMINAL_JOB_STATUSES:
+            raise ConflictError(f"job '{name}' already ended ({job.status}); there is nothing to cancel")
+        self.store.update_job(name, expected_status=job.status, status="Canceled", error="canceled by the user")
+        return self.get_job(name)
+
+    def job_log(self, name: str, offset: int) -> tuple[bytes, int]:
+        """The job log from byte ``offset`` on (at most 1 MiB) and the offset to ask for next."""
+        self.store.get_job(name)
+        path = job_log_path(self.home, name)
+        if not path.exists():
+            return b"", offset
+        with open(path, "rb") as log:
+            log.seek(offset)
+            data = log.read(1 << 20)
+        return data, offset + len(data)
+
+    def job_output(self, name: str, output_name: str = "score") -> Path:
+        """The file of a completed job's named output (Azure's ``score``)."""
+        job = self.store.get_job(name)
+        output = (job.outputs or {}).get(output_name)
+        if output is None:
+            if job.status != "Completed":
+                raise ConflictError(f"job '{name}' is {job.status}; its outputs appear once it has Completed")
+            raise NotFoundError(
+                f"job '{name}' has no output '{output_name}' (output_action summary_only writes none); "
+                f"outputs: {', '.join(job.outputs or {}) or 'none'}"
+            )
+        path = Path(output["path"])
+        if not path.is_file():
+            raise NotFoundError(f"the output file of job '{name}' is gone from {path}")
+        return path
+
+
+def _check_runnable(deployment: BatchDeployment) -> None:
+    """Refuse at creation what no job could run: no script and no MLflow model, a missing script or model."""
+    from tiffin.runners.factory import is_mlflow_model
+
+    code = deployment.code_configuration
+    if code is not None and code.scoring_script:
+        script = Path(code.code) / code.scoring_script
+        if not script.is_file():
+            raise SpecError(f"scoring script {script} does not exist", field="code_configuration.scoring_script")
+        return
+    if not is_mlflow_model(deployment):
+        raise SpecError(
+            "a batch deployment needs code_configuration (code + scoring_script), or an MLflow model "
+            "(model.type: mlflow_model) to run without one",
+            field="code_configuration",
+        )

@@ -1,0 +1,269 @@
+"""Runs one batch job to its end: plan, hand mini-batches to a pool, retry, count failures, write the output.
+
+The job's progress lives in the store, one row per mini-batch (:meth:`tiffin.store.Store.plan_job`): a
+mini-batch is ``done`` only once its output part is on disk, so a job picked up again after a restart
+skips what is done and runs the rest, and its output holds exactly one copy of each part. Rules are
+Azure's and live in :mod:`tiffin.batch.planner`: ``retry_settings.max_retries`` and ``.timeout`` per
+mini-batch, ``error_threshold`` over failed inputs, ``output_action`` and ``output_file_name``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
+from tiffin.batch.pool import LocalPool, Pool
+from tiffin.paths import job_dir, job_log_path
+from tiffin.specs import BatchDeployment, parse_spec
+from tiffin.store import JobRecord, Store
+
+__all__ = ["RAY_ADDRESS_ENV", "JobRunner", "job_progress"]
+
+logger = logging.getLogger("tiffin.batch")
+
+RAY_ADDRESS_ENV = "TIFFIN_RAY_ADDRESS"
+"""Names a Ray cluster (``ray://host:10001``, ``auto``, or ``local`` for a Ray started here): mini-batches
+then run on Ray actors. Read from the deployment's environment_variables first, then tiffin serve's."""
+
+_CANCEL_POLL_S = 0.5
+
+PoolFactory = Callable[[int, dict[str, Any], IO[bytes], BatchDeployment], Pool]
+
+
+def job_progress(store: Store, job: str) -> Progress:
+    """A job's progress, from its mini-batches."""
+    return Progress.of([(b.status, len(b.items), b.failed_items, b.rows) for b in store.mini_batches(job)])
+
+
+class _JobFailed(Exception):
+    """The job cannot complete (error threshold, init() failed); the message says why."""
+
+
+class JobRunner:
+    """Runs job ``name`` in the calling thread; :meth:`run` returns when it ended or ``stop`` was set.
+
+    ``stop`` is set when the server shuts down: the workers are stopped and the job stays ``Running``,
+    to be resumed by the next server. A job canceled in the store (``Canceled``) is noticed within half a
+    second and its workers stopped.
+    """
+
+    def __init__(self, store: Store, name: str, home: Path, *, stop: threading.Event | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.home = home
+        self.stop = stop or threading.Event()
+        self._log: IO[bytes] | None = None
+
+    # --- the job -----------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run the job; returns its final status, or ``"Running"`` if interrupted by ``stop``."""
+        job = self.store.get_job(self.name)
+        folder = job_dir(self.home, self.name)
+        (folder / "parts").mkdir(parents=True, exist_ok=True)
+        with open(job_log_path(self.home, self.name), "ab") as log:
+            self._log = log
+            try:
+                return self._run(job, folder)
+            except _JobFailed as exc:
+                return self._finish("Failed", error=str(exc))
+            except Exception as exc:  # a bug of ours: the job fails with the reason, the server goes on
+                logger.exception("batch job %s failed unexpectedly", self.name)
+                return self._finish("Failed", error=f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                self._log = None
+
+    def _run(self, job: JobRecord, folder: Path) -> str:
+        deployment = parse_spec(job.spec or {}, BatchDeployment, f"batch deployment of job {self.name}").spec
+        settings = deployment.settings
+        files = list(job.inputs.get("files", []))
+        batches = self.store.plan_job(self.name, [list(b.items) for b in plan(files, settings.mini_batch_size)])
+        writes = settings.output_action == "append_row"
+        parts = folder / "parts"
+        items = {b.index: list(b.items) for b in batches}
+        pending = deque(
+            b.index
+            for b in batches
+            if b.status in ("pending", "running")
+            or (b.status == "done" and writes and not _part(parts, b.index).exists())
+        )
+        failed_items = sum(b.failed_items for b in batches if b.status in ("done", "failed"))
+        attempts = {b.index: b.attempts for b in batches}
+        self._say(
+            f"job {self.name}: {len(files)} input file(s), {len(batches)} mini-batch(es) of {settings.mini_batch_size}"
+            + (f"; resuming, {len(batches) - len(pending)} already done" if len(pending) < len(batches) else "")
+        )
+        if pending:
+            size = min(deployment.instance_count * settings.max_concurrency_per_instance, len(pending))
+            pool = self._pool(size, job, deployment)
+            try:
+                outcome = self._drive(pool, pending, items, attempts, failed_items, settings, parts if writes else None)
+            finally:
+                pool.close()
+            if outcome is not None:
+                return outcome
+        return self._complete(folder, settings.output_file_name if writes else None)
+
+    def _drive(
+        self,
+        pool: Pool,
+        pending: deque[int],
+        items: dict[int, list[str]],
+        attempts: dict[int, int],
+        failed_items: int,
+        settings: Any,
+        parts: Path | None,
+    ) -> str | None:
+        """Run the pending mini-batches; None when they all ran, else the status the job ended in."""
+        timeout_s = settings.retry_settings.timeout
+        max_retries = settings.retry_settings.max_retries
+        idle: set[int] = set()
+        running: dict[int, tuple[int, float]] = {}  # slot -> (mini-batch, deadline)
+        next_cancel_check = 0.0
+        pool.start()
+
+        def failure(index: int, message: str) -> None:
+            nonlocal failed_items
+            if after_failure(attempts[index], max_retries) == "retry":
+                self._say(f"mini-batch {index} failed (attempt {attempts[index]}), retrying: {message}")
+                self.store.update_mini_batch(self.name, index, status="pending", error=message)
+                pending.append(index)
+                return
+            self._say(f"mini-batch {index} failed after {attempts[index]} attempt(s): {message}")
+            self.store.update_mini_batch(
+                self.name, index, status="failed", failed_items=len(items[index]), error=message
+            )
+            failed_items += len(items[index])
+            if over_threshold(failed_items, settings.error_threshold):
+                raise _JobFailed(
+                    f"{failed_items} input file(s) failed, more than error_threshold ({settings.error_threshold}); "
+                    f"last error: {message}"
+                )
+
+        while pending or running:
+            now = time.monotonic()
+            if self.stop.is_set():
+                self._say("the server is stopping; the job will resume when it starts again")
+                return "Running"
+            if now >= next_cancel_check:
+                next_cancel_check = now + _CANCEL_POLL_S
+                if self.store.get_job(self.name).status == "Canceled":
+                    self._say("canceled")
+                    return "Canceled"
+            while pending and idle:
+                slot, index = idle.pop(), pending.popleft()
+                attempts[index] += 1
+                self.store.update_mini_batch(self.name, index, status="running", attempts=attempts[index])
+                part = str(_part(parts, index)) if parts is not None else None
+                pool.submit(slot, index, items[index], part)
+                running[slot] = (index, time.monotonic() + timeout_s)
+            for event in pool.wait(0.2):
+                if event.kind == "ready":
+                    idle.add(event.slot)
+                elif event.kind == "load_failed":
+                    raise _JobFailed(f"the scoring code failed to load in a worker: {event.message}")
+                elif event.kind == "done" and event.index is not None:
+                    running.pop(event.slot, None)
+                    idle.add(event.slot)
+                    self.store.update_mini_batch(
+                        self.name, event.index, status="done", rows=event.rows, failed_items=event.failed_items,
+                        error=None,
+                    )  # fmt: skip
+                    failed_items += event.failed_items
+                    if event.failed_items and over_threshold(failed_items, settings.error_threshold):
+                        raise _JobFailed(
+                            f"{failed_items} input file(s) failed, more than error_threshold "
+                            f"({settings.error_threshold}); run() returned fewer rows than it was given files"
+                        )
+                elif event.kind == "error" and event.index is not None:
+                    running.pop(event.slot, None)
+                    idle.add(event.slot)
+                    failure(event.index, event.message)
+                elif event.kind == "died":
+                    lost = running.pop(event.slot, (None, 0.0))[0]
+                    idle.discard(event.slot)
+                    pool.restart(event.slot)
+                    if lost is not None:
+                        failure(lost, event.message)
+            now = time.monotonic()
+            for slot, (index, deadline) in list(running.items()):
+                if now > deadline:
+                    del running[slot]
+                    pool.restart(slot)
+                    failure(index, f"timed out after {timeout_s}s (retry_settings.timeout); the worker was killed")
+        return None
+
+    def _pool(self, size: int, job: JobRecord, deployment: BatchDeployment) -> Pool:
+        settings = {
+            "spec": job.spec,
+            "home": str(self.home),
+            "identity": f"batch-{job.endpoint_name}/{deployment.name}",
+        }
+        env = {**os.environ, **{str(k): str(v) for k, v in deployment.environment_variables.items()}}
+        address = env.get(RAY_ADDRESS_ENV)
+        assert self._log is not None
+        if address:
+            from tiffin.batch.ray_pool import RayPool
+
+            self._say(f"running {size} worker(s) on the Ray cluster at {address}")
+            return RayPool(size=size, address=address, settings=settings)
+        self._say(f"starting {size} worker process(es)")
+        return LocalPool(size=size, job=self.name, settings=settings, log=self._log, env=env)
+
+    # --- the end -------------------------------------------------------------------------------------
+
+    def _complete(self, folder: Path, output_file_name: str | None) -> str:
+        batches = self.store.mini_batches(self.name)
+        outputs: dict[str, Any] = {}
+        if output_file_name is not None:
+            target = folder / "outputs" / output_file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            with open(tmp, "wb") as out:
+                for batch in batches:
+                    if batch.status == "done":
+                        with open(_part(folder / "parts", batch.index), "rb") as part:
+                            shutil.copyfileobj(part, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)  # the output appears whole, never half written
+            outputs["score"] = {"type": "uri_file", "path": str(target), "output_file_name": output_file_name}
+        progress = job_progress(self.store, self.name)
+        self._say(
+            f"completed: {progress.done}/{progress.total} mini-batches, {progress.rows} row(s), "
+            f"{progress.failed_items} failed input(s)"
+        )
+        return self._finish("Completed", outputs=outputs)
+
+    def _finish(self, status: str, *, error: str | None = None, outputs: dict[str, Any] | None = None) -> str:
+        if status == "Failed":
+            self._say(f"failed: {error}")
+        changes: dict[str, Any] = {"status": status, "progress": job_progress(self.store, self.name).as_dict()}
+        if error is not None:
+            changes["error"] = error
+        if outputs is not None:
+            changes["outputs"] = outputs
+        # Compare-and-set: a job canceled meanwhile stays canceled.
+        done = self.store.update_job(self.name, expected_status="Running", **changes)
+        return status if done is not None else self.store.get_job(self.name).status
+
+    def _say(self, line: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        logger.info("batch job %s: %s", self.name, line)
+        if self._log is not None:
+            self._log.write(f"{stamp} tiffin: {line}\n".encode())
+            self._log.flush()
+
+
+def _part(parts: Path | None, index: int) -> Path:
+    assert parts is not None
+    return parts / f"{index:06d}.csv"

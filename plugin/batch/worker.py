@@ -1,0 +1,128 @@
+"""A batch worker process: ``init()`` once, then one mini-batch after another, as the job's pool sends them.
+
+Started by :class:`tiffin.batch.pool.LocalPool` as ``python -m tiffin.batch.worker --job NAME --fd N``;
+it talks to the pool over the inherited pipe ``N`` (a :class:`multiprocessing.connection.Connection`), so
+what the scoring code prints goes to the job's log, not into the protocol:
+
+* pool → worker: the job's settings once, then ``("run", index, items, part_path)`` per mini-batch,
+  or ``("stop",)``;
+* worker → pool: ``("ready",)`` or ``("load_failed", message)``, then ``("done", index, rows,
+  failed_items)`` or ``("error", index, message)`` per mini-batch.
+
+The mini-batch's output part is written to a temporary file and renamed into place, so a part either
+exists whole or not at all. A worker whose pool process goes away exits (it must not outlive the
+server that started it, nor write parts nobody waits for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+__all__ = ["WorkerSettings", "main", "make_scorer", "write_part"]
+
+
+def write_part(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: whole, or not at all (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+WorkerSettings = dict[str, Any]
+"""``{"spec": batch deployment spec (dict), "home": TIFFIN_HOME, "identity": "endpoint/deployment"}``."""
+
+
+def make_scorer(settings: WorkerSettings) -> Any:
+    """The deployment's scorer, its model laid out under ``AZUREML_MODEL_DIR`` for a scoring script."""
+    from tiffin.paths import model_mounts_dir
+    from tiffin.replica.layout import stage_model
+    from tiffin.runners.batch import batch_scorer_for
+    from tiffin.runners.factory import is_mlflow_model
+    from tiffin.specs import BatchDeployment, parse_spec
+
+    deployment = parse_spec(settings["spec"], BatchDeployment, "batch deployment").spec
+    model_dir = None
+    if not is_mlflow_model(deployment):
+        model_dir = stage_model(deployment, model_mounts_dir(Path(settings["home"])), identity=settings["identity"])
+    return batch_scorer_for(deployment, model_dir=model_dir)
+
+
+def _exit_with_parent() -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tiffin-parent-watch", daemon=True).start()
+
+
+def serve(conn: Connection, settings: WorkerSettings) -> int:
+    """Load the scorer, then score what ``conn`` sends until told to stop; the exit code."""
+    from tiffin.errors import TiffinError
+
+    try:
+        scorer = make_scorer(settings)
+        scorer.load()
+    except TiffinError as exc:
+        conn.send(("load_failed", exc.message))
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        conn.send(("load_failed", f"{type(exc).__name__}: {exc}"))
+        return 1
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return 0  # the pool is gone
+        if message[0] != "run":
+            return 0
+        _, index, items, part = message
+        try:
+            output = scorer.score(items)
+            if part:
+                write_part(Path(part), output.csv)
+        except Exception as exc:
+            print(f"mini-batch {index} failed:", file=sys.stderr)
+            traceback.print_exc()
+            text = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            conn.send(("error", index, text))
+            continue
+        conn.send(("done", index, output.rows, output.failed_items))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``--fd`` is the pipe to the pool; ``--job`` only names the process (for ``ps``)."""
+    parser = argparse.ArgumentParser(prog="python -m tiffin.batch.worker")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    _exit_with_parent()
+    conn = Connection(args.fd)
+    try:
+        settings = conn.recv()
+    except (EOFError, OSError):
+        return 1
+    with contextlib.suppress(BrokenPipeError, EOFError, OSError):
+        return serve(conn, settings)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

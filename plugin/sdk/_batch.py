@@ -1,0 +1,218 @@
+"""``client.batch_endpoints``, ``client.batch_deployments`` and ``client.jobs``: batch scoring, as azure-ai-ml's
+``MLClient`` groups of the same names."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from tiffin.errors import NotFoundError, RequestTimeoutError, SpecError
+from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec
+from tiffin.store import TERMINAL_JOB_STATUSES
+
+from ._transport import Transport, path
+
+__all__ = ["BatchDeploymentOperations", "BatchEndpointOperations", "JobOperations"]
+
+_ROOT = "/batch-endpoints"
+
+
+def _spec(kind: type, value: Any, label: str) -> dict[str, Any]:
+    """The whole spec, validated here first so a mistake is reported before anything is sent."""
+    if isinstance(value, kind):
+        return value.to_yaml_dict()  # type: ignore[attr-defined]
+    return parse_spec(dict(value), kind, label).spec.to_yaml_dict()
+
+
+def absolute_input(value: str) -> str:
+    """A local input path (folder, file or glob) made absolute: the server does not share our directory."""
+    if "://" in value or value.startswith("azureml:"):
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+class BatchEndpointOperations:
+    """Batch endpoints; methods return plain dicts shaped as ``tiffin batch-endpoint show`` prints them."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def create_or_update(self, endpoint: BatchEndpoint | Mapping[str, Any]) -> dict[str, Any]:
+        """Create the endpoint, or change the fields given if it exists."""
+        data = _spec(BatchEndpoint, endpoint, "batch endpoint")
+        name = data["name"]
+        try:
+            self.get(name)
+        except NotFoundError:
+            return self._t.request("POST", _ROOT, json=data)
+        if isinstance(endpoint, BatchEndpoint):
+            given = endpoint.model_dump(mode="json", exclude_unset=True)
+        else:
+            given = dict(endpoint)
+        return self.update(name, {k: v for k, v in given.items() if k != "name"})
+
+    def create(self, endpoint: BatchEndpoint | Mapping[str, Any]) -> dict[str, Any]:
+        """Create the endpoint; ConflictError if the name is taken."""
+        return self._t.request("POST", _ROOT, json=_spec(BatchEndpoint, endpoint, "batch endpoint"))
+
+    def update(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change some fields (description, tags, auth_mode, ``defaults.deployment_name``)."""
+        return self._t.request("PATCH", path("batch-endpoints", name), json=dict(changes))
+
+    def get(self, name: str) -> dict[str, Any]:
+        """One batch endpoint."""
+        return self._t.request("GET", path("batch-endpoints", name))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every batch endpoint."""
+        return self._t.request("GET", _ROOT)
+
+    def delete(self, name: str) -> None:
+        """Delete the endpoint and its deployments (its jobs stay, as history)."""
+        self._t.request("DELETE", path("batch-endpoints", name))
+
+    def get_keys(self, name: str) -> dict[str, str]:
+        """Keys or a fresh token for invoking the endpoint over REST."""
+        return self._t.request("GET", path("batch-endpoints", name, "credentials"))
+
+    def invoke(
+        self,
+        endpoint_name: str,
+        input: str | os.PathLike[str],
+        *,
+        deployment_name: str | None = None,
+        input_type: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        job_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a job over ``input`` (a folder, a file or a glob pattern); returns the queued job at once."""
+        body: dict[str, Any] = {"input": absolute_input(os.fspath(input))}
+        for key, value in (("deployment_name", deployment_name), ("input_type", input_type), ("job_name", job_name)):
+            if value is not None:
+                body[key] = value
+        if inputs:
+            body["inputs"] = dict(inputs)
+        return self._t.request("POST", path("batch-endpoints", endpoint_name, "jobs"), json=body)
+
+    def list_jobs(self, endpoint_name: str) -> list[dict[str, Any]]:
+        """The endpoint's jobs, oldest first."""
+        return self._t.request("GET", path("batch-endpoints", endpoint_name, "jobs"))
+
+
+class BatchDeploymentOperations:
+    """Batch deployments of batch endpoints."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def create_or_update(
+        self,
+        deployment: BatchDeployment | Mapping[str, Any],
+        endpoint_name: str | None = None,
+        *,
+        set_default: bool = False,
+    ) -> dict[str, Any]:
+        """Create or replace the deployment (ready at once: nothing runs until a job does)."""
+        data = dict(deployment.to_yaml_dict() if isinstance(deployment, BatchDeployment) else deployment)
+        if endpoint_name:
+            data["endpoint_name"] = endpoint_name
+        data = _spec(BatchDeployment, data, f"batch deployment '{data.get('name')}'")
+        endpoint = data.get("endpoint_name")
+        if not endpoint:
+            raise SpecError("say which batch endpoint the deployment belongs to", field="endpoint_name")
+        route = path("batch-endpoints", endpoint, "deployments", data["name"])
+        return self._t.request("PUT", route, json=data, params={"set_default": 1} if set_default else None)
+
+    def get(self, name: str, endpoint_name: str) -> dict[str, Any]:
+        """One batch deployment."""
+        return self._t.request("GET", path("batch-endpoints", endpoint_name, "deployments", name))
+
+    def list(self, endpoint_name: str) -> list[dict[str, Any]]:
+        """The endpoint's deployments."""
+        return self._t.request("GET", path("batch-endpoints", endpoint_name, "deployments"))
+
+    def delete(self, name: str, endpoint_name: str) -> None:
+        """Delete the deployment (not the default of an endpoint that has others)."""
+        self._t.request("DELETE", path("batch-endpoints", endpoint_name, "deployments", name))
+
+
+class JobOperations:
+    """Batch jobs: show, list, follow, cancel, download."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The job: ``status`` (Queued, Running, Completed, Failed, Canceled), ``progress``, ``outputs``, ``errors``."""
+        return self._t.request("GET", path("jobs", name))
+
+    def list(self, endpoint_name: str | None = None) -> list[dict[str, Any]]:
+        """Every job, or one endpoint's, oldest first."""
+        if endpoint_name is not None:
+            return self._t.request("GET", path("batch-endpoints", endpoint_name, "jobs"))
+        return self._t.request("GET", "/jobs")
+
+    def cancel(self, name: str) -> dict[str, Any]:
+        """Cancel a queued or running job."""
+        return self._t.request("POST", path("jobs", name, "cancel"))
+
+    def read_log(self, name: str, offset: int = 0) -> tuple[str, int]:
+        """The job log from byte ``offset``; the text and the offset to read from next."""
+        response = self._t.response("GET", path("jobs", name, "log"), params={"offset": offset})
+        next_offset = int(response.headers.get("x-tiffin-log-offset", offset))
+        return response.content.decode("utf-8", errors="replace"), next_offset
+
+    def stream(
+        self,
+        name: str,
+        *,
+        out: TextIO | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        interval: float = 0.5,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Follow the job to its end: its log to ``out``, each state to ``on_progress``; the final job."""
+        offset = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(name)
+            text, offset = self.read_log(name, offset)
+            if text and out is not None:
+                out.write(text)
+                out.flush()
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in TERMINAL_JOB_STATUSES:
+                text, offset = self.read_log(name, offset)  # what was written while it finished
+                if text and out is not None:
+                    out.write(text)
+                    out.flush()
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise RequestTimeoutError(f"job '{name}' is still {job['status']} after {timeout:g}s")
+            time.sleep(interval)
+
+    def wait(self, name: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job ends; the final job."""
+        return self.stream(name, timeout=timeout)
+
+    def download(self, name: str, download_path: str | os.PathLike[str] = ".", output_name: str = "score") -> Path:
+        """Write the job's output file into ``download_path``; returns the file written."""
+        response = self._t.response("GET", path("jobs", name, "outputs", output_name))
+        folder = Path(download_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        filename = _attachment_name(response.headers.get("content-disposition", "")) or "predictions.csv"
+        target = folder / filename
+        target.write_bytes(response.content)
+        return target
+
+
+def _attachment_name(disposition: str) -> str | None:
+    for part in disposition.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "filename" and value:
+            return os.path.basename(value.strip('"'))
+    return None

@@ -1,0 +1,205 @@
+"""Batch scoring: one mini-batch of input files in, output rows out, as Azure's batch driver does it.
+
+Two scorers, chosen by :func:`batch_scorer_for` from a batch deployment spec:
+
+* :class:`ScriptBatchScorer`: an Azure batch scoring script, unmodified. ``init()`` runs once per
+  worker; ``run(mini_batch)`` gets the list of file paths and returns a list or a pandas DataFrame,
+  whose elements (rows) go to the output as they are. Azure counts each returned element as one input
+  that succeeded, so fewer elements than inputs count the difference as failed.
+* :class:`MLflowBatchScorer`: an MLflow model with no script, Azure's behaviour: each CSV or parquet file is
+  read into a DataFrame, ``predict`` is called once per file, and each prediction becomes a row
+  ``file,prediction`` (the file's name first, as Azure's output has it).
+
+Both write rows as CSV (:func:`write_rows`); the job's writer concatenates the mini-batches' parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tiffin.errors import RunnerLoadError, ScoringError
+
+__all__ = [
+    "BatchOutput",
+    "BatchScorer",
+    "MLflowBatchScorer",
+    "ScriptBatchScorer",
+    "batch_scorer_for",
+    "write_rows",
+]
+
+_TABULAR = (".csv", ".parquet", ".pq")
+
+
+@dataclass
+class BatchOutput:
+    """What one mini-batch produced: its output rows as CSV text, how many, and how many inputs failed."""
+
+    csv: bytes
+    rows: int
+    failed_items: int = 0
+
+
+class BatchScorer(Protocol):
+    """Scores mini-batches in a worker process; ``load`` once, then ``score`` per mini-batch."""
+
+    def load(self) -> None:
+        """Load the model / run ``init()``; RunnerLoadError on failure."""
+
+    def score(self, items: Sequence[str]) -> BatchOutput:
+        """Score one mini-batch of file paths; raise to fail it (it is then retried)."""
+
+
+@dataclass(frozen=True)
+class ScriptBatchScorer:
+    """An Azure batch scoring script (``init()``, ``run(mini_batch)``)."""
+
+    code_dir: Path
+    scoring_script: str
+    model_dir: Path | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    _state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def load(self) -> None:
+        """Import the script and call its ``init()`` (see :func:`tiffin.runners.script.import_scoring_script`)."""
+        from tiffin.runners.script import ScriptRunnerConfig, call_init, import_scoring_script
+
+        config = ScriptRunnerConfig(self.code_dir, self.scoring_script, self.model_dir, self.environment_variables)
+        module, script = import_scoring_script(config)
+        call_init(module, script)
+        self._state["run"] = module.run
+
+    def score(self, items: Sequence[str]) -> BatchOutput:
+        """``run(mini_batch)`` with the list of paths; its list or DataFrame becomes the rows."""
+        try:
+            result = self._state["run"](list(items))
+        except Exception as exc:
+            raise ScoringError(f"run() raised {type(exc).__name__}: {exc}") from exc
+        if result is None:
+            raise ScoringError("run() returned None; return a list or a pandas DataFrame with one row per input")
+        csv_bytes, rows = write_rows(result)
+        return BatchOutput(csv_bytes, rows, failed_items=max(0, len(items) - rows))
+
+
+@dataclass(frozen=True)
+class MLflowBatchScorer:
+    """An MLflow model scored file by file, as Azure's no-code MLflow batch deployments do."""
+
+    model_uri: str
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    _state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def load(self) -> None:
+        """Load the model with ``mlflow.pyfunc``."""
+        os.environ.update(self.environment_variables)
+        try:
+            import mlflow.pyfunc
+
+            self._state["model"] = mlflow.pyfunc.load_model(self.model_uri)
+        except Exception as exc:
+            raise RunnerLoadError(f"cannot load the MLflow model {self.model_uri}: {exc}") from exc
+
+    def score(self, items: Sequence[str]) -> BatchOutput:
+        """Read each file, predict, and write ``file,prediction`` rows in the files' row order."""
+        import pandas as pd
+
+        model = self._state["model"]
+        frames = []
+        for path in items:
+            data = _read_table(path)
+            predictions = model.predict(data)
+            frame = _prediction_frame(predictions, len(data))
+            frame.insert(0, "file", os.path.basename(path))
+            frames.append(frame)
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return BatchOutput(out.to_csv(header=False, index=False).encode(), len(out))
+
+
+def _read_table(path: str) -> Any:
+    import pandas as pd
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in _TABULAR:
+        raise ScoringError(
+            f"file type '{suffix or path}' is not supported by MLflow batch deployments without a scoring script "
+            f"(CSV and parquet are); give the deployment a code_configuration to read {os.path.basename(path)}"
+        )
+    if suffix == ".csv":
+        # pyarrow's reader (MLflow brings pyarrow) parses several times faster than pandas' own.
+        try:
+            return pd.read_csv(path, engine="pyarrow")
+        except ImportError:
+            return pd.read_csv(path)
+    return pd.read_parquet(path)
+
+
+def _prediction_frame(predictions: Any, rows: int) -> Any:
+    """MLflow's predictions as a DataFrame with one row per input row: a column ``prediction``, or the
+    model's own columns when it returns a DataFrame."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.reset_index(drop=True)
+    if isinstance(predictions, pd.Series):
+        return pd.DataFrame({"prediction": predictions.to_numpy()})
+    array = np.asarray(predictions)
+    if array.ndim > 1 and len(array) == rows:  # a vector per row: one JSON list per row
+        return pd.DataFrame({"prediction": [json.dumps(v) for v in array.tolist()]})
+    return pd.DataFrame({"prediction": array.reshape(-1) if array.ndim else [array.item()]})
+
+
+def write_rows(result: Any) -> tuple[bytes, int]:
+    """``run()``'s result as CSV text and its row count: a DataFrame's rows (no header, no index), or one
+    row per list element (a list or tuple element spreads over columns; a dict becomes its JSON text)."""
+    if type(result).__name__ == "DataFrame" and hasattr(result, "to_csv"):
+        return result.to_csv(header=False, index=False).encode(), len(result)
+    if isinstance(result, str | bytes) or not isinstance(result, Sequence | _array_like()):
+        raise ScoringError(
+            f"run() returned {type(result).__name__}; return a list or a pandas DataFrame with one row per input"
+        )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    count = 0
+    for element in result:
+        if isinstance(element, list | tuple):
+            writer.writerow(element)
+        elif isinstance(element, dict):
+            writer.writerow([json.dumps(element, default=str)])
+        else:
+            writer.writerow([element.decode() if isinstance(element, bytes) else element])
+        count += 1
+    return buffer.getvalue().encode(), count
+
+
+def _array_like() -> type:
+    try:
+        import numpy as np
+
+        return np.ndarray
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return list
+
+
+def batch_scorer_for(deployment: Any, *, model_dir: Path | None) -> BatchScorer:
+    """The scorer of a batch deployment spec: its scoring script, else its MLflow model."""
+    from tiffin.runners.factory import is_mlflow_model
+
+    code = deployment.code_configuration
+    env = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
+    if code is not None and code.scoring_script:
+        return ScriptBatchScorer(Path(code.code), code.scoring_script, model_dir, env)
+    if is_mlflow_model(deployment):
+        model = deployment.model
+        return MLflowBatchScorer(model if isinstance(model, str) else model.path, env)
+    raise RunnerLoadError(
+        "a batch deployment needs code_configuration (code + scoring_script) or an MLflow model "
+        "(model.type: mlflow_model) to run without one"
+    )
