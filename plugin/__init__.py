@@ -3,40 +3,77 @@
 The public surface on one screen; everything else is an implementation detail.
 """
 
-from tiffin.errors import (
-    AuthError,
-    BadRequestError,
-    CapacityError,
-    ConflictError,
-    NotFoundError,
-    PayloadTooLargeError,
-    RequestTimeoutError,
-    RunnerError,
-    RunnerLoadError,
-    ScoringError,
-    SpecError,
-    StoreError,
-    TiffinError,
-    UnavailableError,
-    UnsupportedMediaTypeError,
-    ValidationError,
-)
-from tiffin.sdk import TiffinClient
-from tiffin.specs import (
-    BatchDeployment,
-    BatchEndpoint,
-    CodeConfiguration,
-    Environment,
-    LoadedSpec,
-    Model,
-    OnlineDeployment,
-    OnlineEndpoint,
-    ProbeSettings,
-    RequestSettings,
-    load_spec,
-    parse_spec,
-)
-from tiffin.typed import typed
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562), so `import tiffin.something` - a batch worker, the CLI -
+# does not pay for the SDK, the specs and pydantic when it needs none of them.
+_WHERE = {
+    **dict.fromkeys(
+        (
+            "AuthError", "BadRequestError", "CapacityError", "ConflictError", "NotFoundError", "PayloadTooLargeError",
+            "RequestTimeoutError", "RunnerError", "RunnerLoadError", "ScoringError", "SpecError", "StoreError",
+            "TiffinError", "UnavailableError", "UnsupportedMediaTypeError", "ValidationError",
+        ),
+        "tiffin.errors",
+    ),
+    "TiffinClient": "tiffin.sdk",
+    **dict.fromkeys(
+        (
+            "BatchDeployment", "BatchEndpoint", "CodeConfiguration", "Environment", "LoadedSpec", "Model",
+            "OnlineDeployment", "OnlineEndpoint", "ProbeSettings", "RequestSettings", "load_spec", "parse_spec",
+        ),
+        "tiffin.specs",
+    ),
+    "typed": "tiffin.typed",
+}  # fmt: skip
+
+if TYPE_CHECKING:
+    from tiffin.errors import (
+        AuthError,
+        BadRequestError,
+        CapacityError,
+        ConflictError,
+        NotFoundError,
+        PayloadTooLargeError,
+        RequestTimeoutError,
+        RunnerError,
+        RunnerLoadError,
+        ScoringError,
+        SpecError,
+        StoreError,
+        TiffinError,
+        UnavailableError,
+        UnsupportedMediaTypeError,
+        ValidationError,
+    )
+    from tiffin.sdk import TiffinClient
+    from tiffin.specs import (
+        BatchDeployment,
+        BatchEndpoint,
+        CodeConfiguration,
+        Environment,
+        LoadedSpec,
+        Model,
+        OnlineDeployment,
+        OnlineEndpoint,
+        ProbeSettings,
+        RequestSettings,
+        load_spec,
+        parse_spec,
+    )
+    from tiffin.typed import typed
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tiffin' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

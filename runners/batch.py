@@ -119,7 +119,26 @@ class MLflowBatchScorer:
             frame.insert(0, "file", os.path.basename(path))
             frames.append(frame)
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return BatchOutput(out.to_csv(header=False, index=False).encode(), len(out))
+        return BatchOutput(_frame_csv(out), len(out))
+
+
+def _frame_csv(frame: Any) -> bytes:
+    """A DataFrame as header-less CSV: Arrow's writer (about ten times pandas' ``to_csv``) where it takes the
+    columns, else pandas'. Both write each number so that it reads back as the same double; strings are
+    quoted only where they must be, as pandas does."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
+        texts = [c for c in frame.columns if frame[c].dtype == object]
+        plain = all(not any(ch in str(v) for v in frame[c].unique() for ch in ',"\r\n') for c in texts)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        buffer = io.BytesIO()
+        options = pa_csv.WriteOptions(include_header=False, quoting_style="none" if plain else "needed")
+        pa_csv.write_csv(table, buffer, options)
+        return buffer.getvalue()
+    except (ImportError, ValueError, TypeError, NotImplementedError):  # Arrow's errors derive from these
+        return frame.to_csv(header=False, index=False).encode()
 
 
 def _read_table(path: str) -> Any:

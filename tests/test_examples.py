@@ -119,3 +119,28 @@ def test_mixed_endpoint_mlflow_and_triton_agree_through_score_and_v2(tmp_path):
             assert result.as_numpy("predictions").tolist() == pytest.approx(expected, rel=1e-9)
         assert seen == {"blue", "green"}
     assert subprocess.run(["pgrep", "-f", "examples/triton/models"], capture_output=True).returncode == 1
+
+
+def test_batch_example_scores_with_an_mlflow_model_and_azures_batch_driver(tmp_path):
+    """examples/batch/run.sh: one batch endpoint, an MLflow deployment (no script) and Azure's batch driver
+    loading the same model from AZUREML_MODEL_DIR; both jobs write one row per input row, the same rows."""
+    import pandas as pd
+
+    env = {**os.environ, "TIFFIN_HOME": str(tmp_path / "home"), "TIFFIN_PORT": str(free_port()), "TIFFIN_BIN": BIN}
+    for name in ("TIFFIN_URL", "TIFFIN_ADMIN_TOKEN", "TIFFIN_STORE_URL", "TIFFIN_RAY_ADDRESS"):
+        env.pop(name, None)
+    done = subprocess.run(["bash", str(EXAMPLES / "batch" / "run.sh")], env=env, capture_output=True, text=True,
+                          timeout=600, start_new_session=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count('"status": "Completed"') == 2, done.stdout
+    inputs = sorted((EXAMPLES / "batch" / "data").glob("*.csv"))
+    expected_rows = sum(len(pd.read_csv(f)) for f in inputs)
+    outputs = {}
+    for deployment in ("mlflow", "script"):
+        frame = pd.read_csv(EXAMPLES / "batch" / "out" / deployment / "predictions.csv", header=None)
+        assert len(frame) == expected_rows
+        outputs[deployment] = frame.set_axis(["file", "prediction"], axis=1).sort_values(["file", "prediction"])
+    assert set(outputs["mlflow"]["file"]) == {f.name for f in inputs}
+    pd.testing.assert_frame_equal(outputs["mlflow"].reset_index(drop=True), outputs["script"].reset_index(drop=True))
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "home")], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""

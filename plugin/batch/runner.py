@@ -149,6 +149,17 @@ class JobRunner:
                     f"last error: {message}"
                 )
 
+        def assign() -> None:
+            while pending and idle:
+                slot, index = idle.pop(), pending.popleft()
+                attempts[index] += 1
+                part = str(_part(parts, index)) if parts is not None else None
+                pool.submit(slot, index, items[index], part)
+                running[slot] = (index, time.monotonic() + timeout_s)
+                # Recorded after the worker has it: a restart in between finds the mini-batch pending and runs
+                # it again, which its atomically replaced part allows.
+                self.store.update_mini_batch(self.name, index, status="running", attempts=attempts[index])
+
         while pending or running:
             now = time.monotonic()
             if self.stop.is_set():
@@ -159,21 +170,20 @@ class JobRunner:
                 if self.store.get_job(self.name).status == "Canceled":
                     self._say("canceled")
                     return "Canceled"
-            while pending and idle:
-                slot, index = idle.pop(), pending.popleft()
-                attempts[index] += 1
-                self.store.update_mini_batch(self.name, index, status="running", attempts=attempts[index])
-                part = str(_part(parts, index)) if parts is not None else None
-                pool.submit(slot, index, items[index], part)
-                running[slot] = (index, time.monotonic() + timeout_s)
-            for event in pool.wait(0.2):
-                if event.kind == "ready":
-                    idle.add(event.slot)
-                elif event.kind == "load_failed":
-                    raise _JobFailed(f"the scoring code failed to load in a worker: {event.message}")
-                elif event.kind == "done" and event.index is not None:
+            assign()
+            events = pool.wait(0.2)
+            # Workers that finished get their next mini-batch before the store hears what they did: a worker
+            # never waits on a store write.
+            for event in events:
+                if event.kind == "ready" or (event.kind in ("done", "error") and event.index is not None):
                     running.pop(event.slot, None)
                     idle.add(event.slot)
+            if not any(e.kind == "load_failed" for e in events):
+                assign()
+            for event in events:
+                if event.kind == "load_failed":
+                    raise _JobFailed(f"the scoring code failed to load in a worker: {event.message}")
+                elif event.kind == "done" and event.index is not None:
                     self.store.update_mini_batch(
                         self.name, event.index, status="done", rows=event.rows, failed_items=event.failed_items,
                         error=None,
@@ -185,8 +195,6 @@ class JobRunner:
                             f"({settings.error_threshold}); run() returned fewer rows than it was given files"
                         )
                 elif event.kind == "error" and event.index is not None:
-                    running.pop(event.slot, None)
-                    idle.add(event.slot)
                     failure(event.index, event.message)
                 elif event.kind == "died":
                     lost = running.pop(event.slot, (None, 0.0))[0]
@@ -208,16 +216,16 @@ class JobRunner:
             "home": str(self.home),
             "identity": f"batch-{job.endpoint_name}/{deployment.name}",
         }
-        env = {**os.environ, **{str(k): str(v) for k, v in deployment.environment_variables.items()}}
-        address = env.get(RAY_ADDRESS_ENV)
-        assert self._log is not None
+        overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
+        address = overrides.get(RAY_ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)
         if address:
             from tiffin.batch.ray_pool import RayPool
 
             self._say(f"running {size} worker(s) on the Ray cluster at {address}")
             return RayPool(size=size, address=address, settings=settings)
         self._say(f"starting {size} worker process(es)")
-        return LocalPool(size=size, job=self.name, settings=settings, log=self._log, env=env)
+        log, pids = job_log_path(self.home, self.name), job_dir(self.home, self.name) / "workers"
+        return LocalPool(size=size, job=self.name, settings=settings, log=log, env=overrides, pid_dir=pids)
 
     # --- the end -------------------------------------------------------------------------------------
 

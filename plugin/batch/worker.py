@@ -1,8 +1,8 @@
 """A batch worker process: ``init()`` once, then one mini-batch after another, as the job's pool sends them.
 
-Started by :class:`tiffin.batch.pool.LocalPool` as ``python -m tiffin.batch.worker --job NAME --fd N``;
-it talks to the pool over the inherited pipe ``N`` (a :class:`multiprocessing.connection.Connection`), so
-what the scoring code prints goes to the job's log, not into the protocol:
+Started by :class:`tiffin.batch.pool.LocalPool`, forked from its fork server into :func:`run_worker`. It
+talks to the pool over a pipe (a :class:`multiprocessing.connection.Connection`), so what the scoring code
+prints goes to the job's log, not into the protocol:
 
 * pool → worker: the job's settings once, then ``("run", index, items, part_path)`` per mini-batch,
   or ``("stop",)``;
@@ -16,7 +16,6 @@ server that started it, nor write parts nobody waits for).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -27,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerSettings", "main", "make_scorer", "write_part"]
+__all__ = ["WorkerSettings", "make_scorer", "run_worker", "serve", "write_part"]
 
 
 def write_part(path: Path, data: bytes) -> None:
@@ -107,22 +106,18 @@ def serve(conn: Connection, settings: WorkerSettings) -> int:
         conn.send(("done", index, output.rows, output.failed_items))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``--fd`` is the pipe to the pool; ``--job`` only names the process (for ``ps``)."""
-    parser = argparse.ArgumentParser(prog="python -m tiffin.batch.worker")
-    parser.add_argument("--job", required=True)
-    parser.add_argument("--fd", type=int, required=True)
-    args = parser.parse_args(argv)
+def run_worker(conn: Connection, settings: WorkerSettings, log_path: str, env: dict[str, str]) -> None:
+    """A worker forked by the pool: a session of its own, output to the job log, the deployment's variables
+    set, then :func:`serve` until stopped."""
+    os.setsid()
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.environ.update(env)
     _exit_with_parent()
-    conn = Connection(args.fd)
-    try:
-        settings = conn.recv()
-    except (EOFError, OSError):
-        return 1
     with contextlib.suppress(BrokenPipeError, EOFError, OSError):
-        return serve(conn, settings)
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        os._exit(serve(conn, settings))
+    os._exit(1)

@@ -2,8 +2,15 @@
 
 Azure mounts a registered model under ``AZUREML_MODEL_DIR``: a model registered from a folder
 ``model/`` appears as ``$AZUREML_MODEL_DIR/model/...``; one registered from a single file ``m.pkl``
-as ``$AZUREML_MODEL_DIR/m.pkl``. tiffin reproduces that with one symbolic link in a directory of its
-own, so nothing is copied and the script sees exactly Azure's paths.
+as ``$AZUREML_MODEL_DIR/m.pkl``. tiffin reproduces that in a directory of its own with hard links to the
+model's files (a copy only where the model is on another file system), so nothing is duplicated and the
+script sees exactly Azure's paths.
+
+Why not one symbolic link to the model: MLflow (3.x) refuses to load a model whose path resolves outside
+the folder it is given (``mlflow.pyfunc.load_model(os.path.join(AZUREML_MODEL_DIR, "model"))``, Azure's own
+batch driver, would fail). So ``AZUREML_MODEL_DIR`` itself is a link to a staged copy, and what is under
+it is real folders and files; the link is swapped atomically when the deployment's replicas (or a batch
+job's workers) start again.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +46,7 @@ def model_path_of(deployment: Any) -> Path | None:
 
 
 def stage_model(deployment: Any, mounts_root: Path, *, identity: str) -> Path | None:
-    """Create ``mounts_root/identity/`` holding a link to the model; return it as AZUREML_MODEL_DIR.
+    """Lay the model out under ``mounts_root/identity/`` as Azure does; return that folder (AZUREML_MODEL_DIR).
 
     ``identity`` names the deployment (e.g. ``endpoint/deployment``); it is made filesystem-safe.
     """
@@ -47,17 +56,51 @@ def stage_model(deployment: Any, mounts_root: Path, *, identity: str) -> Path | 
     source = source.resolve()
     if not source.exists():
         raise SpecError(f"model path {source} does not exist", field="model.path")
-    target_dir = mounts_root / re.sub(r"[^A-Za-z0-9_.-]+", "_", identity)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    link = target_dir / source.name
-    # Several replicas of one deployment stage the same directory at once: replace the link
-    # atomically, and only remove entries left from an earlier model.
-    for entry in target_dir.iterdir():
-        if entry.name != source.name and not entry.name.startswith(".tmp-"):
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    if not (link.is_symlink() and os.readlink(link) == str(source)):
-        tmp = target_dir / f".tmp-{os.getpid()}-{source.name}"
-        tmp.unlink(missing_ok=True)
-        os.symlink(source, tmp, target_is_directory=source.is_dir())
-        os.replace(tmp, link)
-    return target_dir
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", identity)
+    model_dir = mounts_root / name
+    # A fresh staged copy each time: the model's files may have been rewritten in place (retrained), and a
+    # hard link keeps pointing at the old contents.
+    copies = mounts_root / ".staged"
+    copies.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=copies))
+    _link_tree(source, staged / source.name)
+    # AZUREML_MODEL_DIR is a link to the copy, swapped atomically: several replicas of one deployment stage
+    # at once, and a script listing the folder sees the model alone, as on Azure.
+    tmp = mounts_root / f".tmp-{os.getpid()}-{name}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(staged, mounts_root), tmp, target_is_directory=True)
+    if model_dir.is_dir() and not model_dir.is_symlink():  # a real folder left by an older layout
+        shutil.rmtree(model_dir)
+    os.replace(tmp, model_dir)
+    # Earlier copies go; one another replica made a moment ago stays a while.
+    current = os.path.realpath(model_dir)
+    for entry in copies.iterdir():
+        if entry.name.startswith(f"{name}-") and str(entry) not in (str(staged), current) and not _young(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+    return model_dir
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """``target`` as ``source``'s tree: real folders, hard-linked files (copied across file systems)."""
+    if source.is_file():
+        _link_file(source, target)
+        return
+    for folder, _, files in os.walk(source, followlinks=True):
+        relative = Path(folder).relative_to(source)
+        (target / relative).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            _link_file(Path(folder) / name, target / relative / name)
+
+
+def _link_file(source: Path, target: Path) -> None:
+    try:
+        os.link(os.path.realpath(source), target)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.copy2(source, target)
+
+
+def _young(path: Path, seconds: float = 60.0) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False

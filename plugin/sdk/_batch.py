@@ -11,13 +11,15 @@ from typing import Any, TextIO
 
 from tiffin.errors import NotFoundError, RequestTimeoutError, SpecError
 from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec
-from tiffin.store import TERMINAL_JOB_STATUSES
 
 from ._transport import Transport, path
 
 __all__ = ["BatchDeploymentOperations", "BatchEndpointOperations", "JobOperations"]
 
 _ROOT = "/batch-endpoints"
+# The store's TERMINAL_JOB_STATUSES; not imported from there, which would load SQLAlchemy and Alembic into
+# every client (and every `import tiffin`).
+_ENDED = frozenset({"Completed", "Failed", "Canceled"})
 
 
 def _spec(kind: type, value: Any, label: str) -> dict[str, Any]:
@@ -185,7 +187,7 @@ class JobOperations:
                 out.flush()
             if on_progress is not None:
                 on_progress(job)
-            if job["status"] in TERMINAL_JOB_STATUSES:
+            if job["status"] in _ENDED:
                 text, offset = self.read_log(name, offset)  # what was written while it finished
                 if text and out is not None:
                     out.write(text)
