@@ -18,7 +18,7 @@ $(TRITON)/tiffin-triton.json: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	# Azure's inference server (for @rawhttp scripts) pins packages that clash with BentoML's: the
 	# tests give only the replica that needs it this copy of its API modules.
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/azmlinfsrv-api azureml-inference-server-http
@@ -40,4 +40,5 @@ bench: $(STAMP) $(TRITON)/tiffin-triton.json
 	$(BIN)/python benchmarks/bench_replica.py
 	$(BIN)/python benchmarks/bench_gateway.py
 	$(BIN)/python benchmarks/bench_mlflow.py
+	$(BIN)/python benchmarks/bench_batch.py
 	TIFFIN_TRITONSERVER=$(CURDIR)/$(TRITON) $(BIN)/python benchmarks/bench_triton.py
