@@ -190,6 +190,8 @@ def write_rows(result: Any) -> tuple[bytes, int]:
     for element in result:
         if isinstance(element, list | tuple):
             writer.writerow(element)
+        elif hasattr(element, "tolist") and getattr(element, "ndim", 0) >= 1:  # a numpy row, as a list
+            writer.writerow(element.tolist())
         elif isinstance(element, dict):
             writer.writerow([json.dumps(element, default=str)])
         else:

@@ -83,5 +83,5 @@ class Progress:
             "mini_batches_failed": self.failed,
             "items_total": self.items,
             "items_failed": self.failed_items,
-            "rows_written": self.rows,
+            "rows_scored": self.rows,
         }

@@ -87,7 +87,9 @@ class RayPool:
 
         if not self._pending:
             return []
-        done, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout)
+        done, rest = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        if done and rest:  # and whatever else finished meanwhile, without waiting for it
+            done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         events = []
         for ref in done:
             what, slot, index = self._pending.pop(ref)

@@ -35,6 +35,7 @@ RAY_ADDRESS_ENV = "TIFFIN_RAY_ADDRESS"
 then run on Ray actors. Read from the deployment's environment_variables first, then tiffin serve's."""
 
 _CANCEL_POLL_S = 0.5
+_MAX_DEATHS_WHILE_LOADING = 3
 
 PoolFactory = Callable[[int, dict[str, Any], IO[bytes], BatchDeployment], Pool]
 
@@ -128,6 +129,8 @@ class JobRunner:
         max_retries = settings.retry_settings.max_retries
         idle: set[int] = set()
         running: dict[int, tuple[int, float]] = {}  # slot -> (mini-batch, deadline)
+        loaded: set[int] = set()  # slots whose current worker said it is ready
+        deaths_while_loading = 0
         next_cancel_check = 0.0
         pool.start()
 
@@ -178,6 +181,8 @@ class JobRunner:
                 if event.kind == "ready" or (event.kind in ("done", "error") and event.index is not None):
                     running.pop(event.slot, None)
                     idle.add(event.slot)
+                if event.kind == "ready":
+                    loaded.add(event.slot)
             if not any(e.kind == "load_failed" for e in events):
                 assign()
             for event in events:
@@ -199,6 +204,11 @@ class JobRunner:
                 elif event.kind == "died":
                     lost = running.pop(event.slot, (None, 0.0))[0]
                     idle.discard(event.slot)
+                    if event.slot not in loaded:  # it died loading the scoring code: not forever
+                        deaths_while_loading += 1
+                        if deaths_while_loading > _MAX_DEATHS_WHILE_LOADING:
+                            raise _JobFailed(f"workers keep dying while loading the scoring code: {event.message}")
+                    loaded.discard(event.slot)
                     pool.restart(event.slot)
                     if lost is not None:
                         failure(lost, event.message)
@@ -206,6 +216,7 @@ class JobRunner:
             for slot, (index, deadline) in list(running.items()):
                 if now > deadline:
                     del running[slot]
+                    loaded.discard(slot)
                     pool.restart(slot)
                     failure(index, f"timed out after {timeout_s}s (retry_settings.timeout); the worker was killed")
         return None

@@ -331,7 +331,7 @@ class _JobProgress:
             p.get("mini_batches_completed", 0),
             p.get("mini_batches_failed", 0),
         )
-        rows = p.get("rows_written", 0)
+        rows = p.get("rows_scored", 0)
         rate = rows / max(1e-6, time.monotonic() - self.started)
         detail = f"{job['status']}, {failed} failed, {rows} rows ({rate:,.0f} rows/s)"
         self.progress.update(self.task, total=total or None, completed=done + failed, detail=detail)
