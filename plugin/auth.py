@@ -37,8 +37,13 @@ TOKEN_MODES = frozenset({"aml_token", "aad_token"})
 
 
 def new_key() -> str:
-    """A new endpoint key: 32 random bytes, URL-safe (43 characters)."""
-    return secrets.token_urlsafe(32)
+    """A new endpoint key: 32 random bytes, URL-safe (43 characters), never starting with '-'.
+
+    A key that starts with '-' reads as an option when pasted after a command (``script.py URI KEY``)."""
+    while True:
+        key = secrets.token_urlsafe(32)
+        if not key.startswith("-"):
+            return key
 
 
 def new_token_secret() -> str:

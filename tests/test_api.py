@@ -465,6 +465,23 @@ EXPECTED_ROUTES = {
     (DEP, "PUT"),
     (DEP, "DELETE"),
     (DEP + "/logs", "GET"),
+    ("/batch-endpoints", "GET"),
+    ("/batch-endpoints", "POST"),
+    ("/batch-endpoints/{name}", "GET"),
+    ("/batch-endpoints/{name}", "PATCH"),
+    ("/batch-endpoints/{name}", "DELETE"),
+    ("/batch-endpoints/{name}/credentials", "GET"),
+    ("/batch-endpoints/{name}/deployments", "GET"),
+    ("/batch-endpoints/{name}/deployments/{deployment}", "GET"),
+    ("/batch-endpoints/{name}/deployments/{deployment}", "PUT"),
+    ("/batch-endpoints/{name}/deployments/{deployment}", "DELETE"),
+    ("/batch-endpoints/{name}/jobs", "POST"),
+    ("/batch-endpoints/{name}/jobs", "GET"),
+    ("/jobs", "GET"),
+    ("/jobs/{job}", "GET"),
+    ("/jobs/{job}/cancel", "POST"),
+    ("/jobs/{job}/log", "GET"),
+    ("/jobs/{job}/outputs/{output}", "GET"),
 }
 
 

@@ -776,6 +776,22 @@ def test_worker_processes_are_found_by_their_job_name(batch_server: Any, tmp_pat
         wait_for(lambda: not any(map(pid_alive, pids_in(pids))), 10, "the canceled job's workers to stop")
 
 
+@slow
+@pytest.mark.timeout(120)
+def test_logging_level_decides_what_the_scoring_code_logs_to_the_job_log(batch_server: Any, tmp_path: Path) -> None:
+    server = batch_server
+    text_inputs(tmp_path / "in", ["l1.txt"])
+    logs = {}
+    for level in ("info", "warning"):
+        create(server, f"log-{level}", deployment_spec("main", f"log-{level}", logging_level=level))
+        with server.client() as client:
+            job = client.batch_endpoints.invoke(f"log-{level}", tmp_path / "in")["name"]
+            assert finish(client, job)["status"] == "Completed"
+        logs[level] = job_log(server, job)
+    assert "INFO driver: scoring 1 file(s)" in logs["info"]
+    assert "scoring 1 file(s)" not in logs["warning"]
+
+
 # --- 11. the control plane restarts mid-job --------------------------------------------------------
 
 

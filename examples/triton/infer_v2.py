@@ -1,6 +1,8 @@
 """Call the endpoint with tritonclient, as Azure's Triton samples do (the V2 model name is the endpoint's).
 
-    python infer_v2.py SCORING_URI KEY [--deployment blue|green]
+    python infer_v2.py --base_url=SCORING_URI --token=KEY [--deployment blue|green]
+
+(``--token=KEY`` with the ``=``: a key may start with '-', which would otherwise read as an option.)
 """
 
 import argparse
@@ -12,16 +14,16 @@ import numpy as np
 import tritonclient.http as tritonhttpclient
 
 parser = argparse.ArgumentParser()
-parser.add_argument("scoring_uri")
-parser.add_argument("key")
+parser.add_argument("--base_url", required=True, help="the endpoint's scoring URI")
+parser.add_argument("--token", required=True, help="a key or token of the endpoint")
 parser.add_argument("--deployment", default=None)
 args = parser.parse_args()
 
 # tritonclient wants host:port/path without the scheme; the model is served under the endpoint's URL.
-parts = urlsplit(args.scoring_uri)
+parts = urlsplit(args.base_url)
 base, model_name = parts.path.rsplit("/", 1)[0], parts.path.rstrip("/").split("/")[-2]
 client = tritonhttpclient.InferenceServerClient(url=parts.netloc + base)
-headers = {"Authorization": f"Bearer {args.key}"}
+headers = {"Authorization": f"Bearer {args.token}"}
 if args.deployment:
     headers["azureml-model-deployment"] = args.deployment
 

@@ -34,8 +34,11 @@ verb() { "$tiffin" "$1" show "${@:2}" >/dev/null 2>&1 && echo update || echo cre
 scoring_uri=$("$tiffin" online-endpoint show -n "$endpoint" -o tsv --query scoring_uri)
 key=$("$tiffin" online-endpoint get-credentials -n "$endpoint" -o tsv --query primaryKey)
 for deployment in blue green; do
-  echo "/score, $deployment: $("$tiffin" online-endpoint invoke -n "$endpoint" --deployment-name $deployment --request-file "$here/sample-request.json")"
-  echo "V2,     $deployment: $("$bin/python" "$here/infer_v2.py" "$scoring_uri" "$key" --deployment $deployment | tail -n 1)"
+  # Assigned first, so that a failing call stops the script (set -e) instead of printing nothing.
+  score=$("$tiffin" online-endpoint invoke -n "$endpoint" --deployment-name $deployment --request-file "$here/sample-request.json")
+  v2=$("$bin/python" "$here/infer_v2.py" --base_url="$scoring_uri" --token="$key" --deployment $deployment | tail -n 1)
+  echo "/score, $deployment: $score"
+  echo "V2,     $deployment: $v2"
 done
 cat <<MSG
 
@@ -43,7 +46,7 @@ tiffin is serving $endpoint (blue: MLflow 50% / green: Triton 50%).
   scoring URL: $scoring_uri
   key:         $key
   try it:      curl -s -H "Authorization: Bearer $key" -H "Content-Type: application/json" -d @$here/sample-request.json $scoring_uri
-  tritonclient: $bin/python $here/infer_v2.py $scoring_uri $key
+  tritonclient: $bin/python $here/infer_v2.py --base_url=$scoring_uri --token=$key
 Ctrl-C stops the server, its deployments and tritonserver.
 MSG
 wait $server

@@ -250,8 +250,14 @@ def _endpoint(
             admin = value is not None and hmac.compare_digest(value.encode(), admin_token)
             if not admin and op.endpoint_auth and value is not None:
                 name = request.path_params["name"]
-                credentials = await run_in_threadpool(batch.credentials_of, name)
-                authenticate(authorization, name, credentials)
+                try:
+                    credentials = await run_in_threadpool(batch.credentials_of, name)
+                    authenticate(authorization, name, credentials)
+                except (AuthError, NotFoundError):  # the same answer whether or not the endpoint exists
+                    raise AuthError(
+                        f"the credential is neither a key or token of batch endpoint '{name}' (see `tiffin "
+                        "batch-endpoint get-credentials`) nor the control plane's admin token"
+                    ) from None
             elif not admin:
                 raise AuthError(
                     "the control plane needs its admin token: send 'Authorization: Bearer <token>' with the "

@@ -17,6 +17,7 @@ server that started it, nor write parts nobody waits for).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -117,6 +118,11 @@ def run_worker(conn: Connection, settings: WorkerSettings, log_path: str, env: d
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.environ.update(env)
+    # Azure's logging_level: what the scoring code logs at that level or above reaches the job log.
+    level = str((settings.get("spec") or {}).get("settings", {}).get("logging_level", "info")).upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     _exit_with_parent()
     with contextlib.suppress(BrokenPipeError, EOFError, OSError):
         os._exit(serve(conn, settings))

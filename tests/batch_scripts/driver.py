@@ -16,6 +16,8 @@ does besides is chosen by environment variables (the deployment's ``settings.env
 * ``BATCH_SIDE_LOG``: a file that gets one line ``<pid> <file name>`` per file scored;
 * ``BATCH_RETURN=dataframe``: return a pandas DataFrame instead of a list of lists.
 
+``run()`` logs one line at INFO per call (the deployment's ``logging_level`` decides whether it shows).
+
 Each row: ``file name, count, value, label``: for a ``.csv`` file (columns ``x,y``) its number of rows and
 ``FACTOR * sum(x)``; for any other file its number of words and its first word upper-cased. ``FACTOR`` is
 read in ``init()`` from ``$AZUREML_MODEL_DIR/model/factor.txt``.
@@ -23,6 +25,7 @@ read in ``init()`` from ``$AZUREML_MODEL_DIR/model/factor.txt``.
 
 import csv
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -65,6 +68,7 @@ def _score(path):
 
 def run(mini_batch):
     assert FACTOR is not None and os.getpid() == INIT_PID, "init() did not run in this process"
+    logging.getLogger("driver").info("scoring %d file(s) in process %d", len(mini_batch), os.getpid())
     busy = Path(os.environ["BATCH_BUSY_DIR"]) / str(os.getpid()) if os.environ.get("BATCH_BUSY_DIR") else None
     if busy is not None:
         busy.touch()
