@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-__all__ = ["Event", "LocalPool", "Pool"]
+__all__ = ["PRELOAD", "Event", "LocalPool", "Pool", "warm_fork_server"]
 
 EventKind = Literal["ready", "load_failed", "done", "error", "died"]
 
@@ -76,6 +76,14 @@ def _context() -> Any:
 
 
 _CONTEXT: Any = None
+
+
+def warm_fork_server() -> None:
+    """Start the fork server (and its imports) now, so the next job's workers need not wait for it."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 @dataclass

@@ -8,7 +8,9 @@ plane says a job was invoked or canceled) it
   over that waits ``Queued``, in order (a job can't jump the queue of its own deployment).
 
 Each job runs in a thread of its own (:class:`~tiffin.batch.runner.JobRunner`), its workers in processes
-of their own; nothing runs while no job does.
+of their own; no worker runs while no job does. Once a batch endpoint exists, the fork server the workers
+are forked from is started (see :class:`~tiffin.batch.pool.LocalPool`), so a first job does not wait for
+its imports.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from tiffin.batch.pool import warm_fork_server
 from tiffin.batch.runner import JobRunner
 from tiffin.store import Store
 
@@ -45,6 +48,7 @@ class BatchScheduler:
         self._owner: dict[str, tuple[str, str | None]] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._warm = False
 
     async def start(self) -> None:
         """Start the scheduling loop on the running event loop."""
@@ -87,6 +91,10 @@ class BatchScheduler:
             self._owner.pop(name, None)
         if self._stop.is_set():
             return
+        if not self._warm and self.store.list_endpoints("batch"):
+            # Once there is a batch endpoint, have the workers' fork server ready before its first job.
+            self._warm = True
+            threading.Thread(target=warm_fork_server, name="tiffin-batch-warm", daemon=True).start()
         for job in self.store.list_jobs(status="Running"):
             if job.name not in self._threads:
                 logger.info("resuming batch job %s", job.name)
