@@ -676,6 +676,15 @@ class PeakSampler:
         self._thread.join(timeout=10)
 
 
+def cli(env: Mapping[str, str], *args: str) -> str:
+    """Run a tiffin CLI command (the one beside this Python); its stdout, or RuntimeError with its stderr."""
+    tiffin = str(Path(sys.executable).parent / "tiffin")
+    done = subprocess.run([tiffin, *args], env=dict(env), capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"tiffin {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
 def run_main(main: Callable[[], int]) -> None:
     """Exit with ``main()``'s status; interruptions and failures become one log line (servers are
     stopped by the ``with`` blocks on the way out), exit 130 and 1."""

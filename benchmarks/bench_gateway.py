@@ -31,6 +31,7 @@ from _harness import (
     LOOPBACK,
     Server,
     WrkResult,
+    cli,
     ensure_wrk,
     free_port,
     local_predictions,
@@ -63,14 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run a tiffin CLI command; return its stdout, fail loudly with its stderr."""
-    done = subprocess.run([str(BIN / "tiffin"), *args], env=env, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"tiffin {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
-    return done.stdout
 
 
 def timed(wrk: str, url: str, script: Path, args: argparse.Namespace, label: str) -> WrkResult:

@@ -42,6 +42,7 @@ from _harness import (
     LOOPBACK,
     REPO_ROOT,
     Server,
+    cli,
     ensure_wrk,
     free_port,
     log,
@@ -124,14 +125,6 @@ def tritonclient_run(url: str, seconds: float, headers: dict[str, str], args: ar
 
 
 # --- the benchmark ---------------------------------------------------------------------------------------
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run a tiffin CLI command; return its stdout, fail loudly with its stderr."""
-    done = subprocess.run([str(BIN / "tiffin"), *args], env=env, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"tiffin {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
-    return done.stdout
 
 
 def v2_body() -> bytes:

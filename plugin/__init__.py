@@ -3,7 +3,9 @@
 The public surface on one screen; everything else is an implementation detail.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tiffin._lazy import lazy_attributes
 
 # Names are imported on first use (PEP 562), so `import tiffin.something` - a batch worker, the CLI -
 # does not pay for the SDK, the specs and pydantic when it needs none of them.
@@ -64,15 +66,7 @@ if TYPE_CHECKING:
     from tiffin.typed import typed
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tiffin' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("tiffin", globals(), _WHERE)
 
 
 __version__ = "0.1.0"

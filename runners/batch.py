@@ -180,7 +180,7 @@ def write_rows(result: Any) -> tuple[bytes, int]:
     row per list element (a list or tuple element spreads over columns; a dict becomes its JSON text)."""
     if type(result).__name__ == "DataFrame" and hasattr(result, "to_csv"):
         return result.to_csv(header=False, index=False).encode(), len(result)
-    if isinstance(result, str | bytes) or not isinstance(result, Sequence | _array_like()):
+    if isinstance(result, str | bytes) or not (isinstance(result, Sequence) or hasattr(result, "tolist")):
         raise ScoringError(
             f"run() returned {type(result).__name__}; return a list or a pandas DataFrame with one row per input"
         )
@@ -198,15 +198,6 @@ def write_rows(result: Any) -> tuple[bytes, int]:
             writer.writerow([element.decode() if isinstance(element, bytes) else element])
         count += 1
     return buffer.getvalue().encode(), count
-
-
-def _array_like() -> type:
-    try:
-        import numpy as np
-
-        return np.ndarray
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return list
 
 
 def batch_scorer_for(deployment: Any, *, model_dir: Path | None) -> BatchScorer:

@@ -11,7 +11,9 @@ Names are imported on first use, so a worker process (``python -m tiffin.batch.w
 scoring needs, not the store and the scheduler.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tiffin._lazy import lazy_attributes
 
 _WHERE = {
     "INPUT_TYPES": "tiffin.batch.inputs",
@@ -48,12 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tiffin.batch' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("tiffin.batch", globals(), _WHERE)
