@@ -7,6 +7,7 @@ own behaviour is pinned down: split, pin, mirror, auth, 408/413/429/503, retry p
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections import Counter
@@ -104,7 +105,8 @@ def replicas():
 
 @pytest.fixture(scope="module")
 def gw():
-    with gateway_server(max_body_bytes=64 * 1024) as server:
+    # Seeded so that share checks (split, mirror) see the same draws on every run.
+    with gateway_server(max_body_bytes=64 * 1024, rng=random.Random(20261130)) as server:
         yield server
 
 
@@ -299,11 +301,11 @@ def test_mirror_target_down_is_counted_not_felt(gw, replicas):
             mirror={"dead": 50},
         )
     )
-    for _ in range(20):
+    for _ in range(40):
         assert score(gw).status_code == 200
     time.sleep(0.5)
     mirror = gw.gateway.endpoint_stats("ep")["mirror"]["dead"]
-    assert mirror["errors"] + mirror["dropped"] >= 5
+    assert 8 <= mirror["errors"] + mirror["dropped"] <= 32, mirror  # about half of 40
 
 
 def test_dead_replica_is_skipped_and_the_request_retried(gw, replicas):
