@@ -52,7 +52,7 @@ from _harness import (
 )
 
 from tiffin.config import REPLICA_CPUS_ENV
-from tiffin.runners.tritonserver import find_tritonserver
+from tiffin.runners.tritonserver import TRITONSERVER_ENV, find_tritonserver
 
 BIN = Path(sys.executable).parent
 EXAMPLE = REPO_ROOT / "examples" / "triton"
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     env = {**os.environ, "TIFFIN_HOME": str(home), "TIFFIN_URL": f"http://{LOOPBACK}:{port}"}
+    if env.get(TRITONSERVER_ENV):  # tiffin serve runs in the work folder: the path must not be relative
+        env[TRITONSERVER_ENV] = str(Path(env[TRITONSERVER_ENV]).expanduser().resolve())
     env.pop("TIFFIN_ADMIN_TOKEN", None)
     env.pop("TIFFIN_STORE_URL", None)
     serve_cmd = [str(BIN / "tiffin"), "serve", "--port", str(port)]

@@ -254,7 +254,10 @@ def test_an_existing_triton_url_is_used_and_left_running(tritonserver, repositor
 def test_through_tiffin_serve_v2_goes_straight_to_triton_and_a_broken_model_fails(tritonserver, repository, tmp_path):
     broken = tmp_path / "broken"
     write_model(broken, "bad", ADD_CONFIG.replace("add_one", "bad"), "raise RuntimeError('no weights here')\n")
-    with serve_tiffin(tmp_path / "home") as server:
+    # Given relative to where the server starts, as a user types it: replicas, which run elsewhere, find it too.
+    given = os.environ.get(TRITONSERVER_ENV)
+    env = {TRITONSERVER_ENV: os.path.relpath(given)} if given else None
+    with serve_tiffin(tmp_path / "home", env=env) as server:
         client = server.client()
         client.online_endpoints.create_or_update({"name": "tri", "auth_mode": "key"})
         spec = yaml.safe_load(deployment_file(tmp_path, repository).read_text()) | {"endpoint_name": "tri"}

@@ -26,6 +26,7 @@ import aiohttp
 
 from tiffin.errors import NotFoundError
 from tiffin.routing import Replica
+from tiffin.runners.tritonserver import TRITONSERVER_ENV
 from tiffin.store import Store
 from tiffin.store.records import DeploymentRecord
 from tiffin.testing import free_port
@@ -42,6 +43,7 @@ logger = logging.getLogger("tiffin.supervisor")
 _Key = tuple[str, str]  # (endpoint, deployment)
 # The same error from the same place is logged with its traceback once, then summarised this often.
 _REPEAT_LOG_S = 60.0
+_PATH_VARIABLES = (TRITONSERVER_ENV,)  # environment variables holding a path, made absolute for replicas
 
 
 class _ErrorLog:
@@ -148,6 +150,11 @@ class Supervisor:
             "TIFFIN_HOME": str(self._home),
             "TIFFIN_EXIT_WITH_PARENT": "1",
         }
+        # Replicas run in their own folders, so a path given relative to where the server started
+        # (TIFFIN_TRITONSERVER=.venv/triton) would point nowhere there.
+        for name in _PATH_VARIABLES:
+            if replica_env.get(name) and not Path(replica_env[name]).expanduser().is_absolute():
+                replica_env[name] = str(Path(replica_env[name]).expanduser().resolve())
         self._host = _Host(self, self._home, python, replica_env, drain_seconds)
         self._reconcilers: dict[_Key, DeploymentReconciler] = {}
         self._records: dict[_Key, DeploymentRecord] = {}
