@@ -316,7 +316,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 log(f"{self.name} (pid {proc.pid}) did not exit after SIGKILL")
             for pid in tree[1:]:
-                if Path(f"/proc/{pid}").exists():
+                if _alive(pid):
                     log(f"{self.name}: killing leftover descendant {pid}")
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
@@ -330,6 +330,15 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely exited and waiting to be reaped (a zombie holds no resources)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

@@ -1062,3 +1062,17 @@ def test_sdk_round_trip_and_default_deployment_switch(batch_server: Any, tmp_pat
         assert missing.returncode == 1 and "nope" in missing.stderr, missing.stderr
         jobs = client.batch_endpoints.list_jobs("colors")
         assert [j["deployment_name"] for j in jobs] == ["blue", "green", "green", "blue", "red"]
+
+        # A deployment's own jobs, as Azure's heart-classifier script lists them.
+        blue_jobs = [j["name"] for j in jobs if j["deployment_name"] == "blue"]
+        listed = cli(server, "batch-deployment", "list-jobs", "--name", "blue", "--endpoint-name", "colors",
+                     "--query", "[].name")  # fmt: skip
+        assert json.loads(listed.stdout) == blue_jobs
+        assert [j["name"] for j in client.batch_deployments.list_jobs("green", "colors")] == [
+            j["name"] for j in jobs if j["deployment_name"] == "green"
+        ]
+        unknown = cli(server, "batch-deployment", "list-jobs", "-n", "nope", "-e", "colors", check=False)
+        assert unknown.returncode != 0 and "nope" in unknown.stderr, unknown.stderr
+
+        web = cli(server, "job", "show", "-n", blue_jobs[0], "--web", "--query", "status", "-o", "tsv")
+        assert web.stdout.strip() == "Completed" and f"/api/jobs/{blue_jobs[0]}" in web.stderr

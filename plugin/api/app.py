@@ -213,6 +213,10 @@ class _Handlers:
     async def list_batch_jobs(self, request: Request) -> Any:
         return await run_in_threadpool(self.batch.list_jobs, request.path_params["name"])
 
+    async def list_batch_deployment_jobs(self, request: Request) -> Any:
+        params = request.path_params
+        return await run_in_threadpool(self.batch.list_jobs, params["name"], params["deployment"])
+
     async def list_jobs(self, request: Request) -> Any:
         return await run_in_threadpool(self.batch.list_jobs)
 

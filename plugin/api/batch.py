@@ -259,11 +259,17 @@ class BatchControl:
         record = self.store.create_job(job_name, endpoint, name, inputs, spec=spec)
         return self.job_json(record)
 
-    def list_jobs(self, endpoint: str | None = None) -> list[dict[str, Any]]:
-        """Jobs, oldest first; of one batch endpoint when ``endpoint`` is given."""
+    def list_jobs(self, endpoint: str | None = None, deployment: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, oldest first; of one batch endpoint when ``endpoint`` is given, and of one of its deployments
+        when ``deployment`` is too."""
         if endpoint is not None:
             self.endpoint(endpoint)
-        return [self.job_json(record) for record in self.store.list_jobs(endpoint)]
+        if deployment is not None:
+            if endpoint is None:
+                raise TypeError("a deployment's jobs need its endpoint's name")
+            self.store.get_deployment(endpoint, deployment)  # a 404 naming it, not an empty list
+        records = self.store.list_jobs(endpoint, deployment_name=deployment)
+        return [self.job_json(record) for record in records]
 
     def get_job(self, name: str) -> dict[str, Any]:
         """One job."""

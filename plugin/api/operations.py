@@ -210,6 +210,13 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", _BEP + "/jobs", "list_batch_jobs", "List a batch endpoint's jobs, oldest first.", returns="JobList"
     ),
+    Operation(
+        "GET",
+        _BDEP + "/jobs",
+        "list_batch_deployment_jobs",
+        "List the jobs a batch deployment ran or will run, oldest first.",
+        returns="JobList",
+    ),
     Operation("GET", "/jobs", "list_jobs", "List every batch job, oldest first.", returns="JobList"),
     Operation("GET", _JOB, "get_job", "Show a job: status, progress, outputs, mini-batch errors.", returns="Job"),
     Operation("POST", _JOB + "/cancel", "cancel_job", "Cancel a queued or running job.", returns="Job", write=True),

@@ -232,6 +232,15 @@ def deployment_show(
         emit(client.batch_deployments.get(name, endpoint_name), output, query)
 
 
+@batch_deployment_app.command("list-jobs")
+def deployment_list_jobs(
+    name: DeploymentNameOpt, endpoint_name: EndpointOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None
+) -> None:
+    """List the jobs a batch deployment ran or will run, oldest first."""
+    with _client() as client:
+        emit(client.batch_deployments.list_jobs(name, endpoint_name), output, query)
+
+
 @batch_deployment_app.command("list")
 def deployment_list(endpoint_name: EndpointOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """List a batch endpoint's deployments."""
@@ -254,10 +263,24 @@ def deployment_delete(
 
 
 @job_app.command("show")
-def job_show(name: JobNameOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
+def job_show(
+    name: JobNameOpt,
+    output: OutputOpt = OutputFormat.json,
+    query: QueryOpt = None,
+    web: Annotated[
+        bool, typer.Option("--web", "-w", help="Azure opens the studio; tiffin has none and says where to look.")
+    ] = False,
+) -> None:
     """Show a job: status, progress, outputs and mini-batch errors."""
     with _client() as client:
-        emit(client.jobs.get(name), output, query)
+        job = client.jobs.get(name)
+        if web:  # Azure's scripts pass --web; the job is still shown, as there
+            err.print(
+                f"tiffin has no studio to open: follow the job with `tiffin job stream -n {name}`; "
+                f"its REST resource is {client.url}/api/jobs/{name}",
+                highlight=False,
+            )
+        emit(job, output, query)
 
 
 @job_app.command("list")

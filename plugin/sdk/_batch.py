@@ -136,6 +136,10 @@ class BatchDeploymentOperations:
         """The endpoint's deployments."""
         return self._t.request("GET", path("batch-endpoints", endpoint_name, "deployments"))
 
+    def list_jobs(self, name: str, endpoint_name: str) -> list[dict[str, Any]]:
+        """The jobs this deployment ran or will run, oldest first (as ``az ml batch-deployment list-jobs``)."""
+        return self._t.request("GET", path("batch-endpoints", endpoint_name, "deployments", name, "jobs"))
+
     def delete(self, name: str, endpoint_name: str) -> None:
         """Delete the deployment (not the default of an endpoint that has others)."""
         self._t.request("DELETE", path("batch-endpoints", endpoint_name, "deployments", name))

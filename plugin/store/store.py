@@ -581,11 +581,15 @@ class Store:
             )
         return row
 
-    def list_jobs(self, endpoint_name: str | None = None, status: str | None = None) -> list[JobRecord]:
-        """Jobs, oldest first, optionally of one endpoint and/or in one status."""
+    def list_jobs(
+        self, endpoint_name: str | None = None, status: str | None = None, *, deployment_name: str | None = None
+    ) -> list[JobRecord]:
+        """Jobs, oldest first, optionally of one endpoint, one of its deployments and/or in one status."""
         query = select(Job).order_by(Job.created_at, Job.name)
         if endpoint_name is not None:
             query = query.where(Job.endpoint_name == endpoint_name)
+        if deployment_name is not None:
+            query = query.where(Job.deployment_name == deployment_name)
         if status is not None:
             _check_state(status, JOB_STATUSES, "status")
             query = query.where(Job.status == status)
