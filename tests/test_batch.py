@@ -35,6 +35,7 @@ from tiffin.batch.inputs import resolve_input
 from tiffin.batch.planner import MiniBatch, Progress, after_failure, over_threshold, plan
 from tiffin.errors import ScoringError, SpecError
 from tiffin.runners.batch import ScriptBatchScorer, write_rows
+from tiffin.specs import with_job_settings
 from tiffin.testing import free_port, serve_tiffin, stop_process_group
 
 SCRIPTS = Path(__file__).parent / "batch_scripts"
@@ -247,6 +248,33 @@ def test_over_threshold_tolerates_up_to_n(threshold: int, tolerated: int) -> Non
     assert not over_threshold(tolerated, threshold)
     assert over_threshold(tolerated + 1, threshold)
     assert over_threshold(tolerated + 100, threshold)
+
+
+def test_job_settings_override_the_deployment_for_one_job() -> None:
+    spec = {"settings": {"mini_batch_size": 10, "retry_settings": {"max_retries": 3, "timeout": 30},
+                         "environment_variables": {"A": "1"}}, "resources": {"instance_count": 1}}  # fmt: skip
+    changed = with_job_settings(spec, {
+        "mini_batch_size": 20, "compute.instance_count": 5, "settings.output_file_name": "mine.csv",
+        "retry_settings.max_retries": 1, "environment_variables": {"B": "2"},
+    })  # fmt: skip
+    assert changed == {
+        "settings": {"mini_batch_size": 20, "output_file_name": "mine.csv",
+                     "retry_settings": {"max_retries": 1, "timeout": 30},
+                     "environment_variables": {"A": "1", "B": "2"}},
+        "resources": {"instance_count": 5},
+    }  # fmt: skip
+    assert spec["settings"]["mini_batch_size"] == 10, "the deployment's own spec is left as it was"
+    assert with_job_settings(spec, {"resources.instance_count": 2})["resources"] == {"instance_count": 2}
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("model", "cannot be set for one job"), ("mini_batch_size.x", "has no field 'x'"), ("code", "mini_batch_size")],
+)
+def test_job_settings_refuse_what_a_job_cannot_change(key: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as info:
+        with_job_settings({}, {key: 1})
+    assert info.value.field == key
 
 
 def test_progress_of_counts_mini_batches_items_and_rows() -> None:
@@ -586,6 +614,52 @@ def test_a_mini_batch_over_its_timeout_is_killed_and_retried(batch_server: Any, 
     assert by_file(output_rows(server, job["name"], tmp_path)) == {n: [*r, ""] for n, r in expected.items()}
     assert len(pids_in(pids)) == 4, "two workers, and one fresh worker (init() again) per killed one"
     wait_for(lambda: not any(map(pid_alive, pids_in(pids))), 15, "the job's workers (the hung ones too) to be gone")
+
+
+@slow
+@pytest.mark.timeout(240)
+def test_invoke_changes_settings_for_one_job_and_writes_into_output_path(batch_server: Any, tmp_path: Path) -> None:
+    server = batch_server
+    expected = text_inputs(tmp_path / "in", [f"o{i}.txt" for i in range(6)])
+    create(server, "per-job", deployment_spec("main", "per-job", mini_batch_size=2))
+    out = tmp_path / "results" / "run1"  # created by the job
+    # As Azure's docs invoke with other settings for one job.
+    job = cli_json(
+        server, "batch-endpoint", "invoke", "--name", "per-job", "--input", str(tmp_path / "in"),
+        "--mini-batch-size", "4", "--instance-count", "2", "--output-path", str(out),
+        "--set", "output_file_name=mypredictions.csv", "--set", "max_concurrency_per_instance=1",
+        "--set", "retry_settings.max_retries=0",
+    )  # fmt: skip
+    assert job["outputs"] == {"score": {"type": "uri_folder", "path": str(out)}}, "where the output will be"
+    with server.client() as client:
+        final = finish(client, job["name"])
+    assert final["status"] == "Completed", final
+    assert final["progress"]["mini_batches_total"] == 2, "6 files in mini-batches of 4, not of the deployment's 2"
+    assert final["outputs"]["score"]["path"] == str(out / "mypredictions.csv")
+    assert sorted(p.name for p in out.iterdir()) == ["mypredictions.csv"], "no temporary file left beside it"
+    assert by_file(read_rows(out / "mypredictions.csv")) == {n: [*r, ""] for n, r in expected.items()}
+    assert by_file(output_rows(server, job["name"], tmp_path)) == {n: [*r, ""] for n, r in expected.items()}
+
+    # The deployment itself is unchanged: the next job runs on its own settings, into its own folder.
+    plain = cli_json(server, "batch-endpoint", "invoke", "--name", "per-job", "--input", str(tmp_path / "in"))
+    with server.client() as client:
+        final = finish(client, plain["name"])
+    assert final["progress"]["mini_batches_total"] == 3
+    assert Path(final["outputs"]["score"]["path"]).name == "predictions.csv"
+    assert not Path(final["outputs"]["score"]["path"]).is_relative_to(out)
+    shown = cli_json(server, "batch-deployment", "show", "-n", "main", "-e", "per-job")
+    assert shown["settings"]["mini_batch_size"] == 2 and shown["resources"]["instance_count"] == 1
+
+    for flags, field in (
+        (["--set", "mini_batch_size=0"], "mini_batch_size"),
+        (["--mini-batch-size", "0"], "--mini-batch-size"),
+        (["--set", "model=elsewhere"], "model"),
+        (["--set", "error_threshold=lots"], "error_threshold"),
+        (["--output-path", str(tmp_path / "in" / "o1.txt")], "output_path"),
+    ):
+        bad = cli(server, "batch-endpoint", "invoke", "-n", "per-job", "-i", str(tmp_path / "in"), *flags, check=False)
+        assert bad.returncode != 0 and field in bad.stderr, (flags, bad.stderr)
+        assert "Traceback" not in bad.stderr
 
 
 @slow
@@ -972,6 +1046,15 @@ def test_rest_invoke_with_the_endpoint_key(batch_server: Any, tmp_path: Path) ->
             ({"input": str(tmp_path / "in"), "unknown_field": 1}, None),
             ({"input": 42}, None),
             ({"input": str(tmp_path / "in"), "inputs": {"x": [1, 2]}}, None),
+            ({"input": str(tmp_path / "in"), "settings": [1]}, 422),
+            ({"input": str(tmp_path / "in"), "settings": {"mini_batch_size": 0}}, 422),
+            ({"input": str(tmp_path / "in"), "settings": {"mini_batch_size": "many"}}, 422),
+            ({"input": str(tmp_path / "in"), "settings": {"model": "elsewhere"}}, 422),
+            ({"input": str(tmp_path / "in"), "settings": {"retry_settings.retries": 2}}, 422),
+            ({"input": str(tmp_path / "in"), "settings": {"output_action": "print"}}, 422),
+            ({"input": str(tmp_path / "in"), "output_path": "azureml://datastores/workspaceblobstore/paths/x"}, 422),
+            ({"input": str(tmp_path / "in"), "output_path": str(tmp_path / "in" / "r1.txt")}, 422),
+            ({"input": str(tmp_path / "in"), "output_path": 7}, 422),
         ]
         for body, status in bad_bodies:
             answer = post(keys["primaryKey"], body)

@@ -17,7 +17,7 @@ from tiffin.auth import Credentials
 from tiffin.batch import INPUT_TYPES, job_progress, resolve_input
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import job_log_path
-from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec
+from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec, with_job_settings
 from tiffin.store import TERMINAL_JOB_STATUSES, DeploymentRecord, EndpointRecord, JobRecord, Store
 
 from .control import credentials_json
@@ -28,7 +28,7 @@ MAX_ERRORS_SHOWN = 20
 """How many mini-batch errors ``job show`` lists (the job log has them all)."""
 
 _ANSWER_FIELDS = frozenset({"provisioning_state", "scoring_uri", "kind", "created_at", "updated_at", "reason"})
-_INVOKE_FIELDS = frozenset({"input", "input_type", "deployment_name", "inputs", "job_name"})
+_INVOKE_FIELDS = frozenset({"input", "input_type", "deployment_name", "inputs", "job_name", "settings", "output_path"})
 
 
 def _iso(value: Any) -> str | None:
@@ -85,6 +85,10 @@ class BatchControl:
         progress = job_progress(self.store, record.name).as_dict() if batches else (record.progress or {})
         inputs = dict(record.inputs)
         files = inputs.pop("files", [])
+        output_path = inputs.pop("output_path", None)
+        outputs = record.outputs or {}
+        if not outputs and output_path:  # not written yet: say where it will be, as Azure shows output_path
+            outputs = {"score": {"type": "uri_folder", "path": output_path}}
         return {
             "name": record.name,
             "type": "batch",
@@ -92,7 +96,7 @@ class BatchControl:
             "endpoint_name": record.endpoint_name,
             "deployment_name": record.deployment_name,
             "inputs": {**inputs, "input_files": len(files)},
-            "outputs": record.outputs or {},
+            "outputs": outputs,
             "error": record.error,
             "errors": errors[:MAX_ERRORS_SHOWN],
             "progress": progress,
@@ -218,11 +222,15 @@ class BatchControl:
     # --- jobs --------------------------------------------------------------------------------------
 
     def invoke(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Queue a job: ``{"input": PATH, "input_type"?, "deployment_name"?, "inputs"?, "job_name"?}``.
+        """Queue a job: ``{"input": PATH, "input_type"?, "deployment_name"?, "inputs"?, "job_name"?,
+        "settings"?, "output_path"?}``.
 
         ``input`` is a folder, a file or a glob pattern on the server's machine (absolute, or relative to
         the server's working directory); ``inputs`` are literal values kept with the job and given to the
-        scoring code as ``AZUREML_BI_<NAME>`` variables.
+        scoring code as ``AZUREML_BI_<NAME>`` variables. ``settings`` changes the deployment's settings for
+        this job only (``{"mini_batch_size": 20, "instance_count": 2, "output_file_name": "x.csv"}``, see
+        :func:`tiffin.specs.with_job_settings`); ``output_path`` is a folder to write the output file into,
+        instead of the job's own folder.
         """
         unknown = sorted(set(body) - _INVOKE_FIELDS)
         if unknown:
@@ -246,8 +254,19 @@ class BatchControl:
             isinstance(v, str | int | float | bool) for v in literals.values()
         ):
             raise SpecError("must map names to literal values (strings, numbers, booleans)", field="inputs")
+        overrides = body.get("settings") or {}
+        if not isinstance(overrides, Mapping):
+            example = '{"mini_batch_size": 20}'
+            raise SpecError(f"must map settings to this job's values, for example {example}", field="settings")
+        output_path = _output_folder(body.get("output_path"))
         files = resolve_input(source, input_type)
         spec = dict(deployment.spec)
+        if overrides:  # validated whole, so a bad value is refused here with its field, not when the job runs
+            merged = with_job_settings(spec, overrides)
+            loaded = parse_spec(merged, BatchDeployment, f"this job's settings (deployment '{name}')")
+            if loaded.unknown:  # a file's unknown field is a warning; a job's misspelt setting would pass unseen
+                raise SpecError("is not a setting of a batch deployment", field=loaded.unknown[0])
+            spec = loaded.spec.to_yaml_dict()
         if literals:
             settings = dict(spec.get("settings") or {})
             env = dict(settings.get("environment_variables") or {})
@@ -255,7 +274,8 @@ class BatchControl:
             spec["settings"] = {**settings, "environment_variables": env}
         job_name = body.get("job_name") or f"batchjob-{uuid.uuid4()}"
         inputs = {"input": source, "input_type": input_type or ("uri_folder" if Path(source).is_dir() else "uri_file"),
-                  **({"literals": dict(literals)} if literals else {}), "files": files}  # fmt: skip
+                  **({"literals": dict(literals)} if literals else {}),
+                  **({"output_path": str(output_path)} if output_path else {}), "files": files}  # fmt: skip
         record = self.store.create_job(job_name, endpoint, name, inputs, spec=spec)
         return self.job_json(record)
 
@@ -327,3 +347,22 @@ def _check_runnable(deployment: BatchDeployment) -> None:
             "(model.type: mlflow_model) to run without one",
             field="code_configuration",
         )
+
+
+def _output_folder(value: Any) -> Path | None:
+    """``output_path`` of an invoke as an absolute folder (relative to the server's directory, as inputs)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SpecError("must be a folder path", field="output_path")
+    if "://" in value or value.startswith(("azureml:", "folder:")):
+        raise SpecError(
+            f"{value} is a datastore or remote path; tiffin writes local files: give a folder on this machine",
+            field="output_path",
+        )
+    folder = Path(value).expanduser()
+    folder = folder if folder.is_absolute() else Path.cwd() / folder
+    if folder.exists() and not folder.is_dir():
+        raise SpecError(f"{folder} is a file; give a folder (the file in it is named by output_file_name)",
+                        field="output_path")  # fmt: skip
+    return folder

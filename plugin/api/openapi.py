@@ -211,6 +211,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "deployment_name": {"type": "string", "description": "Default: the endpoint's default deployment."},
             "inputs": {"type": "object", "description": "Literal inputs, given to the code as AZUREML_BI_<NAME>."},
             "job_name": {"type": "string"},
+            "settings": {
+                "type": "object",
+                "description": "The deployment's settings changed for this job only: mini_batch_size, "
+                "instance_count, max_concurrency_per_instance, output_file_name, error_threshold, "
+                "retry_settings(.max_retries/.timeout), logging_level, environment_variables(.NAME).",
+            },
+            "output_path": {"type": "string", "description": "A folder on the server to write the output into."},
         },
     },
     "Job": {

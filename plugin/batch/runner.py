@@ -9,6 +9,7 @@ mini-batch, ``error_threshold`` over failed inputs, ``output_action`` and ``outp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -112,7 +113,9 @@ class JobRunner:
                 pool.close()
             if outcome is not None:
                 return outcome
-        return self._complete(folder, settings.output_file_name if writes else None)
+        output_path = job.inputs.get("output_path")
+        outputs = Path(output_path) if output_path else folder / "outputs"
+        return self._complete(folder, outputs, settings.output_file_name if writes else None)
 
     def _drive(
         self,
@@ -240,21 +243,26 @@ class JobRunner:
 
     # --- the end -------------------------------------------------------------------------------------
 
-    def _complete(self, folder: Path, output_file_name: str | None) -> str:
+    def _complete(self, folder: Path, output_folder: Path, output_file_name: str | None) -> str:
         batches = self.store.mini_batches(self.name)
         outputs: dict[str, Any] = {}
         if output_file_name is not None:
-            target = folder / "outputs" / output_file_name
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = output_folder / output_file_name
             tmp = target.with_name(f".{target.name}.tmp")
-            with open(tmp, "wb") as out:
-                for batch in batches:
-                    if batch.status == "done":
-                        with open(_part(folder / "parts", batch.index), "rb") as part:
-                            shutil.copyfileobj(part, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)  # the output appears whole, never half written
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as out:
+                    for batch in batches:
+                        if batch.status == "done":
+                            with open(_part(folder / "parts", batch.index), "rb") as part:
+                                shutil.copyfileobj(part, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)  # the output appears whole, never half written
+            except OSError as exc:  # the parts stay: the job can be run again into a folder that takes them
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                raise _JobFailed(f"cannot write the output {target}: {exc.strerror or exc}") from None
             outputs["score"] = {"type": "uri_file", "path": str(target), "output_file_name": output_file_name}
         progress = job_progress(self.store, self.name)
         self._say(

@@ -125,24 +125,41 @@ def endpoint_invoke(
         str | None, typer.Option("--deployment-name", "-d", help="Run on this deployment, not the default.")
     ] = None,
     job_name: Annotated[str | None, typer.Option("--job-name", help="Name the job (default: generated).")] = None,
+    mini_batch_size: Annotated[
+        int | None, typer.Option("--mini-batch-size", min=1, help="Files (or rows) per mini-batch, for this job.")
+    ] = None,
+    instance_count: Annotated[int | None, typer.Option("--instance-count", min=1, help="Workers for this job.")] = None,
+    output_path: Annotated[
+        str | None, typer.Option("--output-path", help="Folder to write the output file into (default: the job's).")
+    ] = None,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
 ) -> None:
     """Start a batch scoring job and print it at once (follow it with `tiffin job stream -n NAME`).
 
-    --set inputs.NAME=VALUE passes literal inputs, given to the scoring code as AZUREML_BI_<NAME>.
+    --set inputs.NAME=VALUE passes literal inputs, given to the scoring code as AZUREML_BI_<NAME>. Any other
+    --set changes a deployment setting for this job only, as on Azure: --set output_file_name=scores.csv,
+    --set max_concurrency_per_instance=4, --set retry_settings.max_retries=1, --set error_threshold=10.
     """
     literals: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     for item in set_ or ():
         key, sep, value = item.partition("=")
-        if not sep or not key.startswith("inputs.") or len(key) <= len("inputs."):
-            raise typer.BadParameter(f"expected inputs.NAME=VALUE, not {item!r}", param_hint="--set")
-        literals[key[len("inputs.") :]] = value
+        if not sep or not key.strip() or key == "inputs.":
+            raise typer.BadParameter(f"expected NAME=VALUE, not {item!r}", param_hint="--set")
+        if key.startswith("inputs."):
+            literals[key[len("inputs.") :]] = value
+        else:  # read as YAML (20 is a number), as --set is everywhere else
+            settings[key] = apply_overrides({}, [f"value={value}"], source="--set")["value"]
+    if mini_batch_size is not None:
+        settings["mini_batch_size"] = mini_batch_size
+    if instance_count is not None:
+        settings["instance_count"] = instance_count
     with _client() as client:
         job = client.batch_endpoints.invoke(
             name, input, deployment_name=deployment_name, input_type=input_type, inputs=literals or None,
-            job_name=job_name,
+            job_name=job_name, settings=settings or None, output_path=output_path,
         )  # fmt: skip
     emit(job, output, query)
 

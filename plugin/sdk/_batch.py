@@ -89,14 +89,25 @@ class BatchEndpointOperations:
         input_type: str | None = None,
         inputs: Mapping[str, Any] | None = None,
         job_name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        output_path: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
-        """Start a job over ``input`` (a folder, a file or a glob pattern); returns the queued job at once."""
+        """Start a job over ``input`` (a folder, a file or a glob pattern); returns the queued job at once.
+
+        ``settings`` changes the deployment's settings for this job only (``{"mini_batch_size": 20,
+        "instance_count": 2, "output_file_name": "scores.csv"}``); ``output_path`` is a folder the output
+        file is written into instead of the job's own folder.
+        """
         body: dict[str, Any] = {"input": absolute_input(os.fspath(input))}
         for key, value in (("deployment_name", deployment_name), ("input_type", input_type), ("job_name", job_name)):
             if value is not None:
                 body[key] = value
         if inputs:
             body["inputs"] = dict(inputs)
+        if settings:
+            body["settings"] = dict(settings)
+        if output_path is not None:
+            body["output_path"] = absolute_input(os.fspath(output_path))
         return self._t.request("POST", path("batch-endpoints", endpoint_name, "jobs"), json=body)
 
     def list_jobs(self, endpoint_name: str) -> list[dict[str, Any]]:

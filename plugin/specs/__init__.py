@@ -14,6 +14,7 @@ Invalid files raise :class:`tiffin.errors.SpecError` naming the file and the fie
 
 from ._base import SpecModel, is_remote_path
 from .batch import (
+    JOB_SETTING_KEYS,
     SETTINGS_KEYS,
     BatchAuthMode,
     BatchDeployment,
@@ -22,6 +23,7 @@ from .batch import (
     BatchEndpointDefaults,
     LoggingLevel,
     OutputAction,
+    with_job_settings,
 )
 from .common import (
     BatchRetrySettings,
@@ -55,6 +57,7 @@ from .loader import (
 from .online import OnlineAuthMode, OnlineDeployment, OnlineEndpoint
 
 __all__ = [
+    "JOB_SETTING_KEYS",
     "SETTINGS_KEYS",
     "SPEC_KINDS",
     "BatchAuthMode",
@@ -93,4 +96,5 @@ __all__ = [
     "parse_spec",
     "read_yaml",
     "translate_validation_error",
+    "with_job_settings",
 ]

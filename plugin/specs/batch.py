@@ -8,15 +8,19 @@ live in :attr:`BatchDeployment.settings` and are also readable as attributes of 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from tiffin.errors import SpecError
+
 from ._base import EnvVars, Int, Name, SpecModel, choice_key, choice_of
 from .common import BatchRetrySettings, CodeConfiguration, EnvironmentRef, ModelRef, ResourceConfiguration
 
 __all__ = [
+    "JOB_SETTING_KEYS",
     "SETTINGS_KEYS",
     "BatchAuthMode",
     "BatchDeployment",
@@ -25,6 +29,7 @@ __all__ = [
     "BatchEndpointDefaults",
     "LoggingLevel",
     "OutputAction",
+    "with_job_settings",
 ]
 
 BatchAuthMode = Literal["key", "aml_token", "aad_token"]
@@ -47,6 +52,10 @@ SETTINGS_KEYS: tuple[str, ...] = (
     "environment_variables",
 )
 """Keys that sit under ``settings:`` in the newer shape and at the top level in the older one."""
+
+_INSTANCE_COUNT = ("instance_count", "resources.instance_count", "compute.instance_count")
+JOB_SETTING_KEYS: tuple[str, ...] = (*SETTINGS_KEYS, "instance_count")
+"""What one job may change of its deployment (Azure's ``invoke --mini-batch-size/--instance-count/--set``)."""
 
 _READ_ONLY = frozenset({"id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location"})
 
@@ -204,3 +213,34 @@ class BatchDeployment(SpecModel):
     def environment_variables(self) -> dict[str, str]:
         """Environment variables set for the scoring code."""
         return self.settings.environment_variables
+
+
+def with_job_settings(spec: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A batch deployment's spec (``to_yaml_dict`` shape) with one job's settings changed, not yet validated.
+
+    Keys are settings (``mini_batch_size``, ``output_file_name``, ``retry_settings.max_retries``,
+    ``environment_variables.NAME``..., with or without a ``settings.`` prefix) or ``instance_count``
+    (also ``resources.``/``compute.instance_count``, as Azure's SDK spells it in ``params_override``).
+    A mapping given for ``retry_settings`` or ``environment_variables`` is merged into the deployment's.
+    """
+    result = dict(spec)
+    settings = dict(result.get("settings") or {})
+    resources = dict(result.get("resources") or {})
+    for raw_key, value in overrides.items():
+        key = str(raw_key).removeprefix("settings.")
+        head, _, rest = key.partition(".")
+        if key in _INSTANCE_COUNT:
+            resources["instance_count"] = value
+        elif head in SETTINGS_KEYS and head not in ("retry_settings", "environment_variables") and rest:
+            raise SpecError(f"'{head}' has no field '{rest}'", field=str(raw_key))
+        elif head in SETTINGS_KEYS and rest:
+            settings[head] = {**(settings.get(head) or {}), rest: value}
+        elif head in SETTINGS_KEYS and isinstance(value, Mapping) and isinstance(settings.get(head), Mapping):
+            settings[head] = {**settings[head], **value}
+        elif head in SETTINGS_KEYS:
+            settings[head] = value
+        else:
+            raise SpecError(f"cannot be set for one job; set one of {', '.join(JOB_SETTING_KEYS)}", field=str(raw_key))
+    result["settings"] = settings
+    result["resources"] = resources
+    return result
