@@ -475,6 +475,7 @@ EXPECTED_ROUTES = {
     ("/batch-endpoints/{name}/deployments/{deployment}", "GET"),
     ("/batch-endpoints/{name}/deployments/{deployment}", "PUT"),
     ("/batch-endpoints/{name}/deployments/{deployment}", "DELETE"),
+    ("/batch-endpoints/{name}/deployments/{deployment}/jobs", "GET"),
     ("/batch-endpoints/{name}/jobs", "POST"),
     ("/batch-endpoints/{name}/jobs", "GET"),
     ("/jobs", "GET"),
