@@ -31,7 +31,7 @@ import httpx
 import pytest
 import yaml
 
-from tiffin.batch.inputs import resolve_input
+from tiffin.batch.inputs import datastore_path, resolve_input
 from tiffin.batch.planner import MiniBatch, Progress, after_failure, over_threshold, plan
 from tiffin.errors import ScoringError, SpecError
 from tiffin.runners.batch import ScriptBatchScorer, write_rows
@@ -336,6 +336,18 @@ def test_resolve_input_errors_say_what_is_wrong(input_tree: Path, path: str, inp
     full = path if ":" in path else str(input_tree / path)
     with pytest.raises(SpecError, match=message):
         resolve_input(full, input_type)
+
+
+def test_datastore_uris_name_folders_of_tiffins_home(tmp_path: Path) -> None:
+    uri = "azureml://datastores/workspaceblobstore/paths/mnist-batch/out"
+    assert datastore_path(uri, tmp_path) == tmp_path / "datastores" / "workspaceblobstore" / "mnist-batch" / "out"
+    assert datastore_path("azureml://datastores/ds/paths/", tmp_path) == tmp_path / "datastores" / "ds"
+    assert datastore_path("azureml://datastores/ds/paths", tmp_path) == tmp_path / "datastores" / "ds"
+    for other in ("/data/in", "https://example.com/x", "azureml:heart-dataset@latest", "azureml://jobs/x/outputs"):
+        assert datastore_path(other, tmp_path) is None
+    with pytest.raises(SpecError, match="climbs out") as info:
+        datastore_path("azureml://datastores/ds/paths/a/../../b", tmp_path, field="output_path")
+    assert info.value.field == "output_path"
 
 
 def test_write_rows_list_of_lists_spreads_over_columns() -> None:
@@ -649,6 +661,20 @@ def test_invoke_changes_settings_for_one_job_and_writes_into_output_path(batch_s
     assert not Path(final["outputs"]["score"]["path"]).is_relative_to(out)
     shown = cli_json(server, "batch-deployment", "show", "-n", "main", "-e", "per-job")
     assert shown["settings"]["mini_batch_size"] == 2 and shown["resources"]["instance_count"] == 1
+
+    # Azure's datastore URIs, as its mnist script writes them, stand for folders of tiffin's home.
+    store = server.home / "datastores" / "workspaceblobstore"
+    shutil.copytree(tmp_path / "in", store / "mnist" / "sample")
+    job = cli_json(
+        server, "batch-endpoint", "invoke", "--name", "per-job", "--input-type", "uri_folder",
+        "--input", "azureml://datastores/workspaceblobstore/paths/mnist/sample",
+        "--output-path", "azureml://datastores/workspaceblobstore/paths/per-job",
+        "--set", "output_file_name=predictions_7.csv",
+    )  # fmt: skip
+    with server.client() as client:
+        final = finish(client, job["name"])
+    assert final["outputs"]["score"]["path"] == str(store / "per-job" / "predictions_7.csv")
+    assert by_file(read_rows(store / "per-job" / "predictions_7.csv")) == {n: [*r, ""] for n, r in expected.items()}
 
     for flags, field in (
         (["--set", "mini_batch_size=0"], "mini_batch_size"),
@@ -1052,7 +1078,9 @@ def test_rest_invoke_with_the_endpoint_key(batch_server: Any, tmp_path: Path) ->
             ({"input": str(tmp_path / "in"), "settings": {"model": "elsewhere"}}, 422),
             ({"input": str(tmp_path / "in"), "settings": {"retry_settings.retries": 2}}, 422),
             ({"input": str(tmp_path / "in"), "settings": {"output_action": "print"}}, 422),
-            ({"input": str(tmp_path / "in"), "output_path": "azureml://datastores/workspaceblobstore/paths/x"}, 422),
+            ({"input": str(tmp_path / "in"), "output_path": "https://example.com/container/out"}, 422),
+            ({"input": str(tmp_path / "in"), "output_path": "azureml://datastores/ds/paths/../../x"}, 422),
+            ({"input": "azureml://datastores/workspaceblobstore/paths/absent"}, 422),
             ({"input": str(tmp_path / "in"), "output_path": str(tmp_path / "in" / "r1.txt")}, 422),
             ({"input": str(tmp_path / "in"), "output_path": 7}, 422),
         ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.auth import Credentials
-from tiffin.batch import INPUT_TYPES, job_progress, resolve_input
+from tiffin.batch import INPUT_TYPES, datastore_path, job_progress, resolve_input
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import job_log_path
 from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec, with_job_settings
@@ -258,8 +258,9 @@ class BatchControl:
         if not isinstance(overrides, Mapping):
             example = '{"mini_batch_size": 20}'
             raise SpecError(f"must map settings to this job's values, for example {example}", field="settings")
-        output_path = _output_folder(body.get("output_path"))
-        files = resolve_input(source, input_type)
+        output_path = _output_folder(body.get("output_path"), self.home)
+        local = datastore_path(source, self.home)
+        files = resolve_input(str(local) if local is not None else source, input_type)
         spec = dict(deployment.spec)
         if overrides:  # validated whole, so a bad value is refused here with its field, not when the job runs
             merged = with_job_settings(spec, overrides)
@@ -349,18 +350,21 @@ def _check_runnable(deployment: BatchDeployment) -> None:
         )
 
 
-def _output_folder(value: Any) -> Path | None:
-    """``output_path`` of an invoke as an absolute folder (relative to the server's directory, as inputs)."""
+def _output_folder(value: Any, home: Path) -> Path | None:
+    """``output_path`` of an invoke as an absolute folder: relative to the server's directory, as inputs,
+    or a datastore URI standing for a folder of tiffin's home."""
     if value is None:
         return None
     if not isinstance(value, str) or not value:
         raise SpecError("must be a folder path", field="output_path")
-    if "://" in value or value.startswith(("azureml:", "folder:")):
+    folder = datastore_path(value, home, field="output_path")
+    if folder is None and ("://" in value or value.startswith(("azureml:", "folder:"))):
         raise SpecError(
-            f"{value} is a datastore or remote path; tiffin writes local files: give a folder on this machine",
+            f"{value} is a remote path; tiffin writes local files: give a folder on this machine, or "
+            "azureml://datastores/NAME/paths/PATH (a folder of tiffin's home)",
             field="output_path",
         )
-    folder = Path(value).expanduser()
+    folder = folder or Path(value).expanduser()
     folder = folder if folder.is_absolute() else Path.cwd() / folder
     if folder.exists() and not folder.is_dir():
         raise SpecError(f"{folder} is a file; give a folder (the file in it is named by output_file_name)",

@@ -17,6 +17,7 @@ from tiffin._lazy import lazy_attributes
 
 _WHERE = {
     "INPUT_TYPES": "tiffin.batch.inputs",
+    "datastore_path": "tiffin.batch.inputs",
     "resolve_input": "tiffin.batch.inputs",
     "MiniBatch": "tiffin.batch.planner",
     "Progress": "tiffin.batch.planner",
@@ -30,7 +31,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from tiffin.batch.inputs import INPUT_TYPES, resolve_input
+    from tiffin.batch.inputs import INPUT_TYPES, datastore_path, resolve_input
     from tiffin.batch.planner import MiniBatch, Progress, after_failure, over_threshold, plan
     from tiffin.batch.runner import RAY_ADDRESS_ENV, JobRunner, job_progress
     from tiffin.batch.scheduler import BatchScheduler
@@ -43,6 +44,7 @@ __all__ = [
     "MiniBatch",
     "Progress",
     "after_failure",
+    "datastore_path",
     "job_progress",
     "over_threshold",
     "plan",

@@ -3,19 +3,38 @@
 As Azure's batch deployments read their input: a folder (``uri_folder``) gives the files directly in it,
 not in sub-folders; a file (``uri_file``) gives itself; a glob pattern gives what it matches. Paths are made
 absolute, since the job runs in the server's working directory, not the caller's.
+
+Azure's datastore URIs (``azureml://datastores/NAME/paths/PATH``) name folders of tiffin's home instead,
+``$TIFFIN_HOME/datastores/NAME/PATH`` (:func:`datastore_path`), so scripts that read from or write to
+``workspaceblobstore`` run unchanged.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 from tiffin.errors import SpecError
 
-__all__ = ["INPUT_TYPES", "resolve_input"]
+__all__ = ["INPUT_TYPES", "datastore_path", "resolve_input"]
 
 INPUT_TYPES = ("uri_folder", "uri_file")
+
+_DATASTORE = re.compile(r"azureml://datastores/(?P<store>[A-Za-z0-9_-]+)/paths(?:/(?P<path>.*))?")
+
+
+def datastore_path(uri: str, home: Path, *, field: str = "input") -> Path | None:
+    """The local folder or file standing for an ``azureml://datastores/NAME/paths/PATH`` URI under ``home``
+    (``home/datastores/NAME/PATH``); None when ``uri`` is not such a URI."""
+    match = _DATASTORE.fullmatch(uri)
+    if match is None:
+        return None
+    parts = PurePosixPath(match["path"] or "").parts
+    if ".." in parts or (parts and parts[0] == "/"):
+        raise SpecError(f"{uri} climbs out of its datastore; give a path inside it", field=field)
+    return home / "datastores" / match["store"] / Path(*parts) if parts else home / "datastores" / match["store"]
 
 
 def resolve_input(path: str, input_type: str | None = None, *, base: Path | None = None) -> list[str]:
@@ -24,8 +43,8 @@ def resolve_input(path: str, input_type: str | None = None, *, base: Path | None
         raise SpecError(f"must be one of {', '.join(INPUT_TYPES)} (got {input_type!r})", field="input_type")
     if "://" in path or path.startswith("azureml:"):
         raise SpecError(
-            f"{path} is a remote or registered data asset; tiffin reads local files: give a folder, a file or a "
-            "glob pattern on this machine",
+            f"{path} is a remote or registered data asset; tiffin reads local files: give a folder, a file, a "
+            "glob pattern on this machine, or azureml://datastores/NAME/paths/PATH (a folder of tiffin's home)",
             field="input",
         )
     full = Path(os.path.expanduser(path))
