@@ -666,11 +666,12 @@ def test_invoke_changes_settings_for_one_job_and_writes_into_output_path(batch_s
     store = server.home / "datastores" / "workspaceblobstore"
     shutil.copytree(tmp_path / "in", store / "mnist" / "sample")
     job = cli_json(
-        server, "batch-endpoint", "invoke", "--name", "per-job", "--input-type", "uri_folder",
+        server, "batch-endpoint", "invoke", "--name", "per-job",
         "--input", "azureml://datastores/workspaceblobstore/paths/mnist/sample",
         "--output-path", "azureml://datastores/workspaceblobstore/paths/per-job",
         "--set", "output_file_name=predictions_7.csv",
     )  # fmt: skip
+    assert job["inputs"]["input_type"] == "uri_folder" and job["inputs"]["input_files"] == len(expected)
     with server.client() as client:
         final = finish(client, job["name"])
     assert final["outputs"]["score"]["path"] == str(store / "per-job" / "predictions_7.csv")

@@ -274,7 +274,8 @@ class BatchControl:
             env.update({f"AZUREML_BI_{k.upper()}": str(v) for k, v in literals.items()})
             spec["settings"] = {**settings, "environment_variables": env}
         job_name = body.get("job_name") or f"batchjob-{uuid.uuid4()}"
-        inputs = {"input": source, "input_type": input_type or ("uri_folder" if Path(source).is_dir() else "uri_file"),
+        given_dir = Path(local if local is not None else source).is_dir()
+        inputs = {"input": source, "input_type": input_type or ("uri_folder" if given_dir else "uri_file"),
                   **({"literals": dict(literals)} if literals else {}),
                   **({"output_path": str(output_path)} if output_path else {}), "files": files}  # fmt: skip
         record = self.store.create_job(job_name, endpoint, name, inputs, spec=spec)
