@@ -9,8 +9,12 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_URL",
+    "MAX_INSTANCES_ENV",
+    "MAX_WORKERS_ENV",
     "REPLICA_CPUS_ENV",
     "configure_logging",
+    "max_instances",
+    "max_workers",
     "parse_cpu_list",
     "pin_to_cpus",
     "tiffin_home",
@@ -21,6 +25,38 @@ REPLICA_CPUS_ENV = "TIFFIN_REPLICA_CPUS"
 """CPUs replicas run on (``taskset -c`` syntax, e.g. ``1-3``); set by ``tiffin serve --replica-cpus``."""
 
 DEFAULT_URL = "http://127.0.0.1:7700"
+
+MAX_INSTANCES_ENV = "TIFFIN_MAX_INSTANCES"
+"""The most replicas one online deployment may ask for (``instance_count``); default 16."""
+
+MAX_WORKERS_ENV = "TIFFIN_MAX_WORKERS"
+"""The most worker processes (or Ray actors) one batch job may run at once
+(``instance_count * max_concurrency_per_instance``); default 32."""
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    from tiffin.errors import TiffinError
+
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise TiffinError(f"{name}={raw!r} is not a whole number; set it to a positive integer") from None
+    if value < 1:
+        raise TiffinError(f"{name}={value} must be at least 1")
+    return value
+
+
+def max_instances(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_MAX_INSTANCES``: the cap on an online deployment's ``instance_count`` (a server setting)."""
+    return _positive_int(environ, MAX_INSTANCES_ENV, 16)
+
+
+def max_workers(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_MAX_WORKERS``: the cap on one batch job's concurrent workers (a server setting)."""
+    return _positive_int(environ, MAX_WORKERS_ENV, 32)
 
 
 def tiffin_home(environ: Mapping[str, str] = os.environ) -> Path:
