@@ -2,30 +2,82 @@
 
 ::
 
-    $TIFFIN_HOME/
-      tiffin.db                                   the SQLite store (unless TIFFIN_STORE_URL says otherwise)
+    $TIFFIN_HOME/                                 0700: everything below is private to the server's user
+      tiffin.db (-wal, -shm)                      the SQLite store (unless TIFFIN_STORE_URL says otherwise), 0600
       admin-token                                 the control plane's admin token (0600)
-      deployments/ENDPOINT/DEPLOYMENT/deployment.yml   the spec a replica process serves
+      secret-key                                  the key sealing endpoint keys in the store (0600)
+      deployments/ENDPOINT/DEPLOYMENT/deployment-N.yml   the spec a replica process serves
+      deployments/ENDPOINT/DEPLOYMENT/replica-N.pid      a running replica's pid file
       logs/ENDPOINT/DEPLOYMENT/replica-N.log      each replica's stdout and stderr
-      model-mounts/ENDPOINT_DEPLOYMENT/           AZUREML_MODEL_DIR of a deployment (links to the model)
+      model-mounts/online/ENDPOINT/DEPLOYMENT/    an online deployment's model: current/ (AZUREML_MODEL_DIR) → copies/X
+      model-mounts/batch/ENDPOINT/DEPLOYMENT/M/   a batch deployment's model M (a digest of its model field)
+      model-mounts/local/F/DEPLOYMENT/            a replica run from the spec file F (a digest of its path)
       jobs/JOB/job.log                            a batch job's log (its workers' output too)
       jobs/JOB/parts/N.csv                        the output rows of mini-batch N, once it is done
+      jobs/JOB/workers/SLOT.pid                   a batch worker's pid file
       jobs/JOB/outputs/predictions.csv            the job's output file (output_file_name), once it completed
+      datastores/NAME/PATH                        what azureml://datastores/NAME/paths/PATH stands for
+
+Every name on disk is *one* name's own: endpoint, deployment and job names become a folder each (never
+flattened into one folder name, where ``x_y``/``z`` and ``x``/``y_z`` would meet), and a name that is not a
+plain folder name (``..``, ``a/b``, a leading dot) is refused (:class:`~tiffin.errors.BadRequestError`)
+rather than rewritten. Online, batch and local models live in separate trees, so an online endpoint and a
+batch endpoint never share a folder whatever their names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 from pathlib import Path
+from typing import Any
+
+from tiffin.errors import BadRequestError
 
 __all__ = [
     "admin_token_path",
+    "batch_mount_identity",
     "deployment_dir",
     "job_dir",
     "job_log_path",
+    "local_mount_identity",
     "logs_dir",
+    "model_mount",
     "model_mounts_dir",
+    "online_mount_identity",
+    "prepare_home",
     "replica_log_path",
+    "safe_name",
+    "secret_key_path",
 ]
+
+# A folder name of its own: no separators, no leading dot (".", "..", hidden files), no control characters.
+# Endpoint and deployment names are narrower still (tiffin.specs); job names come from users as they are.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` if it can be a folder name of its own, else :class:`BadRequestError` saying what is allowed."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise BadRequestError(
+            f"{what} {name!r} cannot name a folder: use letters, digits, '-', '_' and '.', starting with a letter "
+            "or digit, at most 255 characters"
+        )
+    return name
+
+
+def prepare_home(home: Path) -> Path:
+    """Create ``home`` private (0700), make an existing one private, and keep what this process creates private.
+
+    The umask (0o077) is the process's: the store, its WAL, replica logs, job outputs and model copies made by
+    this process and the replicas and workers it starts come out 0600/0700 without each writer saying so.
+    """
+    os.umask(0o077)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    return home
 
 
 def admin_token_path(home: Path) -> Path:
@@ -33,19 +85,24 @@ def admin_token_path(home: Path) -> Path:
     return home / "admin-token"
 
 
+def secret_key_path(home: Path) -> Path:
+    """Where the key that seals endpoint keys and token secrets in the store is kept (unless TIFFIN_SECRET_KEY)."""
+    return home / "secret-key"
+
+
 def deployment_dir(home: Path, endpoint: str, deployment: str) -> Path:
     """Working directory of a deployment's replicas (holds the spec file they serve)."""
-    return home / "deployments" / endpoint / deployment
+    return home / "deployments" / safe_name(endpoint, "endpoint name") / safe_name(deployment, "deployment name")
 
 
 def logs_dir(home: Path, endpoint: str, deployment: str) -> Path:
     """The folder of a deployment's replica logs."""
-    return home / "logs" / endpoint / deployment
+    return home / "logs" / safe_name(endpoint, "endpoint name") / safe_name(deployment, "deployment name")
 
 
 def replica_log_path(home: Path, endpoint: str, deployment: str, index: int) -> Path:
     """The log of replica number ``index`` (0-based) of a deployment."""
-    return logs_dir(home, endpoint, deployment) / f"replica-{index}.log"
+    return logs_dir(home, endpoint, deployment) / f"replica-{int(index)}.log"
 
 
 def model_mounts_dir(home: Path) -> Path:
@@ -53,11 +110,38 @@ def model_mounts_dir(home: Path) -> Path:
     return home / "model-mounts"
 
 
+def online_mount_identity(endpoint: str, deployment: str) -> str:
+    """The model mount of an online deployment served by ``tiffin serve``: one per deployment."""
+    return f"online/{safe_name(endpoint, 'endpoint name')}/{safe_name(deployment, 'deployment name')}"
+
+
+def batch_mount_identity(endpoint: str, deployment: str, model: Any) -> str:
+    """The model mount of a batch deployment's jobs, one per model: a job keeps the spec it was invoked with,
+    so two jobs of one deployment may run different models at once."""
+    digest = _digest(json.dumps(model, sort_keys=True, default=str))
+    return f"batch/{safe_name(endpoint, 'endpoint name')}/{safe_name(deployment, 'deployment name')}/{digest}"
+
+
+def local_mount_identity(spec_file: Path, deployment: str) -> str:
+    """The model mount of a replica run from a spec file outside ``tiffin serve`` (``tiffin replica serve``)."""
+    return f"local/{_digest(str(Path(spec_file).resolve()))}/{safe_name(deployment, 'deployment name')}"
+
+
+def model_mount(home: Path, identity: str) -> Path:
+    """The folder of the model mount ``identity`` (``online/E/D``, …; see :func:`online_mount_identity`)."""
+    return model_mounts_dir(home).joinpath(*(safe_name(part, "model mount") for part in identity.split("/")))
+
+
 def job_dir(home: Path, job: str) -> Path:
     """The folder of a batch job's log, output parts and outputs."""
-    return home / "jobs" / job
+    return home / "jobs" / safe_name(job, "job name")
 
 
 def job_log_path(home: Path, job: str) -> Path:
     """A batch job's log: the runner's progress lines and its workers' output."""
     return job_dir(home, job) / "job.log"
+
+
+def _digest(text: str) -> str:
+    # 128 bits of SHA-256: distinct inputs never meet in practice, and the folder name stays short.
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
 from tiffin.batch.pool import LocalPool, Pool
-from tiffin.paths import job_dir, job_log_path
+from tiffin.paths import batch_mount_identity, job_dir, job_log_path
 from tiffin.specs import BatchDeployment, parse_spec
 from tiffin.store import JobRecord, Store
 
@@ -228,7 +228,7 @@ class JobRunner:
         settings = {
             "spec": job.spec,
             "home": str(self.home),
-            "identity": f"batch-{job.endpoint_name}/{deployment.name}",
+            "identity": batch_mount_identity(job.endpoint_name, deployment.name, (job.spec or {}).get("model")),
         }
         overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
         address = overrides.get(RAY_ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)

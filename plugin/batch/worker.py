@@ -41,7 +41,9 @@ def write_part(path: Path, data: bytes) -> None:
 
 
 WorkerSettings = dict[str, Any]
-"""``{"spec": batch deployment spec (dict), "home": TIFFIN_HOME, "identity": "endpoint/deployment"}``."""
+"""``{"spec": batch deployment spec (dict), "home": TIFFIN_HOME, "identity": "batch/ENDPOINT/DEPLOYMENT/MODEL"}``.
+
+``identity`` is the model mount's (:func:`tiffin.paths.batch_mount_identity`)."""
 
 
 def make_scorer(settings: WorkerSettings) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tiffin.config import tiffin_home
-from tiffin.paths import model_mounts_dir
+from tiffin.paths import deployment_dir, local_mount_identity, model_mounts_dir, online_mount_identity
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.layout import stage_model
 from tiffin.runners import runner_for
@@ -41,7 +41,7 @@ def app_from_file(
     loaded = load_spec(path, OnlineDeployment, overrides=overrides)
     deployment = loaded.spec
     home = home or tiffin_home()
-    identity = f"{deployment.endpoint_name or 'local'}/{deployment.name}"
+    identity = _mount_identity(home, Path(loaded.source), deployment.endpoint_name, deployment.name)
     # Azure's AZUREML_MODEL_DIR layout is for scoring scripts; MLflow and Triton load from the model's path/URI.
     mounts = model_mounts_dir(home)
     model_dir = None if serves_model_itself(deployment) else stage_model(deployment, mounts, identity=identity)
@@ -57,3 +57,12 @@ def app_from_file(
         scoring_threads=settings["scoring_threads"],
     )
     return app, loaded
+
+
+def _mount_identity(home: Path, source: Path, endpoint: str | None, deployment: str) -> str:
+    """The deployment's own model mount: ``tiffin serve``'s replicas (their spec is in the deployment's folder)
+    share one per deployment; a spec run from anywhere else gets one per file, so it never swaps the model of
+    a served deployment of the same names."""
+    if endpoint and source.resolve().parent == deployment_dir(home, endpoint, deployment).resolve():
+        return online_mount_identity(endpoint, deployment)
+    return local_mount_identity(source, deployment)

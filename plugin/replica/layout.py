@@ -10,13 +10,12 @@ Why not one symbolic link to the model: MLflow (3.x) refuses to load a model who
 the folder it is given (``mlflow.pyfunc.load_model(os.path.join(AZUREML_MODEL_DIR, "model"))``, Azure's own
 batch driver, would fail). So ``AZUREML_MODEL_DIR`` itself is a link to a staged copy, and what is under
 it is real folders and files; the link is swapped atomically when the deployment's replicas (or a batch
-job's workers) start again.
+job's workers) start again. Each deployment has a mount folder of its own (:mod:`tiffin.paths`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.errors import SpecError
+from tiffin.paths import safe_name
 
 __all__ = ["model_path_of", "stage_model"]
 
@@ -46,9 +46,11 @@ def model_path_of(deployment: Any) -> Path | None:
 
 
 def stage_model(deployment: Any, mounts_root: Path, *, identity: str) -> Path | None:
-    """Lay the model out under ``mounts_root/identity/`` as Azure does; return that folder (AZUREML_MODEL_DIR).
+    """Lay the model out under ``mounts_root/identity/`` as Azure does; return AZUREML_MODEL_DIR.
 
-    ``identity`` names the deployment (e.g. ``endpoint/deployment``); it is made filesystem-safe.
+    ``identity`` names the mount, one folder per part (``online/ENDPOINT/DEPLOYMENT``, see
+    :func:`tiffin.paths.online_mount_identity` and its siblings): never flattened into one folder name, so
+    two deployments never share a mount. In it ``current`` (AZUREML_MODEL_DIR) links to one of ``copies/``.
     """
     source = model_path_of(deployment)
     if source is None:
@@ -56,26 +58,25 @@ def stage_model(deployment: Any, mounts_root: Path, *, identity: str) -> Path | 
     source = source.resolve()
     if not source.exists():
         raise SpecError(f"model path {source} does not exist", field="model.path")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", identity)
-    model_dir = mounts_root / name
+    mount = mounts_root.joinpath(*(safe_name(part, "model mount") for part in identity.split("/")))
+    model_dir = mount / "current"
     # A fresh staged copy each time: the model's files may have been rewritten in place (retrained), and a
     # hard link keeps pointing at the old contents.
-    copies = mounts_root / ".staged"
+    copies = mount / "copies"
     copies.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=copies))
+    staged = Path(tempfile.mkdtemp(prefix="copy-", dir=copies))
     _link_tree(source, staged / source.name)
     # AZUREML_MODEL_DIR is a link to the copy, swapped atomically: several replicas of one deployment stage
     # at once, and a script listing the folder sees the model alone, as on Azure.
-    tmp = mounts_root / f".tmp-{os.getpid()}-{name}"
+    tmp = mount / f".tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(staged, mounts_root), tmp, target_is_directory=True)
-    if model_dir.is_dir() and not model_dir.is_symlink():  # a real folder left by an older layout
-        shutil.rmtree(model_dir)
+    os.symlink(os.path.relpath(staged, mount), tmp, target_is_directory=True)
     os.replace(tmp, model_dir)
-    # Earlier copies go; one another replica made a moment ago stays a while.
+    # This mount's earlier copies go (no other mount's: each has its own folder); one another replica made a
+    # moment ago stays a while.
     current = os.path.realpath(model_dir)
     for entry in copies.iterdir():
-        if entry.name.startswith(f"{name}-") and str(entry) not in (str(staged), current) and not _young(entry):
+        if str(entry) not in (str(staged), current) and not _young(entry):
             shutil.rmtree(entry, ignore_errors=True)
     return model_dir
 
