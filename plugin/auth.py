@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from tiffin.errors import AuthError
+from tiffin.errors import AuthError, BadRequestError
 
 __all__ = [
     "TOKEN_LIFETIME",
     "Credentials",
     "IssuedToken",
     "authenticate",
+    "authorization_header",
     "bearer_value",
     "issue_token",
     "new_key",
@@ -125,6 +127,21 @@ def bearer_value(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def authorization_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The value of the one ``Authorization`` header among ASGI ``headers`` (None when there is none).
+
+    Two are refused (BadRequestError): proxies and servers disagree on which one counts (first or last),
+    so a request carrying two could be checked with one credential and logged or forwarded with the other.
+    """
+    found: bytes | None = None
+    for key, value in headers:
+        if key == b"authorization":
+            if found is not None:
+                raise BadRequestError("the request has two Authorization headers; send exactly one")
+            found = value
+    return None if found is None else found.decode("latin-1")
 
 
 def authenticate(authorization: str | None, endpoint: str, credentials: Credentials) -> None:

@@ -79,6 +79,8 @@ def decode_infer_request(body: bytes, headers: Mapping[str, str]) -> InferReques
         document = json.loads(body)
     except ValueError as exc:
         raise BadRequestError(f"the infer request is not JSON: {exc}") from None
+    except RecursionError:  # json's decoder recurses once per level
+        raise BadRequestError("the infer request is nested too deeply to decode") from None
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise BadRequestError("an infer request needs 'inputs': a list of tensors with name, shape, datatype, data")
     inputs: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tiffin.errors import SpecError
 from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
@@ -12,7 +12,9 @@ from tiffin.runners.protocol import Runner
 from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
 from tiffin.runners.triton import TritonRunner, TritonRunnerConfig
 
-__all__ = ["is_mlflow_model", "is_triton_model", "runner_for", "serves_model_itself"]
+__all__ = ["RunnerKind", "is_mlflow_model", "is_triton_model", "runner_for", "runner_kind", "serves_model_itself"]
+
+RunnerKind = Literal["script", "triton", "byoc", "mlflow"]
 
 
 def is_mlflow_model(deployment: Any) -> bool:
@@ -41,44 +43,22 @@ def serves_model_itself(deployment: Any) -> bool:
     return is_mlflow_model(deployment) or is_triton_model(deployment)
 
 
-def runner_for(
-    deployment: Any, *, model_dir: Path | None, source: str | None = None, aliases: frozenset[str] = frozenset()
-) -> Runner:
-    """The runner that serves ``deployment`` (an online or batch deployment spec).
+def runner_kind(deployment: Any, *, source: str | None = None) -> RunnerKind:
+    """Which runner serves ``deployment``, decided in one place: a scoring script, a Triton model, the
+    user's own server (BYOC), or an MLflow model; SpecError naming code_configuration when none can.
 
-    ``model_dir`` is the directory laid out as Azure's ``AZUREML_MODEL_DIR`` (see
-    :func:`tiffin.replica.layout.stage_model`); ``aliases`` are the V2 model names (the endpoint's) that
-    a runner serving several models of its own (Triton) maps to its default model.
+    The control plane asks at create, so a deployment nothing can run is refused there (422) rather than
+    stored and failing when its replicas start.
     """
     code = deployment.code_configuration
-    env = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
     if code is not None and code.scoring_script:
-        return ScriptRunner(
-            ScriptRunnerConfig(
-                code_dir=Path(code.code),
-                scoring_script=code.scoring_script,
-                model_dir=model_dir,
-                environment_variables=env,
-            )
-        )
+        return "script"
     if is_triton_model(deployment):
-        path = deployment.model.path
-        remote = path.startswith(("http://", "https://"))
-        return TritonRunner(
-            TritonRunnerConfig(
-                repository=None if remote else Path(path),
-                url=path if remote else None,
-                model_aliases=aliases | {deployment.name},
-                environment_variables=env,
-            )
-        )
-    byoc = _byoc_config(deployment, model_dir, env) if code is None else None
-    if byoc is not None:
-        return ByocRunner(byoc)
+        return "triton"
+    if code is None and _has_own_server(deployment):
+        return "byoc"
     if is_mlflow_model(deployment):
-        model = deployment.model
-        uri = model if isinstance(model, str) else model.path
-        return MLflowRunner(MLflowRunnerConfig(model_uri=uri, environment_variables=env))
+        return "mlflow"
     raise SpecError(
         "a deployment needs code_configuration (code + scoring_script), an MLflow model "
         "(model.type: mlflow_model) or a Triton model repository (model.type: triton_model) served without one, "
@@ -89,14 +69,57 @@ def runner_for(
     )
 
 
-def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -> ByocRunnerConfig | None:
+def runner_for(
+    deployment: Any, *, model_dir: Path | None, source: str | None = None, aliases: frozenset[str] = frozenset()
+) -> Runner:
+    """The runner that serves ``deployment`` (an online or batch deployment spec).
+
+    ``model_dir`` is the directory laid out as Azure's ``AZUREML_MODEL_DIR`` (see
+    :func:`tiffin.replica.layout.stage_model`); ``aliases`` are the V2 model names (the endpoint's) that
+    a runner serving several models of its own (Triton) maps to its default model.
+    """
+    kind = runner_kind(deployment, source=source)
+    code = deployment.code_configuration
+    env = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
+    if kind == "script":
+        return ScriptRunner(
+            ScriptRunnerConfig(
+                code_dir=Path(code.code),
+                scoring_script=code.scoring_script,
+                model_dir=model_dir,
+                environment_variables=env,
+            )
+        )
+    if kind == "triton":
+        path = deployment.model.path
+        remote = path.startswith(("http://", "https://"))
+        return TritonRunner(
+            TritonRunnerConfig(
+                repository=None if remote else Path(path),
+                url=path if remote else None,
+                model_aliases=aliases | {deployment.name},
+                environment_variables=env,
+            )
+        )
+    if kind == "byoc":
+        return ByocRunner(_byoc_config(deployment, model_dir, env))
+    model = deployment.model
+    uri = model if isinstance(model, str) else model.path
+    return MLflowRunner(MLflowRunnerConfig(model_uri=uri, environment_variables=env))
+
+
+def _has_own_server(deployment: Any) -> bool:
     """The user's own server: ``environment.command``, or an image with ``inference_config``."""
     environment = deployment.environment
     if environment is None or isinstance(environment, str):
-        return None
+        return False
+    return bool(environment.command or (environment.image and environment.inference_config))
+
+
+def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -> ByocRunnerConfig:
+    """How to run and reach the user's own server (see :func:`_has_own_server`)."""
+    environment = deployment.environment
     routes = environment.inference_config
-    if not (environment.command or (environment.image and routes)):
-        return None
     scoring = routes.scoring_route if routes else None
     readiness = (routes.readiness_route or routes.liveness_route) if routes else None
     return ByocRunnerConfig(

@@ -259,7 +259,7 @@ def _object_arguments(request: ScoreRequest, names: list[tuple[str, Any]]) -> di
             raise BadRequestError("POST body is empty. Expecting a JSON dictionary.")
         try:
             body = json.loads(request.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past json's stack
             raise BadRequestError(f"POST body could not be decoded as JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequestError("POST body should be a JSON dictionary.")

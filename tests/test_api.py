@@ -28,6 +28,8 @@ with warnings.catch_warnings():
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PUBLIC = "http://127.0.0.1:7700"
+# A deployment needs something to run (a deployment nothing can run is refused at create, 422).
+CODE = {"code": "code/", "scoring_script": "score.py"}
 
 
 class Api:
@@ -46,7 +48,7 @@ class Api:
         return response.json()
 
     def deployment(self, name: str = "blue", endpoint: str = "ep", **fields: Any) -> dict[str, Any]:
-        body = {"model": {"path": str(self.home)}, **fields}
+        body = {"model": {"path": str(self.home)}, "code_configuration": CODE, **fields}
         response = self.put(f"/online-endpoints/{endpoint}/deployments/{name}", json=body)
         assert response.status_code in (200, 201), response.text
         return response.json()
@@ -304,7 +306,9 @@ def test_local_endpoint_has_no_auth_and_one_deployment_with_all_traffic(api: Api
     api.deployment("blue", "loc")
     assert api.get("/online-endpoints/loc").json()["traffic"] == {"blue": 100}
     api.deployment("blue", "loc", instance_count=2)  # updating the one deployment is fine
-    second = api.put("/online-endpoints/loc/deployments/green", json={"model": {"path": str(api.home)}})
+    second = api.put(
+        "/online-endpoints/loc/deployments/green", json={"model": {"path": str(api.home)}, "code_configuration": CODE}
+    )
     assert second.status_code == 409
     assert "takes only one" in message(second)
 
@@ -326,7 +330,12 @@ def test_put_creates_then_updates_a_deployment(api: Api) -> None:
     api.endpoint("ep")
     first = api.put(
         "/online-endpoints/ep/deployments/blue",
-        json={"model": {"path": "/models/m"}, "instance_type": "Standard_DS3_v2", "instance_count": 1},
+        json={
+            "model": {"path": "/models/m"},
+            "code_configuration": CODE,
+            "instance_type": "Standard_DS3_v2",
+            "instance_count": 1,
+        },
     )
     assert first.status_code == 201, first.text
     body = first.json()
@@ -340,7 +349,8 @@ def test_put_creates_then_updates_a_deployment(api: Api) -> None:
 
     api.store.set_deployment_state("ep", "blue", "Succeeded")
     second = api.put(
-        "/online-endpoints/ep/deployments/blue", json={"model": {"path": "/models/m"}, "instance_count": 2}
+        "/online-endpoints/ep/deployments/blue",
+        json={"model": {"path": "/models/m"}, "code_configuration": CODE, "instance_count": 2},
     )
     assert second.status_code == 200
     assert (second.json()["provisioning_state"], second.json()["instance_count"]) == ("Updating", 2)

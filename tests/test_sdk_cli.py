@@ -40,6 +40,7 @@ TESTS = Path(__file__).parent
 PLAIN = TESTS / "deployments" / "plain" / "deployment.yml"
 AZURE = TESTS / "fixtures" / "azure" / "online"
 TOKEN = "cli-admin-token"
+CODE = {"code": str(TESTS / "deployments" / "plain" / "code"), "scoring_script": "score.py"}
 
 
 @dataclass
@@ -144,7 +145,9 @@ def test_sdk_endpoint_lifecycle(server: Server) -> None:
         endpoints = client.online_endpoints
         created = endpoints.create_or_update({"name": "ep", "description": "first", "tags": {"a": "1"}})
         assert created["scoring_uri"] == f"{server.url}/endpoints/ep/score"
-        client.online_deployments.create_or_update({"name": "blue", "model": "azureml:m:1"}, "ep", wait=False)
+        client.online_deployments.create_or_update(
+            {"name": "blue", "model": "azureml:m:1", "code_configuration": CODE}, "ep", wait=False
+        )
         assert endpoints.set_traffic("ep", {"blue": 100})["traffic"] == {"blue": 100}
 
         # An update changes only what the caller set: traffic and tags stay.
@@ -188,7 +191,7 @@ def test_sdk_waits_until_succeeded_then_gives_all_traffic(server: Server) -> Non
     with server.client() as client:
         client.online_endpoints.create({"name": "ep"})
         poller = client.online_deployments.begin_create_or_update(
-            {"name": "blue", "model": "azureml:m:1"},
+            {"name": "blue", "model": "azureml:m:1", "code_configuration": CODE},
             "ep",
             all_traffic=True,
             progress=lambda d: seen.append(d["provisioning_state"]),
@@ -208,7 +211,9 @@ def test_sdk_wait_raises_the_failed_reason(server: Server) -> None:
         client.online_endpoints.create({"name": "ep"})
         server.set_state_later("ep", "blue", "Failed", "init() raised: no model file")
         with pytest.raises(TiffinError, match=r"failed: init\(\) raised: no model file.*get-logs"):
-            client.online_deployments.create_or_update({"name": "blue", "model": "azureml:m:1"}, "ep", all_traffic=True)
+            client.online_deployments.create_or_update(
+                {"name": "blue", "model": "azureml:m:1", "code_configuration": CODE}, "ep", all_traffic=True
+            )
         assert client.online_endpoints.get("ep")["traffic"] == {}
 
 
@@ -219,7 +224,9 @@ def test_sdk_no_wait_returns_at_once_and_resolves_relative_paths(
     with server.client() as client:
         client.online_endpoints.create({"name": "ep"})
         stored = client.online_deployments.create_or_update(
-            {"name": "blue", "endpoint_name": "ep", "model": {"path": "model/"}}, wait=False, all_traffic=True
+            {"name": "blue", "endpoint_name": "ep", "model": {"path": "model/"}, "code_configuration": CODE},
+            wait=False,
+            all_traffic=True,
         )
         assert stored["provisioning_state"] == "Creating"
         assert stored["model"]["path"] == str(tmp_path / "model")
@@ -231,7 +238,7 @@ def test_sdk_no_wait_returns_at_once_and_resolves_relative_paths(
 def test_sdk_get_logs(server: Server) -> None:
     with server.client() as client:
         client.online_endpoints.create({"name": "ep"})
-        client.online_deployments.create_or_update({"name": "blue"}, "ep", wait=False)
+        client.online_deployments.create_or_update({"name": "blue", "code_configuration": CODE}, "ep", wait=False)
         log = replica_log_path(server.home, "ep", "blue", 0)
         log.parent.mkdir(parents=True)
         log.write_text("one\ntwo\nthree\n")

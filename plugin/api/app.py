@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tiffin.auth import authenticate, bearer_value
+from tiffin.auth import authenticate, authorization_header, bearer_value
 from tiffin.errors import AuthError, BadRequestError, NotFoundError, TiffinError, http_status
 from tiffin.store import Store
 
@@ -35,15 +35,17 @@ __all__ = ["create_api"]
 log = logging.getLogger("tiffin.api")
 
 Handler = Callable[[Request], Awaitable[Any]]
+RouteEndpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _error_response(request: Request, exc: Exception) -> Response:
     """The one mapping from exceptions to HTTP answers: ``{"message": ...}`` with the right status."""
-    headers = None
+    headers: dict[str, str] = {}
     if isinstance(exc, TiffinError):
         status, message = http_status(exc), exc.message
     elif isinstance(exc, HTTPException):
         status = exc.status_code
+        headers.update(exc.headers or {})  # a 405's Allow
         message = {
             404: f"no such route: {request.method} {request.url.path}; see /api/openapi.json",
             405: f"{request.method} is not allowed on {request.url.path}; see /api/openapi.json",
@@ -52,7 +54,7 @@ def _error_response(request: Request, exc: Exception) -> Response:
         log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
         status, message = 500, f"internal error in the control plane ({type(exc).__name__}); see the server log"
     if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"message": message}, status_code=status, headers=headers)
 
 
@@ -68,9 +70,31 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise BadRequestError(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:  # json's decoder recurses once per level: ~1000 levels exhaust the stack
+        raise BadRequestError(_TOO_DEEP) from None
     if not isinstance(value, dict):
         raise BadRequestError(f"the request body must be a JSON object, not {type(value).__name__}")
+    _check_depth(value)
     return value
+
+
+MAX_BODY_DEPTH = 100
+"""How deeply a control-plane body may nest. Azure's specs need about six levels; everything after
+parsing (validation, the store's JSON, copies) walks a body recursively."""
+_TOO_DEEP = f"the request body is nested too deeply (more than {MAX_BODY_DEPTH} levels); a spec needs a few"
+
+
+def _check_depth(value: Any) -> None:
+    """Raise BadRequestError when ``value`` nests past :data:`MAX_BODY_DEPTH` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_BODY_DEPTH:
+                    raise BadRequestError(_TOO_DEEP)
+                stack.append((child, depth + 1))
 
 
 def _query_int(request: Request, param: QueryParam) -> int:
@@ -248,7 +272,7 @@ def _endpoint(
 
     async def endpoint(request: Request) -> Response:
         if not op.public:
-            authorization = request.headers.get("authorization")
+            authorization = authorization_header(request.scope["headers"])  # two are refused: 400
             value = bearer_value(authorization)
             # compare_digest: how long the check takes says nothing about how much of the token matched.
             admin = value is not None and hmac.compare_digest(value.encode(), admin_token)
@@ -282,6 +306,15 @@ def _endpoint(
     return endpoint
 
 
+def _by_method(endpoints: dict[str, RouteEndpoint]) -> RouteEndpoint:
+    """One path's endpoints behind one route; HEAD is answered as GET (Starlette allows it with GET)."""
+
+    async def dispatch(request: Request) -> Response:
+        return await endpoints["GET" if request.method == "HEAD" else request.method](request)
+
+    return dispatch
+
+
 def create_api(
     store: Store,
     *,
@@ -305,11 +338,12 @@ def create_api(
     batch = BatchControl(store, public_url=public_url, home=home)
     handlers = _Handlers(ControlPlane(store, public_url=public_url, home=home), batch, stats)
     token = admin_token.encode()
-    routes = []
+    by_path: dict[str, dict[str, RouteEndpoint]] = {}
     for op in OPERATIONS:
         handler: Handler = getattr(handlers, op.name)
-        wrapped = _endpoint(op, handler, token, on_change, batch)
-        routes.append(Route(op.path, wrapped, methods=[op.method], name=op.name))
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, handler, token, on_change, batch)
+    # One route per path, so that a 405's Allow names every method of the path, not only the first route's.
+    routes = [Route(path, _by_method(methods), methods=list(methods)) for path, methods in by_path.items()]
     return Starlette(
         routes=routes,
         exception_handlers={TiffinError: _error_response, HTTPException: _error_response, Exception: _error_response},

@@ -11,7 +11,9 @@ reads them there); the endpoint's ``spec`` holds the remaining Azure fields (des
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +21,9 @@ from typing import Any
 
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError, SpecError
-from tiffin.paths import replica_log_path
+from tiffin.paths import model_mount, online_mount_identity, replica_log_path
 from tiffin.routing import check_traffic
+from tiffin.runners.factory import runner_kind
 from tiffin.specs import OnlineDeployment, OnlineEndpoint, parse_spec
 from tiffin.store import DeploymentRecord, EndpointRecord, Store
 
@@ -228,7 +231,10 @@ class ControlPlane:
 
     def delete_endpoint(self, name: str) -> None:
         """Delete the endpoint and every deployment it holds (the supervisor stops their replicas)."""
+        deployments = [d.name for d in self.store.list_deployments(name)]
         self.store.delete_endpoint(name, "online")
+        for deployment in deployments:
+            self._remove_model_mount(name, deployment)
 
     def credentials(self, name: str) -> dict[str, str]:
         """``primaryKey``/``secondaryKey``, or a fresh token as ``accessToken``/``expiryTimeUtc``."""
@@ -271,6 +277,9 @@ class ControlPlane:
         body.update(name=name, endpoint_name=endpoint)
         target = self.endpoint(endpoint)
         spec = parse_spec(body, OnlineDeployment, f"online deployment '{name}'").spec
+        # Refused here, before anything is stored: a deployment nothing can run would otherwise sit in the
+        # store and fail only when its replicas start.
+        runner_kind(spec, source=f"online deployment '{name}'")
         local = is_local(target)
         if local:
             others = [d.name for d in self.store.list_deployments(endpoint) if d.name != name]
@@ -291,6 +300,15 @@ class ControlPlane:
             # A local endpoint's one deployment holds all the traffic by rule, not by the user's choice.
             self.store.set_traffic(endpoint, {}, {}, kind="online")
         self.store.delete_deployment(endpoint, name)
+        self._remove_model_mount(endpoint, name)
+
+    def _remove_model_mount(self, endpoint: str, name: str) -> None:
+        """Remove the model copy a deployment's replicas staged (left behind when its init() failed, or
+        when it is deleted), and the endpoint's folder of mounts once empty."""
+        mount = model_mount(self.home, online_mount_identity(endpoint, name))
+        shutil.rmtree(mount, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other deployments' mounts are still there
+            mount.parent.rmdir()
 
     def logs(self, endpoint: str, name: str, lines: int, instance: int) -> str:
         """The last ``lines`` lines of replica ``instance``'s log."""

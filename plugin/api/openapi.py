@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tiffin import __version__
+from tiffin.specs._base import _NAME_RE
 
 from .operations import OPERATIONS, Operation
 
@@ -22,6 +23,10 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# What the server accepts as an endpoint or deployment name (tiffin.specs), so that the schema admits no
+# name the server refuses. JSON Schema patterns search, so the whole value is anchored.
+_NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": f"^{_NAME_RE.pattern}$"}
+_PATH_NAMES = frozenset({"name", "deployment"})
 _PERCENTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}}
 _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
 _AUTH_MODES = ["key", "aml_token", "aad_token"]
@@ -42,7 +47,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["name"],
         "additionalProperties": True,
         "properties": {
-            "name": {"type": "string"},
+            "name": _NAME,
             "description": {"type": "string"},
             "tags": {"type": "object"},
             "auth_mode": {"type": "string", "enum": _AUTH_MODES, "default": "key"},
@@ -91,6 +96,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Traffic": {
         "type": "object",
         "additionalProperties": False,
+        "minProperties": 1,
         "properties": {"traffic": _PERCENTS, "mirror_traffic": _PERCENTS},
     },
     "Credentials": {
@@ -122,8 +128,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "name and endpoint_name default to the URL's.",
         "additionalProperties": True,
         "properties": {
-            "name": {"type": "string"},
-            "endpoint_name": {"type": "string"},
+            "name": _NAME,
+            "endpoint_name": _NAME,
             "model": {"oneOf": [{"type": "string"}, {"type": "object"}]},
             "code_configuration": {"type": "object"},
             "environment": {"oneOf": [{"type": "string"}, {"type": "object"}]},
@@ -155,7 +161,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["name"],
         "additionalProperties": True,
         "properties": {
-            "name": {"type": "string"},
+            "name": _NAME,
             "description": {"type": "string"},
             "tags": {"type": "object"},
             "auth_mode": {"type": "string", "enum": _AUTH_MODES, "default": "aad_token"},
@@ -186,8 +192,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "A batch deployment in Azure ML's YAML shape (batchDeployment or modelBatchDeployment).",
         "additionalProperties": True,
         "properties": {
-            "name": {"type": "string"},
-            "endpoint_name": {"type": "string"},
+            "name": _NAME,
+            "endpoint_name": _NAME,
             "model": {"oneOf": [{"type": "string"}, {"type": "object"}]},
             "code_configuration": {"type": "object"},
             "resources": {"type": "object"},
@@ -239,9 +245,40 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+# What a create answers names, and the operations under it that take those names (the others they need
+# are the caller's): OpenAPI links, so that a client or a tester (schemathesis) can go from a created
+# resource to what acts on it.
+_LINKS: dict[str, tuple[str, dict[str, str]]] = {
+    "create_endpoint": ("/online-endpoints/{name}", {"name": "$response.body#/name"}),
+    "put_deployment": (
+        "/online-endpoints/{name}/deployments/{deployment}",
+        {"name": "$response.body#/endpoint_name", "deployment": "$response.body#/name"},
+    ),
+    "create_batch_endpoint": ("/batch-endpoints/{name}", {"name": "$response.body#/name"}),
+    "put_batch_deployment": (
+        "/batch-endpoints/{name}/deployments/{deployment}",
+        {"name": "$response.body#/endpoint_name", "deployment": "$response.body#/name"},
+    ),
+    "invoke_batch_endpoint": ("/jobs/{job}", {"job": "$response.body#/name"}),
+}
+
+
+def _links(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]:
+    if op.name not in _LINKS:
+        return {}
+    prefix, parameters = _LINKS[op.name]
+    return {
+        target.name: {"operationId": target.name, "parameters": parameters}
+        for target in operations
+        if target is not op
+        and target.path.startswith(prefix)
+        and set(parameters) <= set(re.findall(r"{(\w+)}", target.path))
+    }
+
+
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _NAME if name in _PATH_NAMES else {"type": "string"}}
         for name in re.findall(r"{(\w+)}", op.path)
     ]
     params += [
@@ -257,7 +294,7 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
     return params
 
 
-def _responses(op: Operation) -> dict[str, Any]:
+def _responses(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]:
     if op.returns is None:
         success: dict[str, Any] = {"description": "Done; no content."}
     elif op.returns == "text":
@@ -267,9 +304,15 @@ def _responses(op: Operation) -> dict[str, Any]:
         success = {"description": "The file", "content": {"application/octet-stream": binary}}
     else:
         success = {"description": "OK", "content": {"application/json": {"schema": _ref(op.returns)}}}
+    links = _links(op, operations)
+    if links:
+        success["links"] = links
     responses: dict[str, Any] = {str(op.status): success}
     if op.name in ("put_deployment", "put_batch_deployment"):
         responses["201"] = {**success, "description": "Created"}
+    error = {"content": {"application/json": {"schema": _ref("Error")}}}
+    if not op.public:
+        responses["401"] = {"description": "The admin token is missing or wrong.", **error}
     responses["default"] = {
         "description": "An error: 400/422 invalid input (the message names the field), 401 missing or wrong "
         "admin token, 404 not found, 409 conflict.",
@@ -278,8 +321,8 @@ def _responses(op: Operation) -> dict[str, Any]:
     return responses
 
 
-def _operation(op: Operation) -> dict[str, Any]:
-    doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "responses": _responses(op)}
+def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "responses": _responses(op, operations)}
     params = _parameters(op)
     if params:
         doc["parameters"] = params
@@ -292,9 +335,10 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
     """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
+    operations = tuple(operations)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, operations)
     return {
         "openapi": "3.1.0",
         "info": {

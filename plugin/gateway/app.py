@@ -18,10 +18,10 @@ import logging
 import random
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
-from tiffin.auth import authenticate
+from tiffin.auth import authenticate, authorization_header
 from tiffin.errors import PayloadTooLargeError, RequestTimeoutError, TiffinError, UnavailableError
 from tiffin.gateway.limits import Admission
 from tiffin.gateway.stats import EndpointStats
@@ -121,6 +121,12 @@ class Gateway:
         rest = path[len(self.prefix) + 1 :] if path.startswith(self.prefix + "/") else ""
         name, slash, tail = rest.partition("/")
         endpoint = self.table.endpoints.get(name) if name else None
+        raw_path: bytes | None = scope.get("raw_path")
+        if endpoint is not None and raw_path is not None and b"%" in raw_path:
+            # `/endpoints/E%2Fscore` decodes to `/endpoints/E/score`: the name the client sent is "E/score",
+            # which no endpoint has; answering as endpoint E would score where the client did not ask.
+            name = self._name_as_sent(raw_path) or ""
+            endpoint = self.table.endpoints.get(name)
         if endpoint is None:
             message = f"endpoint '{name}' not found; list endpoints with `tiffin online-endpoint list`"
             await send_error(send, 404, message)
@@ -137,12 +143,11 @@ class Gateway:
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, endpoint: EndpointRoute, stats: EndpointStats, tail: str
     ) -> None:
-        authorization = pinned = None
+        pinned = None
         content_length = -1
+        authorization = authorization_header(scope["headers"])  # two are refused: 400
         for key, value in scope["headers"]:
-            if key == b"authorization":
-                authorization = value.decode("latin-1")
-            elif key in _PIN and value:
+            if key in _PIN and value:
                 pinned = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
@@ -192,6 +197,15 @@ class Gateway:
                 raise PayloadTooLargeError(self._too_large())
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _name_as_sent(self, raw_path: bytes) -> str | None:
+        """The endpoint name of a percent-encoded request path, decoded segment by segment (None when the
+        encoded prefix is not this gateway's)."""
+        depth = self.prefix.count("/")
+        parts = raw_path.split(b"/", depth + 2)
+        if len(parts) <= depth + 1 or "/".join(unquote(p.decode("latin-1")) for p in parts[: depth + 1]) != self.prefix:
+            return None
+        return unquote(parts[depth + 1].decode("latin-1"))
 
     def _prefix_of(self, name: str) -> bytes:
         return f"{self.prefix}/{name}".encode()
@@ -389,8 +403,9 @@ def _target(scope: Scope, prefix: bytes, tail: str) -> bytes:
     """The request target for the replica: the path after ``prefix`` (``/endpoints/NAME``) as the client
     sent it, percent-encoding kept (the decoded path may hold spaces), plus the query string."""
     raw_path: bytes | None = scope.get("raw_path")
-    if raw_path is not None and raw_path.startswith(prefix):
-        path = raw_path[len(prefix) :] or b"/"
+    rest = raw_path[len(prefix) :] if raw_path is not None and raw_path.startswith(prefix) else None
+    if rest is not None and rest[:1] in (b"", b"/"):
+        path = rest or b"/"
     else:  # no raw path, or the client escaped characters of the prefix itself: encode again
         path = quote(tail, safe="/:@!$&'()*+,;=-._~").encode("ascii")
     query = scope.get("query_string")

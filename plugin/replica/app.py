@@ -165,7 +165,8 @@ class ReplicaApp:
                 await send_bytes(send, 200, b"", _TEXT, id_headers)
                 return
             if method not in ("GET", "POST"):
-                await send_error(send, 405, f"Method not allowed; use POST {path}", id_headers)
+                allow = [*id_headers, (b"allow", b"GET, POST, OPTIONS")]
+                await send_error(send, 405, f"Method not allowed; use POST {path}", allow)
                 return
             await self._score(scope, receive, send, headers, id_headers)
         elif path == "/" and method in ("GET", "HEAD"):
@@ -210,6 +211,11 @@ class ReplicaApp:
                 JSON,
                 [*id_headers, (b"x-ms-run-function-failed", b"True" if failed else b"False")],
             )
+            return
+        except RecursionError:
+            # The body's JSON nests past Python's stack (json's decoder recurses once per level): the
+            # request is at fault, not the replica. User code's own recursion is a ScoringError above.
+            await send_error(send, 400, "the request body is nested too deeply to decode", id_headers)
             return
         except Exception:
             logger.error("unexpected error while scoring:\n%s", traceback.format_exc())

@@ -104,7 +104,14 @@ def kind_from_schema(url: str) -> type[SpecModel] | None:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys: plain YAML would keep the last one silently."""
+    """A safe loader that refuses duplicate keys (plain YAML would keep the last one silently) and
+    aliases that expand past :data:`MAX_EXPANDED_NODES` values."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -127,6 +134,64 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+MAX_EXPANDED_NODES = 100_000
+"""How many values a YAML document may hold once its aliases are expanded. PyYAML shares an aliased
+value, but everything after it (overrides' deep copy, validation, JSON for the control plane) copies
+it: ten levels of ten aliases each ("billion laughs") took 6 GB. A spec is a few hundred values; a
+file may still use anchors and aliases modestly."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> None:
+    """Refuse a document whose aliases expand past ``limit`` values, or refer to a node holding them.
+
+    Counted on the composed node graph, where an alias is the very node it names: each node's
+    expanded size is computed once (iteratively: a deep document must not exhaust Python's stack).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the nodes on the path from the root to the one being counted
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            if total > limit:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"its aliases (*name) expand to more than {limit} values; write repeated parts out or "
+                    "use fewer aliases",
+                    node.start_mark,
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias (*name) refers to a value that contains the alias itself", node.start_mark
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` read as YAML by the strict loader; RecursionError becomes a YAML error of its own."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise yaml.YAMLError("it is nested too deeply; a spec needs a few levels") from None
+
 
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], str | None]:
     """Read a spec file into a dict, and the ``$schema`` a VS Code comment gives, if any.
@@ -146,7 +211,7 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], str | None]:
     except OSError as exc:
         raise SpecError(f"cannot be read: {exc.strerror or exc}", source=label) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = _load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -205,7 +270,7 @@ def apply_overrides(
                 source=source,
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _load_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             raise SpecError(
                 f"malformed override {item!r}: the value is not valid YAML; quote it",
