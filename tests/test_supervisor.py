@@ -286,8 +286,17 @@ def state_is(store: Store, state: str, deployment: str = "blue") -> Callable[[],
     return lambda: store.get_deployment("ep", deployment).state == state
 
 
-async def score(client: httpx.AsyncClient, url: str) -> httpx.Response:
-    return await client.post(url + "/score", json={"data": [[1, 2]]})
+def replica_client(url: str, **kwargs: Any) -> httpx.AsyncClient:
+    """A client of the replica at ``url``: ``unix:/path`` (as the supervisor starts them) or ``http://``."""
+    if url.startswith("unix:"):
+        transport = httpx.AsyncHTTPTransport(uds=url.removeprefix("unix:"))
+        return httpx.AsyncClient(transport=transport, base_url="http://localhost", trust_env=False, **kwargs)
+    return httpx.AsyncClient(base_url=url, trust_env=False, **kwargs)
+
+
+async def score(url: str, **body: Any) -> httpx.Response:
+    async with replica_client(url, timeout=5) as client:
+        return await client.post("/score", json=body or {"data": [[1, 2]]})
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:
@@ -306,12 +315,11 @@ def test_deployment_succeeds_replicas_score_and_stop_leaves_nothing(tmp_path: Pa
             assert store.get_deployment("ep", "blue").reason is None
             ready = supervisor.ready_replicas("ep", "blue")
             assert len(ready) == 2
-            assert len({r.url for r in ready}) == 2  # two processes on two ports
-            async with httpx.AsyncClient(trust_env=False) as client:
-                for replica in ready:
-                    response = await score(client, replica.url)
-                    assert response.status_code == 200, response.text
-                    assert response.json()["sums"] == [6]
+            assert len({r.url for r in ready}) == 2  # two processes on two sockets
+            for replica in ready:
+                response = await score(replica.url)
+                assert response.status_code == 200, response.text
+                assert response.json()["sums"] == [6]
             statuses = supervisor.replicas()
             assert [(s.index, s.state, s.restarts) for s in statuses] == [(0, "ready", 0), (1, "ready", 0)]
             assert changes  # the routing-table builder heard of them
@@ -346,9 +354,8 @@ def test_killed_replica_is_restarted_and_its_log_shows_both_starts(tmp_path: Pat
             )
             assert again[0].restarts == 1
             assert again[0].last_error == "killed by signal SIGKILL"
-            async with httpx.AsyncClient(trust_env=False) as client:
-                response = await score(client, supervisor.ready_replicas("ep", "blue")[0].url)
-                assert response.json()["sums"] == [6]
+            response = await score(supervisor.ready_replicas("ep", "blue")[0].url)
+            assert response.json()["sums"] == [6]
             log = again[0].log_path.read_text()
             assert log.count("--- replica 0 starting") == 2
             assert f"pid {first.pid})" in log and f"pid {again[0].pid})" in log
@@ -392,22 +399,22 @@ def test_rolling_update_replaces_replicas_without_a_failed_request(tmp_path: Pat
             done = asyncio.Event()
 
             async def hammer() -> None:
-                async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-                    while not done.is_set():
-                        ready = supervisor.ready_replicas("ep", "blue")
-                        if not ready:
-                            results["failed"].append("no ready replica")
-                            await asyncio.sleep(0.01)
-                            continue
-                        url = random.choice(ready).url
-                        try:
-                            response = await score(client, url)
-                            if response.status_code == 200 and response.json()["sums"] == [6]:
-                                results["ok"] += 1
-                            else:
-                                results["failed"].append(f"{url}: {response.status_code} {response.text}")
-                        except httpx.HTTPError as exc:
-                            results["failed"].append(f"{url}: {exc!r}")
+                # One connection per request, as a replica may stop between two of them.
+                while not done.is_set():
+                    ready = supervisor.ready_replicas("ep", "blue")
+                    if not ready:
+                        results["failed"].append("no ready replica")
+                        await asyncio.sleep(0.01)
+                        continue
+                    url = random.choice(ready).url
+                    try:
+                        response = await score(url)
+                        if response.status_code == 200 and response.json()["sums"] == [6]:
+                            results["ok"] += 1
+                        else:
+                            results["failed"].append(f"{url}: {response.status_code} {response.text}")
+                    except httpx.HTTPError as exc:
+                        results["failed"].append(f"{url}: {exc!r}")
 
             clients = [asyncio.create_task(hammer()) for _ in range(4)]
             try:
@@ -428,10 +435,9 @@ def test_rolling_update_replaces_replicas_without_a_failed_request(tmp_path: Pat
             statuses = supervisor.replicas()
             assert len(statuses) == 2 and {s.pid for s in statuses}.isdisjoint(old_pids)
             assert all(s.state == "ready" and s.generation == update.generation for s in statuses)
-            async with httpx.AsyncClient(trust_env=False) as client:
-                for replica in supervisor.ready_replicas("ep", "blue"):
-                    answer = await client.post(replica.url + "/score", json={"echo_env": ["GREETING"]})
-                    assert answer.json() == {"GREETING": "bonjour"}
+            for replica in supervisor.ready_replicas("ep", "blue"):
+                answer = await score(replica.url, echo_env=["GREETING"])
+                assert answer.json() == {"GREETING": "bonjour"}
 
     run(main)
 

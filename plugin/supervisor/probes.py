@@ -1,4 +1,4 @@
-"""HTTP probes of replica processes (Azure's liveness and readiness probes: ``GET /``)."""
+"""HTTP probes of replica processes (Azure's liveness and readiness probes: ``GET /``), over TCP or a Unix socket."""
 
 from __future__ import annotations
 
@@ -40,7 +40,20 @@ def probe_session() -> aiohttp.ClientSession:
 
 
 async def http_probe(session: aiohttp.ClientSession, base_url: str, timeout: float) -> ProbeResult:
-    """``GET base_url + /`` within ``timeout`` seconds; any 2xx or 3xx status is a success (Kubernetes' rule)."""
+    """``GET base_url + /`` within ``timeout`` seconds; any 2xx or 3xx status is a success (Kubernetes' rule).
+
+    ``base_url`` is ``http://HOST:PORT`` (through ``session``) or ``unix:/path/to.sock`` (a replica
+    started by the supervisor): aiohttp binds a Unix socket to a connector, so that probe gets a
+    session of its own, closed with its one connection.
+    """
+    if base_url.startswith("unix:"):
+        connector = aiohttp.UnixConnector(path=base_url.removeprefix("unix:"), force_close=True)
+        async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as own:
+            return await _get(own, "http://localhost", timeout)
+    return await _get(session, base_url, timeout)
+
+
+async def _get(session: aiohttp.ClientSession, base_url: str, timeout: float) -> ProbeResult:
     try:
         async with session.get(
             base_url + PROBE_PATH, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False

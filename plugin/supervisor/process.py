@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .policy import LOG_TAIL_LINES, STOP_TIMEOUT_S
+from .sockets import unix_url
 
 __all__ = [
     "READY_MARKER",
@@ -40,29 +41,21 @@ READY_MARKER = b"ready"
 _PIDFILE_GLOB = "deployments/*/*/replica-*.pid"
 
 
-def replica_command(python: str, spec_path: Path, port: int) -> list[str]:
-    """The command line of one replica serving ``spec_path`` on ``127.0.0.1:port``."""
-    return [
-        python,
-        "-m",
-        "tiffin.cli",
-        "replica",
-        "serve",
-        "-f",
-        str(spec_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+def replica_command(python: str, spec_path: Path, socket: Path) -> list[str]:
+    """The command line of one replica serving ``spec_path`` on the Unix socket ``socket``.
+
+    A socket rather than a loopback port: its folder (0700) lets only the server's user reach the
+    replica, which takes requests without a credential (:mod:`tiffin.supervisor.sockets`).
+    """
+    return [python, "-m", "tiffin.cli", "replica", "serve", "-f", str(spec_path), "--uds", str(socket)]
 
 
 class ReplicaProcess:
     """A started replica process (the leader of its own process group) and what is known of it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], port: int, log_path: Path, log_offset: int) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], socket: Path, log_path: Path, log_offset: int) -> None:
         self.popen = popen
-        self.port = port
+        self.socket = socket
         self.log_path = log_path
         self.started_at = time.monotonic()
         self.pidfile: Path | None = None
@@ -80,8 +73,8 @@ class ReplicaProcess:
 
     @property
     def url(self) -> str:
-        """Where the replica serves HTTP."""
-        return f"http://127.0.0.1:{self.port}"
+        """Where the replica serves HTTP: ``unix:/path/to.sock`` (see :class:`tiffin.gateway.upstream.UpstreamPool`)."""
+        return unix_url(self.socket)
 
     def poll(self) -> int | None:
         """The exit code once the process has exited (negative: killed by that signal), else None."""
@@ -181,6 +174,9 @@ class ReplicaProcess:
             self.unwatch()
             if self.pidfile is not None:
                 self.pidfile.unlink(missing_ok=True)
+            # A killed replica leaves its socket file behind; nothing listens on it any more.
+            with contextlib.suppress(OSError):
+                self.socket.unlink(missing_ok=True)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -190,7 +186,7 @@ class ReplicaProcess:
 def spawn_replica(
     command: Sequence[str],
     *,
-    port: int,
+    socket: Path,
     log_path: Path,
     header: Callable[[int], str],
     env: Mapping[str, str],
@@ -204,6 +200,8 @@ def spawn_replica(
     later supervisor can stop replicas that a crashed one left behind (:func:`reap_orphans`).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # A socket file left by this slot's previous process (killed) would make the bind fail.
+    socket.unlink(missing_ok=True)
     with open(log_path, "ab") as log:  # O_APPEND: the header and the child's output never overwrite
         offset = log.seek(0, os.SEEK_END)
         popen = subprocess.Popen(
@@ -218,7 +216,7 @@ def spawn_replica(
         # The child is still starting its interpreter; this line lands before anything it prints.
         log.write(header(popen.pid).encode())
         log.flush()
-    process = ReplicaProcess(popen, port, log_path, offset)
+    process = ReplicaProcess(popen, socket, log_path, offset)
     if pidfile is not None:
         try:
             pidfile.write_text(

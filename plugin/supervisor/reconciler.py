@@ -47,7 +47,7 @@ __all__ = ["DeploymentReconciler", "ReconcilerHost", "ReplicaState", "ReplicaSta
 
 logger = logging.getLogger("tiffin.supervisor")
 
-ReplicaState = Literal["starting", "ready", "unready", "stopping", "dead"]
+ReplicaState = Literal["pending", "starting", "ready", "unready", "stopping", "dead"]
 _RUNNING: frozenset[str] = frozenset({"starting", "ready", "unready"})
 # While a replica starts, its log is checked this often for the 'ready' line.
 _READY_LINE_POLL_S = 0.1
@@ -57,7 +57,8 @@ _READY_LINE_POLL_S = 0.1
 class ReplicaStatus:
     """One replica as the supervisor sees it (for ``show``, logs and tests).
 
-    ``state``: ``starting`` (process up, not yet ready), ``ready`` (in routing), ``unready`` (was ready,
+    ``state``: ``pending`` (waiting for its turn to start: the server starts a few replicas at a time),
+    ``starting`` (process up, not yet ready), ``ready`` (in routing), ``unready`` (was ready,
     readiness probe failing: out of routing, not restarted), ``stopping`` (out of routing, being
     drained/stopped), ``dead`` (no process: waiting to be restarted, or given up on when the
     deployment failed). ``restarts`` counts starts after the first; ``last_error`` is the latest problem
@@ -68,7 +69,8 @@ class ReplicaStatus:
     deployment: str
     index: int
     pid: int | None
-    port: int | None
+    url: str | None
+    """Where the process serves HTTP (``unix:/path/to.sock``), while there is one."""
     state: ReplicaState
     restarts: int
     last_error: str | None
@@ -83,12 +85,17 @@ class ReconcilerHost(Protocol):
     python: str
     env: Mapping[str, str]
     drain_s: float
+    max_instances: int
+    """The most replicas one deployment may ask for (``TIFFIN_MAX_INSTANCES``)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a tracked task (cancelled when the supervisor stops)."""
 
-    def pick_port(self) -> int:
-        """A free loopback port that no other replica of this supervisor uses."""
+    def socket_path(self, deployment: int, index: int) -> Path:
+        """The Unix socket replica ``index`` of the deployment numbered ``deployment`` listens on."""
+
+    def may_start(self) -> bool:
+        """Whether one more replica may start now (the server starts a few at a time)."""
 
     async def probe(self, url: str, timeout: float) -> ProbeResult:
         """``GET url/`` within ``timeout`` seconds."""
@@ -156,9 +163,10 @@ def _describe_exit(code: int) -> str:
 class DeploymentReconciler:
     """Makes the replica processes of one deployment match its record in the store."""
 
-    def __init__(self, endpoint: str, deployment: str, host: ReconcilerHost) -> None:
+    def __init__(self, endpoint: str, deployment: str, host: ReconcilerHost, number: int = 0) -> None:
         self.endpoint = endpoint
         self.deployment = deployment
+        self.number = number  # names its replicas' sockets: short, and unique in the supervisor
         self._host = host
         self._slots: dict[int, _Slot] = {}
         self._spec_files: dict[str, tuple[Path, int]] = {}  # template -> (spec file, its generation)
@@ -223,6 +231,7 @@ class DeploymentReconciler:
         """The monotonic time at which this deployment next needs a pass (inf: only on events)."""
         due = math.inf
         for slot in self._slots.values():
+            # A pending slot waits for a start to finish elsewhere; that wakes the supervisor.
             if slot.state == "dead" and slot.restart_at is not None:
                 due = min(due, slot.restart_at)
             if slot.state in _RUNNING:
@@ -300,6 +309,7 @@ class DeploymentReconciler:
             )
         if serving:
             self._host.routing_changed()
+        self._host.wake()  # a start slot may have come free for a pending replica
 
     # --- starting, stopping ------------------------------------------------------------------------
 
@@ -316,6 +326,17 @@ class DeploymentReconciler:
         except SpecError as exc:
             self._spec_error = (record.generation, exc)
             raise
+        if parsed.instance_count > self._host.max_instances:
+            # Checked at PUT too; a record stored before the cap, or by a server with a higher one, ends here.
+            self._spec_error = (
+                record.generation,
+                SpecError(
+                    f"is {parsed.instance_count}, above this server's limit of {self._host.max_instances} replicas "
+                    "per deployment (TIFFIN_MAX_INSTANCES); lower instance_count or raise the setting",
+                    field="instance_count",
+                ),
+            )
+            raise self._spec_error[1]
         template = template_of(spec)
         if template not in self._spec_files:
             path = self._dir / f"deployment-{record.generation}.yml"
@@ -348,14 +369,17 @@ class DeploymentReconciler:
 
     def _start(self, slot: _Slot, now: float) -> None:
         host = self._host
-        port = host.pick_port()
+        slot.restart_at = None
+        if not host.may_start():
+            slot.state = "pending"  # _restart_due starts it once a start elsewhere finishes
+            return
         log_path = paths.replica_log_path(host.home, self.endpoint, self.deployment, slot.index)
         slot.starts += 1
-        slot.restart_at = None
         try:
+            socket = host.socket_path(self.number, slot.index)
             process = spawn_replica(
-                replica_command(host.python, slot.spec_path, port),
-                port=port,
+                replica_command(host.python, slot.spec_path, socket),
+                socket=socket,
                 log_path=log_path,
                 header=lambda pid: log_header(slot.index, slot.generation, pid),
                 env=host.env,
@@ -381,17 +405,20 @@ class DeploymentReconciler:
         slot.next_liveness_at = first_liveness_probe_at(process.started_at, slot.liveness_probe)
         process.watch_exit(asyncio.get_running_loop(), lambda: self._on_exit_event(slot, process))
         logger.info(
-            "started replica %s #%d (generation %d) pid %d on port %d",
+            "started replica %s #%d (generation %d) pid %d on %s",
             self.name,
             slot.index,
             slot.generation,
             process.pid,
-            port,
+            process.url,
         )
 
     def _restart_due(self, now: float, desired: _Desired, gated: bool) -> None:
         for slot in list(self._slots.values()):
-            if slot.state != "dead" or slot.retiring or slot.restart_at is None or slot.restart_at > now:
+            if slot.retiring:
+                continue
+            due = slot.state == "dead" and slot.restart_at is not None and slot.restart_at <= now
+            if slot.state != "pending" and not due:
                 continue
             if slot.start_failures >= START_FAILURE_LIMIT or (gated and slot.template == desired.template):
                 continue  # given up on until the deployment changes (_lift_gate)
@@ -462,6 +489,10 @@ class DeploymentReconciler:
     def _remove(self, slot: _Slot) -> None:
         if self._slots.get(slot.index) is slot:
             del self._slots[slot.index]
+
+    def starting(self) -> int:
+        """How many of this deployment's replicas are starting (up, not yet ready) now."""
+        return sum(1 for slot in self._slots.values() if slot.state == "starting")
 
     def processes(self) -> list[ReplicaProcess]:
         """Every process this deployment still has (for the supervisor's final stop)."""
@@ -594,7 +625,7 @@ class DeploymentReconciler:
                 deployment=self.deployment,
                 index=slot.index,
                 pid=slot.process.pid if slot.process else None,
-                port=slot.process.port if slot.process else None,
+                url=slot.process.url if slot.process else None,
                 state=slot.state,
                 restarts=max(0, slot.starts - 1),
                 last_error=slot.last_error,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -24,17 +25,18 @@ from typing import Any
 
 import aiohttp
 
+from tiffin import config
 from tiffin.errors import NotFoundError
 from tiffin.routing import Replica
 from tiffin.runners.tritonserver import TRITONSERVER_ENV
 from tiffin.store import Store
 from tiffin.store.records import DeploymentRecord
-from tiffin.testing import free_port
 
 from .policy import DRAIN_S
 from .probes import ProbeResult, http_probe, probe_session
 from .process import ReplicaProcess, reap_orphans
 from .reconciler import DeploymentReconciler, ReplicaStatus
+from .sockets import SocketFolder, remove_stale_folders
 
 __all__ = ["Supervisor"]
 
@@ -72,24 +74,33 @@ class _ErrorLog:
 class _Host:
     """The supervisor's side of :class:`~tiffin.supervisor.reconciler.ReconcilerHost`."""
 
-    def __init__(self, supervisor: Supervisor, home: Path, python: str, env: Mapping[str, str], drain_s: float):
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        home: Path,
+        python: str,
+        env: Mapping[str, str],
+        drain_s: float,
+        limits: tuple[int, int],
+    ):
         self._supervisor = supervisor
         self.home = home
         self.python = python
         self.env = env
         self.drain_s = drain_s
+        self.max_instances, self.max_starts = limits
+        self.sockets = SocketFolder(home)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return self._supervisor._spawn(coro, name)
 
-    def pick_port(self) -> int:
-        used = {process.port for process in self._supervisor._processes()}
-        port = free_port()
-        for _ in range(20):  # the OS hands out ports in turn, so a clash is rare; a retry settles it
-            if port not in used:
-                break
-            port = free_port()
-        return port
+    def socket_path(self, deployment: int, index: int) -> Path:
+        return self.sockets.path_for(deployment, index)
+
+    def may_start(self) -> bool:
+        # A replica's start (imports, init()) is CPU-bound: a burst of them, e.g. instance_count: 16 or
+        # a server restarting with many deployments, would starve the gateway and each other.
+        return sum(r.starting() for r in self._supervisor._reconcilers.values()) < self.max_starts
 
     async def probe(self, url: str, timeout: float) -> ProbeResult:
         return await http_probe(self._supervisor._probe_session(), url, timeout)
@@ -123,6 +134,11 @@ class Supervisor:
     ``python`` the interpreter that runs replicas; ``on_change()`` is called on the event loop whenever
     a replica joins or leaves routing; ``env`` is added to ``os.environ`` for every replica.
     ``drain_seconds`` is how long a replica leaving service stays up, out of routing, before SIGTERM.
+    ``max_starts`` is how many replicas may be starting (up, not yet ready) at once, across all
+    deployments (default: the number of CPUs, at least 2); the others wait their turn (``pending``).
+    ``max_instances`` (default ``TIFFIN_MAX_INSTANCES``) fails a deployment asking for more replicas.
+    Replicas listen on Unix sockets in a folder only the server's user may enter
+    (:mod:`tiffin.supervisor.sockets`).
     """
 
     def __init__(
@@ -135,6 +151,8 @@ class Supervisor:
         poll_interval: float = 0.5,
         env: Mapping[str, str] | None = None,
         drain_seconds: float = DRAIN_S,
+        max_starts: int | None = None,
+        max_instances: int | None = None,
     ) -> None:
         """Configure the supervisor; nothing runs until :meth:`start` (or :meth:`reconcile_once`)."""
         self._store = store
@@ -155,8 +173,15 @@ class Supervisor:
         for name in _PATH_VARIABLES:
             if replica_env.get(name) and not Path(replica_env[name]).expanduser().is_absolute():
                 replica_env[name] = str(Path(replica_env[name]).expanduser().resolve())
-        self._host = _Host(self, self._home, python, replica_env, drain_seconds)
+        limits = (
+            max_instances if max_instances is not None else config.max_instances(),
+            max_starts if max_starts is not None else max(2, os.cpu_count() or 1),
+        )
+        if limits[1] < 1:
+            raise ValueError("max_starts must be at least 1")
+        self._host = _Host(self, self._home, python, replica_env, drain_seconds, limits)
         self._reconcilers: dict[_Key, DeploymentReconciler] = {}
+        self._numbers = itertools.count(1)  # names deployments' sockets (see sockets.py)
         self._records: dict[_Key, DeploymentRecord] = {}
         self._routing: dict[_Key, tuple[Replica, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -222,6 +247,7 @@ class Supervisor:
             raise
         finally:
             atexit.unregister(self._kill_all_now)
+            self._host.sockets.remove()
             if self._session is not None:
                 await self._session.close()
                 self._session = None
@@ -265,6 +291,7 @@ class Supervisor:
     async def _run(self) -> None:
         try:
             await reap_orphans(self._home)
+            remove_stale_folders(self._home)
         except Exception:
             logger.exception("stopping replicas left behind by an earlier supervisor failed")
         assert self._wake_event is not None
@@ -296,7 +323,8 @@ class Supervisor:
                 if reconciler is None:
                     if record is None:
                         continue
-                    reconciler = self._reconcilers[key] = DeploymentReconciler(key[0], key[1], self._host)
+                    reconciler = DeploymentReconciler(key[0], key[1], self._host, next(self._numbers))
+                    self._reconcilers[key] = reconciler
                 try:
                     await reconciler.reconcile(record, now)
                 except Exception as exc:  # one broken deployment must not stop the others
