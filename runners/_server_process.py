@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from tiffin.errors import RunnerLoadError
 
-__all__ = ["ServerProcess", "answers_2xx"]
+__all__ = ["ServerProcess", "answers_2xx", "listens_beyond_loopback"]
 
 logger = logging.getLogger("tiffin.runners")
 
@@ -29,6 +29,36 @@ def answers_2xx(url: str, timeout: float = 2.0) -> bool:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _loopback(hex_address: str) -> bool:
+    """Whether an address as /proc/net/tcp{,6} writes it (hex, in host byte order per 32 bits) is loopback."""
+    if len(hex_address) == 8:
+        return int(hex_address, 16) & 0xFF == 0x7F  # 127.0.0.0/8 on a little-endian machine
+    if hex_address == "00000000000000000000000001000000":  # ::1
+        return True
+    return hex_address.startswith("0000000000000000FFFF0000") and _loopback(hex_address[-8:])  # ::ffff:127.x
+
+
+def listens_beyond_loopback(port: int, tables: Sequence[str] = ("/proc/net/tcp", "/proc/net/tcp6")) -> bool | None:
+    """Whether something listens on TCP ``port`` on an address other than loopback (None: cannot tell here).
+
+    A server the user brings chooses its own address; one bound to 0.0.0.0 takes requests from the
+    network, past the endpoint's credentials. Linux only (``/proc/net``).
+    """
+    seen = False
+    for table in tables:
+        try:
+            with open(table) as lines:
+                rows = [line.split() for line in lines][1:]
+        except OSError:
+            continue
+        seen = True
+        for row in rows:
+            address, _, hex_port = row[1].partition(":")
+            if row[3] == "0A" and int(hex_port, 16) == port and not _loopback(address):
+                return True
+    return False if seen else None
 
 
 class ServerProcess:

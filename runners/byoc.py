@@ -4,7 +4,8 @@ Azure's custom-container deployments name an ``environment.image`` and its route
 ``environment.inference_config`` (``liveness_route``, ``readiness_route``, ``scoring_route``, each with a
 ``path`` and a container ``port``). tiffin runs the server as a command where no container engine exists
 (``environment.command``, tiffin's addition) or the image where one does, on a port it picks; the server
-finds it in ``$PORT`` (also ``$AML_APP_PORT`` and ``$AZUREML_INFERENCE_PORT``), and ``$AZUREML_MODEL_DIR``
+finds it in ``$PORT`` (also ``$AML_APP_PORT`` and ``$AZUREML_INFERENCE_PORT``) and the address to bind in
+``$HOST`` (``127.0.0.1``: it takes requests without the endpoint's credentials), and ``$AZUREML_MODEL_DIR``
 points at the model laid out as for scoring scripts. The replica waits for the readiness route, and
 forwards ``/score`` to the scoring route (other paths as they are) over pooled keep-alive connections.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from tiffin.errors import RunnerLoadError, UnavailableError
 from tiffin.runners._forward import Forwarder
-from tiffin.runners._server_process import ServerProcess
+from tiffin.runners._server_process import ServerProcess, listens_beyond_loopback
 from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["ByocRunner", "ByocRunnerConfig"]
@@ -72,6 +73,7 @@ class ByocRunner:
         env = {
             **os.environ,
             **self.config.environment_variables,
+            "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "AML_APP_PORT": str(self.port),
             "AZUREML_INFERENCE_PORT": str(self.port),
@@ -82,6 +84,12 @@ class ByocRunner:
         argv = [string.Template(part).safe_substitute(env) for part in command]
         self._server.start(argv, env, hint="; check environment.command")
         self._server.wait_ready(f"{base}{self.config.readiness_path}", self.config.start_timeout_s)
+        if self.config.command and listens_beyond_loopback(self.port):
+            logger.warning(
+                "the deployment's server listens on port %d beyond loopback, where anyone on the network can "
+                "call it without the endpoint's key; bind it to 127.0.0.1 ($HOST) in environment.command",
+                self.port,
+            )
         self._forwarder = Forwarder(base)
 
     def _command(self, port: int) -> list[str]:
