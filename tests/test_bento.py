@@ -144,3 +144,31 @@ def test_bentoml_serve_runs_tiffin_serve_itself(homes, tmp_path):
 def _replicas_of(home: str) -> list[str]:
     out = subprocess.run(["pgrep", "-f", f"{home}/deployments"], capture_output=True, text=True).stdout
     return out.split()
+
+
+def _listen_addresses(port: int) -> set[str]:
+    """The local addresses that TCP sockets listening on ``port`` are bound to (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net/tcp (Linux)")
+def test_bentoml_serve_of_tiffin_listens_on_loopback_unless_told_otherwise(homes, tmp_path):
+    # BentoML's own default host is 0.0.0.0 (while its log says localhost); tiffin's control plane
+    # holds the admin API and every endpoint, so it stays on loopback unless --host says otherwise.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [BENTOML, "serve", "tiffin.service:Tiffin", "--port", str(port)]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with serve_command(command, url + "/api/health", env={**homes, "TIFFIN_URL": url}, cwd=workdir):
+        assert _listen_addresses(port) == {"0100007F"}  # 127.0.0.1, and nothing else
+
