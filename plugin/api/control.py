@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tiffin import config
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import model_mount, online_mount_identity, replica_log_path
@@ -105,13 +106,15 @@ class ControlPlane:
     """Online endpoints and deployments as the REST API exposes them, over one :class:`Store`.
 
     ``public_url`` (``http://127.0.0.1:7700``) is where clients reach ``tiffin serve``; endpoint
-    URIs are built from it. ``home`` is ``TIFFIN_HOME``, where replica logs are.
+    URIs are built from it. ``home`` is ``TIFFIN_HOME``, where replica logs are. ``max_instances``
+    (default ``TIFFIN_MAX_INSTANCES``) is the most replicas a deployment may ask for.
     """
 
-    def __init__(self, store: Store, *, public_url: str, home: Path) -> None:
+    def __init__(self, store: Store, *, public_url: str, home: Path, max_instances: int | None = None) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.home = home
+        self.max_instances = max_instances if max_instances is not None else config.max_instances()
 
     # --- serialisation -----------------------------------------------------------------------------
 
@@ -280,6 +283,14 @@ class ControlPlane:
         # Refused here, before anything is stored: a deployment nothing can run would otherwise sit in the
         # store and fail only when its replicas start.
         runner_kind(spec, source=f"online deployment '{name}'")
+        if spec.instance_count > self.max_instances:
+            # The supervisor would start every replica: 10000 processes take the machine down.
+            raise SpecError(
+                f"is {spec.instance_count}, above this server's limit of {self.max_instances} replicas per "
+                "deployment; lower it, or start tiffin serve with a higher TIFFIN_MAX_INSTANCES",
+                source=f"online deployment '{name}'",
+                field="instance_count",
+            )
         local = is_local(target)
         if local:
             others = [d.name for d in self.store.list_deployments(endpoint) if d.name != name]
