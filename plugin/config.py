@@ -9,10 +9,14 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_URL",
+    "INPUT_ROOTS_ENV",
+    "MAX_INPUT_FILES_ENV",
     "MAX_INSTANCES_ENV",
     "MAX_WORKERS_ENV",
     "REPLICA_CPUS_ENV",
     "configure_logging",
+    "input_roots",
+    "max_input_files",
     "max_instances",
     "max_workers",
     "parse_cpu_list",
@@ -32,6 +36,14 @@ MAX_INSTANCES_ENV = "TIFFIN_MAX_INSTANCES"
 MAX_WORKERS_ENV = "TIFFIN_MAX_WORKERS"
 """The most worker processes (or Ray actors) one batch job may run at once
 (``instance_count * max_concurrency_per_instance``); default 32."""
+
+MAX_INPUT_FILES_ENV = "TIFFIN_MAX_INPUT_FILES"
+"""The most input files one batch job may have (a folder's files, or what a glob pattern matches); default
+100,000."""
+
+INPUT_ROOTS_ENV = "TIFFIN_INPUT_ROOTS"
+"""Folders (separated by ``:``, as ``PATH``) whose files a batch endpoint's key or token may score, besides
+``$TIFFIN_HOME/datastores``; default none."""
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -57,6 +69,27 @@ def max_instances(environ: Mapping[str, str] = os.environ) -> int:
 def max_workers(environ: Mapping[str, str] = os.environ) -> int:
     """``$TIFFIN_MAX_WORKERS``: the cap on one batch job's concurrent workers (a server setting)."""
     return _positive_int(environ, MAX_WORKERS_ENV, 32)
+
+
+def max_input_files(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_MAX_INPUT_FILES``: the cap on one batch job's input files (a server setting)."""
+    return _positive_int(environ, MAX_INPUT_FILES_ENV, 100_000)
+
+
+def input_roots(environ: Mapping[str, str] = os.environ) -> tuple[Path, ...]:
+    """``$TIFFIN_INPUT_ROOTS``: folders an endpoint credential's batch inputs may come from, besides the
+    datastores (absolute paths, ``os.pathsep``-separated; empty entries ignored)."""
+    from tiffin.errors import TiffinError
+
+    roots = []
+    for entry in (environ.get(INPUT_ROOTS_ENV) or "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        root = Path(entry).expanduser()
+        if not root.is_absolute():  # relative to what? The server's directory is not the user's intent
+            raise TiffinError(f"{INPUT_ROOTS_ENV} entry {entry!r} is not an absolute path; give absolute folders")
+        roots.append(root)
+    return tuple(roots)
 
 
 def tiffin_home(environ: Mapping[str, str] = os.environ) -> Path:

@@ -1039,7 +1039,10 @@ def test_mini_batches_run_on_ray_actors(ray_head: str, tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_rest_invoke_with_the_endpoint_key(batch_server: Any, tmp_path: Path) -> None:
     server = batch_server
-    expected = text_inputs(tmp_path / "in", ["r1.txt", "r2.txt", "r3.txt"])
+    # A key reads datastores (and TIFFIN_INPUT_ROOTS), not any server path: see tests/test_batch_security.py.
+    folder = server.home / "datastores" / "rest" / "in"
+    expected = text_inputs(folder, ["r1.txt", "r2.txt", "r3.txt"])
+    source = "azureml://datastores/rest/paths/in"
     create(server, "rest-key", deployment_spec("main", "rest-key"), auth_mode="key")
     keys = cli_json(server, "batch-endpoint", "get-credentials", "-n", "rest-key")
     url = f"{server.url}/api/batch-endpoints/rest-key/jobs"
@@ -1052,38 +1055,38 @@ def test_rest_invoke_with_the_endpoint_key(batch_server: Any, tmp_path: Path) ->
             data = content if content is not None else json.dumps(body).encode()
             return http.post(url, headers=headers, content=data)
 
-        answer = post(keys["primaryKey"], {"input": str(tmp_path / "in")})
+        answer = post(keys["primaryKey"], {"input": source})
         assert answer.status_code == 201, answer.text
         job = answer.json()
         assert job["name"] and job["status"] in ("Queued", "Running") and job["deployment_name"] == "main"
-        assert post(keys["secondaryKey"], {"input": str(tmp_path / "in" / "r1.txt")}).status_code == 201
+        assert post(keys["secondaryKey"], {"input": str(folder / "r1.txt")}).status_code == 201
 
         for key in ("not-the-key", None, server.admin_token + "x"):
-            refused = post(key, {"input": str(tmp_path / "in")})
+            refused = post(key, {"input": source})
             assert refused.status_code == 401, refused.text
             assert refused.json()["message"]
         bad_bodies: list[tuple[dict[str, Any], int | None]] = [
             ({}, None),
             ({"input": ""}, None),
             ({"input": str(tmp_path / "nowhere")}, None),
-            ({"input": str(tmp_path / "in" / "*.parquet")}, None),
-            ({"input": str(tmp_path / "in"), "input_type": "uri_file"}, None),
-            ({"input": str(tmp_path / "in"), "input_type": "mltable"}, None),
-            ({"input": str(tmp_path / "in"), "deployment_name": "absent"}, 404),
-            ({"input": str(tmp_path / "in"), "unknown_field": 1}, None),
+            ({"input": str(folder / "*.parquet")}, None),
+            ({"input": source, "input_type": "uri_file"}, None),
+            ({"input": source, "input_type": "mltable"}, None),
+            ({"input": source, "deployment_name": "absent"}, 404),
+            ({"input": source, "unknown_field": 1}, None),
             ({"input": 42}, None),
-            ({"input": str(tmp_path / "in"), "inputs": {"x": [1, 2]}}, None),
-            ({"input": str(tmp_path / "in"), "settings": [1]}, 422),
-            ({"input": str(tmp_path / "in"), "settings": {"mini_batch_size": 0}}, 422),
-            ({"input": str(tmp_path / "in"), "settings": {"mini_batch_size": "many"}}, 422),
-            ({"input": str(tmp_path / "in"), "settings": {"model": "elsewhere"}}, 422),
-            ({"input": str(tmp_path / "in"), "settings": {"retry_settings.retries": 2}}, 422),
-            ({"input": str(tmp_path / "in"), "settings": {"output_action": "print"}}, 422),
-            ({"input": str(tmp_path / "in"), "output_path": "https://example.com/container/out"}, 422),
-            ({"input": str(tmp_path / "in"), "output_path": "azureml://datastores/ds/paths/../../x"}, 422),
+            ({"input": source, "inputs": {"x": [1, 2]}}, None),
+            ({"input": source, "settings": [1]}, 422),
+            ({"input": source, "settings": {"mini_batch_size": 0}}, 422),
+            ({"input": source, "settings": {"mini_batch_size": "many"}}, 422),
+            ({"input": source, "settings": {"model": "elsewhere"}}, 422),
+            ({"input": source, "settings": {"retry_settings.retries": 2}}, 422),
+            ({"input": source, "settings": {"output_action": "print"}}, 422),
+            ({"input": source, "output_path": "https://example.com/container/out"}, 422),
+            ({"input": source, "output_path": "azureml://datastores/ds/paths/../../x"}, 422),
             ({"input": "azureml://datastores/workspaceblobstore/paths/absent"}, 422),
-            ({"input": str(tmp_path / "in"), "output_path": str(tmp_path / "in" / "r1.txt")}, 422),
-            ({"input": str(tmp_path / "in"), "output_path": 7}, 422),
+            ({"input": source, "output_path": str(folder / "r1.txt")}, 422),
+            ({"input": source, "output_path": 7}, 422),
         ]
         for body, status in bad_bodies:
             answer = post(keys["primaryKey"], body)
@@ -1101,13 +1104,13 @@ def test_rest_invoke_with_the_endpoint_key(batch_server: Any, tmp_path: Path) ->
         other = http.post(
             f"{server.url}/api/batch-endpoints/rest-empty/jobs",
             headers={"Authorization": f"Bearer {keys['primaryKey']}"},
-            json={"input": str(tmp_path / "in")},
+            json={"input": source},
         )
         assert other.status_code == 401, other.text
         no_deployment = http.post(
             f"{server.url}/api/batch-endpoints/rest-empty/jobs",
             headers={"Authorization": f"Bearer {empty_key}"},
-            json={"input": str(tmp_path / "in")},
+            json={"input": source},
         )
         assert no_deployment.status_code == 409, no_deployment.text
         assert "no default deployment" in no_deployment.json()["message"]

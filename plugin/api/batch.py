@@ -8,14 +8,17 @@ it, with the deployment's spec as it is now and the input files resolved.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tiffin import config
 from tiffin.auth import Credentials
-from tiffin.batch import INPUT_TYPES, datastore_path, job_progress, resolve_input
-from tiffin.errors import ConflictError, NotFoundError, SpecError
+from tiffin.batch import INPUT_TYPES, datastore_path, job_progress
+from tiffin.batch.inputs import is_within, resolve_confined, resolve_input
+from tiffin.errors import ConflictError, NotFoundError, SpecError, TiffinError
 from tiffin.paths import job_log_path
 from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec, with_job_settings
 from tiffin.store import TERMINAL_JOB_STATUSES, DeploymentRecord, EndpointRecord, JobRecord, Store
@@ -29,6 +32,11 @@ MAX_ERRORS_SHOWN = 20
 
 _ANSWER_FIELDS = frozenset({"provisioning_state", "scoring_uri", "kind", "created_at", "updated_at", "reason"})
 _INVOKE_FIELDS = frozenset({"input", "input_type", "deployment_name", "inputs", "job_name", "settings", "output_path"})
+# Azure's job names: letters, digits, '-' and '_'. A name, never a path: the job's folder is named after it.
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
+# A literal input NAME reaches the scoring code as the variable AZUREML_BI_NAME.
+_LITERAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_WORKER_FIELDS = ("instance_count", "max_concurrency_per_instance")
 
 
 def _iso(value: Any) -> str | None:
@@ -40,12 +48,33 @@ def _without(body: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
 
 
 class BatchControl:
-    """Batch endpoints, deployments and jobs over one :class:`Store`; ``home`` is ``TIFFIN_HOME``."""
+    """Batch endpoints, deployments and jobs over one :class:`Store`; ``home`` is ``TIFFIN_HOME``.
 
-    def __init__(self, store: Store, *, public_url: str, home: Path) -> None:
+    The server's limits default to its settings (:mod:`tiffin.config`): ``input_roots``
+    (``TIFFIN_INPUT_ROOTS``: where an endpoint credential's inputs may be, besides ``home/datastores``),
+    ``max_workers`` and ``max_instances`` (a job's ``instance_count * max_concurrency_per_instance`` and
+    ``instance_count``), ``max_input_files`` (one job's input files).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        public_url: str,
+        home: Path,
+        input_roots: Sequence[Path] | None = None,
+        max_workers: int | None = None,
+        max_instances: int | None = None,
+        max_input_files: int | None = None,
+    ) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.home = home
+        self.datastores = home / "datastores"
+        self.input_roots = (self.datastores, *(config.input_roots() if input_roots is None else input_roots))
+        self.max_workers = max_workers or config.max_workers()
+        self.max_instances = max_instances or config.max_instances()
+        self.max_input_files = max_input_files or config.max_input_files()
 
     # --- serialisation -----------------------------------------------------------------------------
 
@@ -100,7 +129,7 @@ class BatchControl:
             "error": record.error,
             "errors": errors[:MAX_ERRORS_SHOWN],
             "progress": progress,
-            "log": str(job_log_path(self.home, record.name)),
+            "log": _log_of(self.home, record.name),
             "creation_context": {"created_at": _iso(record.created_at)},
             "start_time": _iso(record.started_at),
             "end_time": _iso(record.finished_at),
@@ -193,6 +222,7 @@ class BatchControl:
             {**body, "name": name, "endpoint_name": endpoint}, BatchDeployment, f"batch deployment '{name}'"
         )
         _check_runnable(spec.spec)
+        self._check_workers(spec.spec)
         record = self.store.put_deployment(endpoint, name, "batch", spec.spec.to_yaml_dict())
         created = record.state == "Creating"
         record = self.store.set_deployment_state(endpoint, name, "Succeeded") or record
@@ -221,16 +251,21 @@ class BatchControl:
 
     # --- jobs --------------------------------------------------------------------------------------
 
-    def invoke(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def invoke(self, endpoint: str, body: Mapping[str, Any], *, admin: bool) -> dict[str, Any]:
         """Queue a job: ``{"input": PATH, "input_type"?, "deployment_name"?, "inputs"?, "job_name"?,
         "settings"?, "output_path"?}``.
 
         ``input`` is a folder, a file or a glob pattern on the server's machine (absolute, or relative to
-        the server's working directory); ``inputs`` are literal values kept with the job and given to the
-        scoring code as ``AZUREML_BI_<NAME>`` variables. ``settings`` changes the deployment's settings for
-        this job only (``{"mini_batch_size": 20, "instance_count": 2, "output_file_name": "x.csv"}``, see
-        :func:`tiffin.specs.with_job_settings`); ``output_path`` is a folder to write the output file into,
-        instead of the job's own folder.
+        the server's working directory), or a datastore URI; ``inputs`` are literal values kept with the job
+        and given to the scoring code as ``AZUREML_BI_<NAME>`` variables. ``settings`` changes the
+        deployment's settings for this job only (``{"mini_batch_size": 20, "instance_count": 2,
+        "output_file_name": "x.csv"}``, see :func:`tiffin.specs.with_job_settings`); ``output_path`` is a
+        folder to write the output file into, instead of the job's own folder.
+
+        ``admin`` says the caller holds the admin token, and may name any local path the server's user can
+        read and set environment variables. Otherwise (an endpoint's key or token) inputs come from the
+        datastores and :attr:`input_roots` only, with one answer for absent and out-of-reach inputs, the output
+        goes into a datastore, and ``environment_variables`` cannot be set.
         """
         unknown = sorted(set(body) - _INVOKE_FIELDS)
         if unknown:
@@ -242,6 +277,8 @@ class BatchControl:
                 f"batch endpoint '{endpoint}' has no default deployment; pass --deployment-name or create one with "
                 f"`tiffin batch-deployment create --endpoint-name {endpoint} --set-default -f deployment.yml`"
             )
+        if not isinstance(name, str):
+            raise SpecError(f"must be the name of a deployment (got {name!r})", field="deployment_name")
         deployment = self.store.get_deployment(endpoint, name)
         source = body.get("input")
         if not isinstance(source, str) or not source:
@@ -249,37 +286,74 @@ class BatchControl:
         input_type = body.get("input_type")
         if input_type is not None and input_type not in INPUT_TYPES:
             raise SpecError(f"must be one of {', '.join(INPUT_TYPES)} (got {input_type!r})", field="input_type")
-        literals = body.get("inputs") or {}
-        if not isinstance(literals, Mapping) or not all(
-            isinstance(v, str | int | float | bool) for v in literals.values()
-        ):
-            raise SpecError("must map names to literal values (strings, numbers, booleans)", field="inputs")
+        literals = _literals(body.get("inputs"))
         overrides = body.get("settings") or {}
         if not isinstance(overrides, Mapping):
             example = '{"mini_batch_size": 20}'
             raise SpecError(f"must map settings to this job's values, for example {example}", field="settings")
+        if not admin:
+            _refuse_environment(overrides)
+        job_name = body.get("job_name")
+        if job_name is not None and not (isinstance(job_name, str) and _JOB_NAME.fullmatch(job_name)):
+            raise SpecError(
+                f"must be a name, not a path: letters, digits, '-' and '_', starting with a letter or digit, at most "
+                f"255 characters (got {job_name!r})",
+                field="job_name",
+            )
         output_path = _output_folder(body.get("output_path"), self.home)
+        if output_path is not None and not admin and not is_within(output_path, [self.datastores]):
+            raise SpecError(
+                "an endpoint's key or token writes outputs into datastores only: give "
+                "azureml://datastores/NAME/paths/PATH; another folder takes the admin token",
+                field="output_path",
+            )
         local = datastore_path(source, self.home)
-        files = resolve_input(str(local) if local is not None else source, input_type)
+        where = str(local) if local is not None else source
+        limits = {"max_files": self.max_input_files}
+        files = (
+            resolve_input(where, input_type, **limits)
+            if admin
+            else resolve_confined(where, self.input_roots, input_type, **limits)
+        )
         spec = dict(deployment.spec)
         if overrides:  # validated whole, so a bad value is refused here with its field, not when the job runs
             merged = with_job_settings(spec, overrides)
             loaded = parse_spec(merged, BatchDeployment, f"this job's settings (deployment '{name}')")
             if loaded.unknown:  # a file's unknown field is a warning; a job's misspelt setting would pass unseen
                 raise SpecError("is not a setting of a batch deployment", field=loaded.unknown[0])
+            if any(field in str(key) for key in overrides for field in _WORKER_FIELDS):
+                # Only when the job asks: a deployment stored over today's caps is clamped when it runs.
+                self._check_workers(loaded.spec)
             spec = loaded.spec.to_yaml_dict()
         if literals:
             settings = dict(spec.get("settings") or {})
             env = dict(settings.get("environment_variables") or {})
             env.update({f"AZUREML_BI_{k.upper()}": str(v) for k, v in literals.items()})
             spec["settings"] = {**settings, "environment_variables": env}
-        job_name = body.get("job_name") or f"batchjob-{uuid.uuid4()}"
-        given_dir = Path(local if local is not None else source).is_dir()
+        job_name = job_name or f"batchjob-{uuid.uuid4()}"
+        given_dir = Path(where).is_dir()
         inputs = {"input": source, "input_type": input_type or ("uri_folder" if given_dir else "uri_file"),
                   **({"literals": dict(literals)} if literals else {}),
                   **({"output_path": str(output_path)} if output_path else {}), "files": files}  # fmt: skip
         record = self.store.create_job(job_name, endpoint, name, inputs, spec=spec)
         return self.job_json(record)
+
+    def _check_workers(self, deployment: BatchDeployment) -> None:
+        """Refuse more instances or workers than the server allows, naming the field and the setting."""
+        instances, per_instance = deployment.instance_count, deployment.max_concurrency_per_instance
+        if instances > self.max_instances:
+            raise SpecError(
+                f"is {instances}, over this server's limit of {self.max_instances} ({config.MAX_INSTANCES_ENV}); "
+                "ask for fewer, or raise the limit where tiffin serve runs",
+                field="instance_count",
+            )
+        if instances * per_instance > self.max_workers:
+            raise SpecError(
+                f"is {per_instance}, and instance_count ({instances}) x max_concurrency_per_instance = "
+                f"{instances * per_instance} workers, over this server's limit of {self.max_workers} "
+                f"({config.MAX_WORKERS_ENV}); ask for fewer, or raise the limit where tiffin serve runs",
+                field="max_concurrency_per_instance",
+            )
 
     def list_jobs(self, endpoint: str | None = None, deployment: str | None = None) -> list[dict[str, Any]]:
         """Jobs, oldest first; of one batch endpoint when ``endpoint`` is given, and of one of its deployments
@@ -349,6 +423,38 @@ def _check_runnable(deployment: BatchDeployment) -> None:
             "(model.type: mlflow_model) to run without one",
             field="code_configuration",
         )
+
+
+def _log_of(home: Path, job: str) -> str | None:
+    try:
+        return str(job_log_path(home, job))
+    except TiffinError:  # a job stored before names were checked has no folder; it is listed all the same
+        return None
+
+
+def _literals(value: Any) -> dict[str, str | int | float | bool]:
+    """An invoke's ``inputs``: names that can follow ``AZUREML_BI_`` in a variable's name, literal values."""
+    literals = value or {}
+    if not isinstance(literals, Mapping) or not all(
+        isinstance(k, str) and _LITERAL_NAME.fullmatch(k) and isinstance(v, str | int | float | bool)
+        and not (isinstance(v, str) and "\0" in v)
+        for k, v in literals.items()
+    ):  # fmt: skip
+        raise SpecError(
+            "must map names (letters, digits and '_') to literal values (strings, numbers, booleans)", field="inputs"
+        )
+    return dict(literals)
+
+
+def _refuse_environment(overrides: Mapping[str, Any]) -> None:
+    """Environment variables reach the scoring code's process (AZUREML_MODEL_DIR, LD_PRELOAD...): the admin's."""
+    for key in overrides:
+        if str(key).removeprefix("settings.").partition(".")[0] == "environment_variables":
+            raise SpecError(
+                "cannot be set with an endpoint's key or token; only the admin token sets environment variables "
+                "(or put them in the deployment)",
+                field=str(key),
+            )
 
 
 def _output_folder(value: Any, home: Path) -> Path | None:

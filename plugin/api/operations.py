@@ -200,7 +200,8 @@ OPERATIONS: tuple[Operation, ...] = (
         _BEP + "/jobs",
         "invoke_batch_endpoint",
         "Start a batch scoring job over input files; answers at once with the queued job. Takes the admin token "
-        "or the endpoint's own key/token.",
+        "(any local path) or the endpoint's own key/token (inputs from datastores and TIFFIN_INPUT_ROOTS only, "
+        "outputs into datastores only, no environment_variables).",
         body="Invoke",
         returns="Job",
         status=201,

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from tiffin import config
 from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
 from tiffin.batch.pool import LocalPool, Pool
+from tiffin.errors import SpecError, TiffinError
 from tiffin.paths import batch_mount_identity, job_dir, job_log_path
 from tiffin.specs import BatchDeployment, parse_spec
 from tiffin.store import JobRecord, Store
@@ -55,14 +57,24 @@ class JobRunner:
 
     ``stop`` is set when the server shuts down: the workers are stopped and the job stays ``Running``,
     to be resumed by the next server. A job canceled in the store (``Canceled``) is noticed within half a
-    second and its workers stopped.
+    second and its workers stopped. ``max_workers`` (default ``TIFFIN_MAX_WORKERS``) caps the job's workers
+    whatever its deployment asks: invoke refuses more, but a deployment may have been stored before.
     """
 
-    def __init__(self, store: Store, name: str, home: Path, *, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        home: Path,
+        *,
+        stop: threading.Event | None = None,
+        max_workers: int | None = None,
+    ) -> None:
         self.store = store
         self.name = name
         self.home = home
         self.stop = stop or threading.Event()
+        self.max_workers = max_workers or config.max_workers()
         self._log: IO[bytes] | None = None
 
     # --- the job -----------------------------------------------------------------------------------
@@ -70,7 +82,10 @@ class JobRunner:
     def run(self) -> str:
         """Run the job; returns its final status, or ``"Running"`` if interrupted by ``stop``."""
         job = self.store.get_job(self.name)
-        folder = job_dir(self.home, self.name)
+        try:
+            folder = job_dir(self.home, self.name)
+        except TiffinError as exc:  # stored before job names were checked: it gets no folder, anywhere
+            return self._finish("Failed", error=exc.message)
         (folder / "parts").mkdir(parents=True, exist_ok=True)
         with open(job_log_path(self.home, self.name), "ab") as log:
             self._log = log
@@ -78,6 +93,8 @@ class JobRunner:
                 return self._run(job, folder)
             except _JobFailed as exc:
                 return self._finish("Failed", error=str(exc))
+            except SpecError as exc:  # its spec was stored before today's checks (an output file name as a path)
+                return self._finish("Failed", error=f"its deployment is no longer valid: {exc.message}")
             except Exception as exc:  # a bug of ours: the job fails with the reason, the server goes on
                 logger.exception("batch job %s failed unexpectedly", self.name)
                 return self._finish("Failed", error=f"internal error: {type(exc).__name__}: {exc}")
@@ -105,7 +122,13 @@ class JobRunner:
             + (f"; resuming, {len(batches) - len(pending)} already done" if len(pending) < len(batches) else "")
         )
         if pending:
-            size = min(deployment.instance_count * settings.max_concurrency_per_instance, len(pending))
+            wanted = deployment.instance_count * settings.max_concurrency_per_instance
+            if wanted > self.max_workers:
+                self._say(
+                    f"instance_count x max_concurrency_per_instance asks for {wanted} workers, over this server's "
+                    f"{config.MAX_WORKERS_ENV} ({self.max_workers}); running {self.max_workers} at most"
+                )
+            size = min(wanted, self.max_workers, len(pending))
             pool = self._pool(size, job, deployment)
             try:
                 outcome = self._drive(pool, pending, items, attempts, failed_items, settings, parts if writes else None)

@@ -22,6 +22,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from tiffin import config
 from tiffin.batch.pool import warm_fork_server
 from tiffin.batch.runner import JobRunner
 from tiffin.store import Store
@@ -35,12 +36,19 @@ class BatchScheduler:
     """Runs the store's batch jobs on this machine (see the module's docstring)."""
 
     def __init__(
-        self, store: Store, home: Path, *, max_jobs_per_deployment: int = 1, poll_interval: float = 0.5
+        self,
+        store: Store,
+        home: Path,
+        *,
+        max_jobs_per_deployment: int = 1,
+        poll_interval: float = 0.5,
+        max_workers: int | None = None,
     ) -> None:
         if max_jobs_per_deployment < 1:
             raise ValueError("max_jobs_per_deployment must be at least 1")
         self.store = store
         self.home = home
+        self.max_workers = max_workers or config.max_workers()  # per job (TIFFIN_MAX_WORKERS)
         self.max_jobs_per_deployment = max_jobs_per_deployment
         self.poll_interval = poll_interval
         self._stop = threading.Event()
@@ -110,7 +118,7 @@ class BatchScheduler:
             self._launch(job.name, key)
 
     def _launch(self, name: str, key: tuple[str, str | None]) -> None:
-        runner = JobRunner(self.store, name, self.home, stop=self._stop)
+        runner = JobRunner(self.store, name, self.home, stop=self._stop, max_workers=self.max_workers)
         thread = threading.Thread(target=runner.run, name=f"tiffin-job-{name}", daemon=True)
         self._threads[name] = thread
         self._owner[name] = key

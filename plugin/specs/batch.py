@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from tiffin.errors import SpecError
@@ -57,6 +57,28 @@ _INSTANCE_COUNT = ("instance_count", "resources.instance_count", "compute.instan
 JOB_SETTING_KEYS: tuple[str, ...] = (*SETTINGS_KEYS, "instance_count")
 """What one job may change of its deployment (Azure's ``invoke --mini-batch-size/--instance-count/--set``)."""
 
+
+def _check_file_name(value: str) -> str:
+    """A file name of its own: the output lands in the job's (or output_path's) folder, never elsewhere."""
+    if (
+        not value
+        or value in (".", "..")
+        or len(value) > 200
+        or any(sep in value for sep in ("/", "\\"))
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    ):
+        raise PydanticCustomError(
+            "file_name",
+            "must be a file name, not a path: no '/' or '\\', not '.' or '..', no control characters, at most "
+            "200 characters (got {got}); choose the folder with --output-path",
+            {"got": repr(value)},
+        )
+    return value
+
+
+FileName = Annotated[str, AfterValidator(_check_file_name)]
+"""A plain file name (``predictions.csv``), never a path."""
+
 _READ_ONLY = frozenset({"id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location"})
 
 
@@ -86,7 +108,7 @@ class BatchDeploymentSettings(SpecModel):
     mini_batch_size: Int = Field(10, ge=1)
     max_concurrency_per_instance: Int = Field(1, ge=1)
     output_action: Annotated[OutputAction, BeforeValidator(choice_of(OutputAction))] = "append_row"
-    output_file_name: str = "predictions.csv"
+    output_file_name: FileName = "predictions.csv"
     retry_settings: BatchRetrySettings = Field(default_factory=BatchRetrySettings)
     # -1: any number of failed files is tolerated.
     error_threshold: Int = Field(-1, ge=-1)
