@@ -124,7 +124,9 @@ def endpoint_invoke(
     deployment_name: Annotated[
         str | None, typer.Option("--deployment-name", "-d", help="Run on this deployment, not the default.")
     ] = None,
-    job_name: Annotated[str | None, typer.Option("--job-name", help="Name the job (default: generated).")] = None,
+    job_name: Annotated[
+        str | None, typer.Option("--job-name", help="Name the job: letters, digits, - and _ (default: generated).")
+    ] = None,
     mini_batch_size: Annotated[
         int | None, typer.Option("--mini-batch-size", min=1, help="Files (or rows) per mini-batch, for this job.")
     ] = None,
