@@ -48,7 +48,8 @@ V2_MODEL_HEADER = b"x-tiffin-v2-model"
 
 @dataclass(frozen=True, slots=True)
 class Replica:
-    """One ready process of a deployment, reachable at ``url`` (``http://127.0.0.1:PORT``).
+    """One ready process of a deployment, reachable at ``url``: ``unix:/path/to.sock`` as the supervisor
+    starts replicas, or ``http://127.0.0.1:PORT`` (a replica run by hand, tests).
 
     ``v2_url`` is set when the replica fronts a model server that speaks the Open Inference Protocol itself
     (Triton): V2 requests go straight there, the endpoint's and deployment's names standing for ``v2_model``.

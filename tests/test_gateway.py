@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -341,3 +343,27 @@ def test_percent_encoded_paths_reach_the_replica_as_sent(gw, replicas):
     r = httpx.get(gw.url + "/endpoints/ep/some%20path?q=a%20b", headers=AUTH)
     # The replica decoded it: the request line it got was valid and kept the encoding.
     assert r.status_code == 404 and "/some path is not served" in r.json()["message"]
+
+
+def test_replicas_on_unix_sockets_and_a_dead_socket_is_skipped(gw, tmp_path):
+    # As the supervisor runs them: `tiffin replica serve --uds`, reached at unix:/path (a short path: the
+    # AF_UNIX limit is 107 bytes and pytest's tmp paths are long).
+    folder = Path(tempfile.mkdtemp(prefix="tgw-"))
+    try:
+        socket = folder / "r.sock"
+        with serve_deployment(HERE / "plain" / "deployment.yml", extra_args=["--uds", str(socket)]) as replica:
+            assert str(socket) in replica.log()
+            dead = Replica("dead-0", f"unix:{folder / 'gone.sock'}")
+            alive = Replica("blue-0", f"unix:{socket}")
+            gw.set_table(
+                table(
+                    {"blue": DeploymentRoute("blue", (dead, alive), max_concurrent_requests_per_instance=4)},
+                    {"blue": 100},
+                )
+            )
+            with httpx.Client(headers=AUTH, timeout=30) as client:
+                answers = [client.post(gw.url + "/endpoints/ep/score", json={"data": [[1, 2]]}) for _ in range(20)]
+            assert [r.status_code for r in answers] == [200] * 20
+            assert answers[0].json() == {"sums": [6], "raw_type": "str"}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -5,12 +5,13 @@
     supervisor = Supervisor(store, home, on_change=rebuild_routing_table)
     await supervisor.start()
     ...
-    supervisor.ready_replicas("my-endpoint", "blue")   # -> (Replica(id, url), ...)
+    supervisor.ready_replicas("my-endpoint", "blue")   # -> (Replica(id, "unix:/…/d1-r0.sock"), ...)
     await supervisor.stop()                             # every replica process stopped
 
 Modules: :mod:`.policy` (pure decisions: probe thresholds, backoff, rollout plan), :mod:`.probes`
-(HTTP probes), :mod:`.process` (one replica process), :mod:`.reconciler` (one deployment),
-:mod:`.supervisor` (the loop, the store, the public class).
+(HTTP probes), :mod:`.process` (one replica process), :mod:`.sockets` (where replicas listen: Unix
+sockets in a 0700 folder), :mod:`.reconciler` (one deployment), :mod:`.supervisor` (the loop, the store,
+the public class).
 """
 
 from .reconciler import ReplicaState, ReplicaStatus
