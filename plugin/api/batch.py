@@ -307,14 +307,6 @@ class BatchControl:
                 "azureml://datastores/NAME/paths/PATH; another folder takes the admin token",
                 field="output_path",
             )
-        local = datastore_path(source, self.home)
-        where = str(local) if local is not None else source
-        limits = {"max_files": self.max_input_files}
-        files = (
-            resolve_input(where, input_type, **limits)
-            if admin
-            else resolve_confined(where, self.input_roots, input_type, **limits)
-        )
         spec = dict(deployment.spec)
         if overrides:  # validated whole, so a bad value is refused here with its field, not when the job runs
             merged = with_job_settings(spec, overrides)
@@ -325,6 +317,15 @@ class BatchControl:
                 # Only when the job asks: a deployment stored over today's caps is clamped when it runs.
                 self._check_workers(loaded.spec)
             spec = loaded.spec.to_yaml_dict()
+        # Listing the input is the costly check (up to TIFFIN_MAX_INPUT_FILES files, 10 s): last.
+        local = datastore_path(source, self.home)
+        where = str(local) if local is not None else source
+        limits = {"max_files": self.max_input_files}
+        files = (
+            resolve_input(where, input_type, **limits)
+            if admin
+            else resolve_confined(where, self.input_roots, input_type, **limits)
+        )
         if literals:
             settings = dict(spec.get("settings") or {})
             env = dict(settings.get("environment_variables") or {})
