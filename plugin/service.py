@@ -8,7 +8,8 @@ The control plane, the gateway and the supervisor are the same objects as under 
 two supervisors over one store would each start every replica. Requests pass through BentoML's
 middleware, which costs throughput; ``tiffin serve`` is the fast way (docs/performance.md).
 ``TIFFIN_URL`` is the URL clients use (scoring URIs are built from it); the default assumes
-BentoML's default port.
+BentoML's default port. It listens on 127.0.0.1 (BentoML's own default is every interface); pass
+``--host`` to ``bentoml serve`` to choose otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from tiffin.config import configure_logging, tiffin_home
+from tiffin.paths import prepare_home
 from tiffin.server import TiffinServer, ensure_admin_token
 from tiffin.store import Store
 
@@ -35,7 +37,7 @@ __all__ = ["tiffin_service"]
 def tiffin_service(public_url: str | None = None) -> Any:
     """A BentoML service running tiffin's control plane, gateway and supervisor."""
     configure_logging()
-    home = tiffin_home()
+    home = prepare_home(tiffin_home())
     store = Store.open(url=os.environ.get("TIFFIN_STORE_URL"), home=home)
     token, created = ensure_admin_token(home)
     if created:
@@ -58,7 +60,9 @@ def tiffin_service(public_url: str | None = None) -> Any:
         """tiffin serve inside BentoML."""
 
     mounted = bentoml.asgi_app(app, path="/", name="tiffin")(Tiffin)
-    return bentoml.service(name="tiffin", workers=1)(mounted)
+    # BentoML listens on 0.0.0.0 unless told otherwise; this service holds the admin API and every
+    # endpoint, so it stays on loopback as `tiffin serve` does (`bentoml serve --host` still overrides it).
+    return bentoml.service(name="tiffin", workers=1, http={"host": "127.0.0.1"})(mounted)
 
 
 def __getattr__(attr: str) -> Any:
