@@ -171,4 +171,3 @@ def test_bentoml_serve_of_tiffin_listens_on_loopback_unless_told_otherwise(homes
     workdir.mkdir()
     with serve_command(command, url + "/api/health", env={**homes, "TIFFIN_URL": url}, cwd=workdir):
         assert _listen_addresses(port) == {"0100007F"}  # 127.0.0.1, and nothing else
-
