@@ -15,9 +15,13 @@ missing :data:`HTTP_PROTOCOL` falls back to plain ``"httptools"``.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
-__all__ = ["HTTP_PROTOCOL"]
+from tiffin.asgi import send_error
+from tiffin.connection_limits import ConnectionGuard, ConnectionLimits, response
+
+__all__ = ["HTTP_PROTOCOL", "public_protocol"]
 
 # Pass HTTP_PROTOCOL as ``uvicorn.Config(http=HTTP_PROTOCOL)``.
 
@@ -91,6 +95,151 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
             if cycle is not None and type(cycle) is RequestResponseCycle:
                 cycle.__class__ = CoalescingCycle
 
+    class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
+        """The public port's protocol: :class:`CoalescingHttpToolsProtocol` under a :class:`ConnectionGuard`.
+
+        A connection is "in its head" from when it opens, and again from the end of each request body,
+        until the parser has the next request's headers. Bytes received in the head are counted (431 past
+        the cap, before httptools buffers more than one read beyond it); a deadline runs from the head's
+        first byte (or the connection's opening) and, while a body is read, from its last progress. No
+        deadline runs while the app works on a request or while uvicorn's keep-alive timer waits.
+        """
+
+        def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.guard = guard
+            self.deadline = 0.0
+            self._in_head = True
+            self._head_begun = False
+            self._head_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if self.guard.admit(self, self.loop):
+                self.deadline = self.loop.time() + self.guard.limits.header_timeout
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.guard.forget(self)
+            self.deadline = 0.0
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._in_head:
+                super().data_received(data)
+                return
+            if self.transport.is_closing():  # refused, evicted or timed out: nothing more is parsed
+                return
+            # Count the whole read: a head that ends inside it stops the count (on_headers_complete).
+            self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > self.guard.limits.max_header_bytes:
+                self._close_with(response(431, "Request Header Fields Too Large", self._too_large_message()))
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_begun = True
+            if not self.deadline:
+                self.deadline = self.loop.time() + self.guard.limits.header_timeout
+
+        def on_headers_complete(self) -> None:
+            self._in_head = self._head_begun = False
+            self.guard.waiting.pop(self, None)  # a request in progress is never evicted
+            self.deadline = self.loop.time() + self.guard.limits.body_timeout
+            cap = self.guard.limits.max_header_bytes
+            # A head that came in one read with more after it was not caught by the count: measure it
+            # (only then, so that ordinary requests pay nothing) and let uvicorn run a 431 instead of the app.
+            if self._head_bytes > cap and self._head_size() > cap:
+                app = self.app
+                self.app = self._refuse_large_head
+                try:
+                    super().on_headers_complete()
+                finally:
+                    self.app = app
+                return
+            super().on_headers_complete()
+
+        def _head_size(self) -> int:
+            # The request line and headers as sent, give or take the spaces around each header's colon.
+            return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+        async def _refuse_large_head(self, scope: Any, receive: Any, send: Any) -> None:
+            await send_error(send, 431, self._too_large_message(), [(b"connection", b"close")])
+
+        def on_body(self, body: bytes) -> None:
+            self.deadline = self.loop.time() + self.guard.limits.body_timeout
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._in_head = True
+            self._head_bytes = 0
+            self.deadline = 0.0  # the app has the request; the next head's clock starts at its first byte
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            pipelined = bool(self.pipeline)  # then the next request starts now: not waiting
+            super().on_response_complete()
+            if not pipelined and not self.transport.is_closing() and self in self.guard.connections:
+                self.guard.waiting[self] = None  # waits for its next request: newest in line for eviction
+
+        # Called by ConnectionGuard.
+        def expire(self) -> None:
+            """The deadline passed: 408 (when a request was under way) and close."""
+            self.deadline = 0.0
+            if self.transport.is_closing():
+                return
+            limits = self.guard.limits
+            if self._in_head:
+                if not self._head_begun:  # nothing sent since connecting or the last answer: just close
+                    self._close_with(b"")
+                    return
+                message = (
+                    f"the request line and headers did not arrive within {limits.header_timeout:g} s; "
+                    "send the whole request head at once"
+                )
+            elif self.flow.read_paused:  # the app is behind reading the body, not the client sending it
+                self.deadline = self.loop.time() + limits.body_timeout
+                return
+            else:
+                message = f"no part of the request body arrived for {limits.body_timeout:g} s; send it without pauses"
+            cycle = self.cycle
+            started = cycle is not None and cycle.response_started
+            if cycle is not None and not cycle.response_complete:
+                # The app sees the client gone: its receive() returns http.disconnect, its send() nothing.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._close_with(b"" if started else response(408, "Request Timeout", message))
+
+        def evict(self) -> None:
+            """Closed to make room for a new connection: it was waiting longest between requests."""
+            self.deadline = 0.0
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def refuse(self, body: bytes) -> None:
+            """Over the cap with every connection busy: answer ``body`` (a 503) and close."""
+            self._close_with(body)
+
+        def _too_large_message(self) -> str:
+            cap = self.guard.limits.max_header_bytes
+            return f"the request line and headers are larger than {cap} bytes; send smaller headers"
+
+        def _close_with(self, answer: bytes) -> None:
+            self.guard.forget(self)
+            self.deadline = 0.0
+            self._in_head = True  # so data_received drops whatever still arrives
+            if answer:
+                self.transport.write(answer)
+            self.transport.close()
+
     HTTP_PROTOCOL: Any = CoalescingHttpToolsProtocol
+
+    def public_protocol(limits: ConnectionLimits) -> Any:
+        """The ``http=`` of a public server's ``uvicorn.Config``: the limited protocol under ``limits``."""
+        return functools.partial(LimitedHttpToolsProtocol, guard=ConnectionGuard(limits))
+
 else:  # pragma: no cover - a uvicorn we do not know
     HTTP_PROTOCOL = "httptools" if HttpToolsProtocol is not None else "auto"
+
+    def public_protocol(limits: ConnectionLimits) -> Any:
+        """Without uvicorn's httptools protocol there is nothing to build on: uvicorn's own (no limits)."""
+        return HTTP_PROTOCOL

@@ -28,9 +28,10 @@ from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
 from tiffin.batch import BatchScheduler
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
+from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
 from tiffin.gateway import Gateway
-from tiffin.http_protocol import HTTP_PROTOCOL
-from tiffin.paths import admin_token_path
+from tiffin.http_protocol import public_protocol
+from tiffin.paths import admin_token_path, prepare_home
 from tiffin.routing_state import RoutingState
 from tiffin.store import Store
 from tiffin.supervisor import Supervisor
@@ -44,6 +45,8 @@ def ensure_admin_token(home: Path) -> tuple[str, bool]:
     """The admin token in ``$TIFFIN_HOME/admin-token`` (0600), created on first use; (token, created)."""
     path = admin_token_path(home)
     if path.exists():
+        if path.stat().st_mode & 0o077:  # made readable by hand, or by an older tiffin
+            os.chmod(path, 0o600)
         return path.read_text(encoding="utf-8").strip(), False
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
@@ -158,20 +161,27 @@ def serve(
     store_url: str | None = None,
     replica_cpus: str | None = None,
     max_jobs_per_deployment: int = 1,
+    connection_limits: dict[str, float | None] | None = None,
 ) -> int:
     """Run ``tiffin serve`` until SIGINT/SIGTERM; returns the exit code.
 
     ``replica_cpus`` (``taskset -c`` syntax) keeps replicas on those CPUs and this process (the gateway)
     on the others, as Azure keeps its front end and each deployment instance on machines of their own.
     ``max_jobs_per_deployment`` batch jobs of one deployment run at a time; more wait Queued, in order.
+    ``connection_limits`` are the public port's limits given as options (None: not given; the environment,
+    then :class:`~tiffin.connection_limits.ConnectionLimits`' defaults fill the rest).
     """
     configure_logging()
+    # Before anything is written: the store, its WAL, logs, job outputs and model copies are the user's alone.
+    prepare_home(home)
     if replica_cpus:
         chosen = parse_cpu_list(replica_cpus)
         os.environ[REPLICA_CPUS_ENV] = replica_cpus  # replicas inherit it and pin themselves
         rest = frozenset(range(os.cpu_count() or 1)) - chosen
         if rest:
             pin_to_cpus(rest)
+    # Connections are open files: use all the process may have, and keep a fifth for replicas and the store.
+    limits = ConnectionLimits.from_environment(open_files=raise_open_files_limit(), **(connection_limits or {}))
     store = Store.open(url=store_url, home=home)
     token, created = ensure_admin_token(home)
     if created:
@@ -189,13 +199,16 @@ def serve(
         host=host,
         port=port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=HTTP_PROTOCOL,
+        # Anyone who reaches the port is a client before any credential is checked: heads, bodies,
+        # idle time and connections are bounded (tiffin.connection_limits). No WebSocket routes here.
+        http=public_protocol(limits),
+        ws="none",
         lifespan="on",
         access_log=False,
         proxy_headers=False,
         server_header=False,
         log_level="warning",
-        timeout_keep_alive=75,
+        timeout_keep_alive=limits.keep_alive_timeout,
         backlog=4096,
     )
     server = _Server(config)

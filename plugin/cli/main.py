@@ -93,6 +93,30 @@ def serve_command(
         int,
         typer.Option("--max-jobs-per-deployment", min=1, help="Batch jobs of one deployment run at a time; more wait."),
     ] = 1,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Open connections at most; over it the longest-idle one is closed, else 503 "
+            "(env TIFFIN_MAX_CONNECTIONS; default 80% of the open-files limit, at most 65536).",
+        ),
+    ] = None,
+    max_header_bytes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Request line + headers at most; larger: 431 (env TIFFIN_MAX_HEADER_BYTES; 65536)."),
+    ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a request head may take to arrive; then 408 (env TIFFIN_HEADER_TIMEOUT; 10)."),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a request body may make no progress; then 408 (env TIFFIN_BODY_TIMEOUT; 30)."),
+    ] = None,
+    keep_alive_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds an idle keep-alive connection stays open (env TIFFIN_KEEP_ALIVE_TIMEOUT; 15)."),
+    ] = None,
 ) -> None:
     """Run the control plane (/api), the gateway (/endpoints/NAME) and the supervisor on one port.
 
@@ -109,6 +133,11 @@ def serve_command(
         serve(
             home=tiffin_home(), host=host, port=port, store_url=store_url, replica_cpus=replica_cpus,
             max_jobs_per_deployment=max_jobs_per_deployment,
+            connection_limits={
+                "max_connections": max_connections, "max_header_bytes": max_header_bytes,
+                "header_timeout": header_timeout, "body_timeout": body_timeout,
+                "keep_alive_timeout": keep_alive_timeout,
+            },
         )
     )  # fmt: skip
 
