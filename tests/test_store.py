@@ -32,7 +32,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 
-from tiffin.errors import ConflictError, NotFoundError, SpecError, StoreError
+from tiffin.errors import BadRequestError, ConflictError, NotFoundError, SpecError, StoreError
 from tiffin.store import Store, default_url, head_revision
 from tiffin.store.models import Base, Counter, Deployment
 
@@ -157,6 +157,13 @@ def _pg_database(server: PgServer) -> Iterator[str]:
 # --- fixtures --------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store.open keeps its secret key in $TIFFIN_HOME: a fresh one per test, never the user's."""
+    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TIFFIN_SECRET_KEY", raising=False)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a fresh, empty database on each backend."""
@@ -270,6 +277,33 @@ def test_migration_0002_to_head_keeps_jobs(store_url: str) -> None:
     with Store.open(store_url) as new:
         job = new.get_job("job-1")
         assert job.inputs == {"files": ["a.csv"]} and job.spec is None and new.mini_batches("job-1") == []
+
+
+def test_plaintext_keys_of_an_older_store_are_sealed_on_open(store_url: str) -> None:
+    """Rows written before sealing (0003's code, no secret key) keep working and are sealed in place."""
+    with Store(store_url) as old:
+        old.upgrade("0003")
+        old.create_endpoint("online", "scorer", {}, primary_key="pk-1", secondary_key="sk-1", token_secret="ts-1")
+        generation = old.routing_generation()
+    with Store.open(store_url) as new:
+        endpoint = new.get_endpoint("scorer")
+        assert (endpoint.primary_key, endpoint.secondary_key, endpoint.token_secret) == ("pk-1", "sk-1", "ts-1")
+        assert new.routing_generation() == generation  # sealing changes nothing a reader sees
+        with new.engine.connect() as conn:
+            raw = conn.execute(text("SELECT primary_key, secondary_key, token_secret FROM endpoints")).one()
+        assert all(value.startswith("fernet:") for value in raw), raw
+    with Store(store_url) as keyless, pytest.raises(StoreError, match="secret key"):
+        keyless.get_endpoint("scorer")
+    with Store.open(store_url) as again:  # opening again leaves sealed rows as they are
+        assert again.get_endpoint("scorer").primary_key == "pk-1"
+
+
+def test_job_names_that_cannot_name_a_folder_are_refused(store: Store) -> None:
+    store.create_endpoint("batch", "scorer", {})
+    for bad in ("../escape", "a/b", ".hidden", ""):
+        with pytest.raises(BadRequestError, match="job name"):
+            store.create_job(bad, "scorer")
+    assert store.list_jobs() == []
 
 
 def test_mini_batches_are_planned_once_and_track_progress(store: Store) -> None:

@@ -6,6 +6,7 @@ explicit values.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -46,15 +47,20 @@ SQLITE_BEGIN_OPTION = "tiffin_sqlite_begin"
 _PG_MIGRATION_LOCK_KEY = 0x7469_6666_696E  # "tiffin"
 
 
+def home_of(home: Path | None = None) -> Path:
+    """``home``, else ``$TIFFIN_HOME``, else ``~/.tiffin``: where the store and its secret key live."""
+    if home is None:
+        home = Path(os.environ.get("TIFFIN_HOME") or "~/.tiffin")
+    return Path(home).expanduser().resolve()
+
+
 def default_url(home: Path | None = None) -> str:
     """The SQLAlchemy URL of the default SQLite store: ``<home>/tiffin.db``.
 
     ``home`` defaults to ``$TIFFIN_HOME``, else ``~/.tiffin``. ``TIFFIN_STORE_URL`` is *not* read
     here; :meth:`tiffin.store.Store.open` gives it precedence.
     """
-    if home is None:
-        home = Path(os.environ.get("TIFFIN_HOME") or "~/.tiffin")
-    path = Path(home).expanduser().resolve() / "tiffin.db"
+    path = home_of(home) / "tiffin.db"
     return URL.create("sqlite", database=str(path)).render_as_string()
 
 
@@ -162,7 +168,7 @@ def upgrade(url: str | URL, revision: str = "head", *, busy_timeout_ms: int = DE
     url = make_url(url)
     db_file = sqlite_file(url)
     if db_file is not None:
-        db_file.parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_files(db_file)
     # Foreign keys off while migrating: SQLite "batch" migrations rebuild a table by copying and
     # dropping it, and dropping ``endpoints`` with foreign keys on would cascade-delete every
     # deployment. Hence also a pool-less engine, so this connection is never reused.
@@ -211,6 +217,20 @@ def _refuse_unknown_revision(conn: Any, known: ScriptDirectory, engine: Engine) 
         ) from exc
 
 
+def _private_sqlite_files(db_file: Path) -> None:
+    """The database private to its user (0600) before SQLite opens it, so its WAL and shared-memory files,
+    which SQLite creates with the database's permissions, are private too; files of an older tiffin made so."""
+    db_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not db_file.exists():
+        # An empty file is an empty SQLite database.
+        os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path in (db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm", "-journal"))):
+        # Missing, or not ours (a store shared on purpose): left as it is.
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+
+
 @contextmanager
 def _nolock() -> Iterator[None]:
     yield
@@ -219,8 +239,8 @@ def _nolock() -> Iterator[None]:
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (created if needed), held for the ``with`` block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b") as fh:
         if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
             import msvcrt
 

@@ -10,13 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tiffin.auth import new_key, new_token_secret
-from tiffin.errors import ConflictError, NotFoundError
+from tiffin.errors import ConflictError, NotFoundError, StoreError
+from tiffin.paths import safe_name
 from tiffin.routing import check_traffic
 
 from . import engine as _engine
@@ -32,6 +34,7 @@ from .records import (
     JobRecord,
     MiniBatchRecord,
 )
+from .sealing import SECRET_COLUMNS, SecretBox, find_secret_box, is_sealed, seal_plaintext
 
 __all__ = ["Store"]
 
@@ -50,6 +53,8 @@ _ENDPOINT_MUTABLE = frozenset(
         "provisioning_state",
     }
 )
+# A sealed value must fit the 255-character columns: generated keys are 43 characters, token secrets 64.
+_MAX_SECRET = 100
 _JOB_MUTABLE = frozenset({"deployment_name", "status", "outputs", "error", "started_at", "finished_at", "progress"})
 _MINI_BATCH_MUTABLE = frozenset({"status", "attempts", "rows", "failed_items", "error"})
 MINI_BATCH_STATUSES = ("pending", "running", "done", "failed")
@@ -89,7 +94,17 @@ def _deployment_not_found(endpoint: Endpoint, name: str) -> NotFoundError:
     )
 
 
-def _endpoint_record(row: Endpoint) -> EndpointRecord:
+def _no_box(value: str | None) -> str | None:
+    if is_sealed(value):
+        raise StoreError(
+            "this Store was made without its secret key and cannot read endpoint keys; open it with "
+            "Store.open(), which reads TIFFIN_SECRET_KEY or $TIFFIN_HOME/secret-key"
+        )
+    return value
+
+
+def _endpoint_record(row: Endpoint, box: SecretBox | None) -> EndpointRecord:
+    unseal = box.open if box is not None else _no_box
     return EndpointRecord(
         name=row.name,
         kind=row.kind,  # type: ignore[arg-type]  # the CHECK constraint guarantees the literal
@@ -101,9 +116,9 @@ def _endpoint_record(row: Endpoint) -> EndpointRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         generation=row.generation,
-        primary_key=row.primary_key,
-        secondary_key=row.secondary_key,
-        token_secret=row.token_secret,
+        primary_key=unseal(row.primary_key),
+        secondary_key=unseal(row.secondary_key),
+        token_secret=unseal(row.token_secret),
     )
 
 
@@ -161,9 +176,20 @@ class Store:
     constructor takes explicit values and touches neither the environment nor the schema.
     """
 
-    def __init__(self, url: str | URL, *, busy_timeout_ms: int = _engine.DEFAULT_BUSY_TIMEOUT_MS) -> None:
-        """Connect to ``url`` (a SQLAlchemy URL) without migrating; see :meth:`open`."""
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        busy_timeout_ms: int = _engine.DEFAULT_BUSY_TIMEOUT_MS,
+        secret_box: SecretBox | None = None,
+    ) -> None:
+        """Connect to ``url`` (a SQLAlchemy URL) without migrating; see :meth:`open`.
+
+        ``secret_box`` seals endpoint keys and token secrets; without one (tests, tools reading jobs) they are
+        written as plaintext and sealed ones cannot be read. :meth:`open` always gives one.
+        """
         self.url: URL = make_url(url)
+        self._box = secret_box
         self._busy_timeout_ms = busy_timeout_ms
         self.engine: Engine = _engine.make_engine(self.url, busy_timeout_ms=busy_timeout_ms)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
@@ -194,6 +220,11 @@ class Store:
         store = cls(resolved, busy_timeout_ms=busy_timeout_ms)
         try:
             store.upgrade(revision)
+            if _engine.is_sqlite_memory(store.url):  # a throwaway database: a throwaway key
+                store._box = SecretBox([Fernet.generate_key()], "a key made for this in-memory store")
+            else:
+                store._box = find_secret_box(store.session, _engine.home_of(home), os.environ)
+            seal_plaintext(store.session, store._box)
         except BaseException:
             store.close()
             raise
@@ -210,6 +241,11 @@ class Store:
                 _engine.upgrade(self.url, revision, busy_timeout_ms=self._busy_timeout_ms)
         except OperationalError as exc:
             raise _engine.wrap_db_error(exc, self.url, "upgrading the schema") from exc
+
+    def _sealed(self, value: str | None) -> str | None:
+        if value is not None and len(value) > _MAX_SECRET:
+            raise ValueError(f"an endpoint key or token secret is at most {_MAX_SECRET} characters")
+        return self._box.seal(value) if self._box is not None else value
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (e.g. ``"0002"``), None if it has no schema."""
@@ -295,9 +331,9 @@ class Store:
                     traffic={},
                     mirror_traffic={},
                     auth_mode=auth_mode,
-                    primary_key=primary_key or new_key(),
-                    secondary_key=secondary_key or new_key(),
-                    token_secret=token_secret or new_token_secret(),
+                    primary_key=self._sealed(primary_key or new_key()),
+                    secondary_key=self._sealed(secondary_key or new_key()),
+                    token_secret=self._sealed(token_secret or new_token_secret()),
                     provisioning_state=provisioning_state,
                     created_at=now,
                     updated_at=now,
@@ -305,7 +341,7 @@ class Store:
                 )
                 session.add(row)
                 session.flush()
-                return _endpoint_record(row)
+                return _endpoint_record(row, self._box)
         except IntegrityError as exc:  # a concurrent create on a backend without the counter lock
             raise ConflictError(f"{kind} endpoint '{name}' already exists; pick another name") from exc
 
@@ -324,7 +360,7 @@ class Store:
     def get_endpoint(self, name: str, kind: str | None = None) -> EndpointRecord:
         """The endpoint ``name``; with ``kind``, an endpoint of the other kind counts as missing."""
         with self.session() as session:
-            return _endpoint_record(self._endpoint(session, name, kind))
+            return _endpoint_record(self._endpoint(session, name, kind), self._box)
 
     @staticmethod
     def _endpoint(session: Session, name: str, kind: str | None = None) -> Endpoint:
@@ -340,7 +376,7 @@ class Store:
             _check_kind(kind)
             query = query.where(Endpoint.kind == kind)
         with self.session() as session:
-            return [_endpoint_record(row) for row in session.scalars(query)]
+            return [_endpoint_record(row, self._box) for row in session.scalars(query)]
 
     def update_endpoint(self, name: str, /, *, kind: str | None = None, **changes: Any) -> EndpointRecord:
         """Change some fields of an endpoint and bump its ``generation``.
@@ -363,10 +399,12 @@ class Store:
                 mirror = dict(changes.get("mirror_traffic", row.mirror_traffic))
                 check_traffic(traffic, mirror, self._deployment_names(session, name))
             for key, value in changes.items():
+                if key in SECRET_COLUMNS:
+                    value = self._sealed(value)
                 setattr(row, key, dict(value) if isinstance(value, Mapping) else value)
             self._touch(row)
             session.flush()
-            return _endpoint_record(row)
+            return _endpoint_record(row, self._box)
 
     def delete_endpoint(self, name: str, kind: str | None = None) -> None:
         """Delete the endpoint and, by ``ON DELETE CASCADE``, its deployments."""
@@ -541,6 +579,7 @@ class Store:
         ``spec`` is the deployment spec the job runs with: later changes to the deployment do not change
         a job already invoked, as on Azure.
         """
+        safe_name(name, "job name")  # it names the job's folder (tiffin.paths)
         try:
             with self.session(write=True) as session:
                 self._endpoint(session, endpoint_name, "batch")
