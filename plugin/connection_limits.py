@@ -116,7 +116,7 @@ class LimitedConnection(Protocol):
 
     def evict(self) -> None: ...
 
-    def refuse(self, body: bytes) -> None: ...
+    def refuse(self, body: bytes, *, linger: bool) -> None: ...
 
 
 def response(status: int, reason: str, message: str, *extra: bytes) -> bytes:
@@ -144,6 +144,9 @@ class ConnectionGuard:
         self.connections: set[LimitedConnection] = set()
         # Connections between requests (idle or sending a head), longest-waiting first: a dict keeps order.
         self.waiting: dict[LimitedConnection, None] = {}
+        # Refused connections kept open a moment so the 503 is read, not reset; a few, not a flood of them.
+        self.lingering: set[LimitedConnection] = set()
+        self._most_lingering = max(16, limits.max_connections // 10)
         self.evicted = 0
         self.refused = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -166,7 +169,10 @@ class ConnectionGuard:
                 victim.evict()
             else:
                 self.refused += 1
-                connection.refuse(self._refusal)
+                linger = len(self.lingering) < self._most_lingering
+                if linger:
+                    self.lingering.add(connection)
+                connection.refuse(self._refusal, linger=linger)
                 return False
         self.connections.add(connection)
         self.waiting[connection] = None
@@ -179,6 +185,7 @@ class ConnectionGuard:
         """The connection is closed (or closing): it no longer counts."""
         self.connections.discard(connection)
         self.waiting.pop(connection, None)
+        self.lingering.discard(connection)
 
     def _sweep(self) -> None:
         loop = self._loop

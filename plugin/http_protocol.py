@@ -10,6 +10,11 @@ flow control, pipelining, errors) is uvicorn's own code.
 It relies on two uvicorn internals, checked at import: ``HttpToolsProtocol.on_headers_complete`` creates
 ``self.cycle``, and ``RequestResponseCycle.send`` writes through ``self.transport``. Where either is
 missing :data:`HTTP_PROTOCOL` falls back to plain ``"httptools"``.
+
+Replicas use :data:`HTTP_PROTOCOL` as it is: their only client is the gateway's pool. ``tiffin serve``,
+whose port anyone may reach, uses :func:`public_protocol`: the same protocol under the limits of
+:mod:`tiffin.connection_limits` (head size and time, body progress, connection count), applied from
+uvicorn's own parser callbacks, so that parsing stays uvicorn's and httptools'.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
             self._in_head = True
             self._head_begun = False
             self._head_bytes = 0
+            self._done = False  # refused, evicted or timed out: nothing more it sends is parsed
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -127,7 +133,7 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
             if not self._in_head:
                 super().data_received(data)
                 return
-            if self.transport.is_closing():  # refused, evicted or timed out: nothing more is parsed
+            if self._done:
                 return
             # Count the whole read: a head that ends inside it stops the count (on_headers_complete).
             self._head_bytes += len(data)
@@ -212,12 +218,24 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
         def evict(self) -> None:
             """Closed to make room for a new connection: it was waiting longest between requests."""
             self.deadline = 0.0
+            self._done = True
             if not self.transport.is_closing():
                 self.transport.close()
 
-        def refuse(self, body: bytes) -> None:
-            """Over the cap with every connection busy: answer ``body`` (a 503) and close."""
-            self._close_with(body)
+        def refuse(self, body: bytes, *, linger: bool) -> None:
+            """Over the cap with every connection busy: answer ``body`` (a 503) and close.
+
+            Closing with the client's request unread would reset the connection, and the client could
+            lose the 503 with it: when ``linger``, the answer is followed by a FIN and what the client
+            sends is read and dropped for a second before the close.
+            """
+            if not linger or not self.transport.can_write_eof():
+                self._close_with(body)
+                return
+            self._done = self._in_head = True
+            self.transport.write(body)
+            self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
 
         def _too_large_message(self) -> str:
             cap = self.guard.limits.max_header_bytes
@@ -226,7 +244,7 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
         def _close_with(self, answer: bytes) -> None:
             self.guard.forget(self)
             self.deadline = 0.0
-            self._in_head = True  # so data_received drops whatever still arrives
+            self._done = self._in_head = True  # so data_received drops whatever still arrives
             if answer:
                 self.transport.write(answer)
             self.transport.close()

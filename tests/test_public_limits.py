@@ -361,3 +361,51 @@ def test_a_stalled_body_is_answered_408(target, where):
     print(f"\nMEASURE slow body ({where}): answered after {waited:.1f}s: {answer[:40]!r}")
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"message"' in answer
+
+
+def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503_until_they_time_out(capped):
+    cap = 200
+
+    async def fill() -> tuple[bytes, float, int]:
+        request = (
+            f"POST /endpoints/limits/score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {capped['key']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        ).encode()
+        busy = []
+        for _ in range(cap):  # each one a request under way, its body stalled: none may be evicted
+            reader, writer = await asyncio.open_connection(capped["host"], capped["port"])
+            writer.write(request)
+            busy.append((reader, writer))
+        await asyncio.sleep(0.3)
+        reader, writer = await asyncio.open_connection(capped["host"], capped["port"])
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        refused = await asyncio.wait_for(_wait_closed(reader), GIVE_UP)
+        writer.close()
+        # The stalled bodies time out (408), which frees the slots: scoring works again.
+        start = time.monotonic()
+        answers = await asyncio.wait_for(asyncio.gather(*(_wait_closed(r) for r, _ in busy)), GIVE_UP)
+        for _, w in busy:
+            w.close()
+        return refused, time.monotonic() - start, sum(a.startswith(b"HTTP/1.1 408") for a in answers)
+
+    refused, freed_after, timed_out = asyncio.run(fill())
+    print(f"\nMEASURE all busy: new connection got {refused[:30]!r}; {timed_out} 408s after {freed_after:.1f}s")
+    assert refused.startswith(b"HTTP/1.1 503"), refused[:200]
+    assert b"retry-after: 1" in refused.lower() and b'"message"' in refused
+    assert timed_out == cap
+    r = httpx.post(capped["score_url"], json={"data": [[1, 2]]}, headers=capped["headers"], timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def test_limits_come_from_options_then_the_environment_then_defaults():
+    from tiffin.connection_limits import ConnectionLimits, default_max_connections
+    from tiffin.errors import TiffinError
+
+    environ = {"TIFFIN_MAX_CONNECTIONS": "300", "TIFFIN_BODY_TIMEOUT": "2.5"}
+    limits = ConnectionLimits.from_environment(environ, open_files=1000, max_connections=50, header_timeout=None)
+    assert limits == ConnectionLimits(max_connections=50, body_timeout=2.5)
+    assert ConnectionLimits.from_environment({}, open_files=1000).max_connections == 800
+    assert default_max_connections(10_000_000) == 65536
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(TiffinError, match="TIFFIN_HEADER_TIMEOUT"):
+            ConnectionLimits.from_environment({"TIFFIN_HEADER_TIMEOUT": bad})
