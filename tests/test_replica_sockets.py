@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -32,7 +33,7 @@ from tiffin.api import create_api
 from tiffin.runners._server_process import listens_beyond_loopback
 from tiffin.store import Store
 from tiffin.supervisor import Supervisor
-from tiffin.supervisor.sockets import SOCKET_PATH_MAX, SocketFolder
+from tiffin.supervisor.sockets import SOCKET_PATH_MAX, SocketFolder, remove_stale_folders
 from tiffin.testing import serve_deployment
 
 with warnings.catch_warnings():
@@ -97,6 +98,24 @@ def test_socket_folder_is_private_and_short_enough_with_a_long_home(tmp_path: Pa
         long.remove()
         shutil.rmtree(short_home)
     assert not any(root.exists() for root in roots)
+
+
+def test_folders_of_dead_supervisors_are_removed(tmp_path: Path):
+    # A supervisor killed outright (SIGKILL) leaves its folder: the next one removes it.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    home = tmp_path / "home"
+    left = [home / "run" / f"{dead_pid}-abcd1234", Path(tempfile.gettempdir()) / f"tiffin-run-{dead_pid}-abcd1234"]
+    kept = [home / "run" / f"{os.getpid()}-abcd1234", home / "run" / "not-a-supervisor"]
+    try:
+        for folder in left + kept:
+            folder.mkdir(parents=True)
+            (folder / "d1-r0.sock").touch()
+        assert sorted(remove_stale_folders(home)) == sorted(left)
+        assert not any(folder.exists() for folder in left) and all(folder.exists() for folder in kept)
+    finally:
+        for folder in left:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- real replicas -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ socket in a 0700 folder answers only processes of the server's user (and root). 
 makes a folder of its own, ``$TIFFIN_HOME/run/PID-XXXXXXXX/``, so two servers on one home never share a
 socket, and removes it when it stops. An AF_UNIX path holds at most 107 bytes: where the home's path
 is too long for that (pytest's tmp paths can be), the folder is made in the system's temporary
-directory instead (``/tmp/tiffin-run-XXXXXXXX/``, 0700 too). Socket names are numbers, not
+directory instead (``/tmp/tiffin-run-PID-XXXXXXXX/``, 0700 too). A later supervisor removes the
+folders of one that was killed before it could (:func:`remove_stale_folders`). Socket names are numbers, not
 endpoint and deployment names, so they are short and no two replicas can share one:
 ``d{deployment number}-r{replica number}.sock``.
 """
@@ -30,6 +31,7 @@ SOCKET_PATH_MAX = 107
 # Room the longest socket name takes after its folder: "/d" + 10 digits + "-r" + 10 digits + ".sock".
 _NAME_ROOM = 30
 _FOLDER = re.compile(r"^(\d+)-[A-Za-z0-9_]+$")
+_FALLBACK_PREFIX = "tiffin-run-"
 
 
 def unix_url(path: Path) -> str:
@@ -63,7 +65,7 @@ class SocketFolder:
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(parent, 0o700)  # mkdir's mode is cut by the umask, and the folder may predate us
             return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))  # mkdtemp: mode 0700
-        folder = Path(tempfile.mkdtemp(prefix="tiffin-run-"))
+        folder = Path(tempfile.mkdtemp(prefix=f"{_FALLBACK_PREFIX}{os.getpid()}-"))
         if len(os.fsencode(folder)) + _NAME_ROOM > SOCKET_PATH_MAX:
             raise OSError(f"the temporary directory {folder.parent} is too long a path for Unix sockets; set TMPDIR")
         logger.info("TIFFIN_HOME is too long a path for Unix sockets; replicas listen in %s instead", folder)
@@ -80,15 +82,26 @@ class SocketFolder:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def remove_stale_folders(home: Path) -> None:
-    """Remove the socket folders under ``$TIFFIN_HOME/run`` of supervisors that no longer run."""
-    with contextlib.suppress(OSError):
-        for folder in run_dir(home).iterdir():
-            match = _FOLDER.match(folder.name)
-            if match is None or not folder.is_dir() or folder.is_symlink():
+def remove_stale_folders(home: Path) -> list[Path]:
+    """Remove the socket folders of supervisors that no longer run (under ``$TIFFIN_HOME/run``, and this
+    user's fallback folders in the temporary directory); returns those removed."""
+    removed = []
+    places = ((run_dir(home), ""), (Path(tempfile.gettempdir()), _FALLBACK_PREFIX))
+    for parent, prefix in places:
+        try:
+            folders = [f for f in parent.iterdir() if f.name.startswith(prefix)]
+        except OSError:
+            continue
+        for folder in folders:
+            match = _FOLDER.match(folder.name.removeprefix(prefix))
+            if match is None or folder.is_symlink() or not folder.is_dir():
                 continue
-            if int(match.group(1)) != os.getpid() and not _running(int(match.group(1))):
-                shutil.rmtree(folder, ignore_errors=True)
+            pid = int(match.group(1))
+            with contextlib.suppress(OSError):
+                if folder.stat().st_uid == os.getuid() and pid != os.getpid() and not _running(pid):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+    return removed
 
 
 def _running(pid: int) -> bool:
