@@ -5,7 +5,8 @@ client sends may hold the server's memory, file descriptors or connection slots 
 
 * the request head (request line and headers) must arrive within ``header_timeout`` seconds of its first
   byte (of the connection, for a new one), and be at most ``max_header_bytes`` long (431 otherwise);
-* a request body must make progress at least every ``body_timeout`` seconds (408 otherwise);
+* a request body must make progress at least every ``body_timeout`` seconds and, after the first
+  ``body_timeout``, arrive at ``min_body_rate`` bytes/s on average (408 otherwise);
 * an idle keep-alive connection is closed after ``keep_alive_timeout`` seconds (uvicorn's own timer);
 * at most ``max_connections`` connections are open; a new one over the cap closes the connection that has
   been waiting longest between requests (idle, or still sending its head), and only when every
@@ -42,6 +43,7 @@ ENVIRONMENT = {
     "max_header_bytes": "TIFFIN_MAX_HEADER_BYTES",
     "header_timeout": "TIFFIN_HEADER_TIMEOUT",
     "body_timeout": "TIFFIN_BODY_TIMEOUT",
+    "min_body_rate": "TIFFIN_MIN_BODY_RATE",
     "keep_alive_timeout": "TIFFIN_KEEP_ALIVE_TIMEOUT",
 }
 """Each setting's environment variable; a ``tiffin serve`` option of the same name wins over it."""
@@ -76,6 +78,7 @@ class ConnectionLimits:
     max_header_bytes: int = 65536
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    min_body_rate: float = 500.0
     keep_alive_timeout: float = 15.0
 
     @classmethod

@@ -106,7 +106,8 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
         A connection is "in its head" from when it opens, and again from the end of each request body,
         until the parser has the next request's headers. Bytes received in the head are counted (431 past
         the cap, before httptools buffers more than one read beyond it); a deadline runs from the head's
-        first byte (or the connection's opening) and, while a body is read, from its last progress. No
+        first byte (or the connection's opening) and, while a body is read, from its last progress (and its
+        average rate). No
         deadline runs while the app works on a request or while uvicorn's keep-alive timer waits.
         """
 
@@ -118,6 +119,8 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
             self._head_begun = False
             self._head_bytes = 0
             self._done = False  # refused, evicted or timed out: nothing more it sends is parsed
+            self._body_start = 0.0
+            self._body_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -150,7 +153,9 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
         def on_headers_complete(self) -> None:
             self._in_head = self._head_begun = False
             self.guard.waiting.pop(self, None)  # a request in progress is never evicted
-            self.deadline = self.loop.time() + self.guard.limits.body_timeout
+            self._body_start = self.loop.time()
+            self._body_bytes = 0
+            self.deadline = self._body_start + self.guard.limits.body_timeout
             cap = self.guard.limits.max_header_bytes
             # A head that came in one read with more after it was not caught by the count: measure it
             # (only then, so that ordinary requests pay nothing) and let uvicorn run a 431 instead of the app.
@@ -172,7 +177,14 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
             await send_error(send, 431, self._too_large_message(), [(b"connection", b"close")])
 
         def on_body(self, body: bytes) -> None:
-            self.deadline = self.loop.time() + self.guard.limits.body_timeout
+            limits = self.guard.limits
+            self._body_bytes += len(body)
+            # Due: body_timeout without progress, or (a trickle that keeps the connection busy for ever)
+            # on average slower than min_body_rate once the first body_timeout has passed.
+            self.deadline = min(
+                self.loop.time() + limits.body_timeout,
+                self._body_start + limits.body_timeout + self._body_bytes / limits.min_body_rate,
+            )
             super().on_body(body)
 
         def on_message_complete(self) -> None:
@@ -203,10 +215,14 @@ if HttpToolsProtocol is not None and hasattr(HttpToolsProtocol, "on_headers_comp
                     "send the whole request head at once"
                 )
             elif self.flow.read_paused:  # the app is behind reading the body, not the client sending it
+                self._body_start += limits.body_timeout  # nor is the time it paused the client's
                 self.deadline = self.loop.time() + limits.body_timeout
                 return
             else:
-                message = f"no part of the request body arrived for {limits.body_timeout:g} s; send it without pauses"
+                message = (
+                    f"the request body stopped arriving (nothing for {limits.body_timeout:g} s, or under "
+                    f"{limits.min_body_rate:g} bytes/s on average); send it without pauses"
+                )
             cycle = self.cycle
             started = cycle is not None and cycle.response_started
             if cycle is not None and not cycle.response_complete:

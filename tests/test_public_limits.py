@@ -38,6 +38,7 @@ def _limits_env(max_connections: int) -> dict[str, str]:
     return {
         "TIFFIN_HEADER_TIMEOUT": str(LIMIT_SECONDS),
         "TIFFIN_BODY_TIMEOUT": str(LIMIT_SECONDS),
+        "TIFFIN_MIN_BODY_RATE": "100",
         "TIFFIN_KEEP_ALIVE_TIMEOUT": str(LIMIT_SECONDS),
         "TIFFIN_MAX_CONNECTIONS": str(max_connections),
     }
@@ -363,6 +364,30 @@ def test_a_stalled_body_is_answered_408(target, where):
     assert b'"message"' in answer
 
 
+def test_a_trickling_body_is_answered_408_though_it_never_stops(target):
+    head = (
+        f"POST /endpoints/limits/score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {target['key']}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+
+    async def trickle() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection(target["host"], target["port"])
+        writer.write(head.encode())
+        start = time.monotonic()
+        answer = asyncio.create_task(_wait_closed(reader))
+        # One byte every half second: progress well within the body timeout, far under the minimum rate.
+        while not answer.done() and time.monotonic() - start < GIVE_UP:
+            if not writer.is_closing():
+                writer.write(b" ")
+            await asyncio.sleep(0.5)
+        writer.close()
+        return (await answer if answer.done() else b""), time.monotonic() - start
+
+    answer, waited = asyncio.run(trickle())
+    print(f"\nMEASURE trickling body: answered after {waited:.1f}s: {answer[:40]!r}")
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
 def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503_until_they_time_out(capped):
     cap = 200
 
@@ -401,9 +426,9 @@ def test_limits_come_from_options_then_the_environment_then_defaults():
     from tiffin.connection_limits import ConnectionLimits, default_max_connections
     from tiffin.errors import TiffinError
 
-    environ = {"TIFFIN_MAX_CONNECTIONS": "300", "TIFFIN_BODY_TIMEOUT": "2.5"}
+    environ = {"TIFFIN_MAX_CONNECTIONS": "300", "TIFFIN_BODY_TIMEOUT": "2.5", "TIFFIN_MIN_BODY_RATE": "1e3"}
     limits = ConnectionLimits.from_environment(environ, open_files=1000, max_connections=50, header_timeout=None)
-    assert limits == ConnectionLimits(max_connections=50, body_timeout=2.5)
+    assert limits == ConnectionLimits(max_connections=50, body_timeout=2.5, min_body_rate=1000)
     assert ConnectionLimits.from_environment({}, open_files=1000).max_connections == 800
     assert default_max_connections(10_000_000) == 65536
     for bad in ("0", "-1", "many"):

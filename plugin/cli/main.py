@@ -113,6 +113,10 @@ def serve_command(
         float | None,
         typer.Option(help="Seconds a request body may make no progress; then 408 (env TIFFIN_BODY_TIMEOUT; 30)."),
     ] = None,
+    min_body_rate: Annotated[
+        float | None,
+        typer.Option(help="Bytes/s a request body must average after --body-timeout (env TIFFIN_MIN_BODY_RATE; 500)."),
+    ] = None,
     keep_alive_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds an idle keep-alive connection stays open (env TIFFIN_KEEP_ALIVE_TIMEOUT; 15)."),
@@ -135,7 +139,7 @@ def serve_command(
             max_jobs_per_deployment=max_jobs_per_deployment,
             connection_limits={
                 "max_connections": max_connections, "max_header_bytes": max_header_bytes,
-                "header_timeout": header_timeout, "body_timeout": body_timeout,
+                "header_timeout": header_timeout, "body_timeout": body_timeout, "min_body_rate": min_body_rate,
                 "keep_alive_timeout": keep_alive_timeout,
             },
         )
