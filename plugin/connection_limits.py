@@ -92,8 +92,9 @@ class ConnectionLimits:
         values: dict[str, Any] = {}
         for field in fields(cls):
             raw = options.get(field.name)
-            name = ENVIRONMENT[field.name]
+            name = "--" + field.name.replace("_", "-")
             if raw is None:
+                name = ENVIRONMENT[field.name]
                 raw = environ.get(name) or None
             if raw is None:
                 continue
