@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -20,6 +23,7 @@ from tiffin import paths
 from tiffin.errors import BadRequestError
 from tiffin.replica.factory import app_from_file
 from tiffin.replica.layout import stage_model
+from tiffin.testing import serve_tiffin
 
 PLAIN = Path(__file__).parent / "deployments" / "plain"
 
@@ -113,3 +117,52 @@ def test_replicas_of_two_deployments_see_their_own_models(tmp_path: Path) -> Non
     # The first replica reads its AZUREML_MODEL_DIR (init) after the second replica staged its model.
     assert (_scale(first_dir), _scale(second_dir)) == (2, 3)
     assert first_dir == paths.model_mount(home, paths.online_mount_identity("x_y", "z")) / "current"
+
+
+def _answer(server: Any, endpoint: str, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/endpoints/{endpoint}/score",
+        json={"data": [[1]]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+@pytest.mark.slow
+def test_two_endpoints_answer_with_their_own_models_after_both_replicas_crash(tmp_path: Path) -> None:
+    """The reported case: endpoints ``x_y``/``z`` and ``x``/``y_z`` under one ``tiffin serve``, replicas killed."""
+    wanted = {("x_y", "z"): 2, ("x", "y_z"): 3}
+    # init() reads the model a moment after the replica staged it: the other replica stages meanwhile.
+    code = tmp_path / "code"
+    shutil.copytree(PLAIN / "code", code)
+    script = (code / "score.py").read_text()
+    (code / "score.py").write_text(script.replace("def init():\n", "def init():\n    __import__('time').sleep(3)\n"))
+    with serve_tiffin(tmp_path / "home") as server:
+        client = server.client()
+        keys = {}
+        for (endpoint, deployment), scale in wanted.items():
+            model = tmp_path / f"model-{endpoint}" / "model"
+            model.mkdir(parents=True)
+            (model / "weights.json").write_text(json.dumps({"scale": scale}))
+            client.online_endpoints.create_or_update({"name": endpoint, "auth_mode": "key"})
+            spec = {
+                "name": deployment,
+                "model": {"path": str(model)},
+                "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+                "readiness_probe": {"initial_delay": 1, "period": 1},
+            }
+            client.online_deployments.create_or_update(spec, endpoint, all_traffic=True)
+            keys[endpoint] = client.online_endpoints.get_keys(endpoint)["primaryKey"]
+        for attempt in range(3):
+            for (endpoint, _), scale in wanted.items():
+                r = _answer(server, endpoint, keys[endpoint])
+                assert r.status_code == 200 and r.json()["sums"] == [scale], (attempt, endpoint, r.text)
+            # Both replicas crash at once and restart, each staging its model again.
+            pidfiles = [paths.deployment_dir(server.home, e, d) / "replica-0.pid" for e, d in wanted]
+            for pidfile in pidfiles:
+                os.kill(json.loads(pidfile.read_text())["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            for endpoint, _ in wanted:
+                while _answer(server, endpoint, keys[endpoint]).status_code != 200:
+                    assert time.monotonic() < deadline, f"{endpoint} did not come back\n{server.log()}"
+                    time.sleep(0.5)
