@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tiffin.errors import BadRequestError
+from tiffin.errors import BadRequestError, TiffinError
 
 __all__ = [
     "admin_token_path",
@@ -75,8 +75,15 @@ def prepare_home(home: Path) -> Path:
     this process and the replicas and workers it starts come out 0600/0700 without each writer saying so.
     """
     os.umask(0o077)
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if home.stat().st_mode & 0o077:
+            os.chmod(home, 0o700)
+    except OSError as exc:
+        raise TiffinError(
+            f"cannot make TIFFIN_HOME {home} a private folder (mode 0700): {exc.strerror or exc}; point "
+            "TIFFIN_HOME at a folder the user running tiffin owns"
+        ) from exc
     return home
 
 

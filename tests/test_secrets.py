@@ -176,3 +176,18 @@ def test_serve_keeps_its_home_private(tmp_path: Path) -> None:
         assert shared == []
         # The key the server answered with is not in its database file.
         assert key.encode() not in b"".join((home / n).read_bytes() for n in ("tiffin.db", "tiffin.db-wal"))
+
+
+def test_a_home_that_cannot_be_made_private_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {**os.environ, "TIFFIN_HOME": str(blocker / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tiffin.cli", "serve", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "TIFFIN_HOME" in done.stderr and "Traceback" not in done.stderr, done.stderr
