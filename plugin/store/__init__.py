@@ -2,7 +2,9 @@
 
 SQLite (``$TIFFIN_HOME/tiffin.db``) by default, any SQLAlchemy URL (PostgreSQL tested) through
 ``TIFFIN_STORE_URL``. The schema is managed by the Alembic migrations in ``migrations/``, applied by
-:meth:`Store.open`::
+:meth:`Store.open`. Endpoint keys and token secrets are sealed at rest with a key kept outside the database
+(``TIFFIN_SECRET_KEY`` or ``$TIFFIN_HOME/secret-key``, see :mod:`tiffin.store.sealing`); records hold their
+plaintext::
 
     from tiffin.store import Store
 
