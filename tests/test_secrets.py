@@ -78,9 +78,11 @@ def test_a_wrong_key_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
     with Store.open(home=home) as store:
         store.create_endpoint("online", "ep", {})
     (home / "secret-key").write_text(Fernet.generate_key().decode() + "\n")
+    os.chmod(home / "secret-key", 0o644)  # restored by hand: made the user's alone again when read
     with pytest.raises(StoreError, match=r"secret-key") as info:
         Store.open(home=home)
     assert "another key" in str(info.value)
+    assert _mode(home / "secret-key") == 0o600
     monkeypatch.setenv("TIFFIN_SECRET_KEY", Fernet.generate_key().decode())
     with pytest.raises(StoreError, match="TIFFIN_SECRET_KEY"):
         Store.open(home=home)

@@ -141,7 +141,11 @@ def load_secret_box(home: Path, environ: Mapping[str, str], *, create: bool) -> 
     path = secret_key_path(home)
     source = f"the file {path}"
     try:
-        return SecretBox.from_text(path.read_text(encoding="utf-8"), source)
+        text = path.read_text(encoding="utf-8")
+        if path.stat().st_mode & 0o077:  # copied in by hand, or restored from a backup: the user's alone again
+            with contextlib.suppress(PermissionError):
+                os.chmod(path, 0o600)
+        return SecretBox.from_text(text, source)
     except FileNotFoundError:
         if not create:
             return None
