@@ -11,6 +11,7 @@ __all__ = [
     "AuthError",
     "BadRequestError",
     "CapacityError",
+    "ClientDisconnectedError",
     "ConflictError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -119,6 +120,13 @@ class UnavailableError(TiffinError):
     """Nothing can take the request right now: no ready replica, no traffic, still loading (503)."""
 
     status_code = 503
+
+
+class ClientDisconnectedError(TiffinError):
+    """The client went away (or was cut off by the server's body timeout) before its request body was whole;
+    nobody is left to answer, and the part that arrived is not forwarded. 499, as nginx counts it."""
+
+    status_code = 499
 
 
 class RequestTimeoutError(TiffinError):

@@ -119,6 +119,17 @@ def test_deeply_nested_json_is_400_on_the_control_plane(client: TestClient, body
     assert client.get("/api/online-endpoints", headers=AUTH).json() == []
 
 
+def test_control_plane_bodies_past_the_cap_are_413_and_not_read_whole(client: TestClient) -> None:
+    from tiffin.api.app import MAX_BODY_BYTES
+
+    filler = b" " * (MAX_BODY_BYTES + 1)  # whitespace: valid JSON around it, so only the size can refuse it
+    for headers in ({**AUTH}, {**AUTH, "transfer-encoding": "chunked"}):
+        r = client.post("/api/online-endpoints", content=b'{"name": "ep"' + filler + b"}", headers=headers)
+        assert r.status_code == 413, r.text
+        assert str(MAX_BODY_BYTES) in r.json()["message"]
+    assert client.get("/api/online-endpoints", headers=AUTH).json() == []
+
+
 def test_two_authorization_headers_are_400_on_the_control_plane(client: TestClient) -> None:
     for pair in ([f"Bearer {TOKEN}", "Bearer wrong"], ["Bearer wrong", f"Bearer {TOKEN}"]):
         headers = [("authorization", value) for value in pair]
@@ -213,6 +224,22 @@ def test_encoded_slash_in_the_endpoint_name_is_404() -> None:
     )
     assert status == 404, body
     assert "ep/score" in json.loads(body)["message"]
+
+
+def test_a_body_cut_short_by_the_client_is_not_forwarded() -> None:
+    """The public server ends a stalled body with http.disconnect (or the client leaves): the part that
+    arrived must not reach a replica as if it were the whole request."""
+    from tiffin.errors import ClientDisconnectedError
+
+    messages = iter(
+        [{"type": "http.request", "body": b'{"data": [1, 2', "more_body": True}, {"type": "http.disconnect"}]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    with pytest.raises(ClientDisconnectedError):
+        asyncio.run(_gateway()._read_body(receive))
 
 
 def test_forwarded_target_always_starts_with_a_slash() -> None:

@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from tiffin.auth import authenticate, authorization_header, bearer_value
-from tiffin.errors import AuthError, BadRequestError, NotFoundError, TiffinError, http_status
+from tiffin.errors import AuthError, BadRequestError, NotFoundError, PayloadTooLargeError, TiffinError, http_status
 from tiffin.store import Store
 
 from .batch import BatchControl
@@ -58,9 +58,34 @@ def _error_response(request: Request, exc: Exception) -> Response:
     return JSONResponse({"message": message}, status_code=status, headers=headers)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The largest control-plane request body: a spec is a few KiB; an endpoint key may send bodies too (batch
+invoke), so what it can make the server hold is bounded."""
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes :data:`MAX_BODY_BYTES` (not read whole first)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(_TOO_LARGE)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(_TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES} bytes; a spec or an invoke needs a few KiB"
+
+
+async def _json_body(request: Request, *, empty: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is ``empty`` where the route allows one, else 400."""
+    raw = await _read_body(request)
     if not raw.strip():
+        if empty is not None:
+            return empty
         raise BadRequestError("the request body is empty; send a JSON object")
     try:
         value = json.loads(raw.decode("utf-8"))  # JSON is UTF-8 (RFC 8259); json.loads would guess
@@ -152,8 +177,7 @@ class _Handlers:
 
     async def regenerate_keys(self, request: Request) -> Any:
         # An empty body means the default, as `az ml online-endpoint regenerate-keys` without --key-type.
-        raw = await request.body()
-        body = await _json_body(request) if raw.strip() else {}
+        body = await _json_body(request, empty={})
         key_type = body.get("key_type", "primary")
         await run_in_threadpool(self.control.regenerate_keys, request.path_params["name"], key_type)
 

@@ -22,7 +22,13 @@ from urllib.parse import quote, unquote
 
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.auth import authenticate, authorization_header
-from tiffin.errors import PayloadTooLargeError, RequestTimeoutError, TiffinError, UnavailableError
+from tiffin.errors import (
+    ClientDisconnectedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    TiffinError,
+    UnavailableError,
+)
 from tiffin.gateway.limits import Admission
 from tiffin.gateway.stats import EndpointStats
 from tiffin.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
@@ -56,6 +62,7 @@ _ANSWERED_BY = b"azureml-model-deployment"
 _STREAM_ABOVE = 1 << 20  # responses larger than this (or of unknown size) are streamed, not buffered
 _DOWN_FOR_S = 1.0  # a replica that refused a connection is skipped this long (the supervisor decides the rest)
 _MAX_MIRRORS_IN_FLIGHT = 256
+_GONE = "the client went away before its request body was complete"
 
 
 class Gateway:
@@ -185,12 +192,17 @@ class Gateway:
         message = await receive()
         body = message.get("body", b"")
         if not message.get("more_body", False):
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnectedError(_GONE)
             if len(body) > self.max_body_bytes:
                 raise PayloadTooLargeError(self._too_large())
             return body
         chunks, size = [body], len(body)
         while message.get("more_body", False):
             message = await receive()
+            if message["type"] == "http.disconnect":
+                # A partial body forwarded as if whole would be scored for nobody (or scored wrongly).
+                raise ClientDisconnectedError(_GONE)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
