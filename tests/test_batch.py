@@ -1096,8 +1096,10 @@ def test_rest_invoke_with_the_endpoint_key(batch_server: Any, tmp_path: Path) ->
         for raw in (b"", b"not json", b"[1, 2]"):
             answer = post(keys["primaryKey"], content=raw)
             assert 400 <= answer.status_code < 500 and answer.json()["message"], (raw, answer.text)
-        # The key opens this endpoint's invoke only: not another endpoint's, not the control plane.
-        assert http.get(url, headers={"Authorization": f"Bearer {keys['primaryKey']}"}).status_code == 401
+        # The key starts and reads this endpoint's jobs only: not another endpoint's, not the control plane.
+        key_header = {"Authorization": f"Bearer {keys['primaryKey']}"}
+        assert job["name"] in {listed["name"] for listed in http.get(url, headers=key_header).json()}
+        assert http.get(f"{server.url}/api/batch-endpoints", headers=key_header).status_code == 401
         create(server, "rest-empty", auth_mode="key")
         with server.client() as client:
             empty_key = client.batch_endpoints.get_keys("rest-empty")["primaryKey"]

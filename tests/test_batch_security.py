@@ -236,6 +236,50 @@ def test_the_key_writes_outputs_into_datastores_only(batch: Batch) -> None:
     assert not (batch.outside / "written").exists() and not Path("/tmp/tiffin-key-output").exists()
 
 
+@slow
+@pytest.mark.timeout(180)
+def test_the_key_reads_its_own_endpoints_jobs_and_nothing_else(batch: Batch) -> None:
+    text_files(batch.datastore / "readable", 2)
+    with batch.server.client() as client:
+        client.batch_endpoints.create({"name": "neighbour", "auth_mode": "key"})
+        client.batch_deployments.create_or_update(deployment_spec("main", "neighbour"))
+        neighbour_key = client.batch_endpoints.get_keys("neighbour")["primaryKey"]
+    source = {"input": "azureml://datastores/ws/paths/readable"}
+    own = batch.invoke(source).json()["name"]
+    theirs = batch.invoke(source, admin=True, endpoint="neighbour").json()["name"]
+    assert batch.finish(own)["status"] == batch.finish(theirs)["status"] == "Completed"
+
+    def get(path: str, key: str = batch.key) -> httpx.Response:
+        return batch.http.get(f"{batch.server.url}/api{path}", headers={"Authorization": f"Bearer {key}"})
+
+    # Its own jobs: show, log, output, and the lists of its endpoint and deployment.
+    assert get(f"/jobs/{own}").json()["name"] == own
+    assert get(f"/jobs/{own}/log").status_code == 200
+    output = get(f"/jobs/{own}/outputs/score")
+    assert output.status_code == 200 and output.content == batch.admin("GET", f"/jobs/{own}/outputs/score").content
+    for listing in ("/batch-endpoints/guarded/jobs", "/batch-endpoints/guarded/deployments/main/jobs"):
+        names = {job["name"] for job in get(listing).json()}
+        assert own in names and theirs not in names, listing
+    assert get(f"/jobs/{theirs}", neighbour_key).json()["name"] == theirs
+
+    # Nothing else: another endpoint's jobs, every job, the endpoint itself, cancel; an unknown job answers
+    # exactly as another endpoint's does, so a key cannot find out which jobs exist.
+    refused = [
+        get(f"/jobs/{theirs}"),
+        get(f"/jobs/{theirs}/log"),
+        get(f"/jobs/{theirs}/outputs/score"),
+        get(f"/jobs/{own}", neighbour_key),
+        get("/batch-endpoints/neighbour/jobs"),
+        get("/jobs"),
+        get("/batch-endpoints/guarded"),
+        get("/batch-endpoints/guarded/credentials"),
+        batch.http.post(f"{batch.server.url}/api/jobs/{own}/cancel", headers={"Authorization": f"Bearer {batch.key}"}),
+    ]
+    for answer in refused:
+        assert answer.status_code == 401, (answer.request.url, answer.text)
+    assert get("/jobs/no-such-job").content == get(f"/jobs/{theirs}").content
+
+
 # --- 2. names are names, for everyone ------------------------------------------------------------------
 
 

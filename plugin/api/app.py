@@ -304,14 +304,17 @@ def _endpoint(
             # Handlers that let endpoint credentials in (batch invoke) allow them less than the admin token.
             request.state.admin = admin
             if not admin and op.endpoint_auth and value is not None:
-                name = request.path_params["name"]
+                name = request.path_params.get("name")
                 try:
+                    if name is None:  # a job's own routes: the credentials of the endpoint that ran it
+                        name = await run_in_threadpool(batch.endpoint_of_job, request.path_params["job"])
                     credentials = await run_in_threadpool(batch.credentials_of, name)
                     authenticate(authorization, name, credentials)
-                except (AuthError, NotFoundError):  # the same answer whether or not the endpoint exists
+                except (AuthError, NotFoundError):  # the same answer whether or not the endpoint (job) exists
+                    which = f"batch endpoint '{name}'" if "name" in request.path_params else "the job's batch endpoint"
                     raise AuthError(
-                        f"the credential is neither a key or token of batch endpoint '{name}' (see `tiffin "
-                        "batch-endpoint get-credentials`) nor the control plane's admin token"
+                        f"the credential is neither a key or token of {which} (see `tiffin batch-endpoint "
+                        "get-credentials`) nor the control plane's admin token"
                     ) from None
             elif not admin:
                 raise AuthError(

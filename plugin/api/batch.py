@@ -187,6 +187,10 @@ class BatchControl:
         """Keys (``auth_mode: key``) or a fresh token (``aml_token``/``aad_token``) for invoking the endpoint."""
         return credentials_json(self.endpoint(name))
 
+    def endpoint_of_job(self, job: str) -> str:
+        """The batch endpoint that job ``job`` belongs to (its key may read the job)."""
+        return self.store.get_job(job).endpoint_name
+
     def credentials_of(self, name: str) -> Credentials:
         """What the invoke call accepts, for the REST layer's check."""
         record = self.endpoint(name)

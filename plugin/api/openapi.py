@@ -330,6 +330,8 @@ def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
         doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
     if op.public:
         doc["security"] = []
+    elif op.endpoint_auth:
+        doc["security"] = [{"adminToken": []}, {"endpointCredential": []}]
     return doc
 
 
@@ -347,13 +349,21 @@ def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, 
             "description": "Online and batch endpoints, deployments and batch jobs, as `az ml online-endpoint`, "
             "`az ml online-deployment`, `az ml batch-endpoint`, `az ml batch-deployment` and `az ml job` manage "
             "them. Every route but /health and /openapi.json needs `Authorization: Bearer <admin token>` (the "
-            "token is in $TIFFIN_HOME/admin-token); invoking a batch endpoint also takes its own key or token.",
+            "token is in $TIFFIN_HOME/admin-token); starting a batch endpoint's jobs and reading them also take the "
+            "endpoint's own key or token.",
         },
         "servers": [{"url": "/api"}],
         "security": [{"adminToken": []}],
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "endpointCredential": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A batch endpoint's key or token (`tiffin batch-endpoint get-credentials`).",
+                },
+            },
         },
     }

@@ -41,7 +41,8 @@ class Operation:
     public: bool = False
     query: tuple[QueryParam, ...] = ()
     endpoint_auth: bool = False
-    """Also open to the endpoint's own credentials (key or token), not only the admin token: batch invoke."""
+    """Also open to a batch endpoint's own credentials (key or token), not only the admin token: starting
+    its jobs and reading them. The endpoint is the route's ``{name}``, or the endpoint of its ``{job}``."""
 
 
 LOG_LINES = QueryParam("lines", 100, 1, "How many lines, from the end.")
@@ -209,31 +210,48 @@ OPERATIONS: tuple[Operation, ...] = (
         endpoint_auth=True,
     ),
     Operation(
-        "GET", _BEP + "/jobs", "list_batch_jobs", "List a batch endpoint's jobs, oldest first.", returns="JobList"
+        "GET",
+        _BEP + "/jobs",
+        "list_batch_jobs",
+        "List a batch endpoint's jobs, oldest first. Takes the admin token or the endpoint's own key/token.",
+        returns="JobList",
+        endpoint_auth=True,
     ),
     Operation(
         "GET",
         _BDEP + "/jobs",
         "list_batch_deployment_jobs",
-        "List the jobs a batch deployment ran or will run, oldest first.",
+        "List the jobs a batch deployment ran or will run, oldest first. Takes the admin token or the "
+        "endpoint's own key/token.",
         returns="JobList",
+        endpoint_auth=True,
     ),
     Operation("GET", "/jobs", "list_jobs", "List every batch job, oldest first.", returns="JobList"),
-    Operation("GET", _JOB, "get_job", "Show a job: status, progress, outputs, mini-batch errors.", returns="Job"),
+    Operation(
+        "GET",
+        _JOB,
+        "get_job",
+        "Show a job: status, progress, outputs, mini-batch errors. Takes the admin token or its endpoint's key/token.",
+        returns="Job",
+        endpoint_auth=True,
+    ),
     Operation("POST", _JOB + "/cancel", "cancel_job", "Cancel a queued or running job.", returns="Job", write=True),
     Operation(
         "GET",
         _JOB + "/log",
         "get_job_log",
-        "The job's log from a byte offset (X-Tiffin-Log-Offset: where to go on).",
+        "The job's log from a byte offset (X-Tiffin-Log-Offset: where to go on). Takes the admin token or its "
+        "endpoint's key/token.",
         returns="text",
         query=(LOG_OFFSET,),
+        endpoint_auth=True,
     ),
     Operation(
         "GET",
         _JOB + "/outputs/{output}",
         "download_job_output",
-        "A completed job's output file ('score').",
+        "A completed job's output file ('score'). Takes the admin token or its endpoint's key/token.",
         returns="file",
+        endpoint_auth=True,
     ),
 )
