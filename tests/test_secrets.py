@@ -176,8 +176,13 @@ def test_serve_keeps_its_home_private(tmp_path: Path) -> None:
             if not p.is_symlink() and not _not_shared(p) and (p.stat().st_dev, p.stat().st_ino) not in model_files
         ]
         assert shared == []
-        # The key the server answered with is not in its database file.
+        # The key the server answered with is not in its database file, nor in any other file it keeps
+        # (replica logs, specs, job files), even after a request with a wrong key.
         assert key.encode() not in b"".join((home / n).read_bytes() for n in ("tiffin.db", "tiffin.db-wal"))
+        wrong = httpx.post(f"{server.url}/endpoints/ep/score", json={}, headers={"Authorization": f"Bearer {key}x"})
+        assert wrong.status_code == 401 and key not in wrong.text
+        holding = [p for p in home.rglob("*") if p.is_file() and not p.is_symlink() and key.encode() in p.read_bytes()]
+        assert holding == []
 
 
 def test_a_home_that_cannot_be_made_private_is_a_clear_error(tmp_path: Path) -> None:
