@@ -70,22 +70,22 @@ def _start(max_connections: int):
     }
 
 
-@pytest.fixture(scope="module")
-def target():
-    context, info = _start(max_connections=2000)
+def _running(max_connections: int):
+    context, info = _start(max_connections=max_connections)
     try:
         yield info
     finally:
         context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def target():
+    yield from _running(2000)
 
 
 @pytest.fixture(scope="module")
 def capped():
-    context, info = _start(max_connections=200)
-    try:
-        yield info
-    finally:
-        context.__exit__(None, None, None)
+    yield from _running(200)
 
 
 def rss_mb(pid: int) -> float:

@@ -115,19 +115,24 @@ def test_a_second_key_in_the_environment_still_reads_old_rows(tmp_path: Path, mo
         assert store.get_endpoint("ep").primary_key == record.primary_key
 
 
-def test_serve_with_a_wrong_key_says_so_without_a_traceback(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with Store.open(home=home) as store:
-        store.create_endpoint("online", "ep", {})
-    env = {**os.environ, "TIFFIN_HOME": str(home), "TIFFIN_SECRET_KEY": Fernet.generate_key().decode()}
+def _serve_fails(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``tiffin serve`` with ``env`` added, which must exit non-zero at start-up."""
     done = subprocess.run(
         [sys.executable, "-m", "tiffin.cli", "serve", "--port", str(free_port())],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, **env},
         timeout=60,
     )
-    assert done.returncode != 0
+    assert done.returncode != 0, done.stdout
+    return done
+
+
+def test_serve_with_a_wrong_key_says_so_without_a_traceback(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with Store.open(home=home) as store:
+        store.create_endpoint("online", "ep", {})
+    done = _serve_fails({"TIFFIN_HOME": str(home), "TIFFIN_SECRET_KEY": Fernet.generate_key().decode()})
     assert "TIFFIN_SECRET_KEY" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
 
@@ -188,13 +193,5 @@ def test_serve_keeps_its_home_private(tmp_path: Path) -> None:
 def test_a_home_that_cannot_be_made_private_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    env = {**os.environ, "TIFFIN_HOME": str(blocker / "home")}
-    done = subprocess.run(
-        [sys.executable, "-m", "tiffin.cli", "serve", "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert done.returncode != 0
+    done = _serve_fails({"TIFFIN_HOME": str(blocker / "home")})
     assert "TIFFIN_HOME" in done.stderr and "Traceback" not in done.stderr, done.stderr
