@@ -218,7 +218,7 @@ def test_instance_count_above_the_servers_cap_is_refused(api: TestClient):
 def test_supervisor_fails_a_stored_deployment_above_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # Written before the cap existed, or by another server with a higher cap: never started all at once.
     monkeypatch.setenv("TIFFIN_MAX_INSTANCES", "2")
-    with Store.open(url=f"sqlite:///{tmp_path}/t.db") as store:
+    with Store.open(url=f"sqlite:///{tmp_path}/t.db", home=tmp_path) as store:
         store.create_endpoint("online", "ep", {"name": "ep"})
         store.put_deployment("ep", "blue", "online", spec_of("plain", instance_count=10_000))
 

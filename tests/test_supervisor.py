@@ -165,7 +165,7 @@ def test_plan_keeps_old_replicas_when_the_update_failed():
 
 @pytest.fixture
 def store(tmp_path: Path):
-    with Store.open(url=f"sqlite:///{tmp_path}/t.db") as store:
+    with Store.open(url=f"sqlite:///{tmp_path}/t.db", home=tmp_path) as store:
         store.create_endpoint("online", "ep", {"name": "ep"})
         yield store
 
@@ -268,7 +268,7 @@ def group_gone(pgid: int) -> bool:
 @asynccontextmanager
 async def supervising(tmp_path: Path, **kwargs: Any) -> AsyncIterator[tuple[Store, Supervisor]]:
     """A store with endpoint ``ep`` and a running supervisor; stops both, and checks no replica is left."""
-    store = Store.open(url=f"sqlite:///{tmp_path}/t.db")
+    store = Store.open(url=f"sqlite:///{tmp_path}/t.db", home=tmp_path)
     store.create_endpoint("online", "ep", {"name": "ep"})
     supervisor = Supervisor(store, tmp_path / "home", poll_interval=0.2, **kwargs)
     pids: set[int] = set()
