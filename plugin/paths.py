@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "replica_log_path",
     "safe_name",
     "secret_key_path",
+    "write_private_once",
 ]
 
 # A folder name of its own: no separators, no leading dot (".", "..", hidden files), no control characters.
@@ -85,6 +87,28 @@ def prepare_home(home: Path) -> Path:
             "TIFFIN_HOME at a folder the user running tiffin owns"
         ) from exc
     return home
+
+
+def write_private_once(path: Path, content: bytes) -> bool:
+    """Create ``path`` (0600) holding ``content`` unless it exists; whether this call created it.
+
+    Written aside, flushed to disk, then linked into place: linking fails when the file exists, so two
+    servers starting at once end up with one file, and nobody ever reads it half written.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
 
 
 def admin_token_path(home: Path) -> Path:

@@ -31,7 +31,7 @@ from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, p
 from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
 from tiffin.gateway import Gateway
 from tiffin.http_protocol import public_protocol
-from tiffin.paths import admin_token_path, prepare_home
+from tiffin.paths import admin_token_path, prepare_home, write_private_once
 from tiffin.routing_state import RoutingState
 from tiffin.store import Store
 from tiffin.supervisor import Supervisor
@@ -44,17 +44,14 @@ logger = logging.getLogger("tiffin.server")
 def ensure_admin_token(home: Path) -> tuple[str, bool]:
     """The admin token in ``$TIFFIN_HOME/admin-token`` (0600), created on first use; (token, created)."""
     path = admin_token_path(home)
-    if path.exists():
-        if path.stat().st_mode & 0o077:  # made readable by hand, or by an older tiffin
-            os.chmod(path, 0o600)
-        return path.read_text(encoding="utf-8").strip(), False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    # Create with 0600 from the start: never a moment where another user could read it.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token + "\n")
-    return token, True
+    if not path.exists():
+        token = secrets.token_urlsafe(32)
+        # 0600 from the start, and whole when it appears: a second server starting now reads this one.
+        if write_private_once(path, (token + "\n").encode()):
+            return token, True
+    if path.stat().st_mode & 0o077:  # made readable by hand, or by an older tiffin
+        os.chmod(path, 0o600)
+    return path.read_text(encoding="utf-8").strip(), False
 
 
 class TiffinServer:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -195,3 +197,34 @@ def test_a_home_that_cannot_be_made_private_is_a_clear_error(tmp_path: Path) -> 
     blocker.write_text("")
     done = _serve_fails({"TIFFIN_HOME": str(blocker / "home")})
     assert "TIFFIN_HOME" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def _admin_token_when_released(home: str, barrier: Any, results: Any) -> None:
+    from tiffin.server import ensure_admin_token
+
+    try:
+        barrier.wait(timeout=30)
+        results.put(("ok", ensure_admin_token(Path(home))[0]))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+
+
+def test_servers_starting_at_once_share_one_whole_admin_token(tmp_path: Path) -> None:
+    """Several `tiffin serve` on one home at the same moment: one token, never an error or an empty read."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        home = tmp_path / f"home-{attempt}"
+        barrier, results = context.Barrier(6), context.Queue()
+        children = [
+            context.Process(target=_admin_token_when_released, args=(str(home), barrier, results)) for _ in range(6)
+        ]
+        for child in children:
+            child.start()
+        answers = [results.get(timeout=60) for _ in children]
+        for child in children:
+            child.join(timeout=30)
+        assert all(kind == "ok" for kind, _ in answers), answers
+        tokens = {token for _, token in answers}
+        assert len(tokens) == 1 and "" not in tokens, tokens
+        assert (home / "admin-token").read_text().strip() in tokens
+        assert _mode(home / "admin-token") == 0o600

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -26,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tiffin.errors import StoreError
-from tiffin.paths import secret_key_path
+from tiffin.paths import secret_key_path, write_private_once
 
 from .models import Endpoint
 
@@ -151,24 +150,8 @@ def load_secret_box(home: Path, environ: Mapping[str, str], *, create: bool) -> 
             return None
     except OSError as exc:
         raise StoreError(f"cannot read the secret key in {source}: {exc.strerror or exc}; check its owner") from exc
-    _write_new_key(path)
+    write_private_once(path, Fernet.generate_key() + b"\n")  # or another server's, made a moment ago
     return SecretBox.from_text(path.read_text(encoding="utf-8"), source)
-
-
-def _write_new_key(path: Path) -> None:
-    """Write a new key to ``path`` unless another process just did: written aside, then linked into place."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".secret-key-", dir=path.parent)  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(Fernet.generate_key() + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # Linking fails if the file exists: two servers starting at once end up with one key.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
 
 
 def find_secret_box(sessions: Sessions, home: Path, environ: Mapping[str, str]) -> SecretBox:
