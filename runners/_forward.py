@@ -7,7 +7,10 @@ the server's status, content type and headers back as they came.
 
 from __future__ import annotations
 
+import asyncio
+
 from tiffin.errors import RunnerError
+from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool
 from tiffin.runners.protocol import ScoreRequest, ScoreResponse
 
 __all__ = ["Forwarder"]
@@ -29,8 +32,6 @@ class Forwarder:
 
     async def forward(self, request: ScoreRequest, path: str) -> ScoreResponse:
         """``request`` sent to ``path`` (query string kept); the server's answer as a :class:`ScoreResponse`."""
-        from tiffin.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool
-
         if self._pool is None:
             self._pool = UpstreamPool()
         target = path.encode() + (b"?" + request.query_string if request.query_string else b"")
@@ -50,6 +51,26 @@ class Forwarder:
             elif lowered not in _NOT_PASSED_BACK:
                 passed.append((name.decode("latin-1"), value.decode("latin-1")))
         return ScoreResponse(body=body, status=response.status, content_type=content_type, headers=passed)
+
+    async def answers_2xx(self, path: str, timeout: float) -> bool:
+        """Whether ``GET path`` answers with a 2xx status within ``timeout`` seconds.
+
+        Asked over the pool, on the event loop: a server that hangs (stopped, swapping) keeps this call
+        waiting, never the loop and the requests it serves meanwhile.
+        """
+        if self._pool is None:
+            self._pool = UpstreamPool()
+        pool = self._pool
+        response = None
+        try:
+            async with asyncio.timeout(timeout):
+                response = await pool.request(self.base_url, "GET", path.encode(), [], b"")
+                await response.read()
+        except (TimeoutError, UpstreamError):
+            if response is not None:
+                pool.abandon(response)  # its body never came: the connection cannot be reused
+            return False
+        return 200 <= response.status < 300
 
     async def close(self) -> None:
         """Close the pooled connections."""

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiffin.errors import RunnerLoadError, UnavailableError
+from tiffin.net import free_port
 from tiffin.runners._forward import Forwarder
 from tiffin.runners._server_process import ServerProcess, listens_beyond_loopback
-from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
+from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["ByocRunner", "ByocRunnerConfig"]
 
@@ -48,10 +49,9 @@ class ByocRunnerConfig:
     start_timeout_s: float = 300.0
 
 
-class ByocRunner:
+class ByocRunner(Runner):
     """A :class:`~tiffin.runners.Runner` forwarding to a user's HTTP server it starts and stops."""
 
-    score_paths = ("/score",)
     passthrough = True
     """Paths other than ``/`` (health), ``/score`` and ``/swagger.json`` go to the server as they are."""
 
@@ -65,8 +65,6 @@ class ByocRunner:
 
     def load(self) -> None:
         """Start the server and wait until its readiness route answers 2xx."""
-        from tiffin.testing import free_port
-
         self.port = free_port()
         base = f"http://127.0.0.1:{self.port}"
         command = self._command(self.port)

@@ -22,7 +22,7 @@ from typing import Any
 
 from tiffin.errors import BadRequestError, RunnerLoadError, ScoringError, ValidationError
 from tiffin.runners import _json
-from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
+from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["MLflowRunner", "MLflowRunnerConfig"]
 
@@ -46,13 +46,13 @@ class MLflowRunnerConfig:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
 
 
-class MLflowRunner:
+class MLflowRunner(Runner):
     """A :class:`~tiffin.runners.Runner` over an MLflow model (any pyfunc flavor)."""
 
     score_paths = ("/score", "/invocations")
+    """``/invocations`` is MLflow's own scoring route: clients of ``mlflow models serve`` work unchanged."""
     v2_input_key = "inputs"
     """V2 input tensors reach MLflow as its ``inputs`` payload (one entry per input name)."""
-    """``/invocations`` is MLflow's own scoring route: clients of ``mlflow models serve`` work unchanged."""
 
     def __init__(self, config: MLflowRunnerConfig) -> None:
         self.config = config

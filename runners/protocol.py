@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = ["JSON_CONTENT_TYPE", "Runner", "RunnerSchema", "ScoreRequest", "ScoreResponse"]
 
@@ -61,12 +61,31 @@ class RunnerSchema:
 
 @runtime_checkable
 class Runner(Protocol):
-    """Serves one model. ``predict`` may be a plain or an ``async`` method.
+    """Serves one model. ``predict`` and ``health`` may be plain or ``async`` methods.
 
     The replica calls ``load`` once per worker process before the first request and ``close`` at
     shutdown. A sync ``predict`` runs in the replica's scoring thread, so it may block; an async
-    one runs on the event loop and must not.
+    one runs on the event loop and must not. ``health`` is called on the event loop: a sync one must
+    answer at once (a flag, a ``poll()``); one that asks another process over the network is async.
+
+    The class attributes say what else a runner serves; tiffin's runners subclass this protocol to
+    inherit the defaults (a runner that does not subclass it must define them itself).
     """
+
+    score_paths: ClassVar[tuple[str, ...]] = ("/score",)
+    """Routes that score (Azure's ``/score``; MLflow's runner adds ``/invocations``)."""
+    passthrough: ClassVar[bool] = False
+    """Paths the replica does not serve itself go to :meth:`predict` as they came (a user's own server)."""
+    v2_native: ClassVar[bool] = False
+    """V2 (Open Inference Protocol) requests go to :meth:`predict` as they came (the model server speaks V2)."""
+    v2_input_key: ClassVar[str | None] = None
+    """Where the replica's own V2 adapter puts the input tensors in the JSON body it scores: under this key,
+    or (None) as the body itself."""
+
+    @property
+    def v2_upstream(self) -> tuple[str, str | None] | None:
+        """(URL, default model) of a V2 server the gateway may call directly, once loaded; None: none."""
+        return None
 
     def load(self) -> None:
         """Load the model (and run the user's ``init()``); raise RunnerLoadError on failure."""
@@ -74,7 +93,7 @@ class Runner(Protocol):
     def predict(self, request: ScoreRequest) -> ScoreResponse | Awaitable[ScoreResponse]:
         """Score one request."""
 
-    def health(self) -> bool:
+    def health(self) -> bool | Awaitable[bool]:
         """True while the runner can take requests."""
 
     def close(self) -> None:

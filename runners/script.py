@@ -34,7 +34,7 @@ from tiffin.errors import (
     UnsupportedMediaTypeError,
 )
 from tiffin.runners import _json
-from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
+from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["ScriptRunner", "ScriptRunnerConfig", "call_init", "import_scoring_script"]
 
@@ -109,7 +109,7 @@ def call_init(module: ModuleType, script: Path) -> None:
         raise RunnerLoadError(f"init() of {script.name} raised {type(exc).__name__}: {exc}") from exc
 
 
-class ScriptRunner:
+class ScriptRunner(Runner):
     """A :class:`~tiffin.runners.Runner` over an Azure-style scoring script."""
 
     def __init__(self, config: ScriptRunnerConfig) -> None:

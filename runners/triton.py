@@ -17,6 +17,7 @@ model is (``/v2/health/ready``, strict readiness), and stays healthy while it ke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -30,10 +31,11 @@ from typing import Any
 
 import tiffin.v2 as v2
 from tiffin.errors import BadRequestError, RunnerError, RunnerLoadError, UnavailableError
+from tiffin.net import free_port
 from tiffin.runners import _json
 from tiffin.runners._forward import Forwarder
-from tiffin.runners._server_process import ServerProcess, answers_2xx
-from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
+from tiffin.runners._server_process import ServerProcess
+from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 from tiffin.runners.tritonserver import EXIT_TIMEOUT_S, find_tritonserver
 
 __all__ = ["DEFAULT_MODEL_ENV", "TritonRunner", "TritonRunnerConfig"]
@@ -42,6 +44,7 @@ logger = logging.getLogger("tiffin.runners.triton")
 
 DEFAULT_MODEL_ENV = "TIFFIN_TRITON_MODEL"
 _HEALTH_TTL_S = 1.0
+_HEALTH_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,9 @@ class TritonRunnerConfig:
     start_timeout_s: float = 300.0
 
 
-class TritonRunner:
+class TritonRunner(Runner):
     """A :class:`~tiffin.runners.Runner` in front of ``tritonserver``."""
 
-    score_paths = ("/score",)
     v2_native = True
     """The replica hands V2 requests to :meth:`predict` as they are (Triton answers them itself)."""
 
@@ -81,6 +83,7 @@ class TritonRunner:
         self._client: Any = None
         self._schema = RunnerSchema()
         self._healthy_until = 0.0
+        self._asking: asyncio.Future[bool] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -112,8 +115,6 @@ class TritonRunner:
         logger.info("Triton at %s serves %s (default model: %s)", self.base_url, ", ".join(models), self.default_model)
 
     def _start_server(self, repository: Path) -> None:
-        from tiffin.testing import free_port
-
         if not repository.is_dir():
             raise RunnerLoadError(f"the Triton model repository {repository} is not a folder; check model.path")
         install = find_tritonserver({**os.environ, **self.config.environment_variables})
@@ -121,9 +122,6 @@ class TritonRunner:
         self.base_url = f"http://127.0.0.1:{port}"
         command = install.command(repository, port, shm_prefix=f"tiffin_{os.getpid()}_")
         self._server.start(command, install.environment({**os.environ, **self.config.environment_variables}))
-
-    def _ready_now(self) -> bool:
-        return answers_2xx(self.base_url + "/v2/health/ready")
 
     def _get_json(self, path: str, *, method: str = "GET") -> Any:
         request = urllib.request.Request(self.base_url + path, data=b"{}" if method == "POST" else None, method=method)
@@ -133,17 +131,27 @@ class TritonRunner:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise RunnerLoadError(f"Triton at {self.base_url} did not answer {method} {path}: {exc}") from None
 
-    def health(self) -> bool:
-        """True while tritonserver runs and says it is ready (asked at most once a second)."""
-        if not self._server.running():
+    async def health(self) -> bool:
+        """True while tritonserver runs and says it is ready (asked at most once a second).
+
+        Async, so the replica's event loop keeps serving while Triton is asked: a hung tritonserver
+        delays only the health answers (up to ``_HEALTH_TIMEOUT_S``, then unhealthy), and concurrent
+        health requests share one question to Triton.
+        """
+        if not self._server.running() or self._forwarder is None:
             return False
-        now = time.monotonic()
-        if now < self._healthy_until:
+        if time.monotonic() < self._healthy_until:
             return True
-        if not self._ready_now():
-            return False
-        self._healthy_until = now + _HEALTH_TTL_S
-        return True
+        asking = self._asking
+        if asking is None or asking.done():
+            asking = self._asking = asyncio.ensure_future(
+                self._forwarder.answers_2xx("/v2/health/ready", _HEALTH_TIMEOUT_S)
+            )
+        # shield: a health request whose client went away must not cancel the others' shared question.
+        ready = await asyncio.shield(asking)
+        if ready:
+            self._healthy_until = time.monotonic() + _HEALTH_TTL_S
+        return ready
 
     def close(self) -> None:
         """Stop the tritonserver this runner started (SIGTERM, then SIGKILL); a given server is left alone."""

@@ -23,7 +23,7 @@ from tiffin.errors import BadRequestError, SpecError
 from tiffin.gateway import Gateway
 from tiffin.replica.app import ReplicaApp
 from tiffin.routing import DeploymentRoute, EndpointRoute, RoutingTable
-from tiffin.runners.protocol import RunnerSchema, ScoreRequest, ScoreResponse
+from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 from tiffin.specs import read_yaml
 from tiffin.store import Store
 
@@ -252,7 +252,7 @@ def test_forwarded_target_always_starts_with_a_slash() -> None:
 # --- replicas: /score and V2 ----------------------------------------------------------------------
 
 
-class _JsonRunner:
+class _JsonRunner(Runner):
     """Parses the body as JSON, as typed scripts and MLflow do."""
 
     def load(self) -> None:

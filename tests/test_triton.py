@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -230,6 +231,40 @@ def test_readiness_follows_triton_and_the_replica_stops_its_tritonserver(tritons
     time.sleep(1)
     left = subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True).stdout
     assert left.strip() == "", "stopping the replica must stop its tritonserver"
+
+
+def triton_pid(repository: Path) -> int:
+    """The pid of the tritonserver serving ``repository``."""
+    found = subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True).stdout
+    return int(found.split()[0])
+
+
+@pytest.mark.slow
+def test_a_hung_tritonserver_does_not_stall_the_replica(tritonserver, repository, tmp_path):
+    """Asking Triton whether it is ready must not block the replica's event loop: while a stopped
+    (SIGSTOP) tritonserver keeps a health probe waiting, other requests are answered."""
+    file = deployment_file(tmp_path, repository)
+    with serve_deployment(file, timeout=180) as replica:
+        assert httpx.get(replica.url + "/").status_code == 200
+        server_pid = triton_pid(repository)
+        os.kill(server_pid, signal.SIGSTOP)
+        answered: list[tuple[str, int]] = []
+
+        def health() -> None:
+            answered.append(("health", httpx.get(replica.url + "/", timeout=60).status_code))
+
+        try:
+            time.sleep(1.5)  # past the replica's one-second memory of Triton's last "ready"
+            probe = threading.Thread(target=health)
+            probe.start()
+            time.sleep(0.3)  # the health probe is now waiting for Triton, whose answer cannot come
+            answered.append(("swagger", httpx.get(replica.url + "/swagger.json", timeout=60).status_code))
+            probe.join(60)
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
+        # The swagger document was served while the health probe still waited; the probe then gave up (503).
+        assert answered == [("swagger", 200), ("health", 503)]
+        assert httpx.get(replica.url + "/").status_code == 200
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from tiffin.errors import (
 )
 from tiffin.gateway.limits import Admission
 from tiffin.gateway.stats import EndpointStats
-from tiffin.gateway.upstream import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
+from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
 from tiffin.v2 import alias_model
 

@@ -74,13 +74,13 @@ class ReplicaApp:
         self.max_body_bytes = max_body_bytes
         self.tune_gc = tune_gc
         self._async_predict = inspect.iscoroutinefunction(runner.predict)
+        # A health check that asks another process (Triton) is async: awaited, it never blocks the loop.
+        self._async_health = inspect.iscoroutinefunction(runner.health)
         self._threads = ScoringThreads(scoring_threads) if scoring_threads > 0 and not self._async_predict else None
-        # Runners may answer on more routes than Azure's /score (MLflow's /invocations).
-        self._score_paths = frozenset(getattr(runner, "score_paths", ("/score",)))
-        # A user's own server (BYOC) answers the routes tiffin does not know itself.
-        self._passthrough = bool(getattr(runner, "passthrough", False))
-        # A model server that speaks V2 itself (Triton) answers V2 requests as they come.
-        self._v2_native = bool(getattr(runner, "v2_native", False))
+        # What the runner serves beyond Azure's /score: see the capabilities declared on Runner.
+        self._score_paths = frozenset(runner.score_paths)
+        self._passthrough = runner.passthrough
+        self._v2_native = runner.v2_native
         self._loaded = False
         self._health_headers: list[tuple[bytes, bytes]] = []
         self._load_error: str | None = None
@@ -98,7 +98,7 @@ class ReplicaApp:
             self._load_error = exc.message
             raise
         self._loaded = True
-        upstream = getattr(self.runner, "v2_upstream", None)
+        upstream = self.runner.v2_upstream
         if upstream is not None:
             # The supervisor reads these off its readiness probe, so the gateway can send V2 requests
             # straight to the model server and save a hop (see tiffin.routing.Replica).
@@ -146,7 +146,8 @@ class ReplicaApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.shutdown()
+                # Off the loop: a runner's close may wait seconds for its server to exit (tritonserver).
+                await asyncio.get_running_loop().run_in_executor(None, self.shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -170,7 +171,7 @@ class ReplicaApp:
                 return
             await self._score(scope, receive, send, headers, id_headers)
         elif path == "/" and method in ("GET", "HEAD"):
-            if self._loaded and self.runner.health():
+            if await self._healthy():
                 await send_bytes(send, 200, b"Healthy", _TEXT, id_headers + self._health_headers)
             else:
                 reason = self._load_error or "the deployment is still loading"
@@ -227,12 +228,11 @@ class ReplicaApp:
         """The Open Inference Protocol (V2) over this replica's runner; see :mod:`tiffin.v2`."""
         parts = scope["path"].strip("/").split("/")  # v2, models, NAME, [versions, V], [ready|infer]
         method = scope["method"]
-        ready = self._loaded and self.runner.health()
         if parts == ["v2"]:
             await _v2_json(send, 200, {"name": "tiffin", "version": _VERSION, "extensions": []}, id_headers)
             return
         if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
-            ok = parts[2] == "live" or ready
+            ok = parts[2] == "live" or await self._healthy()
             await _v2_json(send, 200 if ok else 503, {} if ok else {"error": "not ready"}, id_headers)
             return
         if len(parts) < 3 or parts[1] != "models":
@@ -249,6 +249,7 @@ class ReplicaApp:
             platform = type(self.runner).__name__.removesuffix("Runner").lower()
             await _v2_json(send, 200, v2.model_metadata(model, f"tiffin-{platform}", (self.version,)), id_headers)
         elif rest == ["ready"] and method == "GET":
+            ready = await self._healthy()
             await _v2_json(send, 200 if ready else 503, {} if ready else {"error": "not ready"}, id_headers)
         elif rest == ["infer"] and method == "POST":
             await self._v2_infer(scope, receive, send, headers, id_headers, model)
@@ -261,7 +262,7 @@ class ReplicaApp:
         try:
             raw = await self._read_body(receive, headers)
             infer = v2.decode_infer_request(raw, headers)
-            key = getattr(self.runner, "v2_input_key", None)
+            key = self.runner.v2_input_key
             body = json.dumps({key: infer.inputs} if key else infer.inputs).encode()
             request = ScoreRequest(body=body, headers={**headers, "content-type": "application/json"}, path="/score")
             if not self._loaded:
@@ -286,6 +287,14 @@ class ReplicaApp:
         else:
             binary_headers = [*id_headers, (b"inference-header-content-length", b"%d" % header_length)]
             await send_bytes(send, 200, result, b"application/octet-stream", binary_headers)
+
+    async def _healthy(self) -> bool:
+        """Loaded, and the runner says it can take requests (awaited when its check is async)."""
+        if not self._loaded:
+            return False
+        if self._async_health:
+            return await self.runner.health()  # type: ignore[misc]
+        return bool(self.runner.health())
 
     async def _predict(self, request: ScoreRequest) -> ScoreResponse:
         """The runner's answer: awaited if async, else on a scoring thread (or inline with none)."""

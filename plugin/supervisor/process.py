@@ -73,7 +73,7 @@ class ReplicaProcess:
 
     @property
     def url(self) -> str:
-        """Where the replica serves HTTP: ``unix:/path/to.sock`` (see :class:`tiffin.gateway.upstream.UpstreamPool`)."""
+        """Where the replica serves HTTP: ``unix:/path/to.sock`` (see :class:`tiffin.http_client.UpstreamPool`)."""
         return unix_url(self.socket)
 
     def poll(self) -> int | None:

@@ -1,4 +1,8 @@
-"""A lean HTTP/1.1 client for the gateway → replica hop: pooled keep-alive connections, bytes in, bytes out.
+"""A lean HTTP/1.1 client for loopback hops: pooled keep-alive connections, bytes in, bytes out.
+
+The gateway sends requests to replicas with it, and runners that front a server of their own (a BYOC
+server, tritonserver) send requests and health checks to that server with it; so it lives here, beside
+neither of them.
 
 Why not aiohttp: profiled under load, aiohttp's client spent more of the gateway's time building request
 objects and header multidicts than moving bytes, and the gateway shares two cores with the replica it
