@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,43 @@ def test_replica_serve_refuses_a_bad_spec_before_starting(tmp_path):
     assert done.returncode == 1
     assert "missing.py" in done.stderr or "online" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version_as_az_has_it():
+    from importlib.metadata import version
+
+    done = tiffin("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"tiffin {version('tiffin')}\n"
+
+
+def test_output_none_prints_nothing():
+    done = tiffin("validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "-o", "none")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("query", ["spec", "[spec, spec]"])
+def test_table_is_readable_at_80_columns(query):
+    done = subprocess.run(
+        [*TIFFIN, "validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "--query", query, "-o", "table"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80, done.stdout
+    # Whole values, not cut off with an ellipsis: a column that does not fit is left out, and said so.
+    assert "…" not in done.stdout, done.stdout
+    assert "my-endpoint" in done.stdout and "Standard_DS2_v2" in done.stdout
+
+
+def test_serve_says_where_it_logs(tmp_path):
+    from tiffin.testing import serve_tiffin
+
+    with serve_tiffin(tmp_path / "home") as server:
+        log = server.log()
+    assert str(tmp_path / "home" / "logs") in log, log
+    assert "job.log" in log and "stderr" in log, log

@@ -170,14 +170,16 @@ def test_docs_snippets_run(page, short_tmp):
             else:
                 python.append(f"os.chdir({str(cwd)!r})\n{block.body}")
         if python:
-            session = "import os\n" + "\n".join(python) + textwrap.dedent(
-                """
+            session = (
+                "import os\n"
+                + "\n".join(python)
+                + textwrap.dedent(
+                    """
                 for _name, _test in list(globals().items()):
                     if _name.startswith("test_") and callable(_test):
                         _test()
                 """
+                )
             )
-            done = subprocess.run(
-                [sys.executable, "-c", session], env=env, capture_output=True, text=True, timeout=240
-            )
+            done = subprocess.run([sys.executable, "-c", session], env=env, capture_output=True, text=True, timeout=240)
             assert done.returncode == 0, f"{page}:\n{done.stdout}\n{done.stderr}"

@@ -34,6 +34,23 @@ app.add_typer(batch_deployment_app, name="batch-deployment")
 app.add_typer(job_app, name="job")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"tiffin {version('tiffin')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print tiffin's version and exit.")
+    ] = False,
+) -> None:
+    """Azure-ML-style endpoints and deployments for BentoML. Commands mirror `az ml`."""
+
+
 @replica_app.command("serve")
 def replica_serve(
     file: FileOpt,
@@ -133,9 +150,17 @@ def serve_command(
     from tiffin.server import serve
 
     store_url = os.environ.get("TIFFIN_STORE_URL")
+    home = tiffin_home()
+    # Where to look when something goes wrong: this process logs to stderr, its replicas and jobs to files.
+    err.print(
+        f"tiffin serve logs to stderr; replicas to {home / 'logs'}/ENDPOINT/DEPLOYMENT/replica-N.log "
+        f"(`tiffin online-deployment get-logs`), batch jobs to {home / 'jobs'}/JOB/job.log (`tiffin job stream`)",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(
         serve(
-            home=tiffin_home(), host=host, port=port, store_url=store_url, replica_cpus=replica_cpus,
+            home=home, host=host, port=port, store_url=store_url, replica_cpus=replica_cpus,
             max_jobs_per_deployment=max_jobs_per_deployment,
             connection_limits={
                 "max_connections": max_connections, "max_header_bytes": max_header_bytes,
