@@ -183,3 +183,24 @@ def test_docs_snippets_run(page, short_tmp):
             )
             done = subprocess.run([sys.executable, "-c", session], env=env, capture_output=True, text=True, timeout=240)
             assert done.returncode == 0, f"{page}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_make_serve_installs_only_what_serving_needs(tmp_path):
+    """The README's first block: `make serve` installs tiffin (and the examples' scikit-learn), not the test and
+    Ray extras `make test` needs (a cold `make serve` took 296 s, mostly those)."""
+
+    def planned(target: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "-C", str(ROOT), target, f"VENV={tmp_path / 'venv'}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    serve = planned("serve")
+    assert "pip install" in serve and "-e ." in serve
+    assert "[test" not in serve and "ray" not in serve and "azureml-inference-server-http" not in serve, serve
+    test = planned("test")
+    assert "'.[test,ray]'" in test and "azureml-inference-server-http" in test, test
