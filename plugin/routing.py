@@ -5,22 +5,25 @@ Given an endpoint's live traffic split, its mirror split, the request's pin head
 :func:`pick_replica` chooses among a deployment's ready replicas. No I/O and no clock: the gateway passes
 ``random.random()`` draws in, tests pass fixed ones, so every decision is reproducible.
 
-Azure ML's rules, kept exactly (:func:`check_traffic`):
+Azure ML's rules, kept exactly (:func:`check_traffic`, re-exported here from :mod:`tiffin.specs.traffic`,
+the one place they are written, which the endpoint spec's validator asks too):
 
 * live traffic is whole percentages adding up to 100, or all 0 (the endpoint then refuses requests that
   name no deployment, with 503);
 * the ``azureml-model-deployment`` header (or ``x-tiffin-deployment``) pins a request to a deployment,
   even one at 0%; pinned requests are not mirrored;
-* ``mirror_traffic`` copies at most 50% of the requests to one deployment that has no live traffic.
+* ``mirror_traffic`` copies at most 50% of the requests to one deployment that has no live traffic (a 0%
+  entry mirrors nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tiffin.auth import Credentials
-from tiffin.errors import NotFoundError, SpecError, UnavailableError
+from tiffin.errors import NotFoundError, UnavailableError
+from tiffin.specs.traffic import check_traffic
 
 __all__ = [
     "PIN_HEADERS",
@@ -164,35 +167,3 @@ def pick_replica(replicas: Sequence[Replica], in_flight: Mapping[str, int], firs
     a = replicas[first % count]
     b = replicas[(first + 1 + second % (count - 1)) % count]  # a different replica from a
     return b if in_flight.get(b.id, 0) < in_flight.get(a.id, 0) else a
-
-
-def check_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int], deployments: Collection[str]) -> None:
-    """Raise SpecError (naming the field and the broken rule) unless the traffic maps follow Azure's rules."""
-    for field_name, shares in (("traffic", traffic), ("mirror_traffic", mirror)):
-        for dep, pct in shares.items():
-            if dep not in deployments:
-                known = ", ".join(sorted(deployments)) or "none"
-                raise SpecError(
-                    f"deployment '{dep}' does not exist on this endpoint (deployments: {known}); "
-                    "create it first or remove it from the traffic map",
-                    field=field_name,
-                )
-            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
-                raise SpecError(f"'{dep}' must be a whole percentage from 0 to 100, not {pct!r}", field=field_name)
-    live = sum(traffic.values())
-    if live not in (0, 100):
-        raise SpecError(f"the percentages must add up to 100 (or all be 0), not {live}", field="traffic")
-    mirrored = [d for d, pct in mirror.items() if pct > 0]
-    if len(mirrored) > 1:
-        raise SpecError(
-            f"traffic can be mirrored to one deployment only, not {', '.join(mirrored)}", field="mirror_traffic"
-        )
-    total = sum(mirror.values())
-    if total > 50:
-        raise SpecError(f"at most 50% of the traffic can be mirrored, not {total}", field="mirror_traffic")
-    both = sorted(d for d in mirrored if traffic.get(d, 0) > 0)
-    if both:
-        raise SpecError(
-            f"deployment(s) {', '.join(both)} get live traffic and cannot also receive mirrored traffic",
-            field="mirror_traffic",
-        )

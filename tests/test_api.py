@@ -229,9 +229,9 @@ def test_traffic_split_and_mirror(blue_green: Api) -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"traffic": {"blue": 50}}, "add up to 100"),
+        ({"traffic": {"blue": 50}}, "field 'traffic': percentages must add up to 0 or 100 (got 50)"),
         ({"traffic": {"blue": 50, "red": 50}}, "deployment 'red' does not exist"),
-        ({"traffic": {"blue": "90", "green": 10}}, "whole percentage"),
+        ({"traffic": {"blue": "90", "green": 10}}, "field 'traffic.blue': must be a whole number (got '90')"),
         ({"traffic": {"blue": 100}, "mirror_traffic": {"green": 60}}, "at most 50%"),
         ({"traffic": {"blue": 100}, "mirror_traffic": {"blue": 10}}, "cannot also receive mirrored"),
         ({"traffic": [1]}, "field 'traffic': must be a mapping"),
@@ -244,6 +244,29 @@ def test_bad_traffic_is_422_naming_the_rule(blue_green: Api, body: dict[str, Any
     assert response.status_code == 422, response.text
     assert words in message(response)
     assert blue_green.store.get_endpoint("ep").traffic == {}
+
+
+def test_a_zero_percent_mirror_entry_does_not_lock_the_endpoint(blue_green: Api) -> None:
+    """Issue 11: the traffic route accepted a 0% mirror entry beside a mirrored one, and every later PATCH of
+    the endpoint (its description even) answered 422, as the spec counted entries where the route did not."""
+    api = blue_green
+    assert api.put("/online-endpoints/ep/traffic", json={"traffic": {"blue": 100}}).status_code == 200
+    mirrored = api.put("/online-endpoints/ep/traffic", json={"mirror_traffic": {"blue": 0, "green": 10}})
+    assert mirrored.status_code == 200, mirrored.text
+    patched = api.patch("/online-endpoints/ep", json={"description": "still editable"})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["description"], patched.json()["mirror_traffic"]) == (
+        "still editable",
+        {"blue": 0, "green": 10},
+    )
+    # The same rules answer both routes: what one refuses the other refuses too, with the same message.
+    for body in ({"mirror_traffic": {"blue": 10, "green": 10}}, {"mirror_traffic": {"green": 60}}):
+        via_put, via_patch = (
+            api.put("/online-endpoints/ep/traffic", json=body),
+            api.patch("/online-endpoints/ep", json=body),
+        )
+        assert (via_put.status_code, via_patch.status_code) == (422, 422)
+        assert message(via_put).split("field ")[-1] == message(via_patch).split("field ")[-1]
 
 
 def test_patch_traffic_is_checked_too(blue_green: Api) -> None:

@@ -114,8 +114,8 @@ def test_pick_replica_spreads_over_all_replicas():
 @pytest.mark.parametrize(
     ("traffic", "mirror", "message"),
     [
-        ({"blue": 90}, {}, r"add up to 100.*not 90"),
-        ({"blue": 90, "green": 20}, {}, r"not 110"),
+        ({"blue": 90}, {}, r"add up to 0 or 100 \(got 90\)"),
+        ({"blue": 90, "green": 20}, {}, r"got 110"),
         ({"purple": 100}, {}, r"'purple' does not exist.*blue, green, red"),
         ({"blue": 101}, {}, r"whole percentage"),
         ({"blue": -1, "green": 101}, {}, r"whole percentage"),
@@ -163,3 +163,32 @@ def test_parse_cpu_list():
     for bad in ("", "a", "1-", "-2", "1,,2"):
         with pytest.raises(TiffinError, match="not valid"):
             parse_cpu_list(bad)
+
+
+# The spec (a YAML file, a PATCH body) and the traffic route apply one set of rules: every map one accepts the
+# other accepts, and every map one refuses the other refuses naming the same field.
+AGREEMENT = [
+    ({"blue": 100}, {"blue": 0, "green": 10}),  # issue 11: accepted by the route, refused by the spec
+    ({"blue": 100, "green": 0}, {"green": 0}),  # Azure's way of turning mirroring off
+    ({"blue": 100}, {"green": 51}),  # the spec had no 50% cap
+    ({"blue": 100}, {"green": 10, "red": 10}),
+    ({"blue": 90, "green": 10}, {"green": 10}),
+    ({"blue": 90}, {}),
+    ({}, {"red": 10}),
+]
+
+
+@pytest.mark.parametrize(("traffic", "mirror"), AGREEMENT)
+def test_the_spec_and_the_route_agree(traffic, mirror):
+    from tiffin.specs import OnlineEndpoint, parse_spec
+
+    def outcome(check):
+        try:
+            check()
+        except SpecError as exc:
+            return exc.field.split(".")[0] if exc.field else None
+        return "ok"
+
+    spec = outcome(lambda: parse_spec({"name": "ep", "traffic": traffic, "mirror_traffic": mirror}, OnlineEndpoint))
+    route = outcome(lambda: check_traffic(traffic, mirror, {"blue", "green", "red"}))
+    assert spec == route

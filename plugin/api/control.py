@@ -23,9 +23,9 @@ from tiffin import config
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import model_mount, online_mount_identity, replica_log_path
-from tiffin.routing import check_traffic
 from tiffin.runners.factory import runner_kind
 from tiffin.specs import OnlineDeployment, OnlineEndpoint, parse_spec
+from tiffin.specs.traffic import check_traffic
 from tiffin.store import DeploymentRecord, EndpointRecord, Store
 
 __all__ = ["KEY_TYPES", "LOCAL_AUTH_MODE", "ControlPlane", "credentials_json", "is_local", "tail_lines"]
@@ -190,7 +190,8 @@ class ControlPlane:
         """Change some spec fields (description, tags, traffic, mirror_traffic, auth_mode...).
 
         The changes are merged into the current spec and the result validated as a whole; ``null``
-        clears an optional field. Traffic is checked against the endpoint's deployments.
+        clears an optional field. Traffic follows :mod:`tiffin.specs.traffic`'s rules: the spec's validator
+        applies them, and the store again with the endpoint's deployments, in the transaction that writes.
         """
         changes = _without(changes, _ENDPOINT_ANSWER_FIELDS)
         current = self.endpoint(name)
@@ -230,7 +231,9 @@ class ControlPlane:
         for field, value in body.items():
             if not isinstance(value, Mapping):
                 raise SpecError("must be a mapping of deployment name to whole percentage", field=field)
-        return self.endpoint_json(self.store.update_endpoint(name, kind="online", **body))
+        # The same path as a PATCH: validated as part of the whole spec, then checked against the deployments
+        # by the store, both with tiffin.specs.traffic's rules, so the two routes cannot disagree.
+        return self.update_endpoint(name, body)
 
     def delete_endpoint(self, name: str) -> None:
         """Delete the endpoint and every deployment it holds (the supervisor stops their replicas)."""

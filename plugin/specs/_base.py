@@ -209,8 +209,17 @@ def _check_name(value: str) -> str:
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 """An integer that refuses YAML booleans."""
 
-Percent = Annotated[int, BeforeValidator(_reject_bool), Field(ge=0, le=100)]
-"""A whole percentage, 0 to 100."""
+
+def _whole_number(value: Any) -> Any:
+    # Stricter than Int: a percentage sent as "90" or 90.5 is a client's mistake, refused as the traffic
+    # route's rules (tiffin.specs.traffic) refuse it, rather than read as 90.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Percent = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=100)]
+"""A whole percentage, 0 to 100: an integer, never a string, float or boolean."""
 
 Version = Annotated[str, BeforeValidator(_scalar_to_str)]
 """An asset version: YAML numbers are kept as their text."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from ._base import EnvVars, Int, Name, Percent, SpecModel, choice_of
@@ -18,6 +18,7 @@ from .common import (
     ScaleSettings,
     TargetUtilizationScaleSettings,
 )
+from .traffic import traffic_problem
 
 __all__ = ["DeploymentType", "NetworkAccess", "OnlineAuthMode", "OnlineDeployment", "OnlineEndpoint"]
 
@@ -42,7 +43,8 @@ class OnlineEndpoint(SpecModel):
     """An online endpoint: a stable name and scoring URL whose traffic is split among deployments.
 
     ``traffic`` maps deployment names to whole percentages adding up to 0 or 100;
-    ``mirror_traffic`` copies a percentage of live requests to one more deployment.
+    ``mirror_traffic`` copies a percentage of live requests to one more deployment. Both follow
+    :func:`tiffin.specs.traffic.traffic_problem`, as the control plane's traffic route does.
     """
 
     kind_label: ClassVar[str] = "online endpoint"
@@ -62,37 +64,15 @@ class OnlineEndpoint(SpecModel):
     public_network_access: NetworkAccess | None = None
     kind: str | None = None
 
-    @field_validator("traffic")
-    @classmethod
-    def _traffic_adds_up(cls, traffic: dict[str, int]) -> dict[str, int]:
-        total = sum(traffic.values())
-        if total not in (0, 100):
-            raise PydanticCustomError(
-                "traffic_total", "percentages must add up to 0 or 100 (got {total})", {"total": total}
-            )
-        return traffic
-
-    @field_validator("mirror_traffic")
-    @classmethod
-    def _one_mirror(cls, mirror: dict[str, int]) -> dict[str, int]:
-        if len(mirror) > 1:
-            raise PydanticCustomError(
-                "mirror_count",
-                "can mirror to one deployment only (got {names})",
-                {"names": ", ".join(mirror)},
-            )
-        return mirror
-
     @model_validator(mode="after")
-    def _mirror_not_live(self) -> OnlineEndpoint:
-        # Azure refuses this too: mirrored responses are thrown away, so live traffic would be lost.
-        for name, percent in self.mirror_traffic.items():
-            if percent and self.traffic.get(name):
-                raise PydanticCustomError(
-                    "mirror_live",
-                    "deployment '{name}' already gets live traffic and cannot also get mirrored traffic",
-                    {"name": name, "field_suffix": f"mirror_traffic.{name}"},
-                )
+    def _traffic_rules(self) -> OnlineEndpoint:
+        # The same rules the control plane's traffic route applies (with the deployments, which a file does
+        # not know), so a map accepted there is never refused by a later PATCH, nor the other way round.
+        problem = traffic_problem(self.traffic, self.mirror_traffic)
+        if problem is not None:
+            raise PydanticCustomError(
+                "traffic_rule", "{message}", {"message": problem.message, "field_suffix": problem.field}
+            )
         return self
 
 
