@@ -125,3 +125,39 @@ def test_serve_says_where_it_logs(tmp_path):
         log = server.log()
     assert str(tmp_path / "home" / "logs") in log, log
     assert "job.log" in log and "stderr" in log, log
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("online-endpoint", "create"),
+        ("online-endpoint", "update"),
+        ("online-endpoint", "delete"),
+        ("online-endpoint", "regenerate-keys"),
+        ("online-deployment", "delete"),
+        ("batch-endpoint", "create"),
+        ("batch-endpoint", "delete"),
+        ("batch-deployment", "create"),
+        ("batch-deployment", "delete"),
+        ("job", "cancel"),
+    ],
+)
+def test_no_wait_says_what_it_does(command):
+    """az's --no-wait returns before a long operation ends; where the operation has ended when the request
+    returns, the help says so instead of promising a difference there is none of."""
+    done = subprocess.run(
+        [*TIFFIN, *command, "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing to wait for" in done.stdout, done.stdout
+
+
+def test_no_wait_of_a_deployment_returns_before_it_is_ready():
+    done = subprocess.run(
+        [*TIFFIN, "online-deployment", "create", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert "Return without waiting for the deployment to be ready" in done.stdout, done.stdout

@@ -507,3 +507,40 @@ def test_cli_invoke_reaches_a_real_replica_through_the_gateway(server: Server, t
                 f"{server.url}/endpoints/ep/score", content=b"{}", headers={"Authorization": f"Bearer {old_key}"}
             )
             assert refused.status_code == 401
+
+
+@pytest.mark.slow
+def test_cli_job_download_all_writes_every_output_and_the_log(tmp_path: Path) -> None:
+    """Azure's `job download --all` downloads all the job's outputs and its logs."""
+    from tiffin.testing import serve_tiffin
+
+    scripts = Path(__file__).parent / "batch_scripts"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for n in range(3):
+        (inputs / f"f{n}.txt").write_text("a b c\n")
+    with serve_tiffin(tmp_path / "home") as server, server.client() as client:
+        client.batch_endpoints.create({"name": "dl", "auth_mode": "aad_token"})
+        client.batch_deployments.create_or_update(
+            {
+                "name": "d",
+                "endpoint_name": "dl",
+                "model": {"path": str(scripts / "model")},
+                "code_configuration": {"code": str(scripts), "scoring_script": "driver.py"},
+                "mini_batch_size": 2,
+            }
+        )
+        job = client.batch_endpoints.invoke("dl", input=str(inputs))
+        assert client.jobs.wait(job["name"], timeout=120)["status"] == "Completed"
+        target = tmp_path / "all"
+        done = subprocess.run(
+            [sys.executable, "-m", "tiffin.cli", "job", "download", "-n", job["name"], "--all", "-p", str(target)],
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["job.log", "predictions.csv"], done.stderr
+    assert len((target / "predictions.csv").read_text().splitlines()) == 3
+    assert (target / "job.log").read_text().strip()

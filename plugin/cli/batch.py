@@ -19,8 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tiffin.cli.online import (
     DeploymentNameOpt,
     EndpointOpt,
+    InstantNoWaitOpt,
     NameOpt,
-    NoWaitOpt,
     OptionalEndpointOpt,
     OptionalFileOpt,
     OptionalNameOpt,
@@ -51,7 +51,7 @@ SetDefaultOpt = Annotated[bool, typer.Option("--set-default", help="Make it the 
 def endpoint_create(
     name: OptionalNameOpt = None,
     file: OptionalFileOpt = None,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -70,7 +70,7 @@ def endpoint_create(
 def endpoint_update(
     name: OptionalNameOpt = None,
     file: OptionalFileOpt = None,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -106,7 +106,7 @@ def endpoint_list(output: OutputOpt = OutputFormat.json, query: QueryOpt = None)
 
 
 @batch_endpoint_app.command("delete")
-def endpoint_delete(name: NameOpt, yes: YesOpt = False, no_wait: NoWaitOpt = False) -> None:
+def endpoint_delete(name: NameOpt, yes: YesOpt = False, no_wait: InstantNoWaitOpt = False) -> None:
     """Delete a batch endpoint and its deployments (jobs stay, as history; unfinished ones are canceled)."""
     with _client() as client:
         client.batch_endpoints.get(name)
@@ -209,7 +209,7 @@ def deployment_create(
     name: OptionalNameOpt = None,
     endpoint_name: OptionalEndpointOpt = None,
     set_default: SetDefaultOpt = False,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -225,7 +225,7 @@ def deployment_update(
     name: OptionalNameOpt = None,
     endpoint_name: OptionalEndpointOpt = None,
     set_default: SetDefaultOpt = False,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -269,7 +269,7 @@ def deployment_list(endpoint_name: EndpointOpt, output: OutputOpt = OutputFormat
 
 @batch_deployment_app.command("delete")
 def deployment_delete(
-    name: DeploymentNameOpt, endpoint_name: EndpointOpt, yes: YesOpt = False, no_wait: NoWaitOpt = False
+    name: DeploymentNameOpt, endpoint_name: EndpointOpt, yes: YesOpt = False, no_wait: InstantNoWaitOpt = False
 ) -> None:
     """Delete a batch deployment (make another the default first)."""
     with _client() as client:
@@ -316,7 +316,7 @@ def job_list(
 
 
 @job_app.command("cancel")
-def job_cancel(name: JobNameOpt, no_wait: NoWaitOpt = False) -> None:
+def job_cancel(name: JobNameOpt, no_wait: InstantNoWaitOpt = False) -> None:
     """Cancel a queued or running job."""
     with _client() as client:
         client.jobs.cancel(name)
@@ -327,12 +327,49 @@ def job_download(
     name: JobNameOpt,
     download_path: Annotated[Path, typer.Option("--download-path", "-p", help="Folder to write into.")] = Path("."),
     output_name: Annotated[str, typer.Option("--output-name", help="Which output (Azure's: score).")] = "score",
-    all_: Annotated[bool, typer.Option("--all", help="Every output (there is one: score).")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every output of the job and its log (job.log), as Azure's --all.")
+    ] = False,
 ) -> None:
-    """Write a completed job's output file (output_file_name, default predictions.csv) into --download-path."""
+    """Write a completed job's output file (output_file_name, default predictions.csv) into --download-path.
+
+    With --all: every output of an ended job, and its log as job.log.
+    """
     with _client() as client:
-        target = client.jobs.download(name, download_path, output_name)
-    err.print(f"downloaded {target}", highlight=False)
+        written = (
+            _download_all(client, name, download_path)
+            if all_
+            else [client.jobs.download(name, download_path, output_name)]
+        )
+    for target in written:
+        err.print(f"downloaded {target}", highlight=False)
+
+
+def _download_all(client: Any, name: str, folder: Path) -> list[Path]:
+    """Every output file of an ended job into ``folder``, and its log as ``job.log``; the files written."""
+    job = client.jobs.get(name)
+    status = job["status"]
+    if status not in ("Completed", "Failed", "Canceled"):
+        raise ConflictError(f"job '{name}' is {status}; download it once it has ended (`tiffin job stream`)")
+    written = []
+    if status != "Completed":
+        err.print(f"job '{name}' is {status}: it has no outputs, only its log", highlight=False)
+    for output in job.get("outputs") or {} if status == "Completed" else {}:
+        try:
+            written.append(client.jobs.download(name, folder, output))
+        except NotFoundError:  # summary_only writes no output file: the log is all there is
+            err.print(f"job '{name}' wrote no file for output '{output}'", highlight=False)
+    log_path = folder / "job.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        offset = 0
+        while True:  # the server answers at most 1 MiB at a time
+            text, offset = client.jobs.read_log(name, offset)
+            if not text:
+                break
+            log.write(text)
+    written.append(log_path)
+    return written
 
 
 @job_app.command("stream")

@@ -50,7 +50,16 @@ LocalOpt = Annotated[
     bool,
     typer.Option("--local", help="A local endpoint (Azure's semantics: no auth, one deployment taking all traffic)."),
 ]
-NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return without waiting for the operation to finish.")]
+NoWaitOpt = Annotated[
+    bool, typer.Option("--no-wait", help="Return without waiting for the deployment to be ready (then `show` it).")
+]
+# az's --no-wait skips waiting for a long-running operation. These operations have ended when the server
+# answers (a deleted deployment's replicas are stopped by the supervisor after), so it changes nothing here.
+InstantNoWaitOpt = Annotated[
+    bool,
+    typer.Option("--no-wait", help="Accepted as az accepts it: this operation has ended when tiffin answers, so "
+                 "there is nothing to wait for."),
+]  # fmt: skip
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation.")]
 AllTrafficOpt = Annotated[
     bool, typer.Option("--all-traffic", help="Give the deployment all the endpoint's traffic once it is ready.")
@@ -135,7 +144,7 @@ def endpoint_create(
         str | None, typer.Option("--auth-mode", help="key or aml_token (aad_token works too).")
     ] = None,
     local: LocalOpt = False,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -161,7 +170,7 @@ def endpoint_update(
         str | None, typer.Option("--mirror-traffic", help='Mirror a share of live traffic, e.g. "green=10".')
     ] = None,
     local: LocalOpt = False,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -207,7 +216,9 @@ def endpoint_list(local: LocalOpt = False, output: OutputOpt = OutputFormat.json
 
 
 @online_endpoint_app.command("delete")
-def endpoint_delete(name: NameOpt, yes: YesOpt = False, local: LocalOpt = False, no_wait: NoWaitOpt = False) -> None:
+def endpoint_delete(
+    name: NameOpt, yes: YesOpt = False, local: LocalOpt = False, no_wait: InstantNoWaitOpt = False
+) -> None:
     """Delete an endpoint and all its deployments."""
     with _client() as client:
         endpoints = client.online_endpoints
@@ -251,7 +262,7 @@ def endpoint_get_credentials(name: NameOpt, output: OutputOpt = OutputFormat.jso
 def endpoint_regenerate_keys(
     name: NameOpt,
     key_type: Annotated[str, typer.Option("--key-type", help="primary or secondary.")] = "primary",
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
 ) -> None:
     """Replace the primary or secondary key (token modes: revoke every token issued)."""
     with _client() as client:
@@ -426,7 +437,7 @@ def deployment_delete(
     endpoint_name: EndpointOpt,
     yes: YesOpt = False,
     local: LocalOpt = False,
-    no_wait: NoWaitOpt = False,
+    no_wait: InstantNoWaitOpt = False,
 ) -> None:
     """Delete a deployment (move its traffic elsewhere first)."""
     with _client() as client:
