@@ -1,7 +1,7 @@
 """ASGI type aliases and the two ways tiffin's lean apps answer: bytes, or a ``{"message": ...}`` error.
 
 Shared by the replica app, the gateway and ``tiffin serve``'s dispatcher, which speak raw ASGI on purpose
-(they are the hot path; see DESIGN.md).
+(they are the hot path; docs/performance.md has the figures).
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def test_build_of_a_bad_spec_fails_with_the_field(homes, tmp_path):
 
 
 def test_bentoml_serve_runs_tiffin_serve_itself(homes, tmp_path):
-    """DESIGN: the gateway (with the control plane and supervisor) can be mounted in a BentoML service."""
+    """docs/performance.md: the gateway (with the control plane and supervisor) can be mounted in a BentoML service."""
     from tiffin.sdk import TiffinClient
     from tiffin.specs import OnlineDeployment, load_spec
 

@@ -204,3 +204,26 @@ def test_make_serve_installs_only_what_serving_needs(tmp_path):
     assert "[test" not in serve and "ray" not in serve and "azureml-inference-server-http" not in serve, serve
     test = planned("test")
     assert "'.[test,ray]'" in test and "azureml-inference-server-http" in test, test
+
+
+def test_docs_stand_on_their_own_and_say_how_replicas_run():
+    """The docs and comments cite no file the repository does not have, and say what the supervisor runs."""
+    from tiffin.supervisor.process import replica_command
+
+    cited = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in ("plugin", "runners", "docs", "benchmarks", "examples", "tests")
+        for path in sorted((ROOT / folder).rglob("*"))
+        if path.suffix in (".py", ".md", ".sh", ".yml") and path.name != Path(__file__).name
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if "DESIGN" in line
+    ]
+    cited += [name for name in ("README.md", "pyproject.toml") if "DESIGN" in (ROOT / name).read_text()]
+    assert not cited, f"these cite DESIGN.md, which is not in the repository: {cited}"
+
+    # The supervisor runs the lean server, not BentoML's; the docs say so.
+    assert replica_command("python", Path("d.yml"), Path("s.sock"))[2:5] == ["tiffin.cli", "replica", "serve"]
+    for page in (ROOT / "README.md", DOCS / "concepts.md"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        assert "replica is a BentoML service" not in text, page
+        assert "tiffin replica serve" in text and "tiffin.replica.service" in text, page

@@ -9,7 +9,7 @@ Routes (the same as Azure's inference server, so clients and probes written for 
 Every response carries ``x-request-id``, ``x-ms-request-id`` (the client's ``x-ms-client-request-id``
 when given) and, on scoring, ``x-ms-run-function-failed``. Errors are ``{"message": ...}``.
 
-This is a raw ASGI callable rather than a framework app because it is the hot path: DESIGN.md measures
+This is a raw ASGI callable rather than a framework app because it is the hot path: docs/performance.md measures
 BentoML's request path at a fifth of a plain ASGI app. BentoML still hosts it (``tiffin.replica.service``
 mounts it), and ``tiffin replica serve`` runs it straight on uvicorn.
 """
@@ -50,7 +50,7 @@ class ReplicaApp:
 
     ``scoring_threads`` is how many threads run a sync ``predict``: 1 (default) keeps health probes
     answering while a slow ``run()`` works, and serialises calls as Azure's one-worker server does.
-    ``tune_gc`` freezes the heap left by ``init()`` and raises the gen-0 threshold: DESIGN.md measured
+    ``tune_gc`` freezes the heap left by ``init()`` and raises the gen-0 threshold: docs/performance.md measured
     a worker's p99 falling from 78 ms to 5 ms with it, since a model's objects are otherwise rescanned
     by every collection.
     """
@@ -69,7 +69,7 @@ class ReplicaApp:
         self.runner = runner
         self.name = name
         self.version = version
-        # V2 model names this replica answers to: the endpoint's (DESIGN.md) and the deployment's.
+        # V2 model names this replica answers to: the endpoint's (docs/rest.md) and the deployment's.
         self.model_names = model_names | {name}
         self.max_body_bytes = max_body_bytes
         self.tune_gc = tune_gc

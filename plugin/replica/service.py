@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # BentoML builds an OpenTelemetry span for every request even when nothing exports them (a third of
-# a worker's time, DESIGN.md). Unless the user configured tracing, switch the SDK off before BentoML
+# a worker's time, docs/performance.md). Unless the user configured tracing, switch the SDK off before BentoML
 # creates its tracer provider.
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
