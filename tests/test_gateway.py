@@ -20,10 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from conftest import eventually
 
 from tiffin.auth import Credentials, issue_token, new_token_secret
 from tiffin.gateway import Gateway
-from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable
+from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide
 from tiffin.testing import free_port, serve_deployment
 
 pytestmark = pytest.mark.slow
@@ -105,11 +106,31 @@ def replicas():
         yield {"blue": blue.url, "green": green.url, "slow": slow.url}
 
 
+SEED = 20261130
+
+
 @pytest.fixture(scope="module")
 def gw():
     # Seeded so that share checks (split, mirror) see the same draws on every run.
-    with gateway_server(max_body_bytes=64 * 1024, rng=random.Random(20261130)) as server:
+    with gateway_server(max_body_bytes=64 * 1024, rng=random.Random(SEED)) as server:
         yield server
+
+
+@pytest.fixture
+def fresh_gw():
+    """A gateway of the test's own, its draws starting from SEED: no earlier test has used any of them."""
+    with gateway_server(max_body_bytes=64 * 1024, rng=random.Random(SEED)) as server:
+        yield server
+
+
+def mirrored(endpoint: EndpointRoute, requests: int) -> Counter[str | None]:
+    """Where the first ``requests`` unpinned requests to a fresh gateway send a copy (None: nowhere).
+
+    The gateway draws twice per request for :func:`decide` (and, with one replica per deployment and none
+    marked down, nothing else), so the same seeded draws give exactly its decisions.
+    """
+    rng = random.Random(SEED)
+    return Counter(decide(endpoint, None, rng.random(), rng.random()).mirror for _ in range(requests))
 
 
 def score(gw, body=None, headers=None, **kwargs) -> httpx.Response:
@@ -265,20 +286,19 @@ def test_queued_request_gets_the_slot_when_it_frees_in_time(gw, replicas):
     assert statuses == [200, 200, 200]
 
 
-def test_mirror_copies_never_slow_or_fail_the_caller(gw, replicas):
-    stats_before = gw.gateway.endpoint_stats("ep")["mirror"].get("slow", {"sent": 0, "completed": 0})
-    gw.set_table(
-        table(
-            {
-                "blue": route("blue", replicas["blue"]),
-                "slow": route(
-                    "slow", replicas["slow"], request_timeout_ms=3000, max_concurrent_requests_per_instance=4
-                ),
-            },
-            {"blue": 100, "slow": 0},
-            mirror={"slow": 50},
-        )
+def test_mirror_copies_never_slow_or_fail_the_caller(fresh_gw, replicas):
+    gw = fresh_gw
+    routes = table(
+        {
+            "blue": route("blue", replicas["blue"]),
+            "slow": route("slow", replicas["slow"], request_timeout_ms=3000, max_concurrent_requests_per_instance=4),
+        },
+        {"blue": 100, "slow": 0},
+        mirror={"slow": 50},
     )
+    expected = mirrored(routes.endpoints["ep"], 40)["slow"]
+    assert 0 < expected < 40  # the seed gives a mix, as a 50% share should
+    gw.set_table(routes)
     # The mirror target sleeps 0.5 s (and fails on "fail"): the caller must not notice either.
     started = time.perf_counter()
     with httpx.Client(headers=AUTH, timeout=30) as client:
@@ -287,27 +307,39 @@ def test_mirror_copies_never_slow_or_fail_the_caller(gw, replicas):
             assert r.status_code == 200 and r.headers["azureml-model-deployment"] == "blue"
     elapsed = time.perf_counter() - started
     assert elapsed < 5, f"40 requests took {elapsed:.1f}s: mirror copies slowed the caller"
-    time.sleep(2.5)  # let the copies finish
-    mirror = gw.gateway.endpoint_stats("ep")["mirror"]["slow"]
-    handled = mirror["sent"] + mirror["dropped"] - stats_before.get("sent", 0)
-    assert 8 <= handled <= 32, mirror  # about half of 40
+
+    def copies_finished() -> dict:
+        mirror = gw.gateway.endpoint_stats("ep")["mirror"]["slow"]
+        assert mirror["completed"] + mirror["errors"] == mirror["sent"], mirror
+        return mirror
+
+    mirror = eventually(copies_finished)
+    # Each request the draws chose got a copy, or was counted as dropped (the target was busy).
+    assert mirror["sent"] + mirror["dropped"] == expected, mirror
     assert mirror["completed"] + mirror["errors"] > 0
     assert set(mirror["statuses"]) <= {"200", "500"}
 
 
-def test_mirror_target_down_is_counted_not_felt(gw, replicas):
-    gw.set_table(
-        table(
-            {"blue": route("blue", replicas["blue"]), "dead": route("dead", f"http://127.0.0.1:{free_port()}")},
-            {"blue": 100},
-            mirror={"dead": 50},
-        )
+def test_mirror_target_down_is_counted_not_felt(fresh_gw, replicas):
+    gw = fresh_gw
+    routes = table(
+        {"blue": route("blue", replicas["blue"]), "dead": route("dead", f"http://127.0.0.1:{free_port()}")},
+        {"blue": 100},
+        mirror={"dead": 50},
     )
+    expected = mirrored(routes.endpoints["ep"], 40)["dead"]
+    assert 0 < expected < 40
+    gw.set_table(routes)
     for _ in range(40):
         assert score(gw).status_code == 200
-    time.sleep(0.5)
-    mirror = gw.gateway.endpoint_stats("ep")["mirror"]["dead"]
-    assert 8 <= mirror["errors"] + mirror["dropped"] <= 32, mirror  # about half of 40
+
+    # Every copy the draws chose failed to connect (an error) or found the target busy (dropped).
+    def copies_counted() -> dict:
+        mirror = gw.gateway.endpoint_stats("ep")["mirror"]["dead"]
+        assert mirror["errors"] + mirror["dropped"] == expected, mirror
+        return mirror
+
+    assert eventually(copies_counted)["completed"] == 0
 
 
 def test_dead_replica_is_skipped_and_the_request_retried(gw, replicas):

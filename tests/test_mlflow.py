@@ -6,12 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from conftest import eventually
 
 from tiffin.testing import serve_deployment
 
@@ -203,10 +203,8 @@ def test_byoc_command_serves_behind_the_azure_contract(logged, tmp_path):
         )
         assert server_pids.stdout.split()
     # Stopping the replica stopped the server it started.
-    time.sleep(1)
-    left = subprocess.run(["pgrep", "-f", f"models serve -m models:/diabetes/1 .*-p {replica.url.rsplit(':', 1)[1]}"],
-                          capture_output=True, text=True)  # fmt: skip
-    assert left.stdout.strip() == ""
+    pattern = f"models serve -m models:/diabetes/1 .*-p {replica.url.rsplit(':', 1)[1]}"
+    eventually(lambda: subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.strip() == "")
 
 
 def test_byoc_image_without_a_container_engine_says_so(tmp_path):

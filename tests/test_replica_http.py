@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import eventually
 
 from tiffin.testing import serve_deployment
 
@@ -216,11 +216,11 @@ def test_worker_count_runs_init_once_per_worker_process():
     ) as replica:
         for _ in range(10):
             assert httpx.post(replica.url + "/score", json={"data": [[1]]}).status_code == 200
+
         # "ready" means one worker answers; the other may still be in init(): give it a moment.
-        deadline = time.monotonic() + 30
-        while True:
+        def init_pids() -> set[str]:
             pids = {line.rsplit(" ", 1)[1] for line in replica.log().splitlines() if line.startswith("init done")}
-            if len(pids) >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert len(pids) == 2, replica.log()
+            assert len(pids) >= 2, replica.log()
+            return pids
+
+        assert len(eventually(init_pids, timeout=30)) == 2, replica.log()

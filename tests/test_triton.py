@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 import yaml
+from conftest import eventually
 from tritonclient.utils import InferenceServerException
 
 from tiffin.errors import RunnerLoadError, ValidationError
@@ -209,34 +210,27 @@ def test_replica_serves_a_repository_through_score_v2_and_swagger(tritonserver, 
         assert schema["properties"]["inputs"]["properties"]["x"]["items"]["items"] == {"type": "number"}
 
 
-@pytest.mark.slow
-def test_readiness_follows_triton_and_the_replica_stops_its_tritonserver(tritonserver, repository, tmp_path):
-    file = deployment_file(tmp_path, repository)
-    with serve_deployment(file, timeout=180) as replica:
-        server_pid = int(
-            subprocess.run(
-                ["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True
-            ).stdout.split()[0]
-        )
-        assert httpx.get(replica.url + "/").status_code == 200
-        os.kill(server_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while httpx.get(replica.url + "/").status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        r = httpx.get(replica.url + "/")
-        assert r.status_code == 503, r.text
-    with serve_deployment(file, timeout=180) as replica:
-        pids = subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True).stdout
-        assert pids.strip()
-    time.sleep(1)
-    left = subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True).stdout
-    assert left.strip() == "", "stopping the replica must stop its tritonserver"
-
-
 def triton_pid(repository: Path) -> int:
     """The pid of the tritonserver serving ``repository``."""
     found = subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True).stdout
     return int(found.split()[0])
+
+
+@pytest.mark.slow
+def test_readiness_follows_triton_and_the_replica_stops_its_tritonserver(tritonserver, repository, tmp_path):
+    file = deployment_file(tmp_path, repository)
+    with serve_deployment(file, timeout=180) as replica:
+        server_pid = triton_pid(repository)
+        assert httpx.get(replica.url + "/").status_code == 200
+        os.kill(server_pid, signal.SIGKILL)
+        eventually(lambda: httpx.get(replica.url + "/").status_code == 503)
+    with serve_deployment(file, timeout=180) as replica:
+        pids = subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True, text=True).stdout
+        assert pids.strip()
+    # Stopping the replica must stop its tritonserver.
+    eventually(
+        lambda: not subprocess.run(["pgrep", "-f", f"model-repository={repository}"], capture_output=True).stdout
+    )
 
 
 @pytest.mark.slow
