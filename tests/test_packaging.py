@@ -69,3 +69,34 @@ def tiffin_head() -> str:
     from tiffin.store import head_revision
 
     return head_revision()
+
+
+# Declared, used, but never imported by name in tiffin's code: why each is there.
+_USED_WITHOUT_IMPORT = {
+    "uvloop": "uvicorn's event loop, chosen by name (loop='uvloop')",
+    "opentelemetry-sdk": "BentoML's tracing, switched off with OTEL_SDK_DISABLED (tiffin.replica.service)",
+}
+
+
+def test_every_runtime_dependency_is_used():
+    """A dependency nobody uses costs every install; each one is imported by tiffin or listed above."""
+    import ast
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {canonical(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]) for requirement in declared}
+    imported: set[str] = set()
+    for path in [*(REPO / "plugin").rglob("*.py"), *(REPO / "runners").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    distributions = packages_distributions()
+    used = {canonical(dist) for module in imported for dist in distributions.get(module, ())}
+    assert names - used - set(_USED_WITHOUT_IMPORT) == set()
