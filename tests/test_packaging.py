@@ -71,6 +71,38 @@ def tiffin_head() -> str:
     return head_revision()
 
 
+def _sources() -> list[Path]:
+    """tiffin's own modules (``tiffin`` is plugin/, ``tiffin.runners`` is runners/)."""
+    return [*(REPO / "plugin").rglob("*.py"), *(REPO / "runners").rglob("*.py")]
+
+
+def _imports(path: Path) -> set[str]:
+    """The absolute module names ``path`` imports, wherever in the file (inside functions too)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_production_code_imports_neither_the_test_helpers_nor_another_layer():
+    """tiffin.testing is for tests (it may import anything); runners serve behind replicas and use no part of
+    the gateway. What both need (free_port, the pooled HTTP client) lives in tiffin.net and tiffin.http_client."""
+    wrong = []
+    for path in _sources():
+        relative = path.relative_to(REPO).as_posix()
+        for module in _imports(path):
+            if module == "tiffin.testing" and relative != "plugin/testing.py":
+                wrong.append(f"{relative} imports {module}")
+            if relative.startswith("runners/") and module.startswith("tiffin.gateway"):
+                wrong.append(f"{relative} imports {module}")
+    assert wrong == []
+
+
 # Declared, used, but never imported by name in tiffin's code: why each is there.
 _USED_WITHOUT_IMPORT = {
     "uvloop": "uvicorn's event loop, chosen by name (loop='uvloop')",
@@ -80,7 +112,6 @@ _USED_WITHOUT_IMPORT = {
 
 def test_every_runtime_dependency_is_used():
     """A dependency nobody uses costs every install; each one is imported by tiffin or listed above."""
-    import ast
     import re
     import tomllib
     from importlib.metadata import packages_distributions
@@ -90,13 +121,7 @@ def test_every_runtime_dependency_is_used():
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {canonical(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]) for requirement in declared}
-    imported: set[str] = set()
-    for path in [*(REPO / "plugin").rglob("*.py"), *(REPO / "runners").rglob("*.py")]:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                imported.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                imported.add(node.module.split(".")[0])
+    imported = {module.split(".")[0] for path in _sources() for module in _imports(path)}
     distributions = packages_distributions()
     used = {canonical(dist) for module in imported for dist in distributions.get(module, ())}
     assert names - used - set(_USED_WITHOUT_IMPORT) == set()

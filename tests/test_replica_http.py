@@ -224,3 +224,54 @@ def test_worker_count_runs_init_once_per_worker_process():
             return pids
 
         assert len(eventually(init_pids, timeout=30)) == 2, replica.log()
+
+
+def test_runner_capabilities_are_declared_on_the_protocol_with_defaults():
+    """A runner that subclasses Runner and declares nothing more scores on /score only; one that declares a
+    capability gets it. The replica reads these as attributes, with no getattr fallbacks of its own."""
+    import asyncio
+
+    from tiffin.replica.app import ReplicaApp
+    from tiffin.runners import Runner, RunnerSchema, ScoreRequest, ScoreResponse
+
+    class Echo(Runner):
+        def load(self) -> None: ...
+
+        def predict(self, request: ScoreRequest) -> ScoreResponse:
+            return ScoreResponse(body=request.path.encode(), content_type="text/plain")
+
+        def health(self) -> bool:
+            return True
+
+        def close(self) -> None: ...
+
+        def schema(self) -> RunnerSchema:
+            return RunnerSchema()
+
+    class EchoEverything(Echo):
+        score_paths = ("/score", "/predict")
+        passthrough = True
+
+    assert (Runner.score_paths, Runner.passthrough, Runner.v2_native, Runner.v2_input_key) == (
+        ("/score",), False, False, None,
+    )  # fmt: skip
+    assert Echo().v2_upstream is None
+
+    def status(runner: Runner, path: str) -> int:
+        app = ReplicaApp(runner, scoring_threads=0, tune_gc=False)
+        app.startup()
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+        asyncio.run(app(scope, receive, send))
+        app.shutdown()
+        return sent[0]["status"]
+
+    assert [status(Echo(), p) for p in ("/score", "/predict", "/other")] == [200, 404, 404]
+    assert [status(EchoEverything(), p) for p in ("/score", "/predict", "/other")] == [200, 200, 200]
