@@ -6,8 +6,9 @@ Azure's custom-container deployments name an ``environment.image`` and its route
 (``environment.command``, tiffin's addition) or the image where one does, on a port it picks; the server
 finds it in ``$PORT`` (also ``$AML_APP_PORT`` and ``$AZUREML_INFERENCE_PORT``) and the address to bind in
 ``$HOST`` (``127.0.0.1``: it takes requests without the endpoint's credentials), and ``$AZUREML_MODEL_DIR``
-points at the model laid out as for scoring scripts. The replica waits for the readiness route, and
-forwards ``/score`` to the scoring route (other paths as they are) over pooled keep-alive connections.
+points at the model laid out as for scoring scripts. The replica waits for the readiness route, answers
+health probes with the liveness and readiness routes' answers, and forwards ``/score`` to the scoring route
+(other paths as they are) over pooled keep-alive connections.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreRes
 __all__ = ["ByocRunner", "ByocRunnerConfig"]
 
 logger = logging.getLogger("tiffin.runners.byoc")
+_PROBE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,21 @@ class ByocRunner(Runner):
             return [engine, "run", "--rm", "-p", f"127.0.0.1:{port}:{inside}", "-e", "PORT", self.config.image]
         raise RunnerLoadError("a custom-container deployment needs environment.command or environment.image")
 
-    def health(self) -> bool:
-        """True while the server process runs."""
-        return self._forwarder is not None and self._server.running()
+    async def health(self) -> bool:
+        """True while the server runs and its liveness and readiness routes answer 2xx.
+
+        Azure probes a custom container's routes all along, not only at start: the supervisor asks the
+        replica's ``GET /`` on the deployment's probe settings, and each time the routes are asked here
+        (over the pooled client, on the event loop, 2 s each: Azure's default probe timeout).
+        """
+        forwarder = self._forwarder
+        if forwarder is None or not self._server.running():
+            return False
+        routes = dict.fromkeys(path for path in (self.config.liveness_path, self.config.readiness_path) if path)
+        for path in routes:
+            if not await forwarder.answers_2xx(path, _PROBE_TIMEOUT_S):
+                return False
+        return True
 
     def close(self) -> None:
         """Stop the server and its children (SIGTERM, then SIGKILL after 10 s)."""
@@ -121,7 +135,7 @@ class ByocRunner(Runner):
 
     async def predict(self, request: ScoreRequest) -> ScoreResponse:
         """Forward the request; ``/score`` goes to the scoring route, other paths as they came."""
-        if not self.health() or self._forwarder is None:  # the second test is for type checkers
+        if self._forwarder is None or not self._server.running():
             raise UnavailableError("the deployment's server is not running; the supervisor restarts the replica")
         path = self.config.scoring_path if request.path in self.score_paths else request.path
         return await self._forwarder.forward(request, path)

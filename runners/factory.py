@@ -127,6 +127,7 @@ def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -
         image=None if environment.command else environment.image,
         scoring_path=scoring.path if scoring else "/score",
         readiness_path=readiness.path if readiness else "/",
+        liveness_path=routes.liveness_route.path if routes and routes.liveness_route else None,
         container_port=scoring.port if scoring else None,
         model_dir=model_dir,
         environment_variables=env,
