@@ -86,14 +86,14 @@ class RoutingState:
         """The desired state changed (a control-plane write): re-read the store and rebuild soon."""
         self._dirty.set()
 
-    def rebuild_now(self) -> RoutingTable:
-        """Re-read the store and apply the table before returning; call on the gateway's event loop.
+    async def rebuild_now(self) -> RoutingTable:
+        """Re-read the store and apply the table before returning; await it on the gateway's event loop.
 
-        The control plane calls this after each write, so when a request like "set traffic" returns,
-        the gateway already routes by it. The read is a few milliseconds of SQLite and happens only on
-        control-plane writes, so blocking the loop for it is cheaper than any client seeing the old table.
+        The control plane awaits this after each write, so when a request like "set traffic" returns, the
+        gateway already routes by it. The read runs in a worker thread: with PostgreSQL it is a network
+        round trip, which must not stall the requests the loop serves meanwhile.
         """
-        return self._apply(self._read())
+        return await self.rebuild()
 
     def replicas_changed(self) -> None:
         """A replica joined or left routing: rebuild now, on the caller's loop, from the records read last.
@@ -123,6 +123,9 @@ class RoutingState:
 
     def _apply(self, records: tuple[list[EndpointRecord], list[DeploymentRecord], int]) -> RoutingTable:
         endpoints, deployments, generation = records
+        if generation < self._seen_generation and self._records is not None:
+            # Reads run in threads, so two may finish out of order: never go back to an older table.
+            endpoints, deployments, generation = records = self._records
         self._records = records
         self._seen_generation = generation
         table = build_table(endpoints, deployments, self.ready, generation)

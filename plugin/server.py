@@ -79,9 +79,9 @@ class TiffinServer:
     def _replicas_changed(self) -> None:
         self.routing.replicas_changed()
 
-    def _desired_state_changed(self) -> None:
-        # Called on the event loop after a committed write: the table is current before the API answers.
-        self.routing.rebuild_now()
+    async def _desired_state_changed(self) -> None:
+        # Awaited on the event loop after a committed write: the table is current before the API answers.
+        await self.routing.rebuild_now()
         self.supervisor.notify()
         self.batch.notify()
 

@@ -399,3 +399,38 @@ def test_replicas_on_unix_sockets_and_a_dead_socket_is_skipped(gw, tmp_path):
             assert answers[0].json() == {"sums": [6], "raw_type": "str"}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_control_plane_writes_reread_routing_off_the_event_loop(tmp_path):
+    """After a control-plane write the routing table is read again before the answer (so the gateway already
+    routes by it), and that store read runs in a worker thread: with PostgreSQL it is a network round trip,
+    during which the event loop keeps serving the gateway."""
+    from tiffin.server import TiffinServer
+    from tiffin.store import Store
+
+    store = Store.open(home=tmp_path)
+    server = TiffinServer(home=tmp_path, store=store, public_url="http://127.0.0.1:7700", admin_token="admin-token")
+    readers: list[int] = []
+    list_deployments = store.list_deployments
+
+    def recorded(*args, **kwargs):
+        readers.append(threading.get_ident())
+        return list_deployments(*args, **kwargs)
+
+    store.list_deployments = recorded  # type: ignore[method-assign]
+
+    async def create() -> tuple[int, httpx.Response]:
+        transport = httpx.ASGITransport(app=server)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tiffin") as client:
+            response = await client.post(
+                "/api/online-endpoints", json={"name": "ep"}, headers={"Authorization": "Bearer admin-token"}
+            )
+        return threading.get_ident(), response
+
+    try:
+        loop_thread, response = asyncio.run(create())
+    finally:
+        store.close()
+    assert response.status_code == 201, response.text
+    assert "ep" in server.gateway.table.endpoints  # current when the write answered
+    assert readers and loop_thread not in readers

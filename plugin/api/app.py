@@ -8,6 +8,7 @@ become ``{"message": ...}`` answers in one place, :func:`_error_response`.
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -290,7 +291,7 @@ def _endpoint(
     op: Operation,
     handler: Handler,
     admin_token: bytes,
-    on_change: Callable[[], None],
+    on_change: Callable[[], Awaitable[None] | None],
     batch: BatchControl,
 ) -> Callable[[Request], Awaitable[Response]]:
     """Wrap ``handler`` with the admin-token check, ``on_change`` after writes, and the JSON answer."""
@@ -326,7 +327,10 @@ def _endpoint(
         result = await handler(request)
         if op.write:
             # On the event loop's thread, after the store committed: on_change may touch asyncio objects.
-            on_change()
+            # It may be async (the server re-reads the routing table off the loop and awaits it).
+            changed = on_change()
+            if inspect.isawaitable(changed):
+                await changed
         if isinstance(result, Response):
             return result
         if op.status == 204:
@@ -350,7 +354,7 @@ def create_api(
     *,
     admin_token: str,
     public_url: str,
-    on_change: Callable[[], None] = lambda: None,
+    on_change: Callable[[], Awaitable[None] | None] = lambda: None,
     stats: Callable[[str], dict[str, Any]] | None = None,
     home: Path,
 ) -> Starlette:
@@ -359,9 +363,10 @@ def create_api(
     ``admin_token`` guards every route but ``GET /health`` and ``GET /openapi.json``.
     ``public_url`` (e.g. ``http://127.0.0.1:7700``) is where clients reach the server: scoring and
     swagger URIs are built from it. ``on_change()`` is called on the event loop's thread after every
-    successful write (wake the supervisor, rebuild the routing table). ``stats(endpoint)`` returns the
-    gateway's statistics of an endpoint, served at ``GET /online-endpoints/{name}/stats`` (404 when
-    None). ``home`` is ``TIFFIN_HOME``, where replica logs are read from.
+    successful write (wake the supervisor, rebuild the routing table), and awaited if it is async.
+    ``stats(endpoint)`` returns the gateway's statistics of an endpoint, served at
+    ``GET /online-endpoints/{name}/stats`` (404 when None). ``home`` is ``TIFFIN_HOME``, where replica logs
+    are read from.
     """
     if not admin_token:
         raise ValueError("admin_token must not be empty")
