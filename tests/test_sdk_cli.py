@@ -221,6 +221,7 @@ def test_sdk_no_wait_returns_at_once_and_resolves_relative_paths(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()  # a model path is checked at create
     with server.client() as client:
         client.online_endpoints.create({"name": "ep"})
         stored = client.online_deployments.create_or_update(
