@@ -8,7 +8,8 @@
   ``<!-- test: run in DIR -->`` runs it with DIR (relative to the repository root) as working directory,
   against a fresh ``tiffin serve`` (TIFFIN_URL, TIFFIN_HOME, TIFFIN_ADMIN_TOKEN set, as after ``tiffin
   serve &``); a page's python blocks run in order in one interpreter, as one session would, and top-level
-  ``test_*`` functions they define are called. ``<!-- test: skip REASON -->`` says why a block is not run
+  ``test_*`` functions they define are called. A DIR holding a ``train.py`` (an example) has it run first,
+  as the example's set-up does. ``<!-- test: skip REASON -->`` says why a block is not run
   (a fragment, or something this machine may not have). A block with no marker fails the test.
 """
 
@@ -152,8 +153,11 @@ RUN_PAGES = sorted(p.name for p in DOCS.glob("*.md") if _runnable(p))
 def test_docs_snippets_run(page, short_tmp):
     tmp_path = short_tmp
     runnable = _runnable(DOCS / page)
-    # The quickstart's models are trained at set-up time (`make serve` does it), not kept in git.
-    subprocess.run([sys.executable, str(ROOT / "examples/quickstart/train.py")], check=True, capture_output=True)
+    # An example's model (and data) is trained at set-up time (`make serve` does it for the quickstart), not
+    # kept in git: a snippet run in an example's folder finds them there, as the page says.
+    for cwd in dict.fromkeys(cwd for _, cwd in runnable):
+        if (cwd / "train.py").exists():
+            subprocess.run([sys.executable, "train.py"], cwd=cwd, check=True, capture_output=True, timeout=300)
     with serve_tiffin(tmp_path / "home") as server:
         env = newcomer_env(
             PATH=f"{BIN}{os.pathsep}{newcomer_env()['PATH']}",
