@@ -275,3 +275,47 @@ def test_runner_capabilities_are_declared_on_the_protocol_with_defaults():
 
     assert [status(Echo(), p) for p in ("/score", "/predict", "/other")] == [200, 404, 404]
     assert [status(EchoEverything(), p) for p in ("/score", "/predict", "/other")] == [200, 200, 200]
+
+
+def test_the_data_plane_answers_without_any_transport():
+    """DataPlane is the replica apart from HTTP (as KServe's dataplane.py): scoring, health, V2 model
+    names and metadata, swagger, called as plain methods."""
+    import asyncio
+    import json
+
+    from tiffin.errors import NotFoundError, UnavailableError
+    from tiffin.replica.dataplane import DataPlane
+    from tiffin.runners import Runner, RunnerSchema, ScoreRequest, ScoreResponse
+
+    class Doubler(Runner):
+        def load(self) -> None: ...
+
+        def predict(self, request: ScoreRequest) -> ScoreResponse:
+            return ScoreResponse(body=json.dumps([2 * x for x in json.loads(request.body)]).encode())
+
+        def health(self) -> bool:
+            return True
+
+        def close(self) -> None: ...
+
+        def schema(self) -> RunnerSchema:
+            return RunnerSchema(input={"type": "array"})
+
+    dataplane = DataPlane(Doubler(), name="blue", version="3", model_names=frozenset({"ep"}), tune_gc=False)
+    with pytest.raises(UnavailableError):
+        asyncio.run(dataplane.score(ScoreRequest(body=b"[1]")))
+    assert asyncio.run(dataplane.healthy()) is False
+    dataplane.startup()
+    try:
+        assert asyncio.run(dataplane.healthy()) is True
+        assert asyncio.run(dataplane.score(ScoreRequest(body=b"[1, 2]"))).body == b"[2, 4]"
+        dataplane.check_model("ep")
+        dataplane.check_model("blue")
+        with pytest.raises(NotFoundError, match="models: blue, ep"):
+            dataplane.check_model("red")
+        assert dataplane.model_metadata("ep")["platform"] == "tiffin-doubler"
+        assert json.loads(dataplane.swagger("3"))["openapi"].startswith("3")
+        with pytest.raises(NotFoundError, match="not valid"):
+            dataplane.swagger("4")
+    finally:
+        dataplane.shutdown()

@@ -17,22 +17,16 @@ mounts it), and ``tiffin replica serve`` runs it straight on uvicorn.
 from __future__ import annotations
 
 import asyncio
-import gc
-import inspect
 import json
 import logging
 import random
 import traceback
-from importlib.metadata import version as _metadata_version
 from typing import Any
 
-import tiffin.v2 as v2
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
-from tiffin.errors import PayloadTooLargeError, ScoringError, TiffinError, UnavailableError, http_status
-from tiffin.replica.scoring_thread import ScoringThreads
-from tiffin.routing import V2_MODEL_HEADER, V2_UPSTREAM_HEADER
+from tiffin.errors import NotFoundError, PayloadTooLargeError, ScoringError, TiffinError, http_status
+from tiffin.replica.dataplane import DataPlane
 from tiffin.runners.protocol import Runner, ScoreRequest, ScoreResponse
-from tiffin.swagger import build_swagger
 
 __all__ = ["ReplicaApp"]
 
@@ -41,12 +35,14 @@ logger = logging.getLogger("tiffin.replica")
 
 _HEADER_LIMIT = 100  # azmlinfsrv refuses longer request ids with 431
 _TEXT = b"text/plain; charset=utf-8"
-_VERSION = _metadata_version("tiffin")
 _INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
 
 
 class ReplicaApp:
     """ASGI app serving one :class:`~tiffin.runners.Runner` with Azure's scoring contract.
+
+    The HTTP adapter over a :class:`~tiffin.replica.dataplane.DataPlane`: routes, body limits, request ids
+    and error bodies are here; what each request does is there.
 
     ``scoring_threads`` is how many threads run a sync ``predict``: 1 (default) keeps health probes
     answering while a slow ``run()`` works, and serialises calls as Azure's one-worker server does.
@@ -66,58 +62,32 @@ class ReplicaApp:
         scoring_threads: int = 1,
         tune_gc: bool = True,
     ) -> None:
+        self.dataplane = DataPlane(
+            runner,
+            name=name,
+            version=version,
+            model_names=model_names,
+            scoring_threads=scoring_threads,
+            tune_gc=tune_gc,
+        )
         self.runner = runner
         self.name = name
         self.version = version
-        # V2 model names this replica answers to: the endpoint's (docs/rest.md) and the deployment's.
-        self.model_names = model_names | {name}
         self.max_body_bytes = max_body_bytes
-        self.tune_gc = tune_gc
-        self._async_predict = inspect.iscoroutinefunction(runner.predict)
-        # A health check that asks another process (Triton) is async: awaited, it never blocks the loop.
-        self._async_health = inspect.iscoroutinefunction(runner.health)
-        self._threads = ScoringThreads(scoring_threads) if scoring_threads > 0 and not self._async_predict else None
         # What the runner serves beyond Azure's /score: see the capabilities declared on Runner.
         self._score_paths = frozenset(runner.score_paths)
         self._passthrough = runner.passthrough
         self._v2_native = runner.v2_native
-        self._loaded = False
-        self._health_headers: list[tuple[bytes, bytes]] = []
-        self._load_error: str | None = None
-        self._swagger: dict[str, bytes] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def startup(self) -> None:
         """Load the runner once (idempotent); BentoML's service and uvicorn's lifespan both call it."""
-        if self._loaded:
-            return
-        try:
-            self.runner.load()
-        except TiffinError as exc:
-            self._load_error = exc.message
-            raise
-        self._loaded = True
-        upstream = self.runner.v2_upstream
-        if upstream is not None:
-            # The supervisor reads these off its readiness probe, so the gateway can send V2 requests
-            # straight to the model server and save a hop (see tiffin.routing.Replica).
-            url, model = upstream
-            self._health_headers = [(V2_UPSTREAM_HEADER, url.encode())]
-            if model:
-                self._health_headers.append((V2_MODEL_HEADER, model.encode()))
-        if self.tune_gc:
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(50_000, 50, 100)
+        self.dataplane.startup()
 
     def shutdown(self) -> None:
         """Close the runner and the scoring threads."""
-        if self._loaded:
-            self.runner.close()
-            self._loaded = False
-        if self._threads is not None:
-            self._threads.shutdown()
+        self.dataplane.shutdown()
 
     # --- ASGI ----------------------------------------------------------------------------------------
 
@@ -171,10 +141,10 @@ class ReplicaApp:
                 return
             await self._score(scope, receive, send, headers, id_headers)
         elif path == "/" and method in ("GET", "HEAD"):
-            if await self._healthy():
-                await send_bytes(send, 200, b"Healthy", _TEXT, id_headers + self._health_headers)
+            if await self.dataplane.healthy():
+                await send_bytes(send, 200, b"Healthy", _TEXT, id_headers + self.dataplane.health_headers)
             else:
-                reason = self._load_error or "the deployment is still loading"
+                reason = self.dataplane.load_error or "the deployment is still loading"
                 await send_error(send, 503, f"Unhealthy: {reason}", id_headers)
         elif path == "/v2" or path.startswith("/v2/"):
             if self._v2_native:
@@ -200,9 +170,7 @@ class ReplicaApp:
                 path=scope["path"],
                 query_string=scope.get("query_string", b""),
             )
-            if not self._loaded:
-                raise UnavailableError("the deployment is not loaded yet; retry once GET / answers Healthy")
-            response = await self._predict(request)
+            response = await self.dataplane.score(request)
         except TiffinError as exc:
             failed = isinstance(exc, ScoringError)
             await send_bytes(
@@ -225,14 +193,15 @@ class ReplicaApp:
         await _send_response(send, response, id_headers)
 
     async def _v2(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], id_headers: list) -> None:
-        """The Open Inference Protocol (V2) over this replica's runner; see :mod:`tiffin.v2`."""
+        """The Open Inference Protocol (V2) routes over the data plane; see :mod:`tiffin.v2`."""
         parts = scope["path"].strip("/").split("/")  # v2, models, NAME, [versions, V], [ready|infer]
         method = scope["method"]
+        dataplane = self.dataplane
         if parts == ["v2"]:
-            await _v2_json(send, 200, {"name": "tiffin", "version": _VERSION, "extensions": []}, id_headers)
+            await _v2_json(send, 200, dataplane.server_metadata(), id_headers)
             return
         if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
-            ok = parts[2] == "live" or await self._healthy()
+            ok = parts[2] == "live" or await dataplane.healthy()
             await _v2_json(send, 200 if ok else 503, {} if ok else {"error": "not ready"}, id_headers)
             return
         if len(parts) < 3 or parts[1] != "models":
@@ -241,68 +210,22 @@ class ReplicaApp:
         model, rest = parts[2], parts[3:]
         if len(rest) >= 2 and rest[0] == "versions":
             rest = rest[2:]
-        if model not in self.model_names:
-            known = ", ".join(sorted(self.model_names))
-            await _v2_json(send, 404, {"error": f"model '{model}' is not served here; models: {known}"}, id_headers)
-            return
-        if not rest and method == "GET":
-            platform = type(self.runner).__name__.removesuffix("Runner").lower()
-            await _v2_json(send, 200, v2.model_metadata(model, f"tiffin-{platform}", (self.version,)), id_headers)
-        elif rest == ["ready"] and method == "GET":
-            ready = await self._healthy()
-            await _v2_json(send, 200 if ready else 503, {} if ready else {"error": "not ready"}, id_headers)
-        elif rest == ["infer"] and method == "POST":
-            await self._v2_infer(scope, receive, send, headers, id_headers, model)
-        else:
-            await _v2_json(send, 404, {"error": f"{method} {scope['path']} is not a V2 route"}, id_headers)
-
-    async def _v2_infer(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], id_headers: list, model: str
-    ) -> None:
         try:
-            raw = await self._read_body(receive, headers)
-            infer = v2.decode_infer_request(raw, headers)
-            key = self.runner.v2_input_key
-            body = json.dumps({key: infer.inputs} if key else infer.inputs).encode()
-            request = ScoreRequest(body=body, headers={**headers, "content-type": "application/json"}, path="/score")
-            if not self._loaded:
-                raise UnavailableError("the deployment is not loaded yet")
-            response = await self._predict(request)
-            if response.status != 200:
-                try:
-                    detail = json.loads(response.body).get("message", response.body.decode(errors="replace"))
-                except (ValueError, AttributeError):
-                    detail = response.body.decode(errors="replace")
-                await _v2_json(send, response.status, {"error": detail}, id_headers)
-                return
-            result, header_length = v2.encode_infer_response(model, json.loads(response.body), infer, self.version)
+            dataplane.check_model(model)
+            if not rest and method == "GET":
+                await _v2_json(send, 200, dataplane.model_metadata(model), id_headers)
+            elif rest == ["ready"] and method == "GET":
+                ready = await dataplane.healthy()
+                await _v2_json(send, 200 if ready else 503, {} if ready else {"error": "not ready"}, id_headers)
+            elif rest == ["infer"] and method == "POST":
+                raw = await self._read_body(receive, headers)
+                await _send_response(send, await dataplane.v2_infer(model, raw, headers), id_headers, scoring=False)
+            else:
+                await _v2_json(send, 404, {"error": f"{method} {scope['path']} is not a V2 route"}, id_headers)
         except TiffinError as exc:
             await _v2_json(send, http_status(exc), {"error": exc.message}, id_headers)
-            return
         except ValueError as exc:
             await _v2_json(send, 500, {"error": f"the model's answer is not JSON: {exc}"}, id_headers)
-            return
-        if header_length is None:
-            await send_bytes(send, 200, result, JSON, id_headers)
-        else:
-            binary_headers = [*id_headers, (b"inference-header-content-length", b"%d" % header_length)]
-            await send_bytes(send, 200, result, b"application/octet-stream", binary_headers)
-
-    async def _healthy(self) -> bool:
-        """Loaded, and the runner says it can take requests (awaited when its check is async)."""
-        if not self._loaded:
-            return False
-        if self._async_health:
-            return await self.runner.health()  # type: ignore[misc]
-        return bool(self.runner.health())
-
-    async def _predict(self, request: ScoreRequest) -> ScoreResponse:
-        """The runner's answer: awaited if async, else on a scoring thread (or inline with none)."""
-        if self._async_predict:
-            return await self.runner.predict(request)  # type: ignore[misc]
-        if self._threads is not None:
-            return await self._threads.run(self.runner.predict, request)
-        return self.runner.predict(request)  # type: ignore[return-value]
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
@@ -331,29 +254,12 @@ class ReplicaApp:
         for part in query.split("&"):
             if part.startswith("version="):
                 version = part.split("=", 1)[1] or "2"
-        major = version.split(".")[0]
-        schema = self.runner.schema()
-        if major not in ("2", "3"):
-            await send_error(
-                send, 404, f"Swagger version [{version}] is not valid. Supported versions: [2, 3].", id_headers
-            )
+        try:
+            document = self.dataplane.swagger(version)
+        except NotFoundError as exc:
+            await send_error(send, 404, exc.message, id_headers)
             return
-        if major not in schema.versions and major not in schema.swagger:
-            supported = ", ".join(schema.versions)
-            await send_error(
-                send,
-                404,
-                f"Swagger version [{version}] is not supported for the scoring script. "
-                f"Supported swagger versions: [{supported}].",
-                id_headers,
-            )
-            return
-        if major not in self._swagger:
-            document = schema.swagger.get(major) or build_swagger(
-                major, schema.input, schema.output, title=self.name, service_version=self.version
-            )
-            self._swagger[major] = json.dumps(document).encode()
-        await send_bytes(send, 200, self._swagger[major], JSON, id_headers)
+        await send_bytes(send, 200, document, JSON, id_headers)
 
 
 _ids = random.Random()
@@ -387,10 +293,10 @@ def _request_ids(headers: dict[str, str]) -> list[tuple[bytes, bytes]] | str:
     return ids
 
 
-async def _send_response(send: Send, response: ScoreResponse, id_headers: list) -> None:
+async def _send_response(send: Send, response: ScoreResponse, id_headers: list, *, scoring: bool = True) -> None:
     headers = [
         *id_headers,
-        (b"x-ms-run-function-failed", b"True" if response.run_function_failed else b"False"),
+        *([(b"x-ms-run-function-failed", b"True" if response.run_function_failed else b"False")] if scoring else []),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
     ]
     await send_bytes(send, response.status, response.body, response.content_type.encode("latin-1"), headers)
