@@ -75,10 +75,7 @@ def gateway_server(**kwargs) -> Iterator[_GatewayServer]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.02)
+    eventually(lambda: server.started, timeout=10, interval=0.02)
     try:
         yield app
     finally:
