@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from tiffin.errors import SpecError
 from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
@@ -11,8 +17,17 @@ from tiffin.runners.mlflow import MLflowRunner, MLflowRunnerConfig
 from tiffin.runners.protocol import Runner
 from tiffin.runners.script import ScriptRunner, ScriptRunnerConfig
 from tiffin.runners.triton import TritonRunner, TritonRunnerConfig
+from tiffin.specs import is_remote_path
 
-__all__ = ["RunnerKind", "is_mlflow_model", "is_triton_model", "runner_for", "runner_kind", "serves_model_itself"]
+__all__ = [
+    "RunnerKind",
+    "check_model",
+    "is_mlflow_model",
+    "is_triton_model",
+    "runner_for",
+    "runner_kind",
+    "serves_model_itself",
+]
 
 RunnerKind = Literal["script", "triton", "byoc", "mlflow"]
 
@@ -67,6 +82,43 @@ def runner_kind(deployment: Any, *, source: str | None = None) -> RunnerKind:
         source=source,
         field="code_configuration",
     )
+
+
+def check_model(deployment: Any, *, source: str | None = None) -> None:
+    """Refuse (SpecError naming ``model.path``) a model that is not there, at create rather than when replicas
+    or a job's workers start: a local path that does not exist, or an MLflow ``models:/``/``runs:/`` URI that
+    does not resolve against the tracking and registry URIs the runner will load it with (the deployment's
+    ``environment_variables`` first, then this process's environment, as :class:`MLflowRunner` does).
+
+    Only the registry's records are read, never the model. ``azureml:`` references and other URIs (a Triton
+    server's ``http://``, ``s3://``...) are left to the runner, which says what it makes of them.
+    """
+    model = deployment.model
+    if model is None or (isinstance(model, str) and model.startswith("azureml:")):
+        return
+    path, field = (model, "model") if isinstance(model, str) else (model.path, "model.path")
+    if path.startswith(("models:/", "runs:/")):
+        if runner_kind(deployment, source=source) != "mlflow":
+            raise SpecError(
+                f"{path} is an MLflow URI, which only an MLflow deployment (no scoring script) loads itself; a "
+                "scoring script is given its model as files: download it (`mlflow artifacts download -u URI`) and "
+                "give the folder, or drop code_configuration",
+                source=source,
+                field=field,
+            )
+        env = {**os.environ, **{str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}}
+        _check_mlflow_uri(path, env, source=source, field=field)
+        return
+    if is_remote_path(path):
+        return
+    local = Path(path.removeprefix("file://") if path.startswith("file://") else path.removeprefix("file:"))
+    if not local.exists():
+        where = "" if local.is_absolute() else f" (a relative path is read from {Path.cwd()})"
+        raise SpecError(
+            f"{local} does not exist on this machine{where}; give the file or folder that holds the model",
+            source=source,
+            field=field,
+        )
 
 
 def runner_for(
@@ -132,3 +184,106 @@ def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -
         model_dir=model_dir,
         environment_variables=env,
     )
+
+
+# --- MLflow URIs, resolved at create ---------------------------------------------------------------------
+
+MLFLOW_CHECK_TIMEOUT = 10.0
+"""Seconds the registry look-up of one deployment's model may take before create gives up and says so."""
+
+
+def _shown(text: str) -> str:
+    """``text`` without the password or token of a URI in it (``https://user:secret@host``), for messages,
+    which end in the CLI's output and in logs."""
+    return re.sub(r"//[^/@\s]+@", "//***@", text)
+
+
+_POINT = "point MLFLOW_TRACKING_URI (and MLFLOW_REGISTRY_URI) at the store that holds the model, in the deployment's "
+_POINT += "environment_variables or tiffin serve's environment"
+
+
+def _store_problem(uri: str) -> str | None:
+    """Why the tracking store ``uri`` cannot hold the model, found without creating it (MLflow would: an empty
+    SQLite database or ``mlruns`` folder, wherever tiffin serve runs); None when it may be looked in."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "sqlite":
+        database = re.sub(r"^sqlite:///", "", uri, flags=re.IGNORECASE).split("?", 1)[0]
+        if database and database != ":memory:" and not Path(database).is_file():
+            return f"no MLflow tracking store at {_shown(uri)} (the file does not exist); {_POINT}"
+    elif scheme in ("", "file"):
+        if not Path(urlsplit(uri).path if scheme else uri).is_dir():
+            return f"no MLflow tracking store at {_shown(uri)} (the folder does not exist); {_POINT}"
+    elif scheme in ("http", "https"):
+        import httpx
+
+        try:  # any answer will do: MLflow's own client retries for minutes against a server that is not there
+            httpx.get(uri.rstrip("/") + "/health", timeout=3.0)
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+            return f"cannot reach the MLflow tracking server at {_shown(uri)} ({reason}): start it, or {_POINT}"
+    return None
+
+
+def _lookup(uri: str, tracking: str, registry: str) -> tuple[Callable[[Any], Any], str]:
+    """The registry (or tracking store) call that fails when ``uri`` names nothing, and what it names."""
+    rest = uri.split(":/", 1)[1].lstrip("/")
+    if uri.startswith("runs:/"):
+        run_id = rest.split("/", 1)[0]
+        return (lambda client: client.get_run(run_id)), f"run '{run_id}' (in the MLflow tracking store at {tracking})"
+    where = f"in the MLflow registry at {registry}"
+    name, at, alias = rest.partition("@")
+    if at:
+        return (
+            lambda client: client.get_model_version_by_alias(name, alias)
+        ), f"alias '{alias}' of registered model '{name}' ({where})"
+    name, slash, version = rest.partition("/")
+    if not slash:  # models:/<model_id>, MLflow 3's logged model
+        return (lambda client: client.get_logged_model(name)), f"logged model '{name}' ({where})"
+    if version.isdigit():
+        return (
+            lambda client: client.get_model_version(name, version)
+        ), f"version {version} of registered model '{name}' ({where})"
+    stages = None if version.lower() == "latest" else [version]  # models:/NAME/latest or models:/NAME/STAGE
+
+    def latest(client: Any) -> None:
+        if not client.get_latest_versions(name, stages=stages):
+            raise LookupError
+
+    return latest, f"a {'' if stages is None else version + ' '}version of registered model '{name}' ({where})"
+
+
+def _check_mlflow_uri(uri: str, env: Mapping[str, str], *, source: str | None, field: str) -> None:
+    """Refuse ``uri`` (``models:/``, ``runs:/``) unless the registry or tracking store ``env`` names knows it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tracking = env.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    registry = env.get("MLFLOW_REGISTRY_URI") or tracking
+    hint = f"; check the name, or {_POINT}"
+    for store in dict.fromkeys((tracking, registry)):
+        problem = _store_problem(store)
+        if problem:
+            raise SpecError(f"{uri} cannot be resolved: {problem}", source=source, field=field)
+    call, what = _lookup(uri, _shown(tracking), _shown(registry))
+    # MLflow's HTTP client retries and waits on its own terms: create waits this long, and the look-up's thread
+    # ends by MLflow's own timeouts.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiffin-mlflow-check")
+    try:
+        pool.submit(call, mlflow.MlflowClient(tracking_uri=tracking, registry_uri=registry)).result(
+            timeout=MLFLOW_CHECK_TIMEOUT
+        )
+    except LookupError:
+        raise SpecError(f"{uri}: {what} does not exist{hint}", source=source, field=field) from None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in exc.message.lower():
+            raise SpecError(f"{uri}: {what} does not exist{hint}", source=source, field=field) from None
+        raise SpecError(f"{uri} cannot be resolved: {_shown(exc.message)}", source=source, field=field) from None
+    except FutureTimeout:
+        raise SpecError(
+            f"{uri} cannot be resolved: the MLflow store at {_shown(registry)} did not answer within "
+            f"{MLFLOW_CHECK_TIMEOUT:g} s",
+            source=source,
+            field=field,
+        ) from None
+    finally:
+        pool.shutdown(wait=False)

@@ -229,7 +229,7 @@ def test_traffic_split_and_mirror(blue_green: Api) -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"traffic": {"blue": 50}}, "field 'traffic': percentages must add up to 0 or 100 (got 50)"),
+        ({"traffic": {"blue": 50}}, "field 'traffic': percentages must add up to 100, or all be 0 (got 50)"),
         ({"traffic": {"blue": 50, "red": 50}}, "deployment 'red' does not exist"),
         ({"traffic": {"blue": "90", "green": 10}}, "field 'traffic.blue': must be a whole number (got '90')"),
         ({"traffic": {"blue": 100}, "mirror_traffic": {"green": 60}}, "at most 50%"),
@@ -351,10 +351,11 @@ def test_local_endpoint_has_no_auth_and_one_deployment_with_all_traffic(api: Api
 
 def test_put_creates_then_updates_a_deployment(api: Api) -> None:
     api.endpoint("ep")
+    model = str(api.home)  # a model must be there at create (tests/test_validation.py)
     first = api.put(
         "/online-endpoints/ep/deployments/blue",
         json={
-            "model": {"path": "/models/m"},
+            "model": {"path": model},
             "code_configuration": CODE,
             "instance_type": "Standard_DS3_v2",
             "instance_count": 1,
@@ -366,14 +367,14 @@ def test_put_creates_then_updates_a_deployment(api: Api) -> None:
     assert body["endpoint_name"] == "ep"
     assert body["provisioning_state"] == "Creating"
     assert body["reason"] is None
-    assert body["model"]["path"] == "/models/m"
+    assert body["model"]["path"] == model
     assert body["instance_type"] == "Standard_DS3_v2"  # kept, as Azure's show prints it
     assert {"created_at", "updated_at"} <= set(body)
 
     api.store.set_deployment_state("ep", "blue", "Succeeded")
     second = api.put(
         "/online-endpoints/ep/deployments/blue",
-        json={"model": {"path": "/models/m"}, "code_configuration": CODE, "instance_count": 2},
+        json={"model": {"path": model}, "code_configuration": CODE, "instance_count": 2},
     )
     assert second.status_code == 200
     assert (second.json()["provisioning_state"], second.json()["instance_count"]) == ("Updating", 2)

@@ -114,7 +114,7 @@ def test_pick_replica_spreads_over_all_replicas():
 @pytest.mark.parametrize(
     ("traffic", "mirror", "message"),
     [
-        ({"blue": 90}, {}, r"add up to 0 or 100 \(got 90\)"),
+        ({"blue": 90}, {}, r"add up to 100, or all be 0 \(got 90\)"),
         ({"blue": 90, "green": 20}, {}, r"got 110"),
         ({"purple": 100}, {}, r"'purple' does not exist.*blue, green, red"),
         ({"blue": 101}, {}, r"whole percentage"),

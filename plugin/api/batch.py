@@ -314,9 +314,8 @@ class BatchControl:
         spec = dict(deployment.spec)
         if overrides:  # validated whole, so a bad value is refused here with its field, not when the job runs
             merged = with_job_settings(spec, overrides)
+            # A misspelt setting is refused here, with the setting it most likely means.
             loaded = parse_spec(merged, BatchDeployment, f"this job's settings (deployment '{name}')")
-            if loaded.unknown:  # a file's unknown field is a warning; a job's misspelt setting would pass unseen
-                raise SpecError("is not a setting of a batch deployment", field=loaded.unknown[0])
             if any(field in str(key) for key in overrides for field in _WORKER_FIELDS):
                 # Only when the job asks: a deployment stored over today's caps is clamped when it runs.
                 self._check_workers(loaded.spec)
@@ -414,8 +413,9 @@ class BatchControl:
 
 def _check_runnable(deployment: BatchDeployment) -> None:
     """Refuse at creation what no job could run: no script and no MLflow model, a missing script or model."""
-    from tiffin.runners.factory import is_mlflow_model
+    from tiffin.runners.factory import check_model, is_mlflow_model
 
+    check_model(deployment)
     code = deployment.code_configuration
     if code is not None and code.scoring_script:
         script = Path(code.code) / code.scoring_script

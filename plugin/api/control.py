@@ -23,7 +23,7 @@ from tiffin import config
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import model_mount, online_mount_identity, replica_log_path
-from tiffin.runners.factory import runner_kind
+from tiffin.runners.factory import check_model, runner_kind
 from tiffin.specs import OnlineDeployment, OnlineEndpoint, parse_spec
 from tiffin.specs.traffic import check_traffic
 from tiffin.store import DeploymentRecord, EndpointRecord, Store
@@ -283,8 +283,9 @@ class ControlPlane:
         body.update(name=name, endpoint_name=endpoint)
         target = self.endpoint(endpoint)
         spec = parse_spec(body, OnlineDeployment, f"online deployment '{name}'").spec
-        # Refused here, before anything is stored: a deployment nothing can run would otherwise sit in the
-        # store and fail only when its replicas start.
+        # Refused here, before anything is stored: a deployment nothing can run, or whose model is not there,
+        # would otherwise sit in the store and fail only when its replicas start.
+        check_model(spec, source=f"online deployment '{name}'")
         runner_kind(spec, source=f"online deployment '{name}'")
         if spec.instance_count > self.max_instances:
             # The supervisor would start every replica: 10000 processes take the machine down.

@@ -35,6 +35,7 @@ __all__ = [
     "ref_or_inline",
     "ref_or_inline_tag",
     "resolve_paths",
+    "unknown_fields",
 ]
 
 # Tags of the tagged unions below. Pydantic puts a union member's tag into an error's location; the
@@ -46,25 +47,37 @@ UNION_TAGS: frozenset[str] = frozenset({REFERENCE_TAG, INLINE_TAG, "<default>", 
 
 
 class SpecModel(BaseModel):
-    """Base of every spec model: keeps unknown keys, and knows which fields tiffin cannot honour.
+    """Base of every spec model: knows which fields tiffin cannot honour, and which keys are no field at all.
 
     Subclasses list in ``LOCAL_IGNORED`` the fields that only mean something on Azure (VM sizes,
     images, networking); a set, non-default value of one of them is reported by
     :func:`collect_ignored`. ``REFERENCE_IGNORED`` fields are reported when given as a reference
     string (a registered environment names an image tiffin does not run). ``AZURE_READ_ONLY``
-    names keys Azure adds to ``az ml ... show`` output, so that feeding such output back reports
-    them as ignored rather than as typos. ``PATH_FIELDS`` are resolved against the YAML file's
-    folder by :func:`resolve_paths`.
+    names keys Azure adds to ``az ml ... show`` output, and ``AZURE_UNMODELLED`` fields of Azure's
+    schema that tiffin has no use for: both are kept and reported as ignored. Any other key is
+    unknown (:func:`unknown_fields`), and the loader refuses it, as Azure's CLI does. ``PATH_FIELDS``
+    are resolved against the YAML file's folder by :func:`resolve_paths`.
     """
 
-    # extra="allow": a key tiffin does not know is kept (and reported), never dropped.
-    # protected_namespaces=(): Azure's field names include model_mount_path.
+    # extra="allow": Azure's keys that tiffin has no field for are kept (round trips, `show`), never dropped;
+    # the loader refuses the keys that are not Azure's either. protected_namespaces=(): Azure's field names
+    # include model_mount_path.
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     LOCAL_IGNORED: ClassVar[frozenset[str]] = frozenset()
     REFERENCE_IGNORED: ClassVar[frozenset[str]] = frozenset()
     AZURE_READ_ONLY: ClassVar[frozenset[str]] = frozenset()
+    AZURE_UNMODELLED: ClassVar[frozenset[str]] = frozenset()
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The keys a user may write in this mapping, for "did you mean" suggestions (not the read-only ones)."""
+        return [*cls.model_fields, *sorted(cls.AZURE_UNMODELLED)]
+
+    @classmethod
+    def _azure_extra(cls) -> frozenset[str]:
+        return cls.AZURE_READ_ONLY | cls.AZURE_UNMODELLED
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """This spec as a plain dict in Azure's YAML shape (no ``$schema``, ``None`` fields left out)."""
@@ -88,12 +101,12 @@ class SpecModel(BaseModel):
             if value is None or value == default:
                 continue
             out.append(name)
-        out.extend(key for key in (self.model_extra or {}) if key in self.AZURE_READ_ONLY)
+        out.extend(key for key in (self.model_extra or {}) if key in self._azure_extra())
         return out
 
     def unknown_here(self) -> list[str]:
-        """Keys of this mapping that are not in Azure's schema (often typos)."""
-        return [key for key in (self.model_extra or {}) if key not in self.AZURE_READ_ONLY]
+        """Keys of this mapping that are neither tiffin's fields nor Azure's (often typos)."""
+        return [str(key) for key in (self.model_extra or {}) if key not in self._azure_extra()]
 
 
 def _children(model: SpecModel) -> Iterator[tuple[str, SpecModel]]:
@@ -114,12 +127,18 @@ def collect_ignored(model: SpecModel, prefix: str = "") -> list[str]:
     return out
 
 
+def unknown_fields(model: SpecModel, prefix: str = "") -> list[tuple[str, SpecModel]]:
+    """Every key in ``model`` (nested too) that is not in Azure's schema: its dotted name, and the mapping
+    it sits in (whose :meth:`SpecModel.field_names` are what it may have meant)."""
+    out = [(prefix + name, model) for name in model.unknown_here()]
+    for name, child in _children(model):
+        out.extend(unknown_fields(child, f"{prefix}{name}."))
+    return out
+
+
 def collect_unknown(model: SpecModel, prefix: str = "") -> list[str]:
     """Dotted names of every key in ``model`` (nested too) that is not in Azure's schema."""
-    out = [prefix + str(name) for name in model.unknown_here()]
-    for name, child in _children(model):
-        out.extend(collect_unknown(child, f"{prefix}{name}."))
-    return out
+    return [name for name, _ in unknown_fields(model, prefix)]
 
 
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")

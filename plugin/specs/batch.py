@@ -79,7 +79,11 @@ def _check_file_name(value: str) -> str:
 FileName = Annotated[str, AfterValidator(_check_file_name)]
 """A plain file name (``predictions.csv``), never a path."""
 
-_READ_ONLY = frozenset({"id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location"})
+# Keys `show` output adds (Azure's, and tiffin's own), so that feeding it back is not refused as typos.
+_READ_ONLY = frozenset(
+    {"id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location"}
+    | {"created_at", "updated_at", "reason"}
+)
 
 
 class BatchEndpointDefaults(SpecModel):
@@ -93,6 +97,8 @@ class BatchEndpoint(SpecModel):
 
     kind_label: ClassVar[str] = "batch endpoint"
     AZURE_READ_ONLY = _READ_ONLY
+    # Azure's endpoint schema has an identity for batch endpoints too; earlier CLI v2 files carry `type: batch`.
+    AZURE_UNMODELLED = frozenset({"identity", "type"})
 
     name: Name
     description: str | None = None
@@ -135,6 +141,11 @@ class BatchDeployment(SpecModel):
     LOCAL_IGNORED = frozenset({"compute"})
     REFERENCE_IGNORED = frozenset({"environment"})
     AZURE_READ_ONLY = _READ_ONLY | {"creation_context"}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """As :meth:`SpecModel.field_names`, plus the settings the older shape writes at the top level."""
+        return [*super().field_names(), *SETTINGS_KEYS]
 
     name: Name
     endpoint_name: Name | None = None

@@ -54,6 +54,9 @@ class Model(SpecModel):
     """An inline model (Azure's model YAML schema); ``path`` is made absolute by the loader."""
 
     PATH_FIELDS = ("path",)
+    # Azure's model schema: what `az ml model show` adds, and fields of a registered model's upload.
+    AZURE_READ_ONLY = frozenset({"id", "creation_context", "job_name", "latest_version"})
+    AZURE_UNMODELLED = frozenset({"utc_time_created", "datastore", "intellectual_property"})
 
     name: str | None = None
     version: Version | None = None
@@ -119,6 +122,8 @@ class Environment(SpecModel):
 
     LOCAL_IGNORED = frozenset({"image", "conda_file", "build", "inference_config", "os_type"})
     PATH_FIELDS = ("conda_file",)
+    AZURE_READ_ONLY = frozenset({"id", "creation_context", "latest_version", "auto_delete_setting"})
+    AZURE_UNMODELLED = frozenset({"datastore", "intellectual_property"})
 
     name: str | None = None
     version: Version | None = None
@@ -241,6 +246,8 @@ class ResourceConfiguration(SpecModel):
     """Compute resources of a batch deployment; only ``instance_count`` matters locally."""
 
     LOCAL_IGNORED = frozenset({"instance_type", "properties"})
+    # Azure's job resource configuration: Docker and placement settings of its compute cluster.
+    AZURE_UNMODELLED = frozenset({"shm_size", "docker_args", "locations", "max_instance_count"})
 
     instance_count: Int = Field(1, ge=1)
     instance_type: str | None = None

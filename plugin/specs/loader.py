@@ -5,6 +5,7 @@ resolution, and the one translation of pydantic's errors into :class:`~tiffin.er
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import pydantic
 import yaml
 
 from ..errors import SpecError
-from ._base import UNION_TAGS, SpecModel, collect_ignored, collect_unknown, resolve_paths
+from ._base import UNION_TAGS, SpecModel, collect_ignored, resolve_paths, unknown_fields
 from .batch import SETTINGS_KEYS, BatchDeployment, BatchEndpoint
 from .online import OnlineDeployment, OnlineEndpoint
 
@@ -28,6 +29,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "read_yaml",
+    "refuse_unknown",
     "translate_validation_error",
 ]
 
@@ -68,8 +70,10 @@ class LoadedSpec(Generic[T]):
     """A validated spec and what the caller should tell the user about it.
 
     ``ignored`` lists dotted names of fields that are valid on Azure but that tiffin cannot honour
-    locally (``instance_type``, ``environment.image``...); ``unknown`` lists keys that are not in
-    Azure's schema at all, most often typos. Both are kept on the spec, never dropped.
+    locally (``instance_type``, ``environment.image``...); they are kept on the spec, never dropped.
+    ``unknown`` is always empty: a key that is not in Azure's schema at all (most often a typo) is
+    refused by the loader with a "did you mean" (see :func:`refuse_unknown`). It stays for callers
+    that read it.
     """
 
     spec: T
@@ -83,8 +87,6 @@ class LoadedSpec(Generic[T]):
         lines = []
         if self.ignored:
             lines.append("ignored locally: " + ", ".join(self.ignored))
-        if self.unknown:
-            lines.append("unknown fields (kept, but check the spelling): " + ", ".join(self.unknown))
         return lines
 
 
@@ -380,6 +382,44 @@ def _article(noun: str) -> str:
     return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
+def _unknown_message(name: str, where: SpecModel, others: list[str]) -> str:
+    key = name.rsplit(".", 1)[-1]
+    parent = name.rpartition(".")[0]
+    label = parent or getattr(where, "kind_label", type(where).__name__)
+    owner = f"'{parent}'" if parent else f"{_article(label)} {label}"
+    choices = where.field_names()
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    message = f"is not a field of {owner}"
+    if others:
+        message += f" (and neither is {', '.join(others)})"
+    if close:
+        return message + f"; did you mean '{close[0]}'?"
+    return message + f"; its fields are {', '.join(choices)}"
+
+
+def _as_written(name: str, raw: Mapping[str, Any]) -> str:
+    # Batch settings given at the top level (older shape) sit under settings.<key> once validated; name them
+    # the way the user wrote them, as _field_path does for validation errors.
+    parts = name.split(".")
+    if len(parts) > 2 and parts[0] == "settings" and "settings" not in raw and parts[1] in raw:
+        return ".".join(parts[1:])
+    return name
+
+
+def refuse_unknown(spec: SpecModel, source: str, raw: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`SpecError` naming the first key of ``spec`` (nested too) that is neither tiffin's field nor
+    Azure's, with the field it most likely means (``modle`` → ``model``), as ``az ml`` refuses unknown fields.
+
+    Such a key used to be kept with a warning, and a ``modle:`` made a deployment without a model that failed
+    only once its replicas started. Azure's own fields that tiffin does not use are not refused: they are
+    reported as ignored.
+    """
+    unknown = [(_as_written(name, raw or {}), where) for name, where in unknown_fields(spec)]
+    if unknown:
+        (name, where), others = unknown[0], [n for n, _ in unknown[1:]]
+        raise SpecError(_unknown_message(name, where, others), source=source, field=name)
+
+
 def _guess_kind(data: Mapping[str, Any], source: str) -> type[SpecModel]:
     # Without $schema, Azure's CLI knows the kind from the command; the `type` key is the only hint
     # a file itself may carry (Azure's Kubernetes examples have no $schema line).
@@ -447,9 +487,10 @@ def _build(
         spec = kind.model_validate(data)
     except pydantic.ValidationError as exc:
         raise translate_validation_error(exc, source, data) from None
+    refuse_unknown(spec, source, data)
     if base_dir is not None:
         resolve_paths(spec, base_dir)
-    return spec, collect_ignored(spec), collect_unknown(spec), schema
+    return spec, collect_ignored(spec), [], schema
 
 
 @overload

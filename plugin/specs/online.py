@@ -32,11 +32,13 @@ DeploymentType = Literal["managed", "kubernetes"]
 OnlineAuthMode = Literal["key", "aml_token", "aad_token"]
 """How callers of an online endpoint authenticate."""
 
-# Keys Azure adds to `az ml ... show` output; feeding that output back should not look like typos.
-_ENDPOINT_READ_ONLY = frozenset(
-    {"id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location", "creation_context"}
-)
-_DEPLOYMENT_READ_ONLY = frozenset({"id", "provisioning_state", "creation_context"})
+# Keys Azure adds to `az ml ... show` output, and tiffin to its own; feeding that output back (the CLI's
+# `update --set` does, as azure-ai-ml users do with `get` results) must not be refused as typos.
+_SHOWN_BY_TIFFIN = frozenset({"created_at", "updated_at"})
+_ENDPOINT_READ_ONLY = _SHOWN_BY_TIFFIN | {
+    "id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location", "creation_context"
+}  # fmt: skip
+_DEPLOYMENT_READ_ONLY = _SHOWN_BY_TIFFIN | {"id", "provisioning_state", "creation_context", "reason"}
 
 
 class OnlineEndpoint(SpecModel):
@@ -50,6 +52,8 @@ class OnlineEndpoint(SpecModel):
     kind_label: ClassVar[str] = "online endpoint"
     LOCAL_IGNORED = frozenset({"compute", "identity", "public_network_access", "kind"})
     AZURE_READ_ONLY = _ENDPOINT_READ_ONLY
+    # Endpoint files of Azure's earlier CLI v2 carry `type: online` (azureml-examples' managed identity ones).
+    AZURE_UNMODELLED = frozenset({"type"})
 
     name: Name
     description: str | None = None

@@ -57,7 +57,7 @@ def traffic_problem(
                 return TrafficProblem(field, f"'{name}' must be a whole percentage from 0 to 100 (got {percent!r})")
     live = sum(traffic.values())
     if live not in (0, 100):
-        return TrafficProblem("traffic", f"percentages must add up to 0 or 100 (got {live})")
+        return TrafficProblem("traffic", f"percentages must add up to 100, or all be 0 (got {live})")
     mirrored = [name for name, percent in mirror.items() if percent > 0]
     if len(mirrored) > 1:
         return TrafficProblem(
