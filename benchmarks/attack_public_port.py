@@ -19,7 +19,6 @@ import asyncio
 import resource
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +41,10 @@ def parse_args() -> argparse.Namespace:
 
 
 async def slowloris(info: dict[str, Any], count: int, hold: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``count`` connections each sending a header byte a second for ``hold`` seconds, scoring meanwhile."""
-    done = asyncio.Event()
-    scoring = asyncio.create_task(limits.score_while(info, done, fresh_connections=True))
-    connections = []
-    for _ in range(count):
-        reader, writer = await asyncio.open_connection(info["host"], info["port"])
-        writer.write(b"POST /endpoints/limits/score HTTP/1.1\r\nHost: x\r\n")
-        connections.append((reader, writer))
-    opened = time.monotonic()
-    waiters = [asyncio.create_task(limits._wait_closed(reader)) for reader, _ in connections]
-    closed_after: dict[int, float] = {}
-    while time.monotonic() - opened < hold:
-        for index, (waiter, (_, writer)) in enumerate(zip(waiters, connections, strict=True)):
-            if waiter.done():
-                closed_after.setdefault(index, time.monotonic() - opened)
-            elif not writer.is_closing():
-                writer.write(b"X")
-        await asyncio.sleep(1)
-    for waiter in waiters:
-        waiter.cancel()
-    for _, writer in connections:
-        writer.close()
-    done.set()
-    return await scoring, {"closed": len(closed_after), "last_closed_after_s": max(closed_after.values(), default=None)}
+    """The tests' slowloris attack held for ``hold`` seconds, whatever the server closes meanwhile."""
+    outcomes, closed_after, _ = await limits.slowloris(info, count, hold=hold, until_closed=False)
+    closed = [after for after in closed_after if after is not None]
+    return outcomes, {"closed": len(closed), "last_closed_after_s": max(closed, default=None)}
 
 
 async def huge_headers(info: dict[str, Any], count: int, size: int) -> tuple[dict[str, Any], dict[str, Any]]:

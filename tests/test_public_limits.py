@@ -165,37 +165,46 @@ async def _wait_closed(reader: asyncio.StreamReader) -> bytes:
         return b""
 
 
+async def slowloris(
+    info: dict[str, Any], count: int, *, hold: float, until_closed: bool
+) -> tuple[dict[str, Any], list[float | None], float]:
+    """``count`` connections each sending one byte of a never-ending head a second, for ``hold`` seconds (or
+    until the server closed them all, with ``until_closed``), while scoring goes on. Returns the scoring
+    outcomes, when each connection was closed (seconds after opening; None if never) and how long it lasted."""
+    done = asyncio.Event()
+    scoring = asyncio.create_task(score_while(info, done, fresh_connections=True))
+    conns = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(info["host"], info["port"])
+        writer.write(b"POST /endpoints/limits/score HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        conns.append((reader, writer))
+    opened = time.monotonic()
+    closed_after: list[float | None] = [None] * count
+    waiters = [asyncio.create_task(_wait_closed(reader)) for reader, _ in conns]
+    deadline = opened + hold
+    while time.monotonic() < deadline and not (until_closed and all(w.done() for w in waiters)):
+        for i, (waiter, (_, writer)) in enumerate(zip(waiters, conns, strict=True)):
+            if waiter.done():
+                if closed_after[i] is None:
+                    closed_after[i] = time.monotonic() - opened
+            elif not writer.is_closing():
+                writer.write(b"X")  # one byte of a header that never ends, every second
+        await asyncio.sleep(1.0)
+    for i, waiter in enumerate(waiters):
+        if waiter.done() and closed_after[i] is None:
+            closed_after[i] = time.monotonic() - opened
+        waiter.cancel()
+    for _, writer in conns:
+        writer.close()
+    done.set()
+    return await scoring, closed_after, time.monotonic() - opened
+
+
 def test_slowloris_heads_are_closed_after_the_head_timeout_and_scoring_goes_on(target):
     count = 500
 
-    async def attack() -> tuple[dict[str, Any], list[float | None], float]:
-        done = asyncio.Event()
-        scoring = asyncio.create_task(score_while(target, done, fresh_connections=True))
-        conns = []
-        for _ in range(count):
-            reader, writer = await asyncio.open_connection(target["host"], target["port"])
-            writer.write(b"POST /endpoints/limits/score HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            conns.append((reader, writer))
-        opened = time.monotonic()
-        closed_after: list[float | None] = [None] * count
-        waiters = [asyncio.create_task(_wait_closed(reader)) for reader, _ in conns]
-        deadline = opened + GIVE_UP
-        while time.monotonic() < deadline and any(not w.done() for w in waiters):
-            for i, (waiter, (_, writer)) in enumerate(zip(waiters, conns, strict=True)):
-                if waiter.done():
-                    if closed_after[i] is None:
-                        closed_after[i] = time.monotonic() - opened
-                elif not writer.is_closing():
-                    writer.write(b"X")  # one byte of a header that never ends, every second
-            await asyncio.sleep(1.0)
-        for i, waiter in enumerate(waiters):
-            if waiter.done() and closed_after[i] is None:
-                closed_after[i] = time.monotonic() - opened
-            waiter.cancel()
-        for _, writer in conns:
-            writer.close()
-        done.set()
-        return await scoring, closed_after, time.monotonic() - opened
+    def attack():
+        return slowloris(target, count, hold=GIVE_UP, until_closed=True)
 
     with Sampler(target["pid"]) as sampler:
         outcomes, closed_after, held = asyncio.run(attack())
