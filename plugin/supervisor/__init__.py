@@ -10,11 +10,12 @@
 
 Modules: :mod:`.policy` (pure decisions: probe thresholds, backoff, rollout plan), :mod:`.probes`
 (HTTP probes), :mod:`.process` (one replica process), :mod:`.sockets` (where replicas listen: Unix
-sockets in a 0700 folder), :mod:`.reconciler` (one deployment), :mod:`.supervisor` (the loop, the store,
-the public class).
+sockets in a 0700 folder), :mod:`.reconciler` (one deployment), with :mod:`.slots` (its replicas and
+what it asks of the supervisor), :mod:`.desired` (its parsed spec and spec files) and :mod:`.health` (its
+replicas' probes), :mod:`.supervisor` (the loop, the store, the public class).
 """
 
-from .reconciler import ReplicaState, ReplicaStatus
+from .slots import ReplicaState, ReplicaStatus
 from .supervisor import Supervisor
 
 __all__ = ["ReplicaState", "ReplicaStatus", "Supervisor"]

@@ -1,9 +1,10 @@
-"""Reconciling one deployment: its replica slots, rolling updates, restarts, probes and provisioning state.
+"""Reconciling one deployment: its replica slots, rolling updates, restarts and provisioning state.
 
-A *slot* is one replica number of a deployment (``replica-N.log``) with the process currently filling
-it. One :class:`DeploymentReconciler` per deployment owns its slots; the :class:`~tiffin.supervisor.Supervisor`
-calls :meth:`DeploymentReconciler.reconcile` on every pass and supplies I/O through :class:`ReconcilerHost`.
-All of it runs on the event loop: state changes made by probe and stop tasks never race with a pass.
+One :class:`DeploymentReconciler` per deployment owns its slots (:class:`~.slots.Slot`: one replica number
+and the process filling it); the :class:`~tiffin.supervisor.Supervisor` calls
+:meth:`DeploymentReconciler.reconcile` on every pass and supplies I/O through :class:`~.slots.ReconcilerHost`.
+The record is parsed by :mod:`.desired`, the replicas probed by :mod:`.health`. All of it runs on the event
+loop: state changes made by probe and stop tasks never race with a pass.
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
 import time
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
-
-import yaml
 
 from tiffin import paths
 from tiffin.errors import SpecError
 from tiffin.routing import Replica
-from tiffin.specs import OnlineDeployment, ProbeSettings, parse_spec
 from tiffin.store.records import DeploymentRecord
 
+from .desired import Desired, DesiredSpecs
+from .health import launch_probes
 from .policy import (
     START_FAILURE_LIMIT,
     ProbeCounter,
@@ -33,131 +28,19 @@ from .policy import (
     backoff_resets,
     first_liveness_probe_at,
     first_readiness_probe_at,
-    liveness_failed,
     lowest_free_indexes,
     plan_rollout,
-    readiness_after,
     restart_delay,
-    template_of,
 )
-from .probes import ProbeResult
 from .process import ReplicaProcess, log_header, read_tail, replica_command, spawn_replica
+from .slots import RUNNING, ReconcilerHost, ReplicaStatus, Slot, describe_exit
 
-__all__ = ["DeploymentReconciler", "ReconcilerHost", "ReplicaState", "ReplicaStatus"]
+__all__ = ["DeploymentReconciler"]
 
 logger = logging.getLogger("tiffin.supervisor")
 
-ReplicaState = Literal["pending", "starting", "ready", "unready", "stopping", "dead"]
-_RUNNING: frozenset[str] = frozenset({"starting", "ready", "unready"})
 # While a replica starts, its log is checked this often for the 'ready' line.
 _READY_LINE_POLL_S = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """One replica as the supervisor sees it (for ``show``, logs and tests).
-
-    ``state``: ``pending`` (waiting for its turn to start: the server starts a few replicas at a time),
-    ``starting`` (process up, not yet ready), ``ready`` (in routing), ``unready`` (was ready,
-    readiness probe failing: out of routing, not restarted), ``stopping`` (out of routing, being
-    drained/stopped), ``dead`` (no process: waiting to be restarted, or given up on when the
-    deployment failed). ``restarts`` counts starts after the first; ``last_error`` is the latest problem
-    seen (exit code, failed probe). ``generation`` is the deployment generation whose spec it runs.
-    """
-
-    endpoint: str
-    deployment: str
-    index: int
-    pid: int | None
-    url: str | None
-    """Where the process serves HTTP (``unix:/path/to.sock``), while there is one."""
-    state: ReplicaState
-    restarts: int
-    last_error: str | None
-    generation: int
-    log_path: Path
-
-
-class ReconcilerHost(Protocol):
-    """What a reconciler needs from the supervisor: configuration, tasks, I/O and notifications."""
-
-    home: Path
-    python: str
-    env: Mapping[str, str]
-    drain_s: float
-    max_instances: int
-    """The most replicas one deployment may ask for (``TIFFIN_MAX_INSTANCES``)."""
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run ``coro`` as a tracked task (cancelled when the supervisor stops)."""
-
-    def socket_path(self, deployment: int, index: int) -> Path:
-        """The Unix socket replica ``index`` of the deployment numbered ``deployment`` listens on."""
-
-    def may_start(self) -> bool:
-        """Whether one more replica may start now (the server starts a few at a time)."""
-
-    async def probe(self, url: str, timeout: float) -> ProbeResult:
-        """``GET url/`` within ``timeout`` seconds."""
-
-    async def write_state(self, record: DeploymentRecord, state: str, reason: str | None) -> DeploymentRecord | None:
-        """Write the deployment's state unless ``record`` is stale; the written record, or None."""
-
-    def routing_changed(self) -> None:
-        """Some replica joined or left routing: tell the routing-table builder now."""
-
-    def wake(self) -> None:
-        """Run a reconcile pass soon (a probe or a stop finished)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Desired:
-    """A deployment's desired state, parsed once per store generation."""
-
-    generation: int
-    template: str
-    count: int
-    readiness: ProbeSettings
-    liveness: ProbeSettings
-
-
-@dataclass(eq=False, slots=True)
-class _Slot:
-    """One replica number of a deployment and the process filling it (mutable, event-loop only)."""
-
-    index: int
-    template: str
-    generation: int
-    spec_path: Path
-    readiness_probe: ProbeSettings
-    liveness_probe: ProbeSettings
-    state: ReplicaState = "dead"
-    process: ReplicaProcess | None = None
-    starts: int = 0
-    crashes: int = 0  # in a row, for the restart backoff
-    start_failures: int = 0  # exits before becoming ready, in a row
-    became_ready: bool = False  # since the current start
-    last_error: str | None = None
-    restart_at: float | None = None
-    ready_since: float | None = None
-    ready_line_at: float | None = None
-    readiness: ProbeCounter = field(default_factory=ProbeCounter)
-    liveness: ProbeCounter = field(default_factory=ProbeCounter)
-    next_readiness_at: float = math.inf
-    next_liveness_at: float = math.inf
-    probing: set[str] = field(default_factory=set)
-    liveness_tripped: str | None = None
-    retiring: bool = False
-    v2: tuple[str | None, str | None] = (None, None)  # the replica's own V2 server and model, if it has one
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 class DeploymentReconciler:
@@ -168,10 +51,7 @@ class DeploymentReconciler:
         self.deployment = deployment
         self.number = number  # names its replicas' sockets: short, and unique in the supervisor
         self._host = host
-        self._slots: dict[int, _Slot] = {}
-        self._spec_files: dict[str, tuple[Path, int]] = {}  # template -> (spec file, its generation)
-        self._desired: _Desired | None = None
-        self._spec_error: tuple[int, SpecError] | None = None
+        self._slots: dict[int, Slot] = {}
         # The record as this reconciler last wrote it: newer than a reload that raced with the write.
         self._written: DeploymentRecord | None = None
         # Set when we wrote Failed: the generation that write produced. Nothing is retried until the
@@ -179,6 +59,7 @@ class DeploymentReconciler:
         self._gate: int | None = None
         self._record_id: str | None = None
         self._dir = paths.deployment_dir(host.home, endpoint, deployment)
+        self._specs = DesiredSpecs(self._dir)
 
     @property
     def name(self) -> str:
@@ -202,7 +83,8 @@ class DeploymentReconciler:
             # First sight, or deleted and created again between two reloads: nothing learnt about an
             # earlier deployment of that name applies (generations start again at 1).
             self._record_id = record.id
-            self._desired = self._spec_error = self._written = None
+            self._specs.forget_parsed()
+            self._written = None
             self._gate = None
         if self._written is not None and self._written.generation > record.generation:
             record = self._written
@@ -210,7 +92,7 @@ class DeploymentReconciler:
         if self._gate is not None and not gated:
             self._lift_gate(now)
         try:
-            desired = self._desired_for(record)
+            desired = self._specs.desired(record, self.name, self._host.max_instances)
         except SpecError as exc:
             if not gated:
                 await self._fail(record, f"the deployment's spec is invalid: {exc}")
@@ -222,8 +104,8 @@ class DeploymentReconciler:
         for index in lowest_free_indexes(self._slots, plan.start):
             self._add_slot(index, desired, now)
         self._restart_due(now, desired, gated)
-        self._launch_probes(now)
-        self._forget_unused_spec_files(desired)
+        launch_probes(self._host, self.name, self._slots.values(), now)
+        self._specs.forget_unused({slot.template for slot in self._slots.values()} | {desired.template})
         if not gated:
             await self._report(record, desired)
 
@@ -234,7 +116,7 @@ class DeploymentReconciler:
             # A pending slot waits for a start to finish elsewhere; that wakes the supervisor.
             if slot.state == "dead" and slot.restart_at is not None:
                 due = min(due, slot.restart_at)
-            if slot.state in _RUNNING:
+            if slot.state in RUNNING:
                 if "readiness" not in slot.probing:
                     due = min(due, slot.next_readiness_at)
                 if "liveness" not in slot.probing:
@@ -249,7 +131,7 @@ class DeploymentReconciler:
         for slot in list(self._slots.values()):
             self._observe_slot(slot, now)
 
-    def _observe_slot(self, slot: _Slot, now: float) -> None:
+    def _observe_slot(self, slot: Slot, now: float) -> None:
         process = slot.process
         if process is None or slot.state == "stopping":
             return  # dead, or owned by its stop task
@@ -265,19 +147,19 @@ class DeploymentReconciler:
         elif slot.state == "ready" and slot.crashes and backoff_resets(slot.ready_since, now):
             slot.crashes = 0
 
-    def _on_exit_event(self, slot: _Slot, process: ReplicaProcess) -> None:
+    def _on_exit_event(self, slot: Slot, process: ReplicaProcess) -> None:
         # Called by the pidfd watcher the moment the process exits: out of routing at once.
         if slot.process is process and slot.state != "stopping":
             self._observe_slot(slot, time.monotonic())
             self._host.wake()
 
-    def _exited(self, slot: _Slot, process: ReplicaProcess, code: int, now: float) -> None:
+    def _exited(self, slot: Slot, process: ReplicaProcess, code: int, now: float) -> None:
         process.release()
         serving = slot.state == "ready"
         slot.process = None
         slot.state = "dead"
         slot.ready_since = None
-        slot.last_error = _describe_exit(code)
+        slot.last_error = describe_exit(code)
         slot.crashes += 1
         if not slot.became_ready:
             slot.start_failures += 1
@@ -313,50 +195,9 @@ class DeploymentReconciler:
 
     # --- starting, stopping ------------------------------------------------------------------------
 
-    def _desired_for(self, record: DeploymentRecord) -> _Desired:
-        if self._desired is not None and self._desired.generation == record.generation:
-            return self._desired
-        if self._spec_error is not None and self._spec_error[0] == record.generation:
-            raise self._spec_error[1]
-        # The store's names are the truth: a YAML's endpoint_name may name another endpoint (and the
-        # replica lays out its model under endpoint/deployment).
-        spec = {**record.spec, "name": record.name, "endpoint_name": record.endpoint_name}
-        try:
-            parsed = parse_spec(spec, OnlineDeployment, source=f"deployment {self.name}").spec
-        except SpecError as exc:
-            self._spec_error = (record.generation, exc)
-            raise
-        if parsed.instance_count > self._host.max_instances:
-            # Checked at PUT too; a record stored before the cap, or by a server with a higher one, ends here.
-            self._spec_error = (
-                record.generation,
-                SpecError(
-                    f"is {parsed.instance_count}, above this server's limit of {self._host.max_instances} replicas "
-                    "per deployment (TIFFIN_MAX_INSTANCES); lower instance_count or raise the setting",
-                    field="instance_count",
-                ),
-            )
-            raise self._spec_error[1]
-        template = template_of(spec)
-        if template not in self._spec_files:
-            path = self._dir / f"deployment-{record.generation}.yml"
-            self._dir.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".yml.partial")
-            partial.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
-            partial.replace(path)  # a replica never reads a half-written spec
-            self._spec_files[template] = (path, record.generation)
-        self._desired = _Desired(
-            generation=record.generation,
-            template=template,
-            count=parsed.instance_count,
-            readiness=parsed.readiness_probe,
-            liveness=parsed.liveness_probe,
-        )
-        return self._desired
-
-    def _add_slot(self, index: int, desired: _Desired, now: float) -> None:
-        spec_path, generation = self._spec_files[desired.template]
-        slot = _Slot(
+    def _add_slot(self, index: int, desired: Desired, now: float) -> None:
+        spec_path, generation = self._specs.spec_file(desired.template)
+        slot = Slot(
             index=index,
             template=desired.template,
             generation=generation,
@@ -367,7 +208,7 @@ class DeploymentReconciler:
         self._slots[index] = slot
         self._start(slot, now)
 
-    def _start(self, slot: _Slot, now: float) -> None:
+    def _start(self, slot: Slot, now: float) -> None:
         host = self._host
         slot.restart_at = None
         if not host.may_start():
@@ -413,7 +254,7 @@ class DeploymentReconciler:
             process.url,
         )
 
-    def _restart_due(self, now: float, desired: _Desired, gated: bool) -> None:
+    def _restart_due(self, now: float, desired: Desired, gated: bool) -> None:
         for slot in list(self._slots.values()):
             if slot.retiring:
                 continue
@@ -433,7 +274,7 @@ class DeploymentReconciler:
             if slot.state == "dead":
                 slot.restart_at = now
 
-    def _retire(self, slot: _Slot) -> None:
+    def _retire(self, slot: Slot) -> None:
         """Take ``slot`` out of service for good: out of routing, drained, stopped, forgotten."""
         if slot.retiring:
             return
@@ -451,7 +292,7 @@ class DeploymentReconciler:
         self._host.routing_changed()
         self._host.spawn(self._stop(slot, slot.process, drain), f"stop {self.name}#{slot.index}")
 
-    def _restart_unhealthy(self, slot: _Slot) -> None:
+    def _restart_unhealthy(self, slot: Slot) -> None:
         assert slot.process is not None
         serving = slot.state == "ready"
         slot.last_error = slot.liveness_tripped
@@ -467,7 +308,7 @@ class DeploymentReconciler:
             self._host.routing_changed()
         self._host.spawn(self._stop(slot, slot.process, 0.0), f"restart {self.name}#{slot.index}")
 
-    async def _stop(self, slot: _Slot, process: ReplicaProcess, drain: float) -> None:
+    async def _stop(self, slot: Slot, process: ReplicaProcess, drain: float) -> None:
         try:
             if drain > 0:
                 await asyncio.sleep(drain)  # requests routed just before the table changed still land
@@ -483,10 +324,10 @@ class DeploymentReconciler:
                 else:
                     slot.restart_at = time.monotonic() + restart_delay(slot.crashes)
                 self._host.wake()
-        outcome = "still running after SIGKILL" if code is None else _describe_exit(code)
+        outcome = "still running after SIGKILL" if code is None else describe_exit(code)
         logger.info("stopped replica %s #%d (pid %d, %s)", self.name, slot.index, process.pid, outcome)
 
-    def _remove(self, slot: _Slot) -> None:
+    def _remove(self, slot: Slot) -> None:
         if self._slots.get(slot.index) is slot:
             del self._slots[slot.index]
 
@@ -508,75 +349,11 @@ class DeploymentReconciler:
     def forget(self) -> None:
         """Drop all slots (their processes are stopped) and the spec files written for them."""
         self._slots.clear()
-        for path, _ in self._spec_files.values():
-            path.unlink(missing_ok=True)
-        self._spec_files.clear()
-
-    def _forget_unused_spec_files(self, desired: _Desired) -> None:
-        in_use = {slot.template for slot in self._slots.values()} | {desired.template}
-        for template in [t for t in self._spec_files if t not in in_use]:
-            path, _ = self._spec_files.pop(template)
-            path.unlink(missing_ok=True)
-
-    # --- probes ------------------------------------------------------------------------------------
-
-    def _launch_probes(self, now: float) -> None:
-        for slot in self._slots.values():
-            process = slot.process
-            if process is None or slot.state not in _RUNNING:
-                continue
-            if "readiness" not in slot.probing and now >= slot.next_readiness_at:
-                slot.next_readiness_at = now + slot.readiness_probe.period
-                slot.probing.add("readiness")
-                self._host.spawn(self._probe(slot, process, "readiness"), f"readiness {self.name}#{slot.index}")
-            if "liveness" not in slot.probing and now >= slot.next_liveness_at:
-                slot.next_liveness_at = now + slot.liveness_probe.period
-                slot.probing.add("liveness")
-                self._host.spawn(self._probe(slot, process, "liveness"), f"liveness {self.name}#{slot.index}")
-
-    async def _probe(self, slot: _Slot, process: ReplicaProcess, kind: str) -> None:
-        settings = slot.readiness_probe if kind == "readiness" else slot.liveness_probe
-        try:
-            result = await self._host.probe(process.url, settings.timeout)
-        finally:
-            slot.probing.discard(kind)
-        if slot.process is not process or slot.state not in _RUNNING:
-            return  # restarted or stopped while the probe was out
-        if kind == "readiness":
-            self._readiness_result(slot, process, result)
-        else:
-            slot.liveness.record(result.ok)
-            if liveness_failed(slot.liveness, settings):
-                slot.liveness_tripped = (
-                    f"liveness probe failed {slot.liveness.failures} times in a row ({result.detail})"
-                )
-                self._host.wake()
-
-    def _readiness_result(self, slot: _Slot, process: ReplicaProcess, result: ProbeResult) -> None:
-        slot.readiness.record(result.ok)
-        if result.ok:
-            slot.v2 = (result.v2_url, result.v2_model)
-        was_ready = slot.state == "ready"
-        ready = readiness_after(was_ready, slot.readiness, slot.readiness_probe)
-        if ready and not was_ready:
-            slot.state = "ready"
-            slot.ready_since = time.monotonic()
-            slot.became_ready = True
-            slot.start_failures = 0
-            logger.info("replica %s #%d (pid %d) is ready at %s", self.name, slot.index, process.pid, process.url)
-        elif was_ready and not ready:
-            slot.state = "unready"
-            slot.ready_since = None
-            slot.last_error = f"readiness probe failed {slot.readiness.failures} times in a row ({result.detail})"
-            logger.warning("replica %s #%d left routing: %s", self.name, slot.index, slot.last_error)
-        else:
-            return
-        self._host.routing_changed()
-        self._host.wake()  # a rollout may move on, the state may become Succeeded
+        self._specs.forget()
 
     # --- provisioning state ------------------------------------------------------------------------
 
-    async def _report(self, record: DeploymentRecord, desired: _Desired) -> None:
+    async def _report(self, record: DeploymentRecord, desired: Desired) -> None:
         current = [s for s in self._slots.values() if s.template == desired.template and not s.retiring]
         failing = [s for s in current if s.start_failures >= START_FAILURE_LIMIT]
         if failing:
