@@ -8,21 +8,11 @@ with the reason, when the server binaries or the ``psycopg`` driver are missing.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import multiprocessing
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,129 +20,12 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, inspect, select, text
+from conftest import PgServer, pg_database
+from sqlalchemy import inspect, select, text
 
 from tiffin.errors import BadRequestError, ConflictError, NotFoundError, SpecError, StoreError
 from tiffin.store import Store, default_url, head_revision
 from tiffin.store.models import Base, Counter, Deployment
-
-# --- a throwaway PostgreSQL server ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PgServer:
-    """A running PostgreSQL server that trusts user ``tiffin`` on 127.0.0.1."""
-
-    host: str
-    port: int
-    user: str = "tiffin"
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
-
-
-def _pg_bin_dir() -> Path | None:
-    """The newest ``/usr/lib/postgresql/<version>/bin`` with initdb, else wherever PATH has it."""
-
-    def version(path: str) -> float:
-        try:
-            return float(Path(path).parent.name)
-        except ValueError:
-            return 0.0
-
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
-            return Path(candidate)
-    initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
-        return Path(initdb).resolve().parent
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """Start a PostgreSQL server in a temporary directory for the test session, or skip."""
-    try:
-        import psycopg  # noqa: F401  # the driver the URLs name
-    except ImportError:
-        pytest.skip("psycopg is not installed (pip install 'psycopg[binary]'); PostgreSQL tests skipped")
-    bin_dir = _pg_bin_dir()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql")
-
-    # PostgreSQL refuses to run as root, so run it as the 'postgres' user the package creates.
-    as_user: list[str] = []
-    owner: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
-        if not shutil.which("runuser"):
-            pytest.skip("running as root and `runuser` is missing; cannot start PostgreSQL as 'postgres'")
-        as_user = ["runuser", "-u", "postgres", "--"]
-
-    # Not under pytest's tmp_path: its base directory is private to root, which 'postgres' cannot
-    # enter.
-    root = Path(tempfile.mkdtemp(prefix="tiffin-pg-"))
-    data, sockets, log = root / "data", root / "sock", root / "server.log"
-    sockets.mkdir()
-    if owner is not None:
-        for path in (root, sockets):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-
-    def run(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True, text=True, timeout=120)
-
-    started = False
-    try:
-        run(
-            str(bin_dir / "initdb"),
-            *("-D", str(data), "-U", "tiffin", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"),
-        )
-        for _attempt in range(3):  # another process may grab the free port before the server does
-            port = _free_port()
-            # -F: no fsync, this data is thrown away.
-            options = f"-h 127.0.0.1 -p {port} -k {sockets} -F"
-            try:
-                run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", options, "start")
-            except subprocess.CalledProcessError:
-                continue
-            started = True
-            break
-        if not started:
-            pytest.fail(f"PostgreSQL did not start; see {log}:\n{log.read_text() if log.exists() else ''}")
-        yield PgServer(host="127.0.0.1", port=port)
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"{exc.cmd} failed:\n{exc.stdout}\n{exc.stderr}")
-    finally:
-        if started:
-            with contextlib.suppress(subprocess.SubprocessError):
-                run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _pg_database(server: PgServer) -> Iterator[str]:
-    """A fresh, empty database on ``server``; dropped afterwards."""
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = dict(host=server.host, port=server.port, user=server.user, dbname="postgres", autocommit=True)
-    with psycopg.connect(**admin) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.url(name)
-    finally:
-        with psycopg.connect(**admin) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 # --- fixtures --------------------------------------------------------------------------------------
 
@@ -171,7 +44,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'home' / 'tiffin.db'}"
         return
     server: PgServer = request.getfixturevalue("pg_server")
-    with _pg_database(server) as url:
+    with pg_database(server) as url:
         yield url
 
 
@@ -227,8 +100,8 @@ def test_in_memory_sqlite_works() -> None:
 
 
 def test_open_migrates_to_head(store: Store) -> None:
-    assert head_revision() == "0003"
-    assert store.schema_revision() == "0003"
+    assert head_revision() == "0004"
+    assert store.schema_revision() == "0004"
     tables = {"endpoints", "deployments", "jobs", "counters", "mini_batches"}
     assert set(inspect(store.engine).get_table_names()) >= tables
 
@@ -246,12 +119,20 @@ def test_migration_0001_to_head_keeps_rows(store_url: str) -> None:
         assert old.schema_revision() == "0001"
         assert "jobs" not in inspect(old.engine).get_table_names()
         old.create_endpoint("batch", "scorer", {"description": "kept"}, primary_key="pk-1")
-        old.put_deployment("scorer", "v1", "batch", {"model": "m:1"})
+        # Written as 0001's code did: its model had no owner column.
+        with old.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO deployments (id, endpoint_name, name, kind, spec, state, created_at, updated_at, "
+                    "generation) VALUES ('d1', 'scorer', 'v1', 'batch', :spec, 'Creating', :now, :now, 1)"
+                ),
+                {"spec": json.dumps({"model": "m:1"}), "now": datetime.now(UTC)},
+            )
         old.set_traffic("scorer", {"v1": 100})
         generation = old.routing_generation()
 
     with Store.open(store_url) as new:
-        assert new.schema_revision() == "0003"
+        assert new.schema_revision() == "0004"
         endpoint = new.get_endpoint("scorer")
         assert endpoint.spec == {"description": "kept"}
         assert endpoint.primary_key == "pk-1"
@@ -376,7 +257,8 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(store_url: str) 
     assert outcomes == [("ok", head_revision())] * processes
     with Store.open(store_url) as store:
         with store.session() as session:
-            assert session.scalar(select(func.count()).select_from(Counter)) == 1
+            # Each counter seeded once (routing, and jobs since 0004), however many processes migrated at once.
+            assert sorted(session.scalars(select(Counter.name))) == ["jobs", "routing"]
         assert store.routing_generation() == 0
 
 
@@ -594,11 +476,15 @@ def test_set_deployment_state(store: Store) -> None:
     store.put_deployment("ep", "blue", "online", {})
     before = store.routing_generation()
     failed = store.set_deployment_state("ep", "blue", "Failed", "image pull failed")
-    # An observed state is not a change of desired state: generations stay where they are.
+    # An observed state is not a change of desired state: the deployment's generation stays where it is. The
+    # routing counter moves, once per change of state: other servers' gateways route by the state.
     assert (failed.state, failed.reason, failed.generation) == ("Failed", "image pull failed", 1)
-    assert store.routing_generation() == before
+    assert store.routing_generation() == before + 1
+    store.set_deployment_state("ep", "blue", "Failed", "image pull failed again")
+    assert store.routing_generation() == before + 1
     ok = store.set_deployment_state("ep", "blue", "Succeeded")
     assert (ok.state, ok.reason) == ("Succeeded", None)
+    assert store.routing_generation() == before + 2
     with pytest.raises(ValueError, match="state"):
         store.set_deployment_state("ep", "blue", "Sleeping")
 

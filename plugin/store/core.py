@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tiffin.errors import NotFoundError
+from tiffin.errors import NotFoundError, StoreError
 
 from . import engine as _engine
 from .models import Counter, Endpoint
@@ -128,8 +128,19 @@ class StoreCore:
         so the checks a method does before writing cannot go stale.
         """
         with self.session(write=True) as session:
-            session.execute(update(Counter).where(Counter.name == ROUTING_COUNTER).values(value=Counter.value + 1))
+            self._bump_routing(session)
             yield session
+
+    @staticmethod
+    def _bump_routing(session: Session) -> None:
+        session.execute(update(Counter).where(Counter.name == ROUTING_COUNTER).values(value=Counter.value + 1))
+
+    def derive_secret(self, purpose: str) -> str:
+        """A secret for ``purpose`` derived from the store's secret key: the same on every server sharing the
+        store (they share ``TIFFIN_SECRET_KEY``), unknown to anyone without it."""
+        if self._box is None:
+            raise StoreError("this Store was made without its secret key; open it with Store.open()")
+        return self._box.derive(purpose)
 
     def routing_generation(self) -> int:
         """A number that grows with every change to any endpoint, deployment, traffic or key.

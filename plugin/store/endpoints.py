@@ -97,6 +97,7 @@ def _deployment_record(row: Deployment) -> DeploymentRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         generation=row.generation,
+        owner=row.owner,
     )
 
 
@@ -325,7 +326,9 @@ class EndpointRepository(StoreCore):
     ) -> DeploymentRecord | None:
         """Record the deployment's observed provisioning state (and why, for ``Failed``).
 
-        The state is observed, not desired, so generations do not move. With ``expected_generation`` the
+        The state is observed, not desired, so generations do not move; the routing counter does when the state
+        changes, since gateways of other servers sharing the store route to a deployment by its state there
+        (:mod:`tiffin.gateway.peers`). With ``expected_generation`` the
         write happens only if the deployment is still at that generation (compare-and-set in one
         statement), so a state computed for an older spec never overwrites what a newer
         ``put_deployment`` wrote; None is returned when it did not apply.
@@ -336,11 +339,14 @@ class EndpointRepository(StoreCore):
             condition = [Deployment.id == row.id]
             if expected_generation is not None:
                 condition.append(Deployment.generation == expected_generation)
+            moved = row.state != state
             result = session.execute(
                 update(Deployment).where(*condition).values(state=state, reason=reason, updated_at=now_utc())
             )
             if result.rowcount == 0:
                 return None
+            if moved:
+                self._bump_routing(session)
             session.expire(row)
             return _deployment_record(row)
 

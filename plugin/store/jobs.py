@@ -42,6 +42,7 @@ def _job_record(row: Job) -> JobRecord:
         finished_at=row.finished_at,
         progress=None if row.progress is None else dict(row.progress),
         spec=None if row.spec is None else dict(row.spec),
+        owner=row.owner,
     )
 
 
@@ -108,8 +109,9 @@ class JobRepository(StoreCore):
             return _job_record(self._job(session, name))
 
     @staticmethod
-    def _job(session: Session, name: str) -> Job:
-        row = session.get(Job, name)
+    def _job(session: Session, name: str, *, lock: bool = False) -> Job:
+        # lock: hold the row until commit (PostgreSQL), so a compare-and-set cannot interleave with another.
+        row = session.get(Job, name, with_for_update=lock or None)
         if row is None:
             raise NotFoundError(
                 f"job '{name}' not found; list a batch endpoint's jobs with "
@@ -132,12 +134,15 @@ class JobRepository(StoreCore):
         with self.session() as session:
             return [_job_record(row) for row in session.scalars(query)]
 
-    def update_job(self, name: str, /, *, expected_status: str | None = None, **changes: Any) -> JobRecord | None:
+    def update_job(
+        self, name: str, /, *, expected_status: str | None = None, expected_owner: str | None = None, **changes: Any
+    ) -> JobRecord | None:
         """Change a job's ``status``, ``outputs``, ``error``, ``progress``, ``deployment_name`` or times.
 
         Moving to ``Running`` stamps ``started_at`` and to a final status stamps ``finished_at``,
         unless given. With ``expected_status``, the change is made only if the job is in that status
         (compare-and-set: a job canceled meanwhile stays canceled); None is returned when it is not.
+        With ``expected_owner``, likewise only while that node owns it (a job taken over is the new owner's).
         """
         unknown = set(changes) - _JOB_MUTABLE
         if unknown:
@@ -150,8 +155,10 @@ class JobRepository(StoreCore):
             if isinstance(value, datetime) and value.tzinfo is None:
                 raise ValueError(f"{key} must be timezone-aware (UTC), not naive {value!r}")
         with self.session(write=True) as session:
-            row = self._job(session, name)
+            row = self._job(session, name, lock=expected_status is not None or expected_owner is not None)
             if expected_status is not None and row.status != expected_status:
+                return None
+            if expected_owner is not None and row.owner != expected_owner:
                 return None
             now = now_utc()
             if status == "Running" and row.started_at is None:

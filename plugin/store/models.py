@@ -26,7 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Counter", "Deployment", "Endpoint", "Job", "MiniBatch", "UTCDateTime"]
+__all__ = ["Base", "Counter", "Deployment", "Endpoint", "Job", "MiniBatch", "Node", "UTCDateTime"]
 
 # Deterministic constraint names, so later migrations can refer to (and drop) them by name on every
 # backend.
@@ -126,6 +126,8 @@ class Deployment(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     generation: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    """The node whose supervisor runs its replicas (migration 0004); None until one claims it."""
 
 
 class Job(Base):
@@ -149,6 +151,8 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None]
     spec: Mapped[dict[str, Any] | None]
     """The deployment spec the job runs with, as it was when the job was created (migration 0003)."""
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    """The node running it (migration 0004): set when a node starts it, changed when another takes it over."""
 
 
 class MiniBatch(Base):
@@ -170,3 +174,21 @@ class MiniBatch(Base):
     failed_items: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+class Node(Base):
+    """A ``tiffin serve`` sharing the store (migration 0004); its row lives while it runs.
+
+    ``beat`` grows with every heartbeat. Other nodes judge liveness by watching it change on their own
+    clocks, never by comparing ``heartbeat_at`` with theirs, so clock skew between machines cannot make a
+    live node look dead.
+    """
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    url: Mapped[str | None] = mapped_column(String(1024))
+    incarnation: Mapped[str] = mapped_column(String(32))
+    beat: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[datetime]
+    started_at: Mapped[datetime]

@@ -76,6 +76,8 @@ class DeploymentRecord:
     created_at: datetime
     updated_at: datetime
     generation: int
+    owner: str | None = None
+    """The node (``tiffin serve``) running its replicas; None until one takes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,8 @@ class JobRecord:
     progress: dict[str, Any] | None
     spec: dict[str, Any] | None = None
     """The deployment spec the job runs with, fixed when it was created."""
+    owner: str | None = None
+    """The node (``tiffin serve``) running it, once one started it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ commas, newest first: new values are sealed with the first, all are tried when r
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -61,6 +63,7 @@ class SecretBox:
     def __init__(self, keys: list[bytes], source: str) -> None:
         self.source = source
         self._newest = Fernet(keys[0])
+        self._newest_key = keys[0]
         self._fernet = MultiFernet([Fernet(key) for key in keys])
         self._rotating = len(keys) > 1
         # Opening costs an HMAC and an AES pass; the routing table reads every endpoint's secrets on each
@@ -106,6 +109,11 @@ class SecretBox:
                 raise self.wrong_key() from None
             self._remember(value, opened)
         return opened
+
+    def derive(self, purpose: str) -> str:
+        """A secret for ``purpose``, the same on every server holding this box's newest key (HMAC-SHA256 of
+        the purpose under the key): servers sharing a store authenticate each other with it."""
+        return hmac.new(self._newest_key, b"tiffin:" + purpose.encode(), hashlib.sha256).hexdigest()
 
     def needs_resealing(self, value: str | None) -> bool:
         """Whether ``value`` is plaintext, or (while rotating keys) sealed with an older key than the newest."""
