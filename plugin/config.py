@@ -8,17 +8,25 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
+    "ADVERTISE_URL_ENV",
     "DEFAULT_URL",
     "INPUT_ROOTS_ENV",
+    "JOBS_DIR_ENV",
     "MAX_INPUT_FILES_ENV",
     "MAX_INSTANCES_ENV",
     "MAX_WORKERS_ENV",
+    "NODE_ID_ENV",
+    "NODE_LEASE_ENV",
     "REPLICA_CPUS_ENV",
+    "advertise_url",
     "configure_logging",
     "input_roots",
+    "jobs_root",
     "max_input_files",
     "max_instances",
     "max_workers",
+    "node_id",
+    "node_lease",
     "parse_cpu_list",
     "pin_to_cpus",
     "tiffin_home",
@@ -44,6 +52,22 @@ MAX_INPUT_FILES_ENV = "TIFFIN_MAX_INPUT_FILES"
 INPUT_ROOTS_ENV = "TIFFIN_INPUT_ROOTS"
 """Folders (separated by ``:``, as ``PATH``) whose files a batch endpoint's key or token may score, besides
 ``$TIFFIN_HOME/datastores``; default none."""
+
+
+NODE_ID_ENV = "TIFFIN_NODE_ID"
+"""This server's name among the servers sharing one store; default the host name and a digest of
+``$TIFFIN_HOME``, which is unique because one home serves one server at a time."""
+
+NODE_LEASE_ENV = "TIFFIN_NODE_LEASE"
+"""Seconds a server's heartbeat may stay still before the others take its deployments and jobs over;
+default 10 (it beats five times per lease)."""
+
+ADVERTISE_URL_ENV = "TIFFIN_ADVERTISE_URL"
+"""The URL the other servers sharing the store use to reach this one's replicas (``http://HOST:PORT``)."""
+
+JOBS_DIR_ENV = "TIFFIN_JOBS_DIR"
+"""Where batch jobs keep their logs, output parts and outputs; default ``$TIFFIN_HOME/jobs``. Servers sharing
+a store share it too (one folder on shared storage), so a job taken over goes on where it stopped."""
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -95,6 +119,49 @@ def input_roots(environ: Mapping[str, str] = os.environ) -> tuple[Path, ...]:
 def tiffin_home(environ: Mapping[str, str] = os.environ) -> Path:
     """``$TIFFIN_HOME`` or ``~/.tiffin``: the store, replica logs, model mounts, the admin token."""
     return Path(environ.get("TIFFIN_HOME") or Path.home() / ".tiffin").expanduser()
+
+
+def node_id(home: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """``$TIFFIN_NODE_ID``, else ``HOSTNAME-DIGEST`` of this host and ``home`` (see :data:`NODE_ID_ENV`)."""
+    import hashlib
+    import socket
+
+    from tiffin.errors import TiffinError
+
+    given = environ.get(NODE_ID_ENV)
+    if given:
+        if len(given) > 255 or not given.isprintable():
+            raise TiffinError(f"{NODE_ID_ENV} must be at most 255 printable characters")
+        return given
+    digest = hashlib.sha256(str(home.expanduser().resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}-{digest}"
+
+
+def node_lease(environ: Mapping[str, str] = os.environ) -> float:
+    """``$TIFFIN_NODE_LEASE`` in seconds (default 10; at least 0.5)."""
+    from tiffin.errors import TiffinError
+
+    raw = environ.get(NODE_LEASE_ENV) or "10"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TiffinError(f"{NODE_LEASE_ENV}={raw!r} is not a number of seconds") from None
+    if not value >= 0.5:
+        raise TiffinError(f"{NODE_LEASE_ENV}={raw} must be at least 0.5 seconds")
+    return value
+
+
+def jobs_root(home: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """``$TIFFIN_JOBS_DIR``, else ``home/jobs`` (see :data:`JOBS_DIR_ENV`)."""
+    given = environ.get(JOBS_DIR_ENV)
+    return Path(given).expanduser() if given else home / "jobs"
+
+
+def advertise_url(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``$TIFFIN_ADVERTISE_URL``: where the other servers sharing the store reach this one (default: the
+    URL it serves on, with ``127.0.0.1`` for every interface, which only servers on this machine can use)."""
+    given = environ.get(ADVERTISE_URL_ENV)
+    return given.rstrip("/") if given else None
 
 
 def tiffin_url(environ: Mapping[str, str] = os.environ) -> str:

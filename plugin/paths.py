@@ -27,20 +27,23 @@ batch endpoint never share a folder whatever their names.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from tiffin.config import jobs_root
 from tiffin.errors import BadRequestError, TiffinError
 
 __all__ = [
     "admin_token_path",
     "batch_mount_identity",
     "deployment_dir",
+    "hold_home",
     "job_dir",
     "job_log_path",
     "local_mount_identity",
@@ -87,6 +90,30 @@ def prepare_home(home: Path) -> Path:
             "TIFFIN_HOME at a folder the user running tiffin owns"
         ) from exc
     return home
+
+
+def hold_home(home: Path) -> IO[str]:
+    """Lock ``home/serve.lock`` for this server's lifetime (keep the returned file open; closing it, or the
+    process ending however it ends, releases it); :class:`TiffinError` when another server holds it.
+
+    One home, one server: the node name defaults to a digest of the home (:func:`tiffin.config.node_id`),
+    and two servers on one home would also share the sockets' and jobs' folders.
+    """
+    handle = open(home / "serve.lock", "a+", encoding="utf-8")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise TiffinError(
+            f"another tiffin serve ({holder}) is running with TIFFIN_HOME {home}; stop it, or give this one a "
+            "TIFFIN_HOME of its own (servers sharing a PostgreSQL store each have their own home)"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def write_private_once(path: Path, content: bytes) -> bool:
@@ -164,8 +191,9 @@ def model_mount(home: Path, identity: str) -> Path:
 
 
 def job_dir(home: Path, job: str) -> Path:
-    """The folder of a batch job's log, output parts and outputs."""
-    return home / "jobs" / safe_name(job, "job name")
+    """The folder of a batch job's log, output parts and outputs: under ``$TIFFIN_JOBS_DIR`` when set (servers
+    sharing a store share it), else ``home/jobs``."""
+    return jobs_root(home) / safe_name(job, "job name")
 
 
 def job_log_path(home: Path, job: str) -> Path:

@@ -59,6 +59,8 @@ class JobRunner:
     to be resumed by the next server. A job canceled in the store (``Canceled``) is noticed within half a
     second and its workers stopped. ``max_workers`` (default ``TIFFIN_MAX_WORKERS``) caps the job's workers
     whatever its deployment asks: invoke refuses more, but a deployment may have been stored before.
+    ``node_id`` is the server running it: when the store names another owner (this server was taken for
+    dead and the job taken over), it stops within half a second, as for a cancel, and leaves the job be.
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class JobRunner:
         *,
         stop: threading.Event | None = None,
         max_workers: int | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.store = store
+        self.node_id = node_id
         self.name = name
         self.home = home
         self.stop = stop or threading.Event()
@@ -196,9 +200,14 @@ class JobRunner:
                 return "Running"
             if now >= next_cancel_check:
                 next_cancel_check = now + _CANCEL_POLL_S
-                if self.store.get_job(self.name).status == "Canceled":
+                state = self.store.job_owner(self.name)
+                if state is None or state[0] == "Canceled":
                     self._say("canceled")
                     return "Canceled"
+                if self.node_id is not None and state[1] != self.node_id:
+                    # This server was taken for dead (its heartbeat stalled) and another runs the job now.
+                    self._say(f"node {state[1]} took the job over; this node ({self.node_id}) stops its workers")
+                    return "Running"
             assign()
             events = pool.wait(0.2)
             # Workers that finished get their next mini-batch before the store hears what they did: a worker
@@ -302,8 +311,8 @@ class JobRunner:
             changes["error"] = error
         if outputs is not None:
             changes["outputs"] = outputs
-        # Compare-and-set: a job canceled meanwhile stays canceled.
-        done = self.store.update_job(self.name, expected_status="Running", **changes)
+        # Compare-and-set: a job canceled meanwhile stays canceled, and one taken over is the new owner's to end.
+        done = self.store.update_job(self.name, expected_status="Running", expected_owner=self.node_id, **changes)
         return status if done is not None else self.store.get_job(self.name).status
 
     def _say(self, line: str) -> None:

@@ -3,9 +3,11 @@
 ``tiffin serve`` runs one :class:`BatchScheduler`. Each pass (every half second, or at once when the control
 plane says a job was invoked or canceled) it
 
-* resumes every ``Running`` job no thread of this server runs (the server was restarted mid-job);
-* starts ``Queued`` jobs oldest first, at most ``max_jobs_per_deployment`` at a time per deployment: a job
-  over that waits ``Queued``, in order (a job can't jump the queue of its own deployment).
+* resumes every ``Running`` job this node owns that no thread of it runs (the server was restarted
+  mid-job), and takes over (compare-and-set in the store) the ``Running`` jobs whose node stopped beating;
+* starts ``Queued`` jobs oldest first, at most ``max_jobs_per_deployment`` at a time per deployment across
+  every server sharing the store: a job over that waits ``Queued``, in order (a job can't jump the queue of
+  its own deployment). While other servers are alive it takes one job per pass, so they share the queue.
 
 Each job runs in a thread of its own (:class:`~tiffin.batch.runner.JobRunner`), its workers in processes
 of their own; no worker runs while no job does. Once a batch endpoint exists, the fork server the workers
@@ -19,12 +21,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from tiffin import config
 from tiffin.batch.pool import warm_fork_server
 from tiffin.batch.runner import JobRunner
+from tiffin.cluster import jobs_to_run
 from tiffin.store import Store
 
 __all__ = ["BatchScheduler"]
@@ -43,7 +46,11 @@ class BatchScheduler:
         max_jobs_per_deployment: int = 1,
         poll_interval: float = 0.5,
         max_workers: int | None = None,
+        node_id: str = "local",
+        live: Callable[[], frozenset[str]] | None = None,
     ) -> None:
+        """``node_id`` names this server among those sharing the store; ``live()`` the nodes alive now
+        (:meth:`tiffin.node.Node.live`; without it, this one alone)."""
         if max_jobs_per_deployment < 1:
             raise ValueError("max_jobs_per_deployment must be at least 1")
         self.store = store
@@ -51,9 +58,10 @@ class BatchScheduler:
         self.max_workers = max_workers or config.max_workers()  # per job (TIFFIN_MAX_WORKERS)
         self.max_jobs_per_deployment = max_jobs_per_deployment
         self.poll_interval = poll_interval
+        self.node_id = node_id
+        self._live = live or (lambda: frozenset({node_id}))
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
-        self._owner: dict[str, tuple[str, str | None]] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._warm = False
@@ -93,33 +101,34 @@ class BatchScheduler:
             self._wake.clear()
 
     def schedule(self) -> None:
-        """One pass: resume orphaned Running jobs, then start Queued ones within each deployment's limit."""
+        """One pass: resume this node's and orphaned Running jobs, then start Queued ones within each
+        deployment's limit."""
         for name in [n for n, t in self._threads.items() if not t.is_alive()]:
             del self._threads[name]
-            self._owner.pop(name, None)
         if self._stop.is_set():
             return
         if not self._warm and self.store.list_endpoints("batch"):
             # Once there is a batch endpoint, have the workers' fork server ready before its first job.
             self._warm = True
             threading.Thread(target=warm_fork_server, name="tiffin-batch-warm", daemon=True).start()
-        for job in self.store.list_jobs(status="Running"):
-            if job.name not in self._threads:
-                logger.info("resuming batch job %s", job.name)
-                self._launch(job.name, (job.endpoint_name, job.deployment_name))
-        busy = Counter(self._owner.values())
-        for job in self.store.list_jobs(status="Queued"):  # oldest first
-            key = (job.endpoint_name, job.deployment_name)
-            if busy[key] >= self.max_jobs_per_deployment:
-                continue
-            if self.store.update_job(job.name, expected_status="Queued", status="Running") is None:
-                continue  # canceled meanwhile
-            busy[key] += 1
-            self._launch(job.name, key)
+        live = self._live()
+        resume, adopt = jobs_to_run(self.store.running_job_owners(), self.node_id, live, self._threads)
+        for name in resume:
+            logger.info("resuming batch job %s", name)
+            self._launch(name)
+        for name, owner in adopt:
+            if self.store.take_job(name, owner, self.node_id):
+                logger.info("taking batch job %s over from node %s, which stopped beating", name, owner)
+                self._launch(name)
+        # Alone, take every job the limits allow; with others alive, one per pass, so the queue is shared.
+        limit = 1_000 if len(live) == 1 else 1
+        for name in self.store.claim_queued_jobs(self.node_id, self.max_jobs_per_deployment, limit):
+            self._launch(name)
 
-    def _launch(self, name: str, key: tuple[str, str | None]) -> None:
-        runner = JobRunner(self.store, name, self.home, stop=self._stop, max_workers=self.max_workers)
+    def _launch(self, name: str) -> None:
+        runner = JobRunner(
+            self.store, name, self.home, stop=self._stop, max_workers=self.max_workers, node_id=self.node_id
+        )
         thread = threading.Thread(target=runner.run, name=f"tiffin-job-{name}", daemon=True)
         self._threads[name] = thread
-        self._owner[name] = key
         thread.start()

@@ -72,7 +72,7 @@ class _ErrorLog:
 
 
 class _Host:
-    """The supervisor's side of :class:`~tiffin.supervisor.reconciler.ReconcilerHost`."""
+    """The supervisor's side of :class:`~tiffin.supervisor.slots.ReconcilerHost`."""
 
     def __init__(
         self,
@@ -137,7 +137,9 @@ class Supervisor:
     ``max_starts`` is how many replicas may be starting (up, not yet ready) at once, across all
     deployments (default: the number of CPUs, at least 2); the others wait their turn (``pending``).
     ``max_instances`` (default ``TIFFIN_MAX_INSTANCES``) fails a deployment asking for more replicas.
-    Replicas listen on Unix sockets in a folder only the server's user may enter
+    ``owned()`` (blocking; called in a thread before each read of the store) names the deployments this
+    server runs when several share the store (:meth:`tiffin.node.Node.claim_deployments`); without it,
+    all of them. Replicas listen on Unix sockets in a folder only the server's user may enter
     (:mod:`tiffin.supervisor.sockets`).
     """
 
@@ -153,11 +155,13 @@ class Supervisor:
         drain_seconds: float = DRAIN_S,
         max_starts: int | None = None,
         max_instances: int | None = None,
+        owned: Callable[[], set[tuple[str, str]]] | None = None,
     ) -> None:
         """Configure the supervisor; nothing runs until :meth:`start` (or :meth:`reconcile_once`)."""
         self._store = store
         self._home = Path(home).expanduser().resolve()
         self._on_change = on_change
+        self._owned = owned
         self._poll_interval = poll_interval
         # Unbuffered so that a replica's prints reach its log as they happen, not when it exits; and
         # TIFFIN_EXIT_WITH_PARENT so replicas stop themselves if this process is killed outright.
@@ -341,13 +345,19 @@ class Supervisor:
         self._reload_requested = False  # before reading: a notify() during the read asks again
         self._last_load = time.monotonic()
         try:
+            # Claim first: a deployment this node just took is then read with its new owner.
+            mine = await asyncio.to_thread(self._owned) if self._owned is not None else None
             records = await asyncio.to_thread(self._store.list_deployments)
         except Exception as exc:
             # Keep the last known desired state: a store hiccup must not stop every deployment.
             self._errors.report("store", "reading deployments from the store", exc)
             return
         self._errors.clear("store")
-        self._records = {(r.endpoint_name, r.name): r for r in records if r.kind == "online" and r.state != "Deleting"}
+        self._records = {
+            (r.endpoint_name, r.name): r
+            for r in records
+            if r.kind == "online" and r.state != "Deleting" and (mine is None or (r.endpoint_name, r.name) in mine)
+        }
 
     # --- helpers for the reconcilers ---------------------------------------------------------------
 
