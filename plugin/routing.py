@@ -54,6 +54,8 @@ class Replica:
     """One ready process of a deployment, reachable at ``url``: ``unix:/path/to.sock`` as the supervisor
     starts replicas, or ``http://127.0.0.1:PORT`` (a replica run by hand, tests).
 
+    A replica of another ``tiffin serve`` sharing the store has that server's URL, a ``prefix`` and ``headers``.
+
     ``v2_url`` is set when the replica fronts a model server that speaks the Open Inference Protocol itself
     (Triton): V2 requests go straight there, the endpoint's and deployment's names standing for ``v2_model``.
     """
@@ -62,6 +64,16 @@ class Replica:
     url: str
     v2_url: str | None = None
     v2_model: str | None = None
+    prefix: bytes = b""
+    """Put before every request target: a replica on another node is reached through that node's peer route
+    (``/_tiffin/peer/ENDPOINT/DEPLOYMENT``, see :mod:`tiffin.gateway.peers`)."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Sent with every request to it (the peer route's credential)."""
+
+    @property
+    def remote(self) -> bool:
+        """Whether it runs on another node (reached through that node's gateway)."""
+        return bool(self.prefix)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ __all__ = ["RoutingState", "build_table"]
 logger = logging.getLogger("tiffin.routing")
 
 ReadyReplicas = Callable[[str, str], tuple[Replica, ...]]
+RemoteReplicas = Callable[[DeploymentRecord], tuple[Replica, ...]]
 
 
 def build_table(
@@ -29,8 +30,10 @@ def build_table(
     deployments: Iterable[DeploymentRecord],
     ready: ReadyReplicas,
     generation: int,
+    remote: RemoteReplicas | None = None,
 ) -> RoutingTable:
-    """The routing table for the online endpoints in ``endpoints``."""
+    """The routing table for the online endpoints in ``endpoints``: each deployment's replicas ready here
+    (``ready``), or else those another node sharing the store runs for it (``remote``)."""
     by_endpoint: dict[str, list[DeploymentRecord]] = {}
     for dep in deployments:
         by_endpoint.setdefault(dep.endpoint_name, []).append(dep)
@@ -43,7 +46,10 @@ def build_table(
             credentials=Credentials(ep.auth_mode, ep.primary_key, ep.secondary_key, ep.token_secret),
             traffic=dict(ep.traffic),
             mirror_traffic=dict(ep.mirror_traffic),
-            deployments={d.name: _deployment_route(d, ready(ep.name, d.name)) for d in by_endpoint.get(ep.name, [])},
+            deployments={
+                d.name: _deployment_route(d, ready(ep.name, d.name) or (remote(d) if remote is not None else ()))
+                for d in by_endpoint.get(ep.name, [])
+            },
         )
     return RoutingTable(routes, generation)
 
@@ -72,9 +78,11 @@ class RoutingState:
         apply: Callable[[RoutingTable], None],
         *,
         poll_interval: float = 1.0,
+        remote: RemoteReplicas | None = None,
     ) -> None:
         self.store = store
         self.ready = ready
+        self.remote = remote
         self.apply = apply
         self.poll_interval = poll_interval
         self._dirty = asyncio.Event()
@@ -105,7 +113,7 @@ class RoutingState:
             self._dirty.set()
             return
         endpoints, deployments, generation = self._records
-        self.apply(build_table(endpoints, deployments, self.ready, generation))
+        self.apply(build_table(endpoints, deployments, self.ready, generation, self.remote))
 
     def _read(self) -> tuple[list[EndpointRecord], list[DeploymentRecord], int]:
         # Generation first: if a write lands between the reads we see it next time round.
@@ -115,7 +123,7 @@ class RoutingState:
     def build(self) -> RoutingTable:
         """Build the table from the store now (blocking reads, so callers in the loop use a thread)."""
         endpoints, deployments, generation = self._read()
-        return build_table(endpoints, deployments, self.ready, generation)
+        return build_table(endpoints, deployments, self.ready, generation, self.remote)
 
     async def rebuild(self) -> RoutingTable:
         """Read the store off the event loop, then build and apply on the loop (the gateway is not thread-safe)."""
@@ -128,7 +136,7 @@ class RoutingState:
             endpoints, deployments, generation = records = self._records
         self._records = records
         self._seen_generation = generation
-        table = build_table(endpoints, deployments, self.ready, generation)
+        table = build_table(endpoints, deployments, self.ready, generation, self.remote)
         self.apply(table)
         return table
 

@@ -4,11 +4,16 @@
 
     /api/...                 control plane (REST + OpenAPI), admin token required
     /endpoints/{name}/...    the gateway: scoring, swagger, any other route of the deployments
+    /_tiffin/peer/...        replicas of this server, for the gateways of other servers sharing the store
 
 The three parts share nothing but the store and the routing table: the API writes the store and says
 so (``on_change``); the supervisor starts, probes and stops replicas and says when the ready set
 changes; :class:`~tiffin.routing_state.RoutingState` rebuilds the table from both and swaps it into the
 gateway. SIGINT/SIGTERM stop uvicorn, whose lifespan shutdown stops every replica.
+
+Several servers may share one PostgreSQL store: each is a :class:`~tiffin.node.Node` that runs the
+deployments and jobs it owns, takes over those of a node that stops beating, and routes to the others'
+replicas through their peer route (:mod:`tiffin.gateway.peers`).
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import IO
 
 import uvicorn
 
+from tiffin import config
 from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
 from tiffin.batch import BatchScheduler
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
 from tiffin.gateway import Gateway
+from tiffin.gateway.peers import PEER_PREFIX, PeerDirectory, PeerRoute
 from tiffin.http_protocol import public_protocol
-from tiffin.paths import admin_token_path, prepare_home, write_private_once
+from tiffin.node import Node
+from tiffin.paths import admin_token_path, hold_home, prepare_home, write_private_once
 from tiffin.routing_state import RoutingState
 from tiffin.store import Store
 from tiffin.supervisor import Supervisor
@@ -58,15 +67,39 @@ class TiffinServer:
     """The ASGI app of ``tiffin serve``; its lifespan starts and stops the supervisor and routing."""
 
     def __init__(
-        self, *, home: Path, store: Store, public_url: str, admin_token: str, max_jobs_per_deployment: int = 1
+        self,
+        *,
+        home: Path,
+        store: Store,
+        public_url: str,
+        admin_token: str,
+        max_jobs_per_deployment: int = 1,
+        node_url: str | None = None,
     ) -> None:
+        """``node_url`` is where the other servers sharing the store reach this one (default ``public_url``;
+        ``TIFFIN_ADVERTISE_URL`` in :func:`serve`)."""
         self.home = home
         self.store = store
         self.public_url = public_url
         self.gateway = Gateway()
-        self.supervisor = Supervisor(store, home, on_change=self._replicas_changed)
-        self.batch = BatchScheduler(store, home, max_jobs_per_deployment=max_jobs_per_deployment)
-        self.routing = RoutingState(store, self.supervisor.ready_replicas, self.gateway.set_table)
+        self.node = Node(
+            store,
+            config.node_id(home),
+            url=node_url or public_url,
+            lease_s=config.node_lease(),
+            on_change=self._nodes_changed,
+        )
+        peer_secret = store.derive_secret("peer-route")
+        self.peer_route = PeerRoute(self.gateway, peer_secret)
+        self.supervisor = Supervisor(store, home, on_change=self._replicas_changed, owned=self.node.claim_deployments)
+        self.batch = BatchScheduler(
+            store, home, max_jobs_per_deployment=max_jobs_per_deployment, node_id=self.node.id, live=self.node.live
+        )
+        peers = PeerDirectory(self.node.id, self.node.peers, peer_secret)
+        self.routing = RoutingState(
+            store, self.supervisor.ready_replicas, self.gateway.set_table, remote=peers.replicas
+        )
+        self._home_lock: IO[str] | None = None
         self.api = create_api(
             store,
             admin_token=admin_token,
@@ -79,6 +112,13 @@ class TiffinServer:
     def _replicas_changed(self) -> None:
         self.routing.replicas_changed()
 
+    def _nodes_changed(self) -> None:
+        # A node joined or stopped beating: its deployments and jobs may be ours to take, and the routing
+        # table must stop listing (or start listing) its replicas.
+        self.routing.changed()
+        self.supervisor.notify()
+        self.batch.notify()
+
     async def _desired_state_changed(self) -> None:
         # Awaited on the event loop after a committed write: the table is current before the API answers.
         await self.routing.rebuild_now()
@@ -86,7 +126,9 @@ class TiffinServer:
         self.batch.notify()
 
     async def startup(self) -> None:
-        """Start the gateway's pool, the routing table and the supervisor."""
+        """Start the gateway's pool, the node's heartbeat, the routing table, the supervisor, the jobs."""
+        self._home_lock = hold_home(self.home)
+        await self.node.start()
         await self.gateway.start()
         await self.routing.start()
         await self.supervisor.start()
@@ -103,8 +145,13 @@ class TiffinServer:
             await self.batch.stop()
             await self.supervisor.stop()
         finally:
+            # Left once nothing runs here any more: the other nodes take the deployments and jobs over now.
+            await self.node.stop()
             await self.routing.stop()
             await self.gateway.close()
+            if self._home_lock is not None:
+                self._home_lock.close()
+                self._home_lock = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -112,6 +159,8 @@ class TiffinServer:
             path: str = scope["path"]
             if path.startswith("/endpoints/"):
                 await self.gateway(scope, receive, send)
+            elif path.startswith(PEER_PREFIX):
+                await self.peer_route(scope, receive, send)
             elif path == "/api" or path.startswith("/api/"):
                 # Mount the API at /api the way Starlette's Mount does: path kept, root_path extended.
                 await self.api({**scope, "root_path": scope.get("root_path", "") + "/api"}, receive, send)
@@ -190,8 +239,9 @@ def serve(
         public_url=public_url,
         admin_token=token,
         max_jobs_per_deployment=max_jobs_per_deployment,
+        node_url=config.advertise_url(),
     )
-    config = uvicorn.Config(
+    uvicorn_config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -208,7 +258,7 @@ def serve(
         timeout_keep_alive=limits.keep_alive_timeout,
         backlog=4096,
     )
-    server = _Server(config)
+    server = _Server(uvicorn_config)
     server.public_url = public_url
     with contextlib.suppress(SystemExit):
         server.run()

@@ -243,10 +243,10 @@ def test_a_body_cut_short_by_the_client_is_not_forwarded() -> None:
 
 
 def test_forwarded_target_always_starts_with_a_slash() -> None:
-    from tiffin.gateway.app import _target
+    from tiffin.gateway.forwarding import request_target
 
     scope = {"raw_path": b"/endpoints/ep%2Fscore", "query_string": b""}
-    assert _target(scope, b"/endpoints/ep", "/score").startswith(b"/")
+    assert request_target(scope, b"/endpoints/ep", "/score").startswith(b"/")
 
 
 # --- replicas: /score and V2 ----------------------------------------------------------------------

@@ -17,8 +17,9 @@ import json
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
 from tiffin.auth import authenticate, authorization_header
@@ -29,34 +30,17 @@ from tiffin.errors import (
     TiffinError,
     UnavailableError,
 )
+from tiffin.gateway.forwarding import DROP_RESPONSE, forward_headers, request_target, upstream
 from tiffin.gateway.limits import Admission
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
-from tiffin.v2 import alias_model
 
 __all__ = ["Gateway"]
 
 logger = logging.getLogger("tiffin.gateway")
 
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are not forwarded.
-_DROP_REQUEST = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"content-length",
-        b"authorization",
-        b"expect",
-    }
-)
-_DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server"})
 _PIN = (b"azureml-model-deployment", b"x-tiffin-deployment")
 _ANSWERED_BY = b"azureml-model-deployment"
 _STREAM_ABOVE = 1 << 20  # responses larger than this (or of unknown size) are streamed, not buffered
@@ -86,6 +70,7 @@ class Gateway:
         self._mirrors: set[asyncio.Task[None]] = set()
         self._pool = UpstreamPool()
         self._swagger_cache: dict[tuple[int, str, str, str], bytes] = {}
+        self._peer_stats = EndpointStats()  # requests served for peer nodes: counted by the node they reached
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -225,6 +210,28 @@ class Gateway:
     def _too_large(self) -> str:
         return f"request body is larger than {self.max_body_bytes} bytes; send smaller batches"
 
+    async def forward_local(
+        self, scope: Scope, receive: Receive, send: Send, endpoint_name: str, deployment_name: str, target: bytes
+    ) -> None:
+        """Serve a request a peer node's gateway already authenticated, admitted and routed to a deployment
+        this node runs: to one of its replicas here, never on to another node (no loops between nodes)."""
+        endpoint = self.table.endpoints.get(endpoint_name)
+        deployment = endpoint.deployments.get(deployment_name) if endpoint is not None else None
+        local = tuple(r for r in deployment.replicas if not r.remote) if deployment is not None else ()
+        try:
+            if endpoint is None or deployment is None or not local:
+                raise UnavailableError(f"deployment '{deployment_name}' has no ready replica on this node")
+            body = await self._read_body(receive)
+            prefix = self._prefix_of(endpoint.name)
+            path, _, query = target.partition(b"?")
+            inner = {**scope, "raw_path": prefix + path, "query_string": query}
+            tail = unquote(path.decode("latin-1"))
+            await self._forward(
+                inner, send, endpoint, replace(deployment, replicas=local), tail, body, self._peer_stats
+            )
+        except TiffinError as exc:
+            await send_error(send, exc.status_code, exc.message)
+
     # --- forwarding ----------------------------------------------------------------------------------
 
     def _choose(self, deployment: DeploymentRoute, avoid: Replica | None = None) -> Replica | None:
@@ -251,8 +258,8 @@ class Gateway:
         body: bytes,
         stats: EndpointStats,
     ) -> None:
-        headers = _forward_headers(scope)
-        target = _target(scope, self._prefix_of(endpoint.name), tail)
+        headers = forward_headers(scope)
+        target = request_target(scope, self._prefix_of(endpoint.name), tail)
         replica = self._choose(deployment)
         if replica is None:
             raise UnavailableError(f"no replica of deployment '{deployment.name}' answers right now; retry shortly")
@@ -261,12 +268,12 @@ class Gateway:
         aliases = (endpoint.name, deployment.name)
         try:
             try:
-                url, path = _upstream(replica, target, aliases)
+                url, path = upstream(replica, target, aliases)
                 status = await self._exchange(send, replica, url, method, path, headers, body, deployment, timeout_s)
             except ConnectFailed:
                 # Never reached the replica, so retrying cannot run the request twice: once, elsewhere.
                 retry = self._choose(deployment, avoid=replica) or replica
-                url, path = _upstream(retry, target, aliases)
+                url, path = upstream(retry, target, aliases)
                 status = await self._exchange(send, retry, url, method, path, headers, body, deployment, timeout_s)
         except TimeoutError:
             raise RequestTimeoutError(
@@ -301,7 +308,10 @@ class Gateway:
         try:
             async with asyncio.timeout(timeout_s):
                 try:
-                    response = await self._pool.request(url, method, target, headers, body)
+                    extra = replica.headers
+                    response = await self._pool.request(
+                        url, method, target, [*headers, *extra] if extra else headers, body
+                    )
                 except ConnectFailed:
                     self._down_until[replica.id] = time.monotonic() + _DOWN_FOR_S
                     raise
@@ -314,7 +324,7 @@ class Gateway:
         finally:
             in_flight[replica.id] -= 1
         status = response.status
-        out_headers = [(k, v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE]
+        out_headers = [(k, v) for k, v in response.headers if k.lower() not in DROP_RESPONSE]
         out_headers.append((_ANSWERED_BY, deployment.name.encode()))
         if data is not None:
             out_headers.append((b"content-length", b"%d" % len(data)))
@@ -353,11 +363,12 @@ class Gateway:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         try:
-            url, target = _upstream(
-                replica, _target(scope, self._prefix_of(endpoint.name), tail), (endpoint.name, name)
+            url, target = upstream(
+                replica, request_target(scope, self._prefix_of(endpoint.name), tail), (endpoint.name, name)
             )
             async with asyncio.timeout(deployment.request_timeout_ms / 1000):
-                response = await self._pool.request(url, scope["method"], target, _forward_headers(scope), body)
+                headers = [*forward_headers(scope), *replica.headers]
+                response = await self._pool.request(url, scope["method"], target, headers, body)
                 await response.read()
             counters.statuses[response.status] += 1
             counters.latencies_ms.append((time.perf_counter() - started) * 1000)
@@ -384,7 +395,9 @@ class Gateway:
                 raise UnavailableError(f"deployment '{deployment.name}' has no ready replica to describe it")
             target = b"/swagger.json" + (b"?" + query.encode("latin-1") if query else b"")
             async with asyncio.timeout(10):
-                response = await self._pool.request(replica.url, "GET", target, [], b"")
+                response = await self._pool.request(
+                    replica.url, "GET", replica.prefix + target, list(replica.headers), b""
+                )
                 raw = await response.read()
             if response.status != 200:
                 await send_bytes(send, response.status, raw, JSON, [(_ANSWERED_BY, deployment.name.encode())])
@@ -394,31 +407,3 @@ class Gateway:
             document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
             cached = self._swagger_cache[key] = json.dumps(document).encode()
         await send_bytes(send, 200, cached, JSON, [(_ANSWERED_BY, deployment.name.encode())])
-
-
-def _upstream(replica: Replica, target: bytes, aliases: tuple[str, str]) -> tuple[str, bytes]:
-    """Where a request goes: V2 requests straight to the replica's own V2 server when it has one (Triton;
-    one hop less), with the endpoint's or deployment's name standing for that server's default model."""
-    if replica.v2_url is None or not target.startswith(b"/v2"):
-        return replica.url, target
-    if replica.v2_model is None:
-        return replica.v2_url, target
-    names = (aliases[0].encode(), aliases[1].encode())
-    return replica.v2_url, alias_model(target, names, replica.v2_model.encode())
-
-
-def _forward_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
-
-
-def _target(scope: Scope, prefix: bytes, tail: str) -> bytes:
-    """The request target for the replica: the path after ``prefix`` (``/endpoints/NAME``) as the client
-    sent it, percent-encoding kept (the decoded path may hold spaces), plus the query string."""
-    raw_path: bytes | None = scope.get("raw_path")
-    rest = raw_path[len(prefix) :] if raw_path is not None and raw_path.startswith(prefix) else None
-    if rest is not None and rest[:1] in (b"", b"/"):
-        path = rest or b"/"
-    else:  # no raw path, or the client escaped characters of the prefix itself: encode again
-        path = quote(tail, safe="/:@!$&'()*+,;=-._~").encode("ascii")
-    query = scope.get("query_string")
-    return path + b"?" + query if query else path
