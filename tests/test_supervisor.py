@@ -467,6 +467,30 @@ def test_scale_down_keeps_a_replica_and_delete_stops_all(tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_only_deployments_this_node_owns_run_here_and_one_taken_away_is_stopped(tmp_path: Path):
+    """With several servers on one store, ``owned()`` names this node's deployments (tiffin.node)."""
+    mine: set[tuple[str, str]] = set()
+
+    async def main() -> None:
+        async with supervising(tmp_path, owned=lambda: set(mine)) as (store, supervisor):
+            store.put_deployment("ep", "blue", "online", spec_of("plain"))
+            supervisor.notify()
+            await asyncio.sleep(1.0)  # five passes
+            assert supervisor.replicas() == []  # another node's
+            mine.add(("ep", "blue"))
+            supervisor.notify()
+            await eventually(lambda: len(supervisor.ready_replicas("ep", "blue")) == 1, what="a replica here")
+            pid = supervisor.replicas()[0].pid
+            mine.clear()  # another node took it (this one's heartbeat stalled)
+            supervisor.notify()
+            await eventually(lambda: supervisor.replicas() == [], what="its replica stopped")
+            assert gone(pid)
+            assert store.get_deployment("ep", "blue").state == "Succeeded"  # the store is the new owner's to tell
+
+    run(main)
+
+
+@pytest.mark.slow
 def test_unready_replica_leaves_routing_and_a_dead_one_is_restarted_by_liveness(tmp_path: Path):
     probes = {
         "readiness_probe": {"initial_delay": 1, "period": 1, "timeout": 1, "failure_threshold": 2},
