@@ -18,8 +18,26 @@ def tiffin(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     return subprocess.run([*TIFFIN, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_validate_prints_one_json_document_and_warns_on_stderr():
-    done = tiffin("validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "-o", "json")
+@pytest.fixture(scope="module")
+def blue_yml(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Azure's sample blue-deployment.yml, unmodified, where azureml-examples keeps it, beside the model folder
+    it names (``validate`` checks that the model is there, as ``create`` does): a scikit-learn regression."""
+    import pickle
+
+    from sklearn.linear_model import LinearRegression
+
+    root = tmp_path_factory.mktemp("azureml-examples") / "cli" / "endpoints" / "online"
+    sample, model = root / "managed" / "sample", root / "model-1" / "model"
+    sample.mkdir(parents=True)
+    model.mkdir(parents=True)
+    (sample / "blue-deployment.yml").write_bytes((FIXTURES / "online" / "blue-deployment.yml").read_bytes())
+    fitted = LinearRegression().fit([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])
+    (model / "sklearn_regression_model.pkl").write_bytes(pickle.dumps(fitted))
+    return str(sample / "blue-deployment.yml")
+
+
+def test_validate_prints_one_json_document_and_warns_on_stderr(blue_yml):
+    done = tiffin("validate", "-f", blue_yml, "-o", "json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["kind"] == "OnlineDeployment"
@@ -32,19 +50,17 @@ def test_validate_prints_one_json_document_and_warns_on_stderr():
     ("fmt", "expected"),
     [("tsv", "1\n"), ("json", "1\n"), ("yaml", "1\n...\n")],
 )
-def test_query_and_output_formats(fmt, expected):
-    done = tiffin(
-        "validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "--query", "spec.instance_count", "-o", fmt
-    )
+def test_query_and_output_formats(fmt, expected, blue_yml):
+    done = tiffin("validate", "-f", blue_yml, "--query", "spec.instance_count", "-o", fmt)
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected
 
 
-def test_set_overrides_a_field():
+def test_set_overrides_a_field(blue_yml):
     done = tiffin(
         "validate",
         "-f",
-        str(FIXTURES / "online" / "blue-deployment.yml"),
+        blue_yml,
         "--set",
         "instance_count=3",
         "--query",
@@ -95,16 +111,16 @@ def test_version_as_az_has_it():
     assert done.stdout == f"tiffin {version('tiffin')}\n"
 
 
-def test_output_none_prints_nothing():
-    done = tiffin("validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "-o", "none")
+def test_output_none_prints_nothing(blue_yml):
+    done = tiffin("validate", "-f", blue_yml, "-o", "none")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
 
 
 @pytest.mark.parametrize("query", ["spec", "[spec, spec]"])
-def test_table_is_readable_at_80_columns(query):
+def test_table_is_readable_at_80_columns(query, blue_yml):
     done = subprocess.run(
-        [*TIFFIN, "validate", "-f", str(FIXTURES / "online" / "blue-deployment.yml"), "--query", query, "-o", "table"],
+        [*TIFFIN, "validate", "-f", blue_yml, "--query", query, "-o", "table"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -52,6 +52,22 @@ def test_a_misspelt_field_is_refused_with_the_field_it_most_likely_means(tmp_pat
     assert str(info.value).startswith(f"{file}: field 'modle': ")
 
 
+def test_tiffin_validate_checks_a_deployments_model_as_create_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tiffin.cli.main import main
+
+    body = "name: blue\nendpoint_name: ep\nmodel:\n  path: {}\ncode_configuration:\n  code: .\n  scoring_script: s.py\n"
+    write(tmp_path, "s.py", "def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    missing = write(tmp_path, "missing.yml", SCHEMA + body.format("no-such-model"))
+    assert main(["validate", "-f", str(missing), "-o", "none"]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{missing}: field 'model.path'" in said and "no-such-model" in said, said
+    (tmp_path / "model").mkdir()
+    present = write(tmp_path, "present.yml", SCHEMA + body.format("model"))
+    assert main(["validate", "-f", str(present), "-o", "none"]) == 0
+
+
 @pytest.mark.parametrize(
     ("data", "kind", "field", "suggestion"),
     [

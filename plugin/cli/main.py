@@ -196,10 +196,15 @@ def validate(
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
 ) -> None:
-    """Load an Azure ML YAML file and print it as tiffin reads it (fields ignored locally are listed)."""
-    from tiffin.specs import load_spec
+    """Load an Azure ML YAML file and print it as tiffin reads it (fields ignored locally are listed).
+
+    A deployment's model is checked as `create` checks it: a local path must exist, an MLflow URI resolve."""
+    from tiffin.runners.factory import check_model
+    from tiffin.specs import BatchDeployment, OnlineDeployment, load_spec
 
     loaded = load_spec(file, overrides=set_ or ())
+    if isinstance(loaded.spec, OnlineDeployment | BatchDeployment):
+        check_model(loaded.spec, source=str(file))
     for line in loaded.warnings():
         warn(line)
     emit(
