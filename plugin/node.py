@@ -100,7 +100,7 @@ class Node:
                  if self.store.take_deployment(row.id, row.owner, self.id)}  # fmt: skip
         for row in owners:
             if row.id in taken:
-                previous = f" from node {row.owner}, which stopped beating" if row.owner else ""
+                previous = f" (node {row.owner} is gone)" if row.owner else ""
                 logger.info("node %s now runs deployment %s/%s%s", self.id, row.endpoint_name, row.name, previous)
         return {(row.endpoint_name, row.name) for row in owners if row.owner == self.id or row.id in taken}
 
