@@ -114,3 +114,35 @@ class MiniBatchRecord:
     rows: int | None
     failed_items: int
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRecord:
+    """One version of a registered model, environment or data asset (migration 0005).
+
+    ``spec`` holds the asset's fields as Azure's YAML has them (``name``, ``version``, ``type``, ``path``,
+    ``description``, ``tags``, ``properties``; an environment's ``image``, ``conda_file`` content, ``build``);
+    a model's or data asset's local ``path`` is the copy in tiffin's content store, never the user's source.
+    ``digest`` names that content (None for environments and for remote data such as ``https://`` URLs).
+    A version is immutable: only ``description``, ``tags``, ``stage`` and ``archived`` change.
+    """
+
+    kind: str  # "model" | "environment" | "data"
+    name: str
+    version: str
+    spec: dict[str, Any]
+    digest: str | None
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeRecord:
+    """A registered compute (migration 0005): ``spec`` as Azure's compute YAML has it (``type``, ``size``,
+    ``min_instances``, ``max_instances``, ``idle_time_before_scale_down``, ``description``, ``tags``)."""
+
+    name: str
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
