@@ -13,6 +13,7 @@ Invalid files raise :class:`tiffin.errors.SpecError` naming the file and the fie
 """
 
 from ._base import SpecModel, is_remote_path
+from .assets import ASSET_SPEC_KINDS, Compute, DataAsset, EnvironmentAsset, ModelAsset
 from .batch import (
     JOB_SETTING_KEYS,
     SETTINGS_KEYS,
@@ -57,6 +58,7 @@ from .loader import (
 from .online import OnlineAuthMode, OnlineDeployment, OnlineEndpoint
 
 __all__ = [
+    "ASSET_SPEC_KINDS",
     "JOB_SETTING_KEYS",
     "SETTINGS_KEYS",
     "SPEC_KINDS",
@@ -68,13 +70,17 @@ __all__ = [
     "BatchRetrySettings",
     "BuildContext",
     "CodeConfiguration",
+    "Compute",
+    "DataAsset",
     "DefaultScaleSettings",
     "Environment",
+    "EnvironmentAsset",
     "EnvironmentRef",
     "InferenceConfig",
     "LoadedSpec",
     "LoggingLevel",
     "Model",
+    "ModelAsset",
     "ModelRef",
     "ModelType",
     "OnlineAuthMode",

@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import SpecError
 from ._base import UNION_TAGS, SpecModel, collect_ignored, resolve_paths, unknown_fields
+from .assets import ASSET_SPEC_KINDS, Compute, DataAsset, EnvironmentAsset, ModelAsset
 from .batch import SETTINGS_KEYS, BatchDeployment, BatchEndpoint
 from .online import OnlineDeployment, OnlineEndpoint
 
@@ -53,11 +54,20 @@ _SCHEMA_KINDS: dict[str, type[SpecModel]] = {
     "batchendpoint": BatchEndpoint,
     "batchdeployment": BatchDeployment,
     "modelbatchdeployment": BatchDeployment,
+    # Registered assets and computes (issue 12): Azure's model, environment, data and compute schemas.
+    "model": ModelAsset,
+    "environment": EnvironmentAsset,
+    "data": DataAsset,
+    "amlcompute": Compute,
+    "kubernetescompute": Compute,
+    "computeinstance": Compute,
 }
+_COMPUTE_TYPES = {"amlcompute": "amlcompute", "kubernetescompute": "kubernetes", "computeinstance": "computeinstance"}
 _PIPELINE_SCHEMA = "pipelinecomponentbatchdeployment"
 _KNOWN_SCHEMAS = (
     "managedOnlineEndpoint, kubernetesOnlineEndpoint, managedOnlineDeployment, kubernetesOnlineDeployment, "
-    "batchEndpoint, batchDeployment or modelBatchDeployment schemas"
+    "batchEndpoint, batchDeployment, modelBatchDeployment, model, environment, data, amlCompute, "
+    "kubernetesCompute or computeInstance schemas"
 )
 _SCHEMA_EXAMPLE = "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json"
 
@@ -445,8 +455,9 @@ def _build(
     overrides: Sequence[str],
     schema_hint: str | None,
 ) -> tuple[SpecModel, list[str], list[str], str | None]:
-    if kind is not None and kind not in SPEC_KINDS:
-        raise TypeError(f"kind must be one of {', '.join(k.__name__ for k in SPEC_KINDS)}, not {kind!r}")
+    if kind is not None and kind not in SPEC_KINDS + ASSET_SPEC_KINDS:
+        known = SPEC_KINDS + ASSET_SPEC_KINDS
+        raise TypeError(f"kind must be one of {', '.join(k.__name__ for k in known)}, not {kind!r}")
     data = dict(data)
     schema = data.pop("$schema", None)
     if schema is None:
@@ -482,6 +493,9 @@ def _build(
     # A Kubernetes deployment schema implies type: kubernetes, as Azure's CLI infers it.
     if kind is OnlineDeployment and schema and _schema_key(schema).startswith("kubernetes"):
         data.setdefault("type", "kubernetes")
+    # So does each compute schema its compute type.
+    if kind is Compute and schema and _schema_key(schema) in _COMPUTE_TYPES:
+        data.setdefault("type", _COMPUTE_TYPES[_schema_key(schema)])
     data = apply_overrides(data, overrides, source=source, kind=kind)
     try:
         spec = kind.model_validate(data)
@@ -500,7 +514,8 @@ def load_spec(path: str | Path, kind: None = None, overrides: Sequence[str] = ()
 def load_spec(path: str | Path, kind: type[T] | None = None, overrides: Sequence[str] = ()) -> LoadedSpec[Any]:
     """Load and validate a spec file copied from Azure (``$schema`` line and all).
 
-    ``kind`` is one of :data:`SPEC_KINDS`; when ``None`` it comes from the file's ``$schema`` URL
+    ``kind`` is one of :data:`SPEC_KINDS` or :data:`~tiffin.specs.assets.ASSET_SPEC_KINDS`; when ``None`` it
+    comes from the file's ``$schema`` URL
     (or, lacking one, a ``type: kubernetes``/``type: model`` key). ``overrides`` are az-style
     ``--set`` strings, applied before validation. Local paths in the spec become absolute,
     relative to the file's folder (overridden ones too, as in Azure's CLI).
