@@ -1,0 +1,137 @@
+"""Asset references in deployments (issue 12): Azure-shaped ids, references parsed in every form, curated
+environments, and (against a real store) references pinned at create and inlined where things run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiffin import resource_ids
+from tiffin.assets.curated import curated_environment, is_curated, known
+from tiffin.assets.references import parse_reference
+from tiffin.assets.resolve import asset_reference, pin_references
+from tiffin.errors import SpecError
+
+WORKSPACE = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tiffin"
+    "/providers/Microsoft.MachineLearningServices/workspaces/tiffin"
+)
+
+# --- ids ---------------------------------------------------------------------------------------------
+
+
+def test_ids_are_shaped_like_azures() -> None:
+    assert resource_ids.online_endpoint_id("ep") == f"{WORKSPACE}/onlineEndpoints/ep"
+    assert resource_ids.online_deployment_id("ep", "blue") == f"{WORKSPACE}/onlineEndpoints/ep/deployments/blue"
+    assert resource_ids.batch_endpoint_id("b") == f"{WORKSPACE}/batchEndpoints/b"
+    assert resource_ids.batch_deployment_id("b", "d") == f"{WORKSPACE}/batchEndpoints/b/deployments/d"
+    assert resource_ids.job_id("batchjob-1") == f"{WORKSPACE}/jobs/batchjob-1"
+    assert resource_ids.asset_id("model", "m", "3") == f"{WORKSPACE}/models/m/versions/3"
+    assert resource_ids.asset_id("environment", "e", "1") == f"{WORKSPACE}/environments/e/versions/1"
+    assert resource_ids.asset_id("data", "d", "2") == f"{WORKSPACE}/data/d/versions/2"
+    assert resource_ids.compute_id("batch-cluster") == f"{WORKSPACE}/computes/batch-cluster"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        resource_ids.asset_id("code", "c", "1")
+
+
+def test_an_asset_id_is_read_back_with_or_without_azureml_prefix() -> None:
+    model = resource_ids.asset_id("model", "sklearn-model", "7")
+    assert resource_ids.asset_of_id(model) == ("model", "sklearn-model", "7")
+    assert resource_ids.asset_of_id(f"azureml:{model}") == ("model", "sklearn-model", "7")
+    # An id copied from a real Azure workspace names the same asset here.
+    azure = (
+        "/subscriptions/1234/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
+        "/data/heart/versions/1"
+    )
+    assert resource_ids.asset_of_id(azure) == ("data", "heart", "1")
+    assert resource_ids.asset_of_id("/home/me/model") is None
+    assert resource_ids.asset_of_id(resource_ids.online_endpoint_id("ep")) is None
+
+
+# --- references in deployment fields -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "version"),
+    [
+        ("azureml:sklearn-model:3", "sklearn-model", "3"),
+        ("azureml:sklearn-model@latest", "sklearn-model", None),
+        (f"azureml:{WORKSPACE}/models/sklearn-model/versions/3", "sklearn-model", "3"),
+        (f"{WORKSPACE}/models/sklearn-model/versions/3", "sklearn-model", "3"),  # `show --query id -o tsv`
+    ],
+)
+def test_every_form_of_a_model_reference_is_read(text: str, name: str, version: str | None) -> None:
+    reference = asset_reference(text, "model", "model")
+    assert reference is not None
+    assert (reference.name, reference.version) == (name, version)
+
+
+@pytest.mark.parametrize("value", ["/home/me/model", "./model", "models:/m/1", "https://x/m", {"path": "m"}, None])
+def test_paths_uris_and_inline_assets_are_no_references(value: object) -> None:
+    assert asset_reference(value, "model", "model") is None
+
+
+def test_a_reference_to_another_kind_is_refused_naming_the_field() -> None:
+    with pytest.raises(SpecError, match=r"field 'model': .*names an environment; give a model here"):
+        asset_reference(f"{WORKSPACE}/environments/env/versions/1", "model", "model")
+
+
+def test_a_code_asset_reference_is_refused_saying_to_give_the_folder() -> None:
+    spec = {"name": "blue", "code_configuration": {"code": "azureml:score-code:1", "scoring_script": "score.py"}}
+    with pytest.raises(SpecError, match=r"code_configuration.code.*give the folder"):
+        pin_references(_NoStore(), spec)
+
+
+# --- curated environments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "version"),
+    [
+        ("azureml://registries/azureml/environments/sklearn-1.5/versions/12", "sklearn-1.5", "12"),
+        ("azureml://registries/azureml/environments/sklearn-1.5/labels/latest", "sklearn-1.5", None),
+        ("azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest", "sklearn-1.0", None),
+        ("azureml:AzureML-minimal-py311-inference:4", "minimal-py311-inference", "4"),
+    ],
+)
+def test_curated_environments_resolve_to_their_definition(text: str, name: str, version: str | None) -> None:
+    reference = parse_reference(text)
+    assert is_curated(reference)
+    environment = curated_environment(reference, "environment")
+    assert (environment.name, environment.version) == (name, version)
+    assert environment.python.startswith("3.")
+    assert any(p.startswith("scikit-learn") or p.startswith("azureml-inference") for p in environment.pip)
+    conda = environment.conda_file()
+    assert conda["dependencies"][0] == f"python={environment.python}"
+
+
+def test_the_curated_table_covers_the_common_frameworks() -> None:
+    names = " ".join(known())
+    for framework in ("sklearn", "lightgbm", "mlflow", "pytorch", "tensorflow", "minimal"):
+        assert framework in names
+    # xgboost has no curated environment of its own on Azure: lightgbm's holds it.
+    lightgbm = curated_environment(parse_reference("azureml:AzureML-lightgbm-3.3@latest"))
+    assert any(p.startswith("xgboost") for p in lightgbm.pip)
+
+
+def test_an_unknown_curated_environment_lists_the_known_ones() -> None:
+    with pytest.raises(SpecError) as caught:
+        curated_environment(parse_reference("azureml://registries/azureml/environments/nope/labels/latest"), "env")
+    assert "'nope'" in caught.value.message
+    assert "sklearn-1.5" in caught.value.message and "mlflow-py312-inference" in caught.value.message
+
+
+def test_a_curated_environment_is_pinned_as_its_registry_uri_without_the_store() -> None:
+    spec = {"name": "blue", "environment": "azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest"}
+    pinned = pin_references(_NoStore(), spec)
+    assert pinned["environment"] == "azureml://registries/azureml/environments/sklearn-1.0/labels/latest"
+    assert spec["environment"].startswith("azureml:AzureML-")  # the input is left as it was
+
+
+class _NoStore:
+    """A store that is never asked: references these tests pin need none."""
+
+    def get_asset(self, kind: str, name: str, version: str) -> object:
+        raise AssertionError("not asked")
+
+    def latest_asset(self, kind: str, name: str) -> object:
+        raise AssertionError("not asked")
