@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import PgServer, pg_database
 
-from tiffin.errors import SpecError
+from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, load_spec, parse_spec
+from tiffin.store import Store
 
 # --- specs ---------------------------------------------------------------------------------------
 
@@ -114,3 +119,146 @@ def test_asset_file_given_where_a_deployment_is_expected(tmp_path: Path) -> None
     path = _write(tmp_path, f"$schema: {SCHEMA.format('model')}\nname: m\npath: x\n")
     with pytest.raises(SpecError, match="describes a model"):
         load_spec(path, OnlineDeployment)
+
+
+# --- the store: versions as Azure keeps them, on SQLite and PostgreSQL ---------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TIFFIN_SECRET_KEY", raising=False)
+    if request.param == "sqlite":
+        with Store.open(f"sqlite:///{tmp_path / 'tiffin.db'}") as opened:
+            yield opened
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    with pg_database(server) as url, Store.open(url) as opened:
+        yield opened
+
+
+def _model(path: str = "/store/a", **extra: Any) -> dict[str, Any]:
+    return {"path": path, "type": "custom_model", **extra}
+
+
+def test_versions_are_numbered_when_left_out(store: Store) -> None:
+    assert store.create_asset("model", "m", _model()).version == "1"
+    assert store.create_asset("model", "m", _model("/b")).version == "2"
+    store.create_asset("model", "m", _model("/c"), version="10")
+    store.create_asset("model", "m", _model("/d"), version="beta")
+    assert store.create_asset("model", "m", _model("/e")).version == "11"
+    # Another kind, another name: their own numbers.
+    assert store.create_asset("data", "m", {"path": "/x", "type": "uri_folder"}).version == "1"
+    assert store.create_asset("model", "other", _model()).version == "1"
+
+
+def test_a_version_is_immutable_and_the_same_content_is_a_no_op(store: Store) -> None:
+    first = store.create_asset("model", "m", _model(description="one"), version="1", digest="sha256:aa")
+    again = store.create_asset(
+        "model", "m", _model(description="two", tags={"a": "b"}), version="1", digest="sha256:aa"
+    )
+    assert again == first  # description and tags may differ: still the same version, unchanged
+    with pytest.raises(ConflictError) as caught:
+        store.create_asset("model", "m", _model(), version="1", digest="sha256:bb")
+    message = str(caught.value)
+    assert "version 1 exists already" in message and "--version N" in message and "leave the version out" in message
+    with pytest.raises(ConflictError):
+        store.create_asset("model", "m", _model(type="mlflow_model"), version="1", digest="sha256:aa")
+
+
+def test_latest_is_the_highest_version_not_archived(store: Store) -> None:
+    for version in ("1", "2", "10", "rc"):
+        store.create_asset("model", "m", _model(f"/{version}"), version=version)
+    assert store.latest_asset("model", "m").version == "10"  # whole numbers compare as numbers
+    store.update_asset("model", "m", "10", archived=True)
+    assert store.latest_asset("model", "m").version == "2"
+    # Archived: hidden from list and @latest, still resolvable by exact version.
+    assert [r.version for r in store.list_assets("model", "m")] == ["2", "1", "rc"]
+    assert [r.version for r in store.list_assets("model", "m", include_archived=True)] == ["10", "2", "1", "rc"]
+    assert store.get_asset("model", "m", "10").archived is True
+    for version in ("1", "2", "rc"):
+        store.update_asset("model", "m", version, archived=True)
+    with pytest.raises(NotFoundError) as caught:
+        store.latest_asset("model", "m")
+    assert "every version of model 'm' is archived" in str(caught.value)
+    assert "tiffin model restore --name m --version 10" in str(caught.value)
+    assert store.list_assets("model") == []
+    store.update_asset("model", "m", "2", archived=False)
+    assert store.latest_asset("model", "m").version == "2"
+
+
+def test_list_without_a_name_gives_the_latest_of_each(store: Store) -> None:
+    store.create_asset("model", "b", _model())
+    store.create_asset("model", "b", _model("/2"))
+    store.create_asset("model", "a", _model())
+    store.create_asset("environment", "e", {"image": "python:3.11"})
+    listed = store.list_assets("model")
+    assert [(r.name, r.version) for r in listed] == [("a", "1"), ("b", "2")]
+
+
+def test_not_found_messages_name_the_list_command(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="`tiffin model list`"):
+        store.get_asset("model", "nope", "1")
+    store.create_asset("model", "m", _model())
+    with pytest.raises(NotFoundError, match="has no version 7; list its versions with `tiffin model list --name m`"):
+        store.get_asset("model", "m", "7")
+    with pytest.raises(NotFoundError, match="`tiffin data list`"):
+        store.latest_asset("data", "nope")
+
+
+def test_update_changes_only_what_may_change(store: Store) -> None:
+    store.create_asset("model", "m", _model(description="old"))
+    updated = store.update_asset("model", "m", "1", description="new", tags={"k": "v"}, stage="Production")
+    assert (updated.spec["description"], updated.spec["tags"], updated.spec["stage"]) == (
+        "new",
+        {"k": "v"},
+        "Production",
+    )
+    assert updated.spec["path"] == "/store/a"
+
+
+def test_delete_in_use_is_refused_naming_the_deployment(store: Store) -> None:
+    store.create_asset("model", "m", _model())
+    store.create_asset("model", "m", _model("/2"))
+    store.create_endpoint("online", "ep", {})
+    store.put_deployment("ep", "blue", "online", {"model": "azureml:m:1"})
+    with pytest.raises(ConflictError) as caught:
+        store.delete_asset("model", "m", "1")
+    assert "in use by deployment ep/blue" in str(caught.value)
+    assert "tiffin model archive --name m --version 1" in str(caught.value)
+    store.delete_asset("model", "m", "2")  # not in use
+    with pytest.raises(NotFoundError):
+        store.get_asset("model", "m", "2")
+    store.put_deployment("ep", "blue", "online", {"model": "azureml:m2:1"})
+    store.delete_asset("model", "m", "1")
+
+
+def test_auto_numbering_under_concurrent_writers(store: Store) -> None:
+    results: list[str] = []
+    start = threading.Barrier(4)
+
+    def register(i: int) -> None:
+        start.wait()
+        results.append(store.create_asset("model", "race", _model(f"/{i}")).version)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results, key=int) == ["1", "2", "3", "4"]
+
+
+def test_computes(store: Store) -> None:
+    created = store.put_compute("cpu", {"type": "amlcompute", "min_instances": 0, "max_instances": 2})
+    assert created.spec["name"] == "cpu"
+    assert store.update_compute("cpu", max_instances=4).spec["max_instances"] == 4
+    assert [c.name for c in store.list_computes()] == ["cpu"]
+    store.create_endpoint("batch", "bep", {})
+    store.put_deployment("bep", "d1", "batch", {"compute": "azureml:cpu"})
+    with pytest.raises(ConflictError, match="in use by batch deployment bep/d1"):
+        store.delete_compute("cpu")
+    store.put_deployment("bep", "d1", "batch", {"compute": "other"})
+    store.delete_compute("cpu")
+    with pytest.raises(NotFoundError, match="tiffin compute list"):
+        store.get_compute("cpu")

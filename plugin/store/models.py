@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Counter", "Deployment", "Endpoint", "Job", "MiniBatch", "Node", "UTCDateTime"]
+__all__ = ["Asset", "Base", "Compute", "Counter", "Deployment", "Endpoint", "Job", "MiniBatch", "Node", "UTCDateTime"]
 
 # Deterministic constraint names, so later migrations can refer to (and drop) them by name on every
 # backend.
@@ -192,3 +193,35 @@ class Node(Base):
     beat: Mapped[int] = mapped_column(BigInteger)
     heartbeat_at: Mapped[datetime]
     started_at: Mapped[datetime]
+
+
+class Asset(Base):
+    """One version of a registered model, environment or data asset (migration 0005).
+
+    The primary key is what an ``azureml:NAME:VERSION`` reference names, with the kind. A version never changes
+    once written, but for ``description``, ``tags`` and ``stage`` in ``spec``, and ``archived``.
+    """
+
+    __tablename__ = "assets"
+    __table_args__ = (CheckConstraint("kind IN ('model', 'environment', 'data')", name="kind"),)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    digest: Mapped[str | None] = mapped_column(String(80))
+    """The content store's name for its files (``sha256:...``); None for environments and remote data."""
+    archived: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Compute(Base):
+    """A registered compute (migration 0005): a record whose ``max_instances`` caps the batch deployments on it."""
+
+    __tablename__ = "computes"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

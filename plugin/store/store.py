@@ -8,6 +8,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from . import engine as _engine
+from .assets import AssetRepository
 from .cluster import ClusterRepository
 from .endpoints import EndpointRepository
 from .jobs import JobRepository
@@ -16,7 +17,7 @@ from .sealing import SecretBox, find_secret_box, seal_plaintext
 __all__ = ["Store"]
 
 
-class Store(EndpointRepository, JobRepository, ClusterRepository):
+class Store(EndpointRepository, JobRepository, ClusterRepository, AssetRepository):
     """Repository over the state database; hands out plain records, never ORM objects.
 
     Every method runs one short transaction. Writes to endpoints and deployments also bump the
@@ -26,8 +27,8 @@ class Store(EndpointRepository, JobRepository, ClusterRepository):
     """
 
     # Modules: .core (connection, transactions, the routing counter), .endpoints (endpoints, deployments,
-    # keys), .jobs (batch jobs, mini-batches), .cluster (servers sharing the store, owners); each a base class
-    # of this one.
+    # keys), .jobs (batch jobs, mini-batches), .cluster (servers sharing the store, owners), .assets (registered
+    # models, environments, data, computes); each a base class of this one.
 
     @classmethod
     def open(
