@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from tiffin.cli.assets import data_app, environment_app, model_app
 from tiffin.cli.batch import batch_deployment_app, batch_endpoint_app, job_app
+from tiffin.cli.compute import compute_app
 from tiffin.cli.online import online_deployment_app, online_endpoint_app
 from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit
@@ -32,6 +34,10 @@ app.add_typer(online_deployment_app, name="online-deployment")
 app.add_typer(batch_endpoint_app, name="batch-endpoint")
 app.add_typer(batch_deployment_app, name="batch-deployment")
 app.add_typer(job_app, name="job")
+app.add_typer(model_app, name="model")
+app.add_typer(environment_app, name="environment")
+app.add_typer(data_app, name="data")
+app.add_typer(compute_app, name="compute")
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ client.online_deployments.create_or_update(deployment, endpoint_name="my-endpoin
 print(client.online_endpoints.invoke("my-endpoint", body={"data": [[1, 2, 3]]}))
 """
 
+from ._assets import ComputeOperations, DataOperations, EnvironmentOperations, ModelOperations
 from ._batch import BatchDeploymentOperations, BatchEndpointOperations, JobOperations
 from ._client import TiffinClient
 from ._deployments import OnlineDeploymentOperations, Progress
@@ -17,7 +18,11 @@ from ._poller import Poller
 __all__ = [
     "BatchDeploymentOperations",
     "BatchEndpointOperations",
+    "ComputeOperations",
+    "DataOperations",
+    "EnvironmentOperations",
     "JobOperations",
+    "ModelOperations",
     "OnlineDeploymentOperations",
     "OnlineEndpointOperations",
     "Poller",

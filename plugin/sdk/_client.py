@@ -6,6 +6,7 @@ from types import TracebackType
 
 from tiffin.config import tiffin_url
 
+from ._assets import ComputeOperations, DataOperations, EnvironmentOperations, ModelOperations
 from ._batch import BatchDeploymentOperations, BatchEndpointOperations, JobOperations
 from ._deployments import OnlineDeploymentOperations
 from ._endpoints import OnlineEndpointOperations
@@ -25,6 +26,7 @@ class TiffinClient:
         print(client.online_endpoints.invoke("my-endpoint", "sample-request.json"))
         job = client.batch_endpoints.invoke("my-batch", input="data/")
         client.jobs.stream(job["name"], out=sys.stdout)
+        model = client.models.create_or_update(load_spec("model.yml").spec)  # registered: model["version"]
 
     ``url`` defaults to ``$TIFFIN_URL`` (``http://127.0.0.1:7700``); ``admin_token`` to
     ``$TIFFIN_ADMIN_TOKEN``, else the file ``tiffin serve`` writes. Errors the server answers are
@@ -39,6 +41,10 @@ class TiffinClient:
         self.batch_endpoints = BatchEndpointOperations(self._transport)
         self.batch_deployments = BatchDeploymentOperations(self._transport)
         self.jobs = JobOperations(self._transport)
+        self.models = ModelOperations(self._transport)
+        self.environments = EnvironmentOperations(self._transport)
+        self.data = DataOperations(self._transport)
+        self.compute = ComputeOperations(self._transport)
 
     def close(self) -> None:
         """Close the client's connections."""

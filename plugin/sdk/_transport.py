@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -116,6 +116,25 @@ class Transport:
         response = self._send(self._api, method, route, params=params)
         raise_for_status(response)
         return response
+
+    def stream_to(self, method: str, route: str, file: BinaryIO) -> None:
+        """Call the control plane and write the answer's body into ``file`` as it arrives (a large download
+        never sits in memory whole); an error answer raises as :meth:`request` does."""
+        try:
+            with self._api.stream(method, route) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_status(response)
+                for chunk in response.iter_bytes(1 << 20):
+                    file.write(chunk)
+        except httpx.ConnectError:
+            raise TiffinError(f"cannot reach tiffin at {self.url}; is `tiffin serve` running?") from None
+        except httpx.TimeoutException:
+            raise RequestTimeoutError(
+                f"tiffin at {self.url} did not answer within {self.timeout:g}s; try again, or raise the timeout"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise TiffinError(f"request to tiffin at {self.url} failed: {exc}") from None
 
     def score(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``content`` to a scoring URL; the raw answer (the caller decides what an error is)."""
