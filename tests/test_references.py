@@ -3,13 +3,19 @@ environments, and (against a real store) references pinned at create and inlined
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from tiffin import resource_ids
+from tiffin.api.batch import BatchControl
+from tiffin.api.control import ControlPlane
 from tiffin.assets.curated import curated_environment, is_curated, known
 from tiffin.assets.references import parse_reference
 from tiffin.assets.resolve import asset_reference, pin_references
 from tiffin.errors import SpecError
+from tiffin.store import Store
 
 WORKSPACE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tiffin"
@@ -135,3 +141,40 @@ class _NoStore:
 
     def latest_asset(self, kind: str, name: str) -> object:
         raise AssertionError("not asked")
+
+
+# --- ids on every show output of the control plane ---------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(home=tmp_path) as opened:
+        yield opened
+
+
+def test_show_outputs_carry_azure_shaped_ids(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text("def init():\n    pass\n\ndef run(mini_batch):\n    return []\n")
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    code = {"code": str(tmp_path / "code"), "scoring_script": "score.py"}
+    online = ControlPlane(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    assert online.create_endpoint({"name": "ep"})["id"] == resource_ids.online_endpoint_id("ep")
+    deployment, _ = online.put_deployment(
+        "ep", "blue", {"model": {"path": str(tmp_path / "model")}, "code_configuration": code}
+    )
+    assert deployment["id"] == resource_ids.online_deployment_id("ep", "blue")
+    assert online.get_deployment("ep", "blue")["id"] == deployment["id"]
+    assert [e["id"] for e in online.list_endpoints()] == [resource_ids.online_endpoint_id("ep")]
+    # A show output fed back (as scripts and SDK users do) keeps its id out of the stored spec.
+    online.put_deployment("ep", "blue", deployment)
+    assert "id" not in store.get_deployment("ep", "blue").spec
+
+    batch = BatchControl(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    assert batch.create_endpoint({"name": "be"})["id"] == resource_ids.batch_endpoint_id("be")
+    shown, _ = batch.put_deployment("be", "d", {"model": {"path": str(tmp_path / "model")}, "code_configuration": code})
+    assert shown["id"] == resource_ids.batch_deployment_id("be", "d")
+    assert batch.list_deployments("be")[0]["id"] == shown["id"]
+    job = batch.invoke("be", {"input": str(tmp_path / "in.csv")}, admin=True)
+    assert job["id"] == resource_ids.job_id(job["name"])
+    assert batch.get_job(job["name"])["id"] == job["id"]

@@ -18,8 +18,10 @@ from tiffin import config
 from tiffin.auth import Credentials
 from tiffin.batch import INPUT_TYPES, datastore_path, job_progress
 from tiffin.batch.inputs import is_within, resolve_confined, resolve_input
+from tiffin.batch.outputs import folder_archive
 from tiffin.errors import ConflictError, NotFoundError, SpecError, TiffinError
-from tiffin.paths import job_log_path
+from tiffin.paths import job_dir, job_log_path
+from tiffin.resource_ids import batch_deployment_id, batch_endpoint_id, job_id
 from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec, with_job_settings
 from tiffin.store import TERMINAL_JOB_STATUSES, DeploymentRecord, EndpointRecord, JobRecord, Store
 
@@ -30,7 +32,7 @@ __all__ = ["MAX_ERRORS_SHOWN", "BatchControl"]
 MAX_ERRORS_SHOWN = 20
 """How many mini-batch errors ``job show`` lists (the job log has them all)."""
 
-_ANSWER_FIELDS = frozenset({"provisioning_state", "scoring_uri", "kind", "created_at", "updated_at", "reason"})
+_ANSWER_FIELDS = frozenset({"id", "provisioning_state", "scoring_uri", "kind", "created_at", "updated_at", "reason"})
 _INVOKE_FIELDS = frozenset({"input", "input_type", "deployment_name", "inputs", "job_name", "settings", "output_path"})
 # Azure's job names: letters, digits, '-' and '_'. A name, never a path: the job's folder is named after it.
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
@@ -82,6 +84,7 @@ class BatchControl:
         """A batch endpoint as ``az ml batch-endpoint show`` prints it (never its keys)."""
         return {
             **record.spec,
+            "id": batch_endpoint_id(record.name),
             "name": record.name,
             "auth_mode": record.auth_mode,
             "defaults": record.spec.get("defaults") or {"deployment_name": None},
@@ -97,6 +100,7 @@ class BatchControl:
         """A batch deployment: its spec in Azure's (newer, ``settings:``) shape and its state."""
         return {
             **record.spec,
+            "id": batch_deployment_id(record.endpoint_name, record.name),
             "endpoint_name": record.endpoint_name,
             "provisioning_state": record.state,
             "created_at": _iso(record.created_at),
@@ -119,6 +123,7 @@ class BatchControl:
         if not outputs and output_path:  # not written yet: say where it will be, as Azure shows output_path
             outputs = {"score": {"type": "uri_folder", "path": output_path}}
         return {
+            "id": job_id(record.name),
             "name": record.name,
             "type": "batch",
             "status": record.status,
@@ -395,7 +400,8 @@ class BatchControl:
         return data, offset + len(data)
 
     def job_output(self, name: str, output_name: str = "score") -> Path:
-        """The file of a completed job's named output (Azure's ``score``)."""
+        """The file of a completed job's named output (Azure's ``score``); for an output that is a folder (what
+        a ``summary_only`` job's scoring code wrote into ``AZUREML_BI_OUTPUT_PATH``), a gzip'd tar of its files."""
         job = self.store.get_job(name)
         output = (job.outputs or {}).get(output_name)
         if output is None:
@@ -406,6 +412,10 @@ class BatchControl:
                 f"outputs: {', '.join(job.outputs or {}) or 'none'}"
             )
         path = Path(output["path"])
+        if output.get("type") == "uri_folder":
+            if not path.is_dir():
+                raise NotFoundError(f"the output folder of job '{name}' is gone from {path}")
+            return folder_archive(path, job_dir(self.home, name) / f"output-{output_name}.tar.gz")
         if not path.is_file():
             raise NotFoundError(f"the output file of job '{name}' is gone from {path}")
         return path

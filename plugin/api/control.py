@@ -23,6 +23,7 @@ from tiffin import config
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import model_mount, online_mount_identity, replica_log_path
+from tiffin.resource_ids import online_deployment_id, online_endpoint_id
 from tiffin.runners.factory import check_model, runner_kind
 from tiffin.specs import OnlineDeployment, OnlineEndpoint, parse_spec
 from tiffin.specs.traffic import check_traffic
@@ -42,9 +43,9 @@ _TRAFFIC_FIELDS = ("traffic", "mirror_traffic")
 # Fields the answers add to a spec. A body may be an earlier answer fed back (`show` output, or an SDK
 # `get` result changed and sent again, as azure-ai-ml users do); these are dropped, not kept as spec.
 _ENDPOINT_ANSWER_FIELDS = frozenset(
-    {"provisioning_state", "scoring_uri", "openapi_uri", "kind", "created_at", "updated_at"}
+    {"id", "provisioning_state", "scoring_uri", "openapi_uri", "kind", "created_at", "updated_at"}
 )
-_DEPLOYMENT_ANSWER_FIELDS = frozenset({"provisioning_state", "reason", "created_at", "updated_at"})
+_DEPLOYMENT_ANSWER_FIELDS = frozenset({"id", "provisioning_state", "reason", "created_at", "updated_at"})
 
 
 def credentials_json(record: EndpointRecord) -> dict[str, str]:
@@ -121,6 +122,7 @@ class ControlPlane:
     def endpoint_json(self, record: EndpointRecord) -> dict[str, Any]:
         """An endpoint as ``az ml online-endpoint show`` prints it; never its keys or token secret."""
         out: dict[str, Any] = {
+            "id": online_endpoint_id(record.name),
             "name": record.name,
             "description": record.spec.get("description"),
             "tags": record.spec.get("tags") or {},
@@ -144,6 +146,7 @@ class ControlPlane:
         """A deployment: its spec in Azure's shape plus its provisioning state (and why it failed)."""
         return {
             **record.spec,
+            "id": online_deployment_id(record.endpoint_name, record.name),
             "endpoint_name": record.endpoint_name,
             "provisioning_state": record.state,
             "reason": record.reason,
