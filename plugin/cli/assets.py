@@ -72,7 +72,10 @@ def parse_tags(given: Sequence[str] | None, extra: Sequence[str] = ()) -> dict[s
     """
     if not given:
         if extra:
-            raise typer.BadParameter(f"unexpected argument(s): {' '.join(extra)}", param_hint="--tags")
+            raise typer.BadParameter(
+                f"unexpected argument(s) {' '.join(extra)}: only --tags takes several values (--tags a=b c=d); "
+                "give each --set its own flag (--set a=1 --set b=2)"
+            )
         return None
     tags: dict[str, str] = {}
     for item in [*given, *extra]:
@@ -283,6 +286,10 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
         output: OutputOpt = OutputFormat.json,
         query: QueryOpt = None,
     ) -> None:
+        if version is None and label is None:
+            raise typer.BadParameter(
+                f"give --version V or --label latest (`tiffin {kind} list --name {name}` lists the versions)"
+            )
         with _client() as client:
             emit(getattr(client, operations).get(name, version, label), output, query)
 
