@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import PgServer, pg_database
 
+from tiffin.assets.blobs import blob_path, blobs_dir, release, store_tree
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, load_spec, parse_spec
 from tiffin.store import Store
@@ -262,3 +264,85 @@ def test_computes(store: Store) -> None:
     store.delete_compute("cpu")
     with pytest.raises(NotFoundError, match="tiffin compute list"):
         store.get_compute("cpu")
+
+
+# --- the content store ------------------------------------------------------------------------------------
+
+
+def _model_folder(root: Path, name: str = "model", content: bytes = b"weights") -> Path:
+    folder = root / name
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.pkl").write_bytes(content)
+    (folder / "sub" / "conf.json").write_text("{}")
+    (folder / "empty").mkdir()
+    return folder
+
+
+def test_content_is_stored_once_and_outlives_its_source(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = _model_folder(tmp_path / "a")
+    second = _model_folder(tmp_path / "b")
+    digest, stored = store_tree(home, first)
+    again, stored_again = store_tree(home, second)
+    assert (again, stored_again) == (digest, stored)  # same name, same content: one copy
+    assert stored == blob_path(home, digest) / "model"
+    assert len([p for p in blobs_dir(home).iterdir() if not p.name.startswith(".")]) == 1
+    assert not any((blobs_dir(home) / ".incoming").iterdir())
+    other, _ = store_tree(home, _model_folder(tmp_path / "c", content=b"other weights"))
+    assert other != digest
+    # Deleting the source leaves the stored files, with the same layout (the empty folder too).
+    shutil.rmtree(first)
+    shutil.rmtree(second)
+    assert (stored / "model.pkl").read_bytes() == b"weights"
+    assert (stored / "sub" / "conf.json").read_text() == "{}"
+    assert (stored / "empty").is_dir()
+
+
+def test_stored_files_are_read_only_links(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    source = _model_folder(tmp_path)
+    _, stored = store_tree(home, source)
+    stat_source, stat_stored = (source / "model.pkl").stat(), (stored / "model.pkl").stat()
+    assert stat_stored.st_ino == stat_source.st_ino  # a hard link: no file data written
+    assert stat_stored.st_mode & 0o222 == 0
+    assert (stored / "sub").stat().st_mode & 0o222 == 0
+    single_digest, single = store_tree(home, source / "sub" / "conf.json")
+    assert single.name == "conf.json" and single.read_text() == "{}"
+    assert single_digest != store_tree(home, source)[0]
+
+
+def test_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    source = _model_folder(tmp_path)
+    (source / "shadow").symlink_to(secret)
+    with pytest.raises(SpecError, match="outside the folder being registered"):
+        store_tree(home, source)
+    (source / "shadow").unlink()
+    (source / "dangling").symlink_to(tmp_path / "nothing")
+    with pytest.raises(SpecError, match="symbolic link to nothing"):
+        store_tree(home, source)
+    (source / "dangling").unlink()
+    (source / "loop").symlink_to(source, target_is_directory=True)
+    with pytest.raises(SpecError, match="symbolic link to a folder"):
+        store_tree(home, source)
+    (source / "loop").unlink()
+    # A link to a file inside the folder is stored as that file's content.
+    (source / "alias.pkl").symlink_to(source / "model.pkl")
+    _, stored = store_tree(home, source)
+    assert not (stored / "alias.pkl").is_symlink()
+    assert (stored / "alias.pkl").read_bytes() == b"weights"
+    assert not list(blobs_dir(home).glob("*/model/shadow"))
+
+
+def test_a_missing_source_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        store_tree(tmp_path / "home", tmp_path / "nope")
+
+
+def test_release_removes_the_content(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    digest, stored = store_tree(home, _model_folder(tmp_path))
+    release(home, digest)
+    assert not stored.exists()
