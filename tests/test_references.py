@@ -3,10 +3,14 @@ environments, and (against a real store) references pinned at create and inlined
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_sdk_cli
+from test_sdk_cli import PLAIN, Server
 
 from tiffin import resource_ids
 from tiffin.api.batch import BatchControl
@@ -178,3 +182,103 @@ def test_show_outputs_carry_azure_shaped_ids(store: Store, tmp_path: Path) -> No
     job = batch.invoke("be", {"input": str(tmp_path / "in.csv")}, admin=True)
     assert job["id"] == resource_ids.job_id(job["name"])
     assert batch.get_job(job["name"])["id"] == job["id"]
+
+
+# --- relative paths: a YAML's against its folder, --set values without a file against the current directory ---
+
+
+cli_server = test_sdk_cli.server
+"""A fixture: test_sdk_cli's server (control plane and gateway on a free loopback port, no supervisor)."""
+
+
+def _cli(target: Server, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tiffin.cli", *args],
+        env=target.env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def test_relative_model_paths_resolve_where_the_user_wrote_them(cli_server: Server, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "conf" / "model").mkdir(parents=True)
+    (work / "models").mkdir()
+    code = PLAIN / "code"
+    (work / "conf" / "deployment.yml").write_text(
+        f"name: blue\nendpoint_name: ep\nmodel: model\n"
+        f"code_configuration:\n  code: {code}\n  scoring_script: score.py\n"
+    )
+    assert _cli(cli_server, work, "online-endpoint", "create", "-n", "ep").returncode == 0
+    # A model given as a bare path in the YAML: against the file's folder, as Azure's CLI reads it.
+    done = _cli(cli_server, work, "online-deployment", "create", "-f", "conf/deployment.yml", "--no-wait")
+    assert done.returncode == 0, done.stderr
+    assert cli_server.store.get_deployment("ep", "blue").spec["model"] == str(work / "conf" / "model")
+    # --set with a file: against the file's folder too (Azure applies overrides to the file before loading it).
+    done = _cli(
+        cli_server,
+        work,
+        "online-deployment",
+        "update",
+        "-f",
+        "conf/deployment.yml",
+        "--set",
+        "model=../models",
+        "--no-wait",
+    )
+    assert done.returncode == 0, done.stderr
+    assert cli_server.store.get_deployment("ep", "blue").spec["model"] == str(work / "models")
+    # --set without a file: against the current directory, never tiffin's home or the server's directory.
+    done = _cli(
+        cli_server,
+        work / "conf",
+        "online-deployment",
+        "update",
+        "-n",
+        "blue",
+        "-e",
+        "ep",
+        "--set",
+        "model=model",
+        "--no-wait",
+    )
+    assert done.returncode == 0, done.stderr
+    assert cli_server.store.get_deployment("ep", "blue").spec["model"] == str(work / "conf" / "model")
+    done = _cli(
+        cli_server,
+        work,
+        "online-deployment",
+        "update",
+        "-n",
+        "blue",
+        "-e",
+        "ep",
+        "--set",
+        "code_configuration.code=conf",
+        "--no-wait",
+    )
+    assert done.returncode == 0, done.stderr
+    assert cli_server.store.get_deployment("ep", "blue").spec["code_configuration"]["code"] == str(work / "conf")
+
+
+def test_relative_batch_paths_given_with_set_resolve_against_the_current_directory(
+    cli_server: Server, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "score.py").write_text("def init():\n    pass\n\ndef run(mini_batch):\n    return []\n")
+    assert _cli(cli_server, work, "batch-endpoint", "create", "-n", "be").returncode == 0
+    (work / "deployment.yml").write_text(
+        f"name: d\nendpoint_name: be\nmodel:\n  path: models\n"
+        f"code_configuration:\n  code: {scripts}\n  scoring_script: score.py\n"
+    )
+    done = _cli(cli_server, work, "batch-deployment", "create", "-f", "deployment.yml")
+    assert done.returncode == 0, done.stderr
+    done = _cli(cli_server, tmp_path, "batch-deployment", "update", "-n", "d", "-e", "be", "--set", "model=work/models")
+    assert done.returncode == 0, done.stderr
+    assert cli_server.store.get_deployment("be", "d").spec["model"] == str(work / "models")

@@ -28,6 +28,7 @@ from tiffin.cli.online import (
     _client,
     _confirm_delete,
     _load,
+    changed_here,
 )
 from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err
 from tiffin.cli.output import OutputFormat, emit
@@ -117,7 +118,15 @@ def endpoint_delete(name: NameOpt, yes: YesOpt = False, no_wait: InstantNoWaitOp
 @batch_endpoint_app.command("invoke")
 def endpoint_invoke(
     name: NameOpt,
-    input: Annotated[str, typer.Option("--input", "-i", help="A folder, a file or a glob pattern of input files.")],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A folder, a file or a glob pattern of input files; a registered data asset (azureml:NAME@latest, "
+            "azureml:NAME:VERSION); azureml://datastores/NAME/paths/PATH; or an http(s):// file URL.",
+        ),
+    ],
     input_type: Annotated[
         str | None, typer.Option("--input-type", help="uri_folder or uri_file (default: what --input is).")
     ] = None,
@@ -236,7 +245,7 @@ def deployment_update(
     elif name is not None and endpoint_name is not None:
         with _client() as client:
             current = client.batch_deployments.get(name, endpoint_name)
-        data = apply_overrides(current, set_ or (), source=f"batch deployment '{name}'", kind=BatchDeployment)
+        data = changed_here(current, set_, BatchDeployment, f"batch deployment '{name}'")
     else:
         raise typer.BadParameter("without --file, name the deployment with --name and --endpoint-name")
     emit(_put(data, create=False, set_default=set_default), output, query)
@@ -326,14 +335,18 @@ def job_cancel(name: JobNameOpt, no_wait: InstantNoWaitOpt = False) -> None:
 def job_download(
     name: JobNameOpt,
     download_path: Annotated[Path, typer.Option("--download-path", "-p", help="Folder to write into.")] = Path("."),
-    output_name: Annotated[str, typer.Option("--output-name", help="Which output (Azure's: score).")] = "score",
+    output_name: Annotated[
+        str | None,
+        typer.Option("--output-name", help="Which output (Azure's: score), into DIR/named-outputs/NAME/ as az does."),
+    ] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Every output of the job and its log (job.log), as Azure's --all.")
     ] = False,
 ) -> None:
     """Write a completed job's output file (output_file_name, default predictions.csv) into --download-path.
 
-    With --all: every output of an ended job, and its log as job.log.
+    With --output-name score, as `az ml job download --output-name score`: into
+    DIR/named-outputs/score/predictions.csv. With --all: every output of an ended job, and its log as job.log.
     """
     with _client() as client:
         written = (
@@ -356,7 +369,7 @@ def _download_all(client: Any, name: str, folder: Path) -> list[Path]:
         err.print(f"job '{name}' is {status}: it has no outputs, only its log", highlight=False)
     for output in job.get("outputs") or {} if status == "Completed" else {}:
         try:
-            written.append(client.jobs.download(name, folder, output))
+            written.append(client.jobs.save_output(name, output, folder))
         except NotFoundError:  # summary_only writes no output file: the log is all there is
             err.print(f"job '{name}' wrote no file for output '{output}'", highlight=False)
     log_path = folder / "job.log"

@@ -22,7 +22,6 @@ from tiffin.specs import (
     OnlineDeployment,
     OnlineEndpoint,
     SpecModel,
-    apply_overrides,
     load_spec,
     parse_spec,
 )
@@ -318,8 +317,14 @@ def _current_spec(name: str | None, endpoint: str | None, overrides: list[str] |
         raise typer.BadParameter("without --file, name the deployment with --name and --endpoint-name")
     with _client() as client:
         current = client.online_deployments.get(name, endpoint)
-    # The server drops the fields it added (state, times) and validates the result.
-    return apply_overrides(current, overrides or (), source=f"deployment '{name}'", kind=OnlineDeployment)
+    return changed_here(current, overrides, OnlineDeployment, f"deployment '{name}'")
+
+
+def changed_here(current: dict[str, Any], overrides: list[str] | None, kind: type[S], source: str) -> dict[str, Any]:
+    """A deployment's spec as the server has it, ``--set`` overrides applied and relative paths among them made
+    absolute against the current directory, as Azure's CLI reads flag values without a file (the server would
+    read them from its own directory). The server drops the fields it added (state, times)."""
+    return parse_spec(current, kind, source, Path.cwd(), overrides=overrides or ()).spec.to_yaml_dict()
 
 
 def _check_exists(deployments: OnlineDeploymentOperations, name: str, endpoint: str, create: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import pydantic
 import yaml
 
 from ..errors import SpecError
-from ._base import UNION_TAGS, SpecModel, collect_ignored, resolve_paths, unknown_fields
+from ._base import UNION_TAGS, SpecModel, collect_ignored, is_remote_path, resolve_paths, unknown_fields
 from .assets import ASSET_SPEC_KINDS, Compute, DataAsset, EnvironmentAsset, ModelAsset
 from .batch import SETTINGS_KEYS, BatchDeployment, BatchEndpoint
 from .online import OnlineDeployment, OnlineEndpoint
@@ -504,7 +505,18 @@ def _build(
     refuse_unknown(spec, source, data)
     if base_dir is not None:
         resolve_paths(spec, base_dir)
+        _resolve_model_string(spec, base_dir)
     return spec, collect_ignored(spec), [], schema
+
+
+def _resolve_model_string(spec: SpecModel, base_dir: Path) -> None:
+    """A deployment's ``model: models`` (a bare local path, not a reference) made absolute against ``base_dir``,
+    as ``model.path`` is: left relative it was read from wherever the server or replica happened to run."""
+    model = getattr(spec, "model", None)
+    if isinstance(model, str) and model and not is_remote_path(model):
+        local = model.removeprefix("file:")
+        # normpath, not resolve(): pure, as resolve_paths is.
+        spec.model = os.path.normpath(base_dir / local)  # type: ignore[attr-defined]
 
 
 @overload
