@@ -11,6 +11,9 @@ __all__ = [
     "ADVERTISE_URL_ENV",
     "DEFAULT_URL",
     "INPUT_ROOTS_ENV",
+    "INPUT_URL_MAX_BYTES_ENV",
+    "INPUT_URL_PREFIXES_ENV",
+    "INPUT_URL_TIMEOUT_ENV",
     "JOBS_DIR_ENV",
     "MAX_INPUT_FILES_ENV",
     "MAX_INSTANCES_ENV",
@@ -21,6 +24,9 @@ __all__ = [
     "advertise_url",
     "configure_logging",
     "input_roots",
+    "input_url_max_bytes",
+    "input_url_prefixes",
+    "input_url_timeout",
     "jobs_root",
     "max_input_files",
     "max_instances",
@@ -53,6 +59,15 @@ INPUT_ROOTS_ENV = "TIFFIN_INPUT_ROOTS"
 """Folders (separated by ``:``, as ``PATH``) whose files a batch endpoint's key or token may score, besides
 ``$TIFFIN_HOME/datastores``; default none."""
 
+INPUT_URL_PREFIXES_ENV = "TIFFIN_INPUT_URL_PREFIXES"
+"""URL prefixes (separated by spaces or commas, e.g. ``https://data.example.com/public/``) under which a batch
+endpoint's key or token may give an ``http(s)://`` input; default none: only the admin token gives URLs."""
+
+INPUT_URL_MAX_BYTES_ENV = "TIFFIN_INPUT_URL_MAX_BYTES"
+"""The largest file an ``http(s)://`` batch input may download, in bytes; default 1 GiB."""
+
+INPUT_URL_TIMEOUT_ENV = "TIFFIN_INPUT_URL_TIMEOUT"
+"""How long downloading one ``http(s)://`` batch input may take, in seconds; default 600."""
 
 NODE_ID_ENV = "TIFFIN_NODE_ID"
 """This server's name among the servers sharing one store; default the host name and a digest of
@@ -114,6 +129,30 @@ def input_roots(environ: Mapping[str, str] = os.environ) -> tuple[Path, ...]:
             raise TiffinError(f"{INPUT_ROOTS_ENV} entry {entry!r} is not an absolute path; give absolute folders")
         roots.append(root)
     return tuple(roots)
+
+
+def input_url_prefixes(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """``$TIFFIN_INPUT_URL_PREFIXES``: the ``http(s)://`` prefixes an endpoint credential's inputs may be under."""
+    from tiffin.errors import TiffinError
+
+    prefixes = tuple(p for p in (environ.get(INPUT_URL_PREFIXES_ENV) or "").replace(",", " ").split() if p)
+    for prefix in prefixes:
+        if not prefix.startswith(("http://", "https://")) or "/" not in prefix.split("://", 1)[1]:
+            raise TiffinError(
+                f"{INPUT_URL_PREFIXES_ENV} entry {prefix!r} is not a URL prefix; give http(s)://HOST/PATH/ entries "
+                "(a host and a path ending in /)"
+            )
+    return prefixes
+
+
+def input_url_max_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_INPUT_URL_MAX_BYTES``: the cap on one downloaded batch input (default 1 GiB)."""
+    return _positive_int(environ, INPUT_URL_MAX_BYTES_ENV, 1 << 30)
+
+
+def input_url_timeout(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_INPUT_URL_TIMEOUT``: seconds one batch input's download may take (default 600)."""
+    return _positive_int(environ, INPUT_URL_TIMEOUT_ENV, 600)
 
 
 def tiffin_home(environ: Mapping[str, str] = os.environ) -> Path:

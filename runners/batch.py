@@ -8,14 +8,18 @@ Two scorers, chosen by :func:`batch_scorer_for` from a batch deployment spec:
   that succeeded, so fewer elements than inputs count the difference as failed.
 * :class:`MLflowBatchScorer`: an MLflow model with no script, Azure's behaviour: each CSV or parquet file is
   read into a DataFrame, ``predict`` is called once per file, and each prediction becomes a row
-  ``file,prediction`` (the file's name first, as Azure's output has it).
+  ``row,prediction,file``: the row's index in its file, the prediction as ``predict`` returned it, the file's
+  name (Azure's columns, read back by its notebooks with ``pd.read_csv(path, names=["row", "prediction",
+  "file"])``).
 
-Both write rows as CSV (:func:`write_rows`); the job's writer concatenates the mini-batches' parts.
+Rows are written as Azure's batch driver (ParallelRunStep's ``append_row``) writes what ``run()`` returns
+(:func:`write_rows`): a DataFrame's rows separated by spaces, without header or index (Azure's notebooks read
+them with ``pd.read_csv(path, header=None, names=[...], sep=" ")``); a list's elements one per line, each as
+``str(element)``. The job's writer concatenates the mini-batches' parts.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -107,7 +111,7 @@ class MLflowBatchScorer:
             raise RunnerLoadError(f"cannot load the MLflow model {self.model_uri}: {exc}") from exc
 
     def score(self, items: Sequence[str]) -> BatchOutput:
-        """Read each file, predict, and write ``file,prediction`` rows in the files' row order."""
+        """Read each file, predict, and write ``row,prediction,file`` rows in the files' row order."""
         import pandas as pd
 
         model = self._state["model"]
@@ -116,7 +120,8 @@ class MLflowBatchScorer:
             data = _read_table(path)
             predictions = model.predict(data)
             frame = _prediction_frame(predictions, len(data))
-            frame.insert(0, "file", os.path.basename(path))
+            frame.insert(0, "row", range(len(frame)))
+            frame["file"] = os.path.basename(path)
             frames.append(frame)
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return BatchOutput(_frame_csv(out), len(out))
@@ -176,28 +181,18 @@ def _prediction_frame(predictions: Any, rows: int) -> Any:
 
 
 def write_rows(result: Any) -> tuple[bytes, int]:
-    """``run()``'s result as CSV text and its row count: a DataFrame's rows (no header, no index), or one
-    row per list element (a list or tuple element spreads over columns; a dict becomes its JSON text)."""
+    """``run()``'s result as Azure's ``append_row`` writes it, and its row count: a DataFrame's rows with their
+    values separated by spaces (no header, no index; a value holding a space is quoted, so
+    ``pd.read_csv(path, header=None, sep=" ")`` reads it back), or one line per list element, ``str(element)``
+    (so a list ``["a.csv", 1]`` is the line ``['a.csv', 1]``, as Azure writes it)."""
     if type(result).__name__ == "DataFrame" and hasattr(result, "to_csv"):
-        return result.to_csv(header=False, index=False).encode(), len(result)
+        return result.to_csv(sep=" ", header=False, index=False, lineterminator="\n").encode(), len(result)
     if isinstance(result, str | bytes) or not (isinstance(result, Sequence) or hasattr(result, "tolist")):
         raise ScoringError(
             f"run() returned {type(result).__name__}; return a list or a pandas DataFrame with one row per input"
         )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    count = 0
-    for element in result:
-        if isinstance(element, list | tuple):
-            writer.writerow(element)
-        elif hasattr(element, "tolist") and getattr(element, "ndim", 0) >= 1:  # a numpy row, as a list
-            writer.writerow(element.tolist())
-        elif isinstance(element, dict):
-            writer.writerow([json.dumps(element, default=str)])
-        else:
-            writer.writerow([element.decode() if isinstance(element, bytes) else element])
-        count += 1
-    return buffer.getvalue().encode(), count
+    lines = [str(element) for element in result]
+    return "".join(f"{line}\n" for line in lines).encode(), len(lines)
 
 
 def batch_scorer_for(deployment: Any, *, model_dir: Path | None) -> BatchScorer:

@@ -11,6 +11,7 @@ Every wait polls with a deadline; nothing is asserted from a sleep.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import io
@@ -139,7 +140,15 @@ def csv_inputs(folder: Path, count: int, rows: int = 5) -> dict[str, list[str]]:
 
 
 def read_rows(path: Path) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(path.read_text())))
+    """The output file's rows as Azure's append_row writes them, each value as text: a list element per line
+    (its Python literal), or a DataFrame's rows with values separated by spaces."""
+    rows: list[list[str]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith(("[", "(")):
+            rows.append([str(value) for value in ast.literal_eval(line)])
+        else:
+            rows.extend(csv.reader([line], delimiter=" "))
+    return rows
 
 
 def by_file(rows: list[list[str]]) -> dict[str, list[str]]:
@@ -350,33 +359,33 @@ def test_datastore_uris_name_folders_of_tiffins_home(tmp_path: Path) -> None:
     assert info.value.field == "output_path"
 
 
-def test_write_rows_list_of_lists_spreads_over_columns() -> None:
-    assert write_rows([["a.csv", 1, 2.5], ("b.csv", "x,y", None)]) == (b'a.csv,1,2.5\nb.csv,"x,y",\n', 2)
-
-
-def test_write_rows_list_of_scalars_and_dicts_one_row_each() -> None:
-    assert write_rows([1, "two", b"three", 4.5]) == (b"1\ntwo\nthree\n4.5\n", 4)
-    data, count = write_rows([{"file": "a", "score": 1}])
-    assert count == 1
-    assert json.loads(next(csv.reader(io.StringIO(data.decode())))[0]) == {"file": "a", "score": 1}
+def test_write_rows_writes_each_list_element_as_its_str_on_a_line() -> None:
+    # Azure's append_row writes str(element) per line: a list row is its Python literal (Azure's docs read the
+    # file back with ast.literal_eval).
+    rows = [["a.csv", 1, 2.5], ("b.csv", "x,y", None)]
+    assert write_rows(rows) == (b"['a.csv', 1, 2.5]\n('b.csv', 'x,y', None)\n", 2)
+    assert write_rows([1, "two", 4.5]) == (b"1\ntwo\n4.5\n", 3)
+    assert write_rows([{"file": "a", "score": 1}]) == (b"{'file': 'a', 'score': 1}\n", 1)
     assert write_rows([]) == (b"", 0)
 
 
-def test_write_rows_dataframe_and_1d_array_without_header_or_index() -> None:
+def test_write_rows_dataframe_separated_by_spaces_without_header_or_index() -> None:
     import numpy as np
     import pandas as pd
 
-    frame = pd.DataFrame({"file": ["a.csv", "b.csv"], "score": [0.5, 1.5]}, index=[10, 20])
-    assert write_rows(frame) == (b"a.csv,0.5\nb.csv,1.5\n", 2)
+    frame = pd.DataFrame({"file": ["a.csv", "b c.csv"], "score": [0.5, 1.5]}, index=[10, 20])
+    assert write_rows(frame) == (b'a.csv 0.5\n"b c.csv" 1.5\n', 2)
+    # Read back as Azure's notebooks read a DataFrame's rows.
+    back = pd.read_csv(io.BytesIO(write_rows(frame)[0]), header=None, names=["file", "score"], sep=" ")
+    assert back.to_dict("list") == {"file": ["a.csv", "b c.csv"], "score": [0.5, 1.5]}
     assert write_rows(np.array([0.5, 1.5])) == (b"0.5\n1.5\n", 2)
 
 
-def test_write_rows_numpy_rows_spread_over_columns_as_lists_do() -> None:
+def test_write_rows_numpy_rows_are_written_as_their_str() -> None:
     import numpy as np
 
-    # run() returning model.predict_proba(...) (a 2-D array), or a list of per-file arrays.
-    assert write_rows(np.array([[1, 2], [3, 4]])) == (b"1,2\n3,4\n", 2)
-    assert write_rows([np.array([0.25, 0.75]), np.array([1.0, 0.0])]) == (b"0.25,0.75\n1.0,0.0\n", 2)
+    # run() returning model.predict_proba(...) (a 2-D array): each row is one element, written as str() does.
+    assert write_rows(np.array([[1, 2], [3, 4]])) == (b"[1 2]\n[3 4]\n", 2)
 
 
 @pytest.mark.parametrize("value", [None, 42, "a,b", b"bytes", {"a": 1}, 3.5, object()])
@@ -395,7 +404,7 @@ def test_script_scorer_counts_missing_rows_as_failed_inputs(tmp_path: Path) -> N
     scorer = ScriptBatchScorer(tmp_path, "score.py")
     scorer.load()
     output = scorer.score(["/x/a", "/x/skip-b", "/x/c"])
-    assert (output.csv, output.rows, output.failed_items) == (b"/x/a,1\n/x/c,1\n", 2, 1)
+    assert (output.csv, output.rows, output.failed_items) == (b"['/x/a', 1]\n['/x/c', 1]\n", 2, 1)
     with pytest.raises(ScoringError, match="returned None"):
         scorer.score(["/x/none"])
 
@@ -531,13 +540,18 @@ def test_mlflow_model_without_script_scores_every_row(batch_server: Any, tmp_pat
     assert final["status"] == "Completed", (final, job_log(server, job["name"]))
     assert final["progress"]["items_total"] == 3
     assert final["progress"]["rows_scored"] == sum(sizes.values())
-    rows = output_rows(server, job["name"], tmp_path)
-    assert len(rows) == sum(sizes.values()), "one output row per input row"
-    assert all(len(row) == 2 for row in rows), rows[:3]
-    assert Counter(row[0] for row in rows) == sizes, "the file's name comes first"
+    import pandas as pd
+
+    with server.client() as client:
+        target = client.jobs.download(job["name"], tmp_path / "dl")
+    # Read as Azure's heart-classifier-mlflow notebook reads it: row (in its file), prediction, file.
+    score = pd.read_csv(target, names=["row", "prediction", "file"])
+    assert len(score) == sum(sizes.values()), "one output row per input row"
+    assert Counter(score["file"]) == sizes
     for name, predictions in expected.items():
-        got = [float(row[1]) for row in rows if row[0] == name]
-        assert got == pytest.approx(predictions, rel=1e-9, abs=1e-12), name
+        rows = score[score["file"] == name]
+        assert rows["row"].tolist() == list(range(sizes[name])), name
+        assert rows["prediction"].tolist() == pytest.approx(predictions, rel=1e-9, abs=1e-12), name
 
 
 # --- 4-7. failures, retries, timeouts, summary_only ------------------------------------------------

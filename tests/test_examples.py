@@ -136,10 +136,17 @@ def test_batch_example_scores_with_an_mlflow_model_and_azures_batch_driver(tmp_p
     inputs = sorted((EXAMPLES / "batch" / "data").glob("*.csv"))
     expected_rows = sum(len(pd.read_csv(f)) for f in inputs)
     outputs = {}
-    for deployment in ("mlflow", "script"):
-        frame = pd.read_csv(EXAMPLES / "batch" / "out" / deployment / "predictions.csv", header=None)
+    out = EXAMPLES / "batch" / "out"
+    # Read as Azure's notebooks read them: the MLflow deployment's rows are row,prediction,file; the script's
+    # DataFrame rows are separated by spaces.
+    mlflow = pd.read_csv(
+        out / "mlflow" / "named-outputs" / "score" / "predictions.csv", names=["row", "prediction", "file"]
+    )
+    script = pd.read_csv(out / "script" / "named-outputs" / "score" / "predictions.csv", header=None,
+                         names=["file", "prediction"], sep=" ")  # fmt: skip
+    for deployment, frame in (("mlflow", mlflow[["file", "prediction"]]), ("script", script)):
         assert len(frame) == expected_rows
-        outputs[deployment] = frame.set_axis(["file", "prediction"], axis=1).sort_values(["file", "prediction"])
+        outputs[deployment] = frame.sort_values(["file", "prediction"])
     assert set(outputs["mlflow"]["file"]) == {f.name for f in inputs}
     pd.testing.assert_frame_equal(outputs["mlflow"].reset_index(drop=True), outputs["script"].reset_index(drop=True))
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "home")], capture_output=True, text=True).stdout

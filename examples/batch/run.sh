@@ -32,8 +32,8 @@ for deployment in mlflow script; do
   echo "job $job on deployment $deployment"
   "$tiffin" job stream -n "$job" >/dev/null
   "$tiffin" job show -n "$job" --query "{status: status, progress: progress}" -o json
-  "$tiffin" job download -n "$job" --download-path "$here/out/$deployment"
-  echo "rows in out/$deployment/predictions.csv: $(wc -l < "$here/out/$deployment/predictions.csv")"
+  "$tiffin" job download -n "$job" --output-name score --download-path "$here/out/$deployment"
+  echo "rows in out/$deployment/named-outputs/score/predictions.csv: $(wc -l < "$here/out/$deployment/named-outputs/score/predictions.csv")"
 done
 echo "done: outputs in $here/out/"
 trap - EXIT INT TERM

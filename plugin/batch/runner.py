@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tiffin import config
+from tiffin.batch.downloads import UrlLimits, fetch_url
 from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
 from tiffin.batch.pool import LocalPool, Pool
 from tiffin.errors import SpecError, TiffinError
@@ -109,6 +110,9 @@ class JobRunner:
         deployment = parse_spec(job.spec or {}, BatchDeployment, f"batch deployment of job {self.name}").spec
         settings = deployment.settings
         files = list(job.inputs.get("files", []))
+        url = job.inputs.get("url")
+        if url and not files and not self.store.mini_batches(self.name):  # planned once: a resumed job has its file
+            files = [self._download(str(url), follow_redirects=bool(job.inputs.get("url_redirects")))]
         batches = self.store.plan_job(self.name, [list(b.items) for b in plan(files, settings.mini_batch_size)])
         writes = settings.output_action == "append_row"
         parts = folder / "parts"
@@ -125,7 +129,13 @@ class JobRunner:
             f"job {self.name}: {len(files)} input file(s), {len(batches)} mini-batch(es) of {settings.mini_batch_size}"
             + (f"; resuming, {len(batches) - len(pending)} already done" if len(pending) < len(batches) else "")
         )
+        output_path = job.inputs.get("output_path")
+        outputs = Path(output_path) if output_path else folder / "outputs"
         if pending:
+            try:  # the scoring code may write its own files there (AZUREML_BI_OUTPUT_PATH), as on Azure
+                outputs.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _JobFailed(f"cannot create the output folder {outputs}: {exc.strerror or exc}") from None
             wanted = deployment.instance_count * settings.max_concurrency_per_instance
             if wanted > self.max_workers:
                 self._say(
@@ -133,15 +143,13 @@ class JobRunner:
                     f"{config.MAX_WORKERS_ENV} ({self.max_workers}); running {self.max_workers} at most"
                 )
             size = min(wanted, self.max_workers, len(pending))
-            pool = self._pool(size, job, deployment)
+            pool = self._pool(size, job, deployment, outputs)
             try:
                 outcome = self._drive(pool, pending, items, attempts, failed_items, settings, parts if writes else None)
             finally:
                 pool.close()
             if outcome is not None:
                 return outcome
-        output_path = job.inputs.get("output_path")
-        outputs = Path(output_path) if output_path else folder / "outputs"
         return self._complete(folder, outputs, settings.output_file_name if writes else None)
 
     def _drive(
@@ -256,11 +264,12 @@ class JobRunner:
                     failure(index, f"timed out after {timeout_s}s (retry_settings.timeout); the worker was killed")
         return None
 
-    def _pool(self, size: int, job: JobRecord, deployment: BatchDeployment) -> Pool:
+    def _pool(self, size: int, job: JobRecord, deployment: BatchDeployment, outputs: Path) -> Pool:
         settings = {
             "spec": job.spec,
             "home": str(self.home),
             "identity": batch_mount_identity(job.endpoint_name, deployment.name, (job.spec or {}).get("model")),
+            "output_path": str(outputs),
         }
         overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
         address = overrides.get(RAY_ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)
@@ -272,6 +281,17 @@ class JobRunner:
         self._say(f"starting {size} worker process(es)")
         log, pids = job_log_path(self.home, self.name), job_dir(self.home, self.name) / "workers"
         return LocalPool(size=size, job=self.name, settings=settings, log=log, env=overrides, pid_dir=pids)
+
+    def _download(self, url: str, *, follow_redirects: bool) -> str:
+        """The local copy of an ``http(s)://`` input (:mod:`tiffin.batch.downloads`), downloaded now if need be."""
+        limits = UrlLimits(max_bytes=config.input_url_max_bytes(), timeout_s=config.input_url_timeout())
+        self._say(f"fetching {url}")
+        try:
+            path, said = fetch_url(url, self.home, limits, follow_redirects=follow_redirects)
+        except TiffinError as exc:
+            raise _JobFailed(exc.message) from None
+        self._say(said)
+        return str(path)
 
     # --- the end -------------------------------------------------------------------------------------
 
@@ -296,6 +316,8 @@ class JobRunner:
                     tmp.unlink(missing_ok=True)
                 raise _JobFailed(f"cannot write the output {target}: {exc.strerror or exc}") from None
             outputs["score"] = {"type": "uri_file", "path": str(target), "output_file_name": output_file_name}
+        elif _has_files(output_folder):  # summary_only: what the scoring code wrote into AZUREML_BI_OUTPUT_PATH
+            outputs["score"] = {"type": "uri_folder", "path": str(output_folder)}
         progress = job_progress(self.store, self.name)
         self._say(
             f"completed: {progress.done}/{progress.total} mini-batches, {progress.rows} row(s), "
@@ -321,6 +343,13 @@ class JobRunner:
         if self._log is not None:
             self._log.write(f"{stamp} tiffin: {line}\n".encode())
             self._log.flush()
+
+
+def _has_files(folder: Path) -> bool:
+    try:
+        return any(entry.is_file() for entry in folder.rglob("*"))
+    except OSError:
+        return False
 
 
 def _part(parts: Path | None, index: int) -> Path:

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerSettings", "make_scorer", "run_worker", "serve", "write_part"]
+__all__ = ["OUTPUT_PATH_ENV", "WorkerSettings", "make_scorer", "run_worker", "serve", "write_part"]
 
 
 def write_part(path: Path, data: bytes) -> None:
@@ -41,9 +41,15 @@ def write_part(path: Path, data: bytes) -> None:
 
 
 WorkerSettings = dict[str, Any]
-"""``{"spec": batch deployment spec (dict), "home": TIFFIN_HOME, "identity": "batch/ENDPOINT/DEPLOYMENT/MODEL"}``.
+"""``{"spec": batch deployment spec (dict), "home": TIFFIN_HOME, "identity": "batch/ENDPOINT/DEPLOYMENT/MODEL",
+"output_path": the job's output folder}``.
 
-``identity`` is the model mount's (:func:`tiffin.paths.batch_mount_identity`)."""
+``identity`` is the model mount's (:func:`tiffin.paths.batch_mount_identity`). ``output_path`` becomes
+``AZUREML_BI_OUTPUT_PATH``, as Azure's batch driver sets it: the folder of the job's ``score`` output, where
+``append_row`` puts ``output_file_name`` and where scoring code writes files of its own (Azure's "custom
+outputs": a ``summary_only`` deployment writing one file per input there)."""
+
+OUTPUT_PATH_ENV = "AZUREML_BI_OUTPUT_PATH"
 
 
 def make_scorer(settings: WorkerSettings) -> Any:
@@ -55,6 +61,8 @@ def make_scorer(settings: WorkerSettings) -> Any:
     from tiffin.specs import BatchDeployment, parse_spec
 
     deployment = parse_spec(settings["spec"], BatchDeployment, "batch deployment").spec
+    if settings.get("output_path"):  # set before init() runs: Azure's scripts read it there
+        os.environ[OUTPUT_PATH_ENV] = settings["output_path"]
     model_dir = None
     if not is_mlflow_model(deployment):
         model_dir = stage_model(deployment, model_mounts_dir(Path(settings["home"])), identity=settings["identity"])

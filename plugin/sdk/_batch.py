@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,8 +32,10 @@ def _spec(kind: type, value: Any, label: str) -> dict[str, Any]:
 
 
 def absolute_input(value: str) -> str:
-    """A local input path (folder, file or glob) made absolute: the server does not share our directory."""
-    if "://" in value or value.startswith("azureml:"):
+    """A local input path (folder, file or glob) made absolute: the server does not share our directory. URIs,
+    ``azureml:`` references and a data asset's resource id (``/subscriptions/.../data/NAME/versions/V``, as
+    ``client.data.get(...)["id"]`` gives it) go as they are."""
+    if "://" in value or value.startswith(("azureml:", "/subscriptions/")):
         return value
     return os.path.abspath(os.path.expanduser(value))
 
@@ -83,7 +87,7 @@ class BatchEndpointOperations:
     def invoke(
         self,
         endpoint_name: str,
-        input: str | os.PathLike[str],
+        input: str | os.PathLike[str] | Mapping[str, Any] | Any,
         *,
         deployment_name: str | None = None,
         input_type: str | None = None,
@@ -92,12 +96,23 @@ class BatchEndpointOperations:
         settings: Mapping[str, Any] | None = None,
         output_path: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
-        """Start a job over ``input`` (a folder, a file or a glob pattern); returns the queued job at once.
+        """Start a job over ``input``; returns the queued job at once.
+
+        ``input`` is a folder, a file or a glob pattern; a registered data asset (``"azureml:NAME@latest"``,
+        ``"azureml:NAME:V"``, its resource id); ``azureml://datastores/NAME/paths/PATH``; an ``http(s)://`` file
+        URL; or, as azure-ai-ml takes it, an object with ``path`` (and ``type``: ``uri_folder``/``uri_file``),
+        such as ``Input(type="uri_folder", path=data["id"])`` or ``{"type": "uri_file", "path": URL}``.
 
         ``settings`` changes the deployment's settings for this job only (``{"mini_batch_size": 20,
         "instance_count": 2, "output_file_name": "scores.csv"}``); ``output_path`` is a folder the output
         file is written into instead of the job's own folder.
         """
+        if not isinstance(input, str | os.PathLike):  # Azure's Input(type=..., path=...), or a mapping like it
+            given = input if isinstance(input, Mapping) else {"path": getattr(input, "path", None),
+                                                              "type": getattr(input, "type", None)}  # fmt: skip
+            if not given.get("path"):
+                raise SpecError("needs a path: a folder, a file, a data asset reference or a URL", field="input")
+            input, input_type = given["path"], input_type or given.get("type")
         body: dict[str, Any] = {"input": absolute_input(os.fspath(input))}
         for key, value in (("deployment_name", deployment_name), ("input_type", input_type), ("job_name", job_name)):
             if value is not None:
@@ -216,15 +231,34 @@ class JobOperations:
         """Block until the job ends; the final job."""
         return self.stream(name, timeout=timeout)
 
-    def download(self, name: str, download_path: str | os.PathLike[str] = ".", output_name: str = "score") -> Path:
-        """Write the job's output file into ``download_path``; returns the file written."""
+    def download(self, name: str, download_path: str | os.PathLike[str] = ".", output_name: str | None = None) -> Path:
+        """Write the job's output into ``download_path``; returns the file (or folder) written.
+
+        With ``output_name`` (Azure's ``score``), as azure-ai-ml's ``jobs.download`` lays it out:
+        ``download_path/named-outputs/score/predictions.csv``. Without it, the ``score`` output's file goes
+        straight into ``download_path`` (``download_path/predictions.csv``).
+        """
+        if output_name is None:
+            return self.save_output(name, "score", download_path)
+        return self.save_output(name, output_name, Path(download_path) / "named-outputs" / output_name)
+
+    def save_output(self, name: str, output_name: str, folder: str | os.PathLike[str]) -> Path:
+        """Write output ``output_name`` of the job into ``folder`` itself; returns the file (or folder) written.
+
+        An output that is a folder (what a ``summary_only`` job's scoring code wrote into
+        ``AZUREML_BI_OUTPUT_PATH``) comes as a gzip'd tar and is unpacked into ``folder``.
+        """
+        kind = ((self.get(name).get("outputs") or {}).get(output_name) or {}).get("type")
         response = self._t.response("GET", path("jobs", name, "outputs", output_name))
-        folder = Path(download_path)
-        folder.mkdir(parents=True, exist_ok=True)
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        if kind == "uri_folder":
+            with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
+                tar.extractall(target, filter="data")  # plain files under the folder only
+            return target
         filename = _attachment_name(response.headers.get("content-disposition", "")) or "predictions.csv"
-        target = folder / filename
-        target.write_bytes(response.content)
-        return target
+        (target / filename).write_bytes(response.content)
+        return target / filename
 
 
 def _attachment_name(disposition: str) -> str | None:
