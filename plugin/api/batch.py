@@ -17,8 +17,9 @@ from typing import Any
 from tiffin import config
 from tiffin.auth import Credentials
 from tiffin.batch import INPUT_TYPES, datastore_path, job_progress
-from tiffin.batch.inputs import is_within, resolve_confined, resolve_input
+from tiffin.batch.inputs import is_within
 from tiffin.batch.outputs import folder_archive
+from tiffin.batch.sources import InputPolicy, resolve_job_input
 from tiffin.errors import ConflictError, NotFoundError, SpecError, TiffinError
 from tiffin.paths import job_dir, job_log_path
 from tiffin.resource_ids import batch_deployment_id, batch_endpoint_id, job_id
@@ -55,7 +56,8 @@ class BatchControl:
     The server's limits default to its settings (:mod:`tiffin.config`): ``input_roots``
     (``TIFFIN_INPUT_ROOTS``: where an endpoint credential's inputs may be, besides ``home/datastores``),
     ``max_workers`` and ``max_instances`` (a job's ``instance_count * max_concurrency_per_instance`` and
-    ``instance_count``), ``max_input_files`` (one job's input files).
+    ``instance_count``), ``max_input_files`` (one job's input files), ``url_prefixes``
+    (``TIFFIN_INPUT_URL_PREFIXES``: where an endpoint credential's ``http(s)://`` inputs may be).
     """
 
     def __init__(
@@ -68,12 +70,14 @@ class BatchControl:
         max_workers: int | None = None,
         max_instances: int | None = None,
         max_input_files: int | None = None,
+        url_prefixes: Sequence[str] | None = None,
     ) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.home = home
         self.datastores = home / "datastores"
         self.input_roots = (self.datastores, *(config.input_roots() if input_roots is None else input_roots))
+        self.url_prefixes = tuple(config.input_url_prefixes() if url_prefixes is None else url_prefixes)
         self.max_workers = max_workers or config.max_workers()
         self.max_instances = max_instances or config.max_instances()
         self.max_input_files = max_input_files or config.max_input_files()
@@ -326,24 +330,16 @@ class BatchControl:
                 self._check_workers(loaded.spec)
             spec = loaded.spec.to_yaml_dict()
         # Listing the input is the costly check (up to TIFFIN_MAX_INPUT_FILES files, 10 s): last.
-        local = datastore_path(source, self.home)
-        where = str(local) if local is not None else source
-        limits = {"max_files": self.max_input_files}
-        files = (
-            resolve_input(where, input_type, **limits)
-            if admin
-            else resolve_confined(where, self.input_roots, input_type, **limits)
-        )
+        policy = InputPolicy(admin, self.input_roots, self.url_prefixes, self.max_input_files)
+        given = resolve_job_input(source, input_type, store=self.store, home=self.home, policy=policy)
         if literals:
             settings = dict(spec.get("settings") or {})
             env = dict(settings.get("environment_variables") or {})
             env.update({f"AZUREML_BI_{k.upper()}": str(v) for k, v in literals.items()})
             spec["settings"] = {**settings, "environment_variables": env}
         job_name = job_name or f"batchjob-{uuid.uuid4()}"
-        given_dir = Path(where).is_dir()
-        inputs = {"input": source, "input_type": input_type or ("uri_folder" if given_dir else "uri_file"),
-                  **({"literals": dict(literals)} if literals else {}),
-                  **({"output_path": str(output_path)} if output_path else {}), "files": files}  # fmt: skip
+        inputs = {"input": source, **({"literals": dict(literals)} if literals else {}),
+                  **({"output_path": str(output_path)} if output_path else {}), **given.as_inputs()}  # fmt: skip
         record = self.store.create_job(job_name, endpoint, name, inputs, spec=spec)
         return self.job_json(record)
 
