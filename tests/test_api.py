@@ -517,6 +517,27 @@ EXPECTED_ROUTES = {
     ("/jobs/{job}/cancel", "POST"),
     ("/jobs/{job}/log", "GET"),
     ("/jobs/{job}/outputs/{output}", "GET"),
+    # Registered assets and computes (issue 12): the same routes for models, environments and data.
+    *(
+        (path.replace("KINDS", kinds), method)
+        for kinds in ("models", "environments", "data")
+        for path, method in (
+            ("/KINDS", "GET"),
+            ("/KINDS/{name}/versions", "GET"),
+            ("/KINDS/{name}/versions", "POST"),
+            ("/KINDS/{name}/versions/{version}", "GET"),
+            ("/KINDS/{name}/versions/{version}", "PUT"),
+            ("/KINDS/{name}/versions/{version}", "PATCH"),
+            ("/KINDS/{name}/versions/{version}", "DELETE"),
+            ("/KINDS/{name}/labels/latest", "GET"),
+        )
+    ),
+    ("/models/{name}/versions/{version}/download", "GET"),
+    ("/computes", "GET"),
+    ("/computes/{name}", "GET"),
+    ("/computes/{name}", "PUT"),
+    ("/computes/{name}", "PATCH"),
+    ("/computes/{name}", "DELETE"),
 }
 
 

@@ -22,10 +22,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tiffin.assets.registry import AssetRegistry
 from tiffin.auth import authenticate, authorization_header, bearer_value
 from tiffin.errors import AuthError, BadRequestError, NotFoundError, PayloadTooLargeError, TiffinError, http_status
 from tiffin.store import Store
 
+from .assets import ASSET_OPERATIONS, AssetHandlers
 from .batch import BatchControl
 from .control import ControlPlane
 from .openapi import openapi_document
@@ -377,6 +379,9 @@ def create_api(
     for op in OPERATIONS:
         handler: Handler = getattr(handlers, op.name)
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, handler, token, on_change, batch)
+    assets = AssetHandlers(AssetRegistry(store, home), _json_body)
+    for op in ASSET_OPERATIONS:  # registered models, environments, data; computes
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, assets.handler(op), token, on_change, batch)
     # One route per path, so that a 405's Allow names every method of the path, not only the first route's.
     routes = [Route(path, _by_method(methods), methods=list(methods)) for path, methods in by_path.items()]
     return Starlette(

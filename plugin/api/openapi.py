@@ -14,6 +14,7 @@ from typing import Any
 from tiffin import __version__
 from tiffin.specs._base import _NAME_RE
 
+from .assets import ASSET_OPERATIONS, ASSET_SCHEMAS, CREATED_OR_REPLACED, Flag, asset_path_schema
 from .operations import OPERATIONS, Operation
 
 __all__ = ["openapi_document"]
@@ -276,9 +277,16 @@ def _links(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]:
     }
 
 
+def _path_schema(op: Operation, name: str) -> dict[str, Any]:
+    asset = asset_path_schema(op, name)
+    if asset is not None:
+        return asset
+    return _NAME if name in _PATH_NAMES else {"type": "string"}
+
+
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": _NAME if name in _PATH_NAMES else {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(op, name)}
         for name in re.findall(r"{(\w+)}", op.path)
     ]
     params += [
@@ -287,7 +295,9 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
             "in": "query",
             "required": False,
             "description": q.description,
-            "schema": {"type": "integer", "minimum": q.minimum, "default": q.default},
+            "schema": {"type": "boolean", "default": q.default}
+            if isinstance(q, Flag)
+            else {"type": "integer", "minimum": q.minimum, "default": q.default},
         }
         for q in op.query
     ]
@@ -308,7 +318,7 @@ def _responses(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
     if links:
         success["links"] = links
     responses: dict[str, Any] = {str(op.status): success}
-    if op.name in ("put_deployment", "put_batch_deployment"):
+    if op.name in ("put_deployment", "put_batch_deployment", *CREATED_OR_REPLACED):
         responses["201"] = {**success, "description": "Created"}
     error = {"content": {"application/json": {"schema": _ref("Error")}}}
     if not op.public:
@@ -335,7 +345,7 @@ def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
     return doc
 
 
-def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
+def openapi_document(operations: Iterable[Operation] = OPERATIONS + ASSET_OPERATIONS) -> dict[str, Any]:
     """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
     operations = tuple(operations)
     paths: dict[str, dict[str, Any]] = {}
@@ -348,7 +358,8 @@ def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, 
             "version": __version__,
             "description": "Online and batch endpoints, deployments and batch jobs, as `az ml online-endpoint`, "
             "`az ml online-deployment`, `az ml batch-endpoint`, `az ml batch-deployment` and `az ml job` manage "
-            "them. Every route but /health and /openapi.json needs `Authorization: Bearer <admin token>` (the "
+            "them, and registered models, environments, data and computes, as `az ml model|environment|data|compute`"
+            " do. Every route but /health and /openapi.json needs `Authorization: Bearer <admin token>` (the "
             "token is in $TIFFIN_HOME/admin-token); starting a batch endpoint's jobs and reading them also take the "
             "endpoint's own key or token.",
         },
@@ -356,7 +367,7 @@ def openapi_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, 
         "security": [{"adminToken": []}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **ASSET_SCHEMAS},
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "endpointCredential": {
