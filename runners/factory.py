@@ -90,8 +90,11 @@ def check_model(deployment: Any, *, source: str | None = None) -> None:
     does not resolve against the tracking and registry URIs the runner will load it with (the deployment's
     ``environment_variables`` first, then this process's environment, as :class:`MLflowRunner` does).
 
-    Only the registry's records are read, never the model. ``azureml:`` references and other URIs (a Triton
-    server's ``http://``, ``s3://``...) are left to the runner, which says what it makes of them.
+    Only the registry's records are read, never the model. The control plane hands this the deployment with its
+    ``azureml:`` references resolved (:func:`tiffin.assets.resolve.inline_assets`), so a registered model is
+    checked as its stored files; a reference still here is one nothing resolved (``tiffin validate`` reads files
+    without a server) and is left alone, as are other URIs (a Triton server's ``http://``, ``s3://``...), which
+    the runner says what it makes of.
     """
     model = deployment.model
     if model is None or (isinstance(model, str) and model.startswith("azureml:")):

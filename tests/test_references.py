@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import test_sdk_cli
+import yaml
 from test_sdk_cli import PLAIN, Server
 
 from tiffin import resource_ids
@@ -17,9 +18,10 @@ from tiffin.api.batch import BatchControl
 from tiffin.api.control import ControlPlane
 from tiffin.assets.curated import curated_environment, is_curated, known
 from tiffin.assets.references import parse_reference
-from tiffin.assets.resolve import asset_reference, pin_references
+from tiffin.assets.resolve import asset_reference, inline_assets, pin_references
 from tiffin.errors import SpecError
 from tiffin.store import Store
+from tiffin.supervisor.desired import DesiredSpecs
 
 WORKSPACE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tiffin"
@@ -282,3 +284,158 @@ def test_relative_batch_paths_given_with_set_resolve_against_the_current_directo
     done = _cli(cli_server, tmp_path, "batch-deployment", "update", "-n", "d", "-e", "be", "--set", "model=work/models")
     assert done.returncode == 0, done.stderr
     assert cli_server.store.get_deployment("be", "d").spec["model"] == str(work / "models")
+
+
+# --- references pinned at create/update, against a real store ----------------------------------------
+
+
+def _registered_model(store: Store, tmp_path: Path, name: str, version: str) -> Path:
+    folder = tmp_path / f"{name}-{version}"
+    folder.mkdir()
+    (folder / "model.pkl").write_text(version)
+    store.create_asset("model", name, {"name": name, "path": str(folder), "type": "custom_model"}, version=version)
+    return folder
+
+
+def _code(tmp_path: Path) -> dict[str, str]:
+    code = tmp_path / "code"
+    code.mkdir(exist_ok=True)
+    (code / "score.py").write_text("def init():\n    pass\n\ndef run(mini_batch):\n    return []\n")
+    return {"code": str(code), "scoring_script": "score.py"}
+
+
+@pytest.mark.parametrize(
+    ("model", "pinned"),
+    [
+        ("azureml:sk:1", "azureml:sk:1"),
+        ("azureml:sk@latest", "azureml:sk:2"),
+        (f"azureml:{WORKSPACE}/models/sk/versions/1", "azureml:sk:1"),
+        (f"{WORKSPACE}/models/sk/versions/2", "azureml:sk:2"),
+    ],
+)
+def test_online_references_are_pinned_at_create(store: Store, tmp_path: Path, model: str, pinned: str) -> None:
+    _registered_model(store, tmp_path, "sk", "1")
+    _registered_model(store, tmp_path, "sk", "2")
+    online = ControlPlane(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    online.create_endpoint({"name": "ep"})
+    shown, _ = online.put_deployment("ep", "blue", {"model": model, "code_configuration": _code(tmp_path)})
+    assert shown["model"] == pinned
+    assert store.get_deployment("ep", "blue").spec["model"] == pinned
+    # A later version does not move a running deployment.
+    _registered_model(store, tmp_path, "sk", "3")
+    assert store.get_deployment("ep", "blue").spec["model"] == pinned
+
+
+def test_a_missing_asset_is_refused_at_create_naming_it_and_how_to_list(store: Store, tmp_path: Path) -> None:
+    _registered_model(store, tmp_path, "sk", "1")
+    online = ControlPlane(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    online.create_endpoint({"name": "ep"})
+    with pytest.raises(SpecError) as caught:
+        online.put_deployment("ep", "blue", {"model": "azureml:sk:9", "code_configuration": _code(tmp_path)})
+    assert caught.value.status_code == 422
+    assert "field 'model'" in caught.value.message and "sk" in caught.value.message
+    assert "`tiffin model list --name sk`" in caught.value.message
+    with pytest.raises(SpecError, match=r"'nope' is not registered.*tiffin model list"):
+        online.put_deployment("ep", "blue", {"model": "azureml:nope@latest", "code_configuration": _code(tmp_path)})
+    assert store.list_deployments("ep") == []
+
+
+def test_the_resolved_model_is_what_create_checks(store: Store, tmp_path: Path) -> None:
+    folder = _registered_model(store, tmp_path, "sk", "1")
+    (folder / "model.pkl").unlink()
+    folder.rmdir()  # the stored files are gone: nothing could run it
+    online = ControlPlane(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    online.create_endpoint({"name": "ep"})
+    with pytest.raises(SpecError, match=r"model.path.*does not exist"):
+        online.put_deployment("ep", "blue", {"model": "azureml:sk:1", "code_configuration": _code(tmp_path)})
+
+
+def test_environments_registered_and_curated_are_pinned(store: Store, tmp_path: Path) -> None:
+    _registered_model(store, tmp_path, "sk", "1")
+    store.create_asset("environment", "env", {"name": "env", "image": "python:3.11"}, version="4")
+    online = ControlPlane(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    online.create_endpoint({"name": "ep"})
+    body = {"model": "azureml:sk:1", "environment": "azureml:env@latest", "code_configuration": _code(tmp_path)}
+    assert online.put_deployment("ep", "blue", body)[0]["environment"] == "azureml:env:4"
+    body["environment"] = "azureml://registries/azureml/environments/sklearn-1.5/labels/latest"
+    shown, _ = online.put_deployment("ep", "blue", body)
+    assert shown["environment"] == "azureml://registries/azureml/environments/sklearn-1.5/labels/latest"
+    body["environment"] = "azureml:AzureML-nope@latest"
+    with pytest.raises(SpecError, match=r"sklearn-1\.5"):
+        online.put_deployment("ep", "blue", body)
+
+
+def test_batch_references_are_pinned_at_create_and_update(store: Store, tmp_path: Path) -> None:
+    _registered_model(store, tmp_path, "sk", "1")
+    batch = BatchControl(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    batch.create_endpoint({"name": "be"})
+    body = {"model": "azureml:sk@latest", "code_configuration": _code(tmp_path)}
+    assert batch.put_deployment("be", "d", body)[0]["model"] == "azureml:sk:1"
+    _registered_model(store, tmp_path, "sk", "2")
+    assert batch.put_deployment("be", "d", body)[0]["model"] == "azureml:sk:2"
+    with pytest.raises(SpecError, match=r"`tiffin model list --name sk`"):
+        batch.put_deployment("be", "d", {**body, "model": "azureml:sk:7"})
+    assert store.get_deployment("be", "d").spec["model"] == "azureml:sk:2"
+
+
+def test_inline_assets_gives_runners_the_stored_files(store: Store, tmp_path: Path) -> None:
+    folder = _registered_model(store, tmp_path, "sk", "1")
+    spec = {"name": "d", "model": "azureml:sk:1", "environment": "azureml:AzureML-sklearn-1.5@latest"}
+    inlined = inline_assets(store, spec)
+    assert inlined["model"] == {"name": "sk", "version": "1", "path": str(folder), "type": "custom_model"}
+    assert inlined["environment"]["conda_file"]["dependencies"][0] == "python=3.10"
+    assert spec["model"] == "azureml:sk:1"
+
+
+# --- computes: a batch deployment's compute, and its cap on instances --------------------------------
+
+
+def test_a_batch_deployment_on_a_registered_compute_is_capped_by_it(store: Store, tmp_path: Path) -> None:
+    batch = BatchControl(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    batch.create_endpoint({"name": "be"})
+    model = tmp_path / "model"
+    model.mkdir()
+    body: dict[str, object] = {"model": {"path": str(model)}, "code_configuration": _code(tmp_path)}
+    # No compute registered: the compute is a name tiffin does not use, as before (Azure's samples name one).
+    batch.put_deployment("be", "d", {**body, "compute": "azureml:batch-cluster", "resources": {"instance_count": 3}})
+    store.put_compute(
+        "batch-cluster", {"name": "batch-cluster", "type": "amlcompute", "min_instances": 0, "max_instances": 2}
+    )
+    with pytest.raises(SpecError) as caught:
+        batch.put_deployment(
+            "be", "d", {**body, "compute": "azureml:batch-cluster", "resources": {"instance_count": 3}}
+        )
+    assert "instance_count" in caught.value.message and "batch-cluster" in caught.value.message
+    assert "max_instances (2)" in caught.value.message
+    assert "tiffin compute update --name batch-cluster --max-instances 3" in caught.value.message
+    shown, _ = batch.put_deployment("be", "d", {**body, "compute": "batch-cluster", "resources": {"instance_count": 2}})
+    assert shown["compute"] == "batch-cluster"
+    # Once computes are registered, a compute that is not one of them is refused, as Azure refuses it.
+    with pytest.raises(SpecError) as caught:
+        batch.put_deployment("be", "d", {**body, "compute": "azureml:cpu-cluster"})
+    assert "'cpu-cluster' is not registered" in caught.value.message
+    assert "batch-cluster" in caught.value.message
+    assert "tiffin compute create --name cpu-cluster --type amlcompute" in caught.value.message
+
+
+# --- where things run: the replica's spec file holds the asset, not the reference ---------------------
+
+
+def test_a_replicas_spec_file_holds_the_registered_models_files(store: Store, tmp_path: Path) -> None:
+    folder = _registered_model(store, tmp_path, "sk", "1")
+    online = ControlPlane(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    online.create_endpoint({"name": "ep"})
+    online.put_deployment("ep", "blue", {"model": "azureml:sk@latest", "code_configuration": _code(tmp_path)})
+    record = store.get_deployment("ep", "blue")
+    specs = DesiredSpecs(tmp_path / "deployment")
+    desired = specs.desired(record, "ep/blue", 4, lambda spec: inline_assets(store, spec))
+    path, _ = specs.spec_file(desired.template)
+    written = yaml.safe_load(path.read_text())
+    assert written["model"] == {"name": "sk", "version": "1", "path": str(folder), "type": "custom_model"}
+    # An asset gone by the time replicas start fails the deployment with a message naming it.
+    store.delete_deployment("ep", "blue")
+    store.delete_asset("model", "sk", "1")
+    store.create_endpoint("online", "ep2", {}, "key")
+    stale = store.put_deployment("ep2", "blue", "online", {**record.spec})
+    with pytest.raises(SpecError, match=r"azureml:sk:1 cannot be resolved.*tiffin model list"):
+        DesiredSpecs(tmp_path / "d2").desired(stale, "ep2/blue", 4, lambda spec: inline_assets(store, spec))

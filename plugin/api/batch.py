@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin import config
+from tiffin.assets.resolve import check_compute, inline_assets, pin_references
 from tiffin.auth import Credentials
 from tiffin.batch import INPUT_TYPES, datastore_path, job_progress
 from tiffin.batch.inputs import is_within
@@ -231,12 +232,16 @@ class BatchControl:
             if body.get(field, expected) != expected:
                 raise SpecError(f"is {body[field]!r} but the URL names '{expected}'; make them agree", field=field)
         target = self.endpoint(endpoint)
-        spec = parse_spec(
-            {**body, "name": name, "endpoint_name": endpoint}, BatchDeployment, f"batch deployment '{name}'"
-        )
-        _check_runnable(spec.spec)
-        self._check_workers(spec.spec)
-        record = self.store.put_deployment(endpoint, name, "batch", spec.spec.to_yaml_dict())
+        source = f"batch deployment '{name}'"
+        spec = parse_spec({**body, "name": name, "endpoint_name": endpoint}, BatchDeployment, source).spec
+        # As for online deployments: references pinned now (a missing asset refused), the assets they name
+        # checked, and the compute's cap on instances applied (tiffin.assets.resolve).
+        stored = pin_references(self.store, spec.to_yaml_dict(), source=source)
+        runnable = parse_spec(inline_assets(self.store, stored, source=source), BatchDeployment, source).spec
+        _check_runnable(runnable)
+        self._check_workers(runnable)
+        check_compute(self.store, runnable.compute, runnable.instance_count, source=source)
+        record = self.store.put_deployment(endpoint, name, "batch", stored)
         created = record.state == "Creating"
         record = self.store.set_deployment_state(endpoint, name, "Succeeded") or record
         defaults = target.spec.get("defaults") or {}

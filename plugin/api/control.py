@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin import config
+from tiffin.assets.resolve import inline_assets, pin_references
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import model_mount, online_mount_identity, replica_log_path
@@ -285,11 +286,16 @@ class ControlPlane:
         _same_or_absent(body, "endpoint_name", endpoint, "endpoint")
         body.update(name=name, endpoint_name=endpoint)
         target = self.endpoint(endpoint)
-        spec = parse_spec(body, OnlineDeployment, f"online deployment '{name}'").spec
+        source = f"online deployment '{name}'"
+        spec = parse_spec(body, OnlineDeployment, source).spec
+        # References resolve now, pinned to the versions they name: a missing asset is refused before anything
+        # is stored, and a later @latest never changes this deployment (tiffin.assets.resolve).
+        stored = pin_references(self.store, spec.to_yaml_dict(), source=source)
+        runnable = parse_spec(inline_assets(self.store, stored, source=source), OnlineDeployment, source).spec
         # Refused here, before anything is stored: a deployment nothing can run, or whose model is not there,
         # would otherwise sit in the store and fail only when its replicas start.
-        check_model(spec, source=f"online deployment '{name}'")
-        runner_kind(spec, source=f"online deployment '{name}'")
+        check_model(runnable, source=source)
+        runner_kind(runnable, source=source)
         if spec.instance_count > self.max_instances:
             # The supervisor would start every replica: 10000 processes take the machine down.
             raise SpecError(
@@ -306,7 +312,7 @@ class ControlPlane:
                     f"local endpoint '{endpoint}' already has deployment '{others[0]}' and, as on Azure, takes "
                     f"only one; delete it first with `tiffin online-deployment delete -n {others[0]} -e {endpoint}`"
                 )
-        record = self.store.put_deployment(endpoint, name, "online", spec.to_yaml_dict())
+        record = self.store.put_deployment(endpoint, name, "online", stored)
         if local and target.traffic != {name: 100}:
             self.store.set_traffic(endpoint, {name: 100}, {}, kind="online")
         return self.deployment_json(record), record.state == "Creating"

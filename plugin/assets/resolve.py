@@ -19,17 +19,26 @@ groups, so such a reference is refused with a message saying to give the folder.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from tiffin.errors import NotFoundError, SpecError
 from tiffin.resource_ids import asset_of_id
-from tiffin.store.records import AssetRecord
+from tiffin.store.records import AssetRecord, ComputeRecord
 
 from .curated import CuratedEnvironment, curated_environment, is_curated
 from .references import AssetKind, Reference, is_reference, parse_reference
 
-__all__ = ["AssetStore", "asset_reference", "inline_assets", "pin_references", "resolve_reference"]
+__all__ = [
+    "AssetStore",
+    "ComputeStore",
+    "asset_reference",
+    "check_compute",
+    "inline_assets",
+    "pin_references",
+    "resolve_reference",
+]
 
 # The deployment fields that may hold a reference, and the kind of asset each names.
 _FIELDS: tuple[tuple[str, AssetKind], ...] = (("model", "model"), ("environment", "environment"))
@@ -48,6 +57,14 @@ class AssetStore(Protocol):
     def get_asset(self, kind: str, name: str, version: str) -> AssetRecord: ...
 
     def latest_asset(self, kind: str, name: str) -> AssetRecord: ...
+
+
+class ComputeStore(Protocol):
+    """What checking a batch deployment's compute needs of :class:`tiffin.store.Store`."""
+
+    def get_compute(self, name: str) -> ComputeRecord: ...
+
+    def list_computes(self) -> list[ComputeRecord]: ...
 
 
 def asset_reference(value: Any, kind: AssetKind, field: str) -> Reference | None:
@@ -93,22 +110,24 @@ def resolve_reference(
         raise SpecError(f"{reference.text} cannot be resolved: {exc.message}{hint}", field=field) from None
 
 
-def pin_references(store: AssetStore, spec: Mapping[str, Any]) -> dict[str, Any]:
+def pin_references(store: AssetStore, spec: Mapping[str, Any], *, source: str | None = None) -> dict[str, Any]:
     """A copy of the deployment ``spec`` (Azure's YAML shape) with each reference pinned to the exact version
     it names now (``azureml:NAME:VERSION``; a curated environment as its registry URI).
 
-    Raises :class:`SpecError` for a missing asset, a reference of the wrong kind, and a code asset reference.
+    Raises :class:`SpecError` (its message starting with ``source``) for a missing asset, a reference of the
+    wrong kind, and a code asset reference.
     """
     pinned = copy.deepcopy(dict(spec))
-    for field, kind in _FIELDS:
-        reference = asset_reference(pinned.get(field), kind, field)
-        if reference is not None:
-            pinned[field] = _pinned(resolve_reference(store, reference, kind, field))
-    _refuse_code_asset(pinned)
+    with _named(source):
+        for field, kind in _FIELDS:
+            reference = asset_reference(pinned.get(field), kind, field)
+            if reference is not None:
+                pinned[field] = _pinned(resolve_reference(store, reference, kind, field))
+        _refuse_code_asset(pinned)
     return pinned
 
 
-def inline_assets(store: AssetStore, spec: Mapping[str, Any]) -> dict[str, Any]:
+def inline_assets(store: AssetStore, spec: Mapping[str, Any], *, source: str | None = None) -> dict[str, Any]:
     """A copy of the deployment ``spec`` with each reference replaced by the asset itself, for what runs it: a
     model inline with its stored files' ``path``, an environment with its fields (a curated one with its
     python version and packages as ``conda_file``).
@@ -117,18 +136,33 @@ def inline_assets(store: AssetStore, spec: Mapping[str, Any]) -> dict[str, Any]:
     resolved as :func:`pin_references` would. :class:`SpecError` when an asset is gone.
     """
     inlined = copy.deepcopy(dict(spec))
-    for field, kind in _FIELDS:
-        reference = asset_reference(inlined.get(field), kind, field)
-        if reference is None:
-            continue
-        asset = resolve_reference(store, reference, kind, field)
-        if isinstance(asset, CuratedEnvironment):
-            inlined[field] = asset.as_environment()
-        else:
-            keep = _MODEL_FIELDS if kind == "model" else _ENVIRONMENT_FIELDS
-            inline = {key: asset.spec[key] for key in keep if asset.spec.get(key) is not None}
-            inlined[field] = {**inline, "name": asset.name, "version": asset.version}
+    with _named(source):
+        for field, kind in _FIELDS:
+            reference = asset_reference(inlined.get(field), kind, field)
+            if reference is None:
+                continue
+            asset = resolve_reference(store, reference, kind, field)
+            if isinstance(asset, CuratedEnvironment):
+                inlined[field] = asset.as_environment()
+            else:
+                keep = _MODEL_FIELDS if kind == "model" else _ENVIRONMENT_FIELDS
+                inline = {key: asset.spec[key] for key in keep if asset.spec.get(key) is not None}
+                inlined[field] = {**inline, "name": asset.name, "version": asset.version}
     return inlined
+
+
+@contextmanager
+def _named(source: str | None) -> Iterator[None]:
+    """SpecErrors raised inside start with ``source`` ("online deployment 'blue': field 'model': ..."), as the
+    spec loader's do."""
+    try:
+        yield
+    except SpecError as exc:
+        if source is None or exc.source is not None:
+            raise
+        named = SpecError(exc.message, source=source)
+        named.field = exc.field
+        raise named from None
 
 
 def _pinned(asset: AssetRecord | CuratedEnvironment) -> str:
@@ -154,3 +188,39 @@ def _refuse_code_asset(spec: Mapping[str, Any]) -> None:
 
 def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
+
+
+def check_compute(store: ComputeStore, compute: str | None, instance_count: int, *, source: str | None = None) -> None:
+    """Refuse a batch deployment's ``compute`` (``azureml:NAME``, ``NAME`` or its resource id) that is not
+    registered, and an ``instance_count`` above that compute's ``max_instances``, naming the fix.
+
+    Azure refuses a compute that does not exist. Here the check starts once any compute is registered: a
+    store without computes is a server that runs batch jobs on its own machine, where the compute Azure's
+    samples name (``compute: azureml:batch-cluster``) means nothing and is reported as ignored, as before.
+    """
+    if not compute:
+        return
+    name = compute.removeprefix("azureml:").rstrip("/").rsplit("/computes/", 1)[-1]
+    with _named(source):
+        try:
+            record = store.get_compute(name)
+        except NotFoundError:
+            registered = [c.name for c in store.list_computes()]
+            if not registered:
+                return
+            raise SpecError(
+                f"compute '{name}' is not registered (the registered ones: {', '.join(registered)}); name one of "
+                f"them, or create it first: `tiffin compute create --name {name} --type amlcompute --min-instances "
+                f"0 --max-instances {max(instance_count, 1)}`",
+                field="compute",
+            ) from None
+        if record.spec.get("type", "amlcompute") != "amlcompute":
+            return  # a Kubernetes compute or a compute instance has no node cap of its own here
+        limit = int(record.spec.get("max_instances") or 1)  # Azure's default for an amlcompute
+        if instance_count > limit:
+            raise SpecError(
+                f"instance_count ({instance_count}) is more than compute '{name}' can run: its max_instances "
+                f"({limit}) is the most nodes a job may use; ask for at most {limit}, or raise it with `tiffin "
+                f"compute update --name {name} --max-instances {instance_count}`",
+                field="resources.instance_count",
+            )

@@ -7,8 +7,10 @@ and the new spec can run side by side during a rolling update.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -41,9 +43,17 @@ class DesiredSpecs:
         self._desired: Desired | None = None
         self._spec_error: tuple[int, SpecError] | None = None
 
-    def desired(self, record: DeploymentRecord, name: str, max_instances: int) -> Desired:
+    def desired(
+        self,
+        record: DeploymentRecord,
+        name: str,
+        max_instances: int,
+        inline: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    ) -> Desired:
         """The desired state of ``record`` (deployment ``name``), its spec file written; :class:`SpecError` if invalid.
 
+        ``inline`` turns the spec's pinned asset references into the assets (:func:`tiffin.assets.resolve.
+        inline_assets`): the file a replica reads names the registered model's stored files, never a reference.
         Parsed (or refused) once per generation: later calls for the same generation answer the same.
         """
         if self._desired is not None and self._desired.generation == record.generation:
@@ -54,7 +64,9 @@ class DesiredSpecs:
         # replica lays out its model under endpoint/deployment).
         spec = {**record.spec, "name": record.name, "endpoint_name": record.endpoint_name}
         try:
-            parsed = parse_spec(spec, OnlineDeployment, source=f"deployment {name}").spec
+            # The template is of the pinned spec (the same versions run the same), the file of the assets.
+            runnable = inline(spec) if inline is not None else spec
+            parsed = parse_spec(runnable, OnlineDeployment, source=f"deployment {name}").spec
         except SpecError as exc:
             self._spec_error = (record.generation, exc)
             raise
@@ -74,7 +86,7 @@ class DesiredSpecs:
             path = self._dir / f"deployment-{record.generation}.yml"
             self._dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".yml.partial")
-            partial.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+            partial.write_text(yaml.safe_dump(runnable, sort_keys=False, allow_unicode=True), encoding="utf-8")
             partial.replace(path)  # a replica never reads a half-written spec
             self._spec_files[template] = (path, record.generation)
         self._desired = Desired(

@@ -92,7 +92,7 @@ class DeploymentReconciler:
         if self._gate is not None and not gated:
             self._lift_gate(now)
         try:
-            desired = self._specs.desired(record, self.name, self._host.max_instances)
+            desired = self._specs.desired(record, self.name, self._host.max_instances, self._host.inline_assets)
         except SpecError as exc:
             if not gated:
                 await self._fail(record, f"the deployment's spec is invalid: {exc}")

@@ -66,6 +66,9 @@ class ReconcilerHost(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a tracked task (cancelled when the supervisor stops)."""
 
+    def inline_assets(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """``spec`` with its pinned asset references replaced by the assets (:mod:`tiffin.assets.resolve`)."""
+
     def socket_path(self, deployment: int, index: int) -> Path:
         """The Unix socket replica ``index`` of the deployment numbered ``deployment`` listens on."""
 

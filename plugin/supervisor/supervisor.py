@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from tiffin import config
+from tiffin.assets.resolve import inline_assets
 from tiffin.errors import NotFoundError
 from tiffin.routing import Replica
 from tiffin.runners.tritonserver import TRITONSERVER_ENV
@@ -93,6 +94,11 @@ class _Host:
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return self._supervisor._spawn(coro, name)
+
+    def inline_assets(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        # Reads the store only for a spec that holds references, once per generation: a primary-key lookup,
+        # cheap enough for the event loop.
+        return inline_assets(self._supervisor._store, spec)
 
     def socket_path(self, deployment: int, index: int) -> Path:
         return self.sockets.path_for(deployment, index)
