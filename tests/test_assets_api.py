@@ -4,23 +4,30 @@ Azure keeps them, files copied into the content store, BentoML's model store, re
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import tarfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from tiffin.api import create_api, openapi_document
 from tiffin.store import Store
+from tiffin.testing import free_port, serve_command
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
+TIFFIN = [sys.executable, "-m", "tiffin.cli"]
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -230,3 +237,52 @@ def test_openapi_lists_the_asset_routes(api: Api) -> None:
     listing = document["paths"]["/models"]["get"]["parameters"][0]
     assert listing["name"] == "include_archived" and listing["schema"]["type"] == "boolean"
     assert api.get("/openapi.json").json()["paths"].keys() == document["paths"].keys()
+
+
+@pytest.mark.slow
+def test_tiffin_build_packs_the_registered_model(api: Api, tmp_path: Path) -> None:
+    # A deployment naming model: azureml:NAME:V builds into a Bento that carries BentoML's copy of the model,
+    # and `bentoml models list` shows the registered model.
+    plain = Path(__file__).parent / "deployments" / "plain"
+    registered = api.put("/models/plain-model/versions/1", json={"path": str(plain / "model")})
+    assert registered.status_code == 201, registered.text
+    spec = (plain / "deployment.yml").read_text().replace("model:\n  path: model/\n", "model: azureml:plain-model:1\n")
+    (tmp_path / "deployment.yml").write_text(spec.replace("code: code/", f"code: {plain / 'code'}"))
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+    listed = subprocess.run([bentoml_cli, "models", "list", "-o", "json"], capture_output=True, text=True, env=env)
+    assert "plain-model:1" in {m["tag"] for m in json.loads(listed.stdout)}, listed.stdout + listed.stderr
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tiffin.cli",
+            "build",
+            "-f",
+            str(tmp_path / "deployment.yml"),
+            "--version",
+            "v1",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    tag = json.loads(built.stdout)["tag"]
+    port = free_port()
+    command = [bentoml_cli, "serve", tag, "--port", str(port), "--host", "127.0.0.1"]
+    with serve_command(command, f"http://127.0.0.1:{port}/", env=env, cwd=tmp_path) as server:
+        scored = httpx.post(server.url + "/score", json={"data": [[1, 2], [3, 4]]}, timeout=30)
+        assert scored.status_code == 200, scored.text
+        assert scored.json() == {"sums": [6, 14], "raw_type": "str"}
+    missing = subprocess.run(
+        [*TIFFIN, "build", "-f", str(tmp_path / "deployment.yml")],
+        capture_output=True,
+        text=True,
+        env={**env, "BENTOML_HOME": str(tmp_path / "other")},
+        timeout=120,
+    )
+    assert missing.returncode == 1 and "tiffin model create" in missing.stderr
