@@ -3,15 +3,20 @@ environments, and (against a real store) references pinned at create and inlined
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import test_sdk_cli
 import yaml
 from test_sdk_cli import PLAIN, Server
+from test_serve import FAST_PROBES
 
 from tiffin import resource_ids
 from tiffin.api.batch import BatchControl
@@ -22,6 +27,7 @@ from tiffin.assets.resolve import asset_reference, inline_assets, pin_references
 from tiffin.errors import SpecError
 from tiffin.store import Store
 from tiffin.supervisor.desired import DesiredSpecs
+from tiffin.testing import serve_tiffin
 
 WORKSPACE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tiffin"
@@ -439,3 +445,66 @@ def test_a_replicas_spec_file_holds_the_registered_models_files(store: Store, tm
     stale = store.put_deployment("ep2", "blue", "online", {**record.spec})
     with pytest.raises(SpecError, match=r"azureml:sk:1 cannot be resolved.*tiffin model list"):
         DesiredSpecs(tmp_path / "d2").desired(stale, "ep2/blue", 4, lambda spec: inline_assets(store, spec))
+
+
+# --- end to end: tiffin serve, a registered model, deployments pinned to its versions ------------------
+
+
+@pytest.mark.slow
+def test_a_deployment_serves_the_registered_version_it_was_pinned_to(tmp_path: Path) -> None:
+    source = tmp_path / "v1" / "model"
+    source.mkdir(parents=True)
+    (source / "weights.json").write_text('{"scale": 10}')
+    with serve_tiffin() as server:
+
+        def tiffin(*args: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-m", "tiffin.cli", *args, "-o", "json"],
+                env=server.env,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
+            )
+            assert done.returncode == 0, f"tiffin {' '.join(args)}\n{done.stderr}"
+            return json.loads(done.stdout) if done.stdout.strip() else None
+
+        tiffin("model", "create", "--name", "plain", "--version", "1", "--path", str(source))
+        shutil.rmtree(source)  # registered means copied: the source may go
+        tiffin("online-endpoint", "create", "--name", "ep", "--auth-mode", "key")
+        fast = [f"--set={item}" for item in FAST_PROBES]
+        shown = tiffin(
+            "online-deployment", "create", "-f", str(PLAIN), "--name", "blue", "--endpoint-name", "ep",
+            "--set", "model=azureml:plain@latest", *fast, "--all-traffic",
+        )  # fmt: skip
+        assert shown["model"] == "azureml:plain:1"
+        key = tiffin("online-endpoint", "get-credentials", "--name", "ep")["primaryKey"]
+
+        def score() -> Any:
+            response = httpx.post(
+                f"{server.url}/endpoints/ep/score",
+                json={"data": [[1, 2]]},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            return response.json()["sums"]
+
+        assert score() == [30]
+        newer = tmp_path / "v2" / "model"
+        newer.mkdir(parents=True)
+        (newer / "weights.json").write_text('{"scale": 100}')
+        tiffin("model", "create", "--name", "plain", "--path", str(newer))  # version 2, the new latest
+        assert score() == [30]  # frozen: blue still runs version 1
+        shown = tiffin(
+            "online-deployment",
+            "update",
+            "--name",
+            "blue",
+            "--endpoint-name",
+            "ep",
+            "--set",
+            "model=azureml:plain@latest",
+        )
+        assert shown["model"] == "azureml:plain:2"
+        assert score() == [300]
