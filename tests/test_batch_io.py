@@ -379,6 +379,18 @@ def test_custom_outputs_written_to_azureml_bi_output_path_come_back_as_named_out
     assert frame["rows"].tolist() == [4, 5, 6]
     assert set(frame["where"]) == {str(output_file.parent)}, "AZUREML_BI_OUTPUT_PATH is the output's folder"
 
+    # Into a folder of the caller's (--output-path): the files are there, and a download does not hand out
+    # the folder, which may hold files no job wrote.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "unrelated.txt").write_text("not the job's")
+    with server.client() as client:
+        job = client.batch_endpoints.invoke("custom-outputs", data, deployment_name="parquet", output_path=mine)
+        assert client.jobs.stream(job["name"], interval=0.2, timeout=180)["status"] == "Completed"
+        assert sorted(p.name for p in mine.iterdir())[-1] == "unrelated.txt" and len(list(mine.iterdir())) == 4
+        with pytest.raises(TiffinError, match="a folder of yours, not of the job"):
+            client.jobs.download(job["name"], tmp_path / "mine-dl", output_name="score")
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)

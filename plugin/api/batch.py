@@ -414,9 +414,16 @@ class BatchControl:
             )
         path = Path(output["path"])
         if output.get("type") == "uri_folder":
+            own = job_dir(self.home, name)
+            if not is_within(path, [own]):
+                # A folder given as output_path may hold files no job wrote (a datastore's): not handed out here.
+                raise NotFoundError(
+                    f"job '{name}' wrote its output files into {path}, a folder of yours, not of the job; read them "
+                    "there (job download hands out a folder output only when it is the job's own)"
+                )
             if not path.is_dir():
                 raise NotFoundError(f"the output folder of job '{name}' is gone from {path}")
-            return folder_archive(path, job_dir(self.home, name) / f"output-{output_name}.tar.gz")
+            return folder_archive(path, own / f"output-{output_name}.tar.gz")
         if not path.is_file():
             raise NotFoundError(f"the output file of job '{name}' is gone from {path}")
         return path
