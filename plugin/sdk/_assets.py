@@ -167,7 +167,8 @@ class ModelOperations(_AssetOperations):
             target.mkdir(parents=True, exist_ok=True)
             try:
                 with tarfile.open(fileobj=archive, mode="r:gz") as tar:
-                    # filter="data" refuses absolute names, '..', links out of the folder and device files.
+                    # filter="data" refuses absolute names, '..', links out of the folder and device files, and
+                    # leaves the files writable (the store's folders are read-only), so a second download works.
                     tar.extractall(target, filter="data")
             except (tarfile.TarError, OSError) as exc:
                 raise TiffinError(f"cannot unpack model '{name}' version {version} into {target}: {exc}") from None
