@@ -270,10 +270,12 @@ def test_data_and_environment(az, tmp_path):
     )
     env = ok(az("environment", "create", "-f", "envs/env.yml", "--set", "version=1"))
     assert env["version"] == "1"
+    flags = ok(az("environment", "create", "-n", "flag-env", "-c", "conda.yml", "--image", "python:3.11", cwd=env_dir))
+    assert flags["version"] == "1" and flags["conda_file"]["name"] == "e"
     assert ok(az("environment", "show", "-n", "sklearn-env", "-v", "1", "--query", "conda_file.name")) == "e"
 
 
-def test_compute_create_show_update_delete(az):
+def test_compute_create_show_update_delete(az, tmp_path):
     done = ok(az("compute", "create", "-n", "cpu-cluster", "--type", "AmlCompute", "--min-instances", "0",
                  "--max-instances", "2", "--size", "Standard_DS3_v2"))  # fmt: skip
     assert done["max_instances"] == 2 and done["type"] == "amlcompute"
@@ -282,6 +284,15 @@ def test_compute_create_show_update_delete(az):
     assert done["max_instances"] == 3 and done["tags"] == {"team": "a"}
     assert ok(az("compute", "show", "-n", "cpu-cluster", "--query", "max_instances")) == 3
     assert az("compute", "delete", "-n", "cpu-cluster", "-y").returncode == 0
+    (tmp_path / "compute.yml").write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/amlCompute.schema.json\n"
+        "name: batch-cluster\nsize: STANDARD_DS3_v2\nmin_instances: 0\nmax_instances: 5\n"
+    )
+    done = ok(az("compute", "create", "-f", "compute.yml", "--set", "max_instances=4"))
+    assert (done["name"], done["type"], done["max_instances"]) == ("batch-cluster", "amlcompute", 4)
+    assert ok(az("compute", "update", "-n", "batch-cluster", "--set", "max_instances=6"))["max_instances"] == 6
+    refused = az("compute", "update", "-n", "batch-cluster", "--min-instances", "7")
+    assert refused.returncode == 1 and "max_instances" in refused.stderr, refused.stderr
     done = az("compute", "show", "-n", "cpu-cluster")
     assert done.returncode == 1 and "Traceback" not in done.stderr
 
