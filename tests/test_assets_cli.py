@@ -320,3 +320,7 @@ def test_sdk(server, tmp_path, monkeypatch):
         assert compute["max_instances"] == 2
         assert "sdk-cluster" in [c["name"] for c in client.compute.list()]
         client.compute.begin_delete("sdk-cluster").result()
+        # A spec built in code, as azure-ai-ml's Model(...): its relative path is the current directory's.
+        built = client.models.create_or_update(ModelAsset(name="sdk-built", path="model", type="mlflow_model"))
+        assert built["version"] == "1" and built["type"] == "mlflow_model"
+        assert client.models.list("no-such-model") == []

@@ -45,14 +45,14 @@ class _AssetOperations:
         self._t = transport
 
     def _spec(self, asset: SpecModel | Mapping[str, Any]) -> dict[str, Any]:
-        """The whole spec, validated here first; relative paths of a mapping are taken from the current
-        directory (as azure-ai-ml does for entities built in code)."""
-        if isinstance(asset, self.SPEC):
-            return asset.to_yaml_dict()
-        if isinstance(asset, SpecModel):
+        """The whole spec, validated here first. Relative paths are the current directory's, as azure-ai-ml takes
+        them for entities built in code (a spec from :func:`~tiffin.specs.load_spec` has absolute ones already):
+        the server, which copies the files, does not share this process's directory."""
+        if isinstance(asset, SpecModel) and not isinstance(asset, self.SPEC):
             raise TiffinError(f"expected a {self.SPEC.__name__} or a mapping, not a {type(asset).__name__}")
-        label = f"{self.KIND} '{asset.get('name')}'" if isinstance(asset.get("name"), str) else self.KIND
-        return parse_spec(dict(asset), self.SPEC, label, Path.cwd()).spec.to_yaml_dict()
+        data = asset.to_yaml_dict() if isinstance(asset, SpecModel) else dict(asset)
+        label = f"{self.KIND} '{data.get('name')}'" if isinstance(data.get("name"), str) else self.KIND
+        return parse_spec(data, self.SPEC, label, Path.cwd()).spec.to_yaml_dict()
 
     def create_or_update(self, asset: SpecModel | Mapping[str, Any]) -> dict[str, Any]:
         """Register a version: the one the spec names, else the next integer one (as Azure when ``version`` is
