@@ -222,6 +222,9 @@ def serve_tiffin(
         home_path = Path(home) if home is not None else Path(tmp) / "home"
         log_path = Path(tmp) / "serve.log"
         environ = {**os.environ, "TIFFIN_HOME": str(home_path), **(env or {})}
+        # Registered models are saved into BentoML's model store too: a test server's go beside its home, not
+        # into the user's ~/bentoml, unless the caller points BENTOML_HOME somewhere.
+        environ.setdefault("BENTOML_HOME", str(home_path / "bentoml"))
         if "TIFFIN_STORE_URL" not in (env or {}):
             environ.pop("TIFFIN_STORE_URL", None)  # a fresh SQLite store, not whatever the shell points at
         command = [sys.executable, "-m", "tiffin.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
