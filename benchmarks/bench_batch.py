@@ -161,12 +161,12 @@ def tiffin_job(client: Any, data: Path, home: Path) -> tuple[dict[str, float], P
     return {"seconds": seconds, "first_row_s": first or seconds}, Path(job["outputs"]["score"]["path"])
 
 
-def rows_of(path: Path) -> Any:
-    """The output's rows as a frame sorted by (file, prediction): the two must agree, whatever their order
-    and however each wrote a number."""
+def rows_of(path: Path, names: tuple[str, ...] = ("file", "prediction")) -> Any:
+    """The output's rows as a frame of (file, prediction) sorted by both: the two must agree, whatever their
+    order and however each wrote a number. tiffin writes Azure's MLflow columns, ``row,prediction,file``."""
     import pandas as pd
 
-    frame = pd.read_csv(path, header=None, names=["file", "prediction"], engine="pyarrow")
+    frame = pd.read_csv(path, header=None, names=list(names), engine="pyarrow")[["file", "prediction"]]
     return frame.sort_values(["file", "prediction"], ignore_index=True)
 
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"({timing['seconds']:.2f} s; pool alone {timing['pool_seconds']:.2f} s)")  # fmt: skip
 
                 timing, output = tiffin_job(client, data, home)
-                if not same_rows(rows_of(output), reference):
+                if not same_rows(rows_of(output, ("row", "prediction", "file")), reference):
                     raise RuntimeError("tiffin's output differs from the hand-written loop's")
                 results["tiffin"].append(timing)
                 log(f"tiffin #{round_ + 1}: {total_rows / timing['seconds']:,.0f} rows/s ({timing['seconds']:.2f} s), "
