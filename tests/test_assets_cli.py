@@ -228,6 +228,10 @@ def test_update_changes_description_and_tags_only(az, tmp_path):
         az("model", "update", "-n", "updated-model", "-v", "1", "--set", "description=better", "--set", "tags.k=v")
     )
     assert done["description"] == "better" and done["tags"] == {"k": "v"}
+    done = ok(az("model", "update", "-n", "updated-model", "-v", "1", "--remove", "tags.k", "--remove", "description"))
+    assert done["tags"] == {} and not done.get("description")  # az's --remove
+    refused = az("model", "update", "-n", "updated-model", "-v", "1", "--remove", "tags.nope")
+    assert refused.returncode == 1 and "tags.nope" in refused.stderr, refused.stderr
     refused = az("model", "update", "-n", "updated-model", "-l", "latest", "--set", "type=mlflow_model")
     assert refused.returncode == 1 and "tiffin model create" in refused.stderr and "type" in refused.stderr
 
@@ -291,6 +295,8 @@ def test_compute_create_show_update_delete(az, tmp_path):
     done = ok(az("compute", "create", "-f", "compute.yml", "--set", "max_instances=4"))
     assert (done["name"], done["type"], done["max_instances"]) == ("batch-cluster", "amlcompute", 4)
     assert ok(az("compute", "update", "-n", "batch-cluster", "--set", "max_instances=6"))["max_instances"] == 6
+    ok(az("compute", "update", "-n", "batch-cluster", "--tags", "a=1", "b=2"))
+    assert ok(az("compute", "update", "-n", "batch-cluster", "--remove", "tags.a"))["tags"] == {"b": "2"}
     refused = az("compute", "update", "-n", "batch-cluster", "--min-instances", "7")
     assert refused.returncode == 1 and "max_instances" in refused.stderr, refused.stderr
     done = az("compute", "show", "-n", "cpu-cluster")

@@ -8,6 +8,7 @@ spec is sent with absolute paths to ``tiffin serve``, which copies the files int
 # No `from __future__ import annotations`: the show/list/update/archive/restore commands are built per kind
 # below, and Typer reads their options' types from the annotations, which must be objects, not strings.
 
+import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ import typer
 from tiffin.cli.online import InstantNoWaitOpt, OptionalFileOpt, _client
 from tiffin.cli.options import OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit
-from tiffin.errors import TiffinError
+from tiffin.errors import SpecError, TiffinError
 from tiffin.specs import (
     DataAsset,
     EnvironmentAsset,
@@ -32,7 +33,7 @@ from tiffin.specs import (
     parse_spec,
 )
 
-__all__ = ["data_app", "environment_app", "load_asset", "model_app", "parse_tags"]
+__all__ = ["data_app", "environment_app", "load_asset", "model_app", "parse_tags", "remove_fields"]
 
 S = TypeVar("S", bound=SpecModel)
 
@@ -51,6 +52,9 @@ OptionalVersionOpt = Annotated[
 DescriptionOpt = Annotated[str | None, typer.Option("--description", help="Description.")]
 TagsOpt = Annotated[
     list[str] | None, typer.Option("--tags", help="Space-separated KEY=VALUE pairs: --tags team=a stage=dev.")
+]
+RemoveOpt = Annotated[
+    list[str] | None, typer.Option("--remove", help="Remove a field or a key: --remove tags.team (repeatable).")
 ]
 DatastoreOpt = Annotated[
     str | None,
@@ -84,6 +88,21 @@ def parse_tags(given: Sequence[str] | None, extra: Sequence[str] = ()) -> dict[s
             raise typer.BadParameter(f"expected KEY=VALUE pairs such as 'team=a', not {item!r}", param_hint="--tags")
         tags[key] = value
     return tags
+
+
+def remove_fields(data: Mapping[str, Any], paths: Sequence[str] | None, source: str) -> dict[str, Any]:
+    """A copy of ``data`` without the dotted ``paths`` (az's ``--remove tags.team``); a path that is not there is
+    an error naming it, so a typo does not pass for a removal."""
+    result = copy.deepcopy(dict(data))
+    for dotted in paths or ():
+        *parents, last = dotted.split(".")
+        node: Any = result
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            raise SpecError(f"cannot remove '{dotted}': {source} has no such field", source=source, field=dotted)
+        del node[last]
+    return result
 
 
 def _absolute(value: str) -> str:
@@ -315,22 +334,27 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
 
     @app.command(
         "update",
-        help=f"Change a {noun} version's description, tags or stage: --set description=... --set tags.KEY=VALUE.",
+        help=f"Change a {noun} version's description, tags or stage: --set description=... --set tags.KEY=VALUE, "
+        "--remove tags.KEY.",
     )
     def update(
         name: name_opt,
         version: version_opt = None,
         label: label_opt = None,
         set_: SetOpt = None,
+        remove: RemoveOpt = None,
         output: OutputOpt = OutputFormat.json,
         query: QueryOpt = None,
     ) -> None:
-        if not set_:
-            raise typer.BadParameter("nothing to update: give --set description=TEXT or --set tags.KEY=VALUE")
+        if not set_ and not remove:
+            raise typer.BadParameter(
+                "nothing to update: give --set description=TEXT, --set tags.KEY=VALUE or --remove tags.KEY"
+            )
         with _client() as client:
             assets = getattr(client, operations)
             current = assets.get(name, version, label)
-            changed = apply_overrides(current, set_, source=f"{noun} '{name}' version {current['version']}")
+            source = f"{noun} '{name}' version {current['version']}"
+            changed = remove_fields(apply_overrides(current, set_ or (), source=source), remove, source)
             other = sorted(
                 k for k in {*current, *changed} if k not in MUTABLE_FIELDS and current.get(k) != changed.get(k)
             )
@@ -341,6 +365,8 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
                     "without --version (the next one), or with --version N"
                 )
             changes = {k: changed.get(k) for k in MUTABLE_FIELDS if current.get(k) != changed.get(k)}
+            # A field removed is sent empty: the server leaves a field it gets as null as it is.
+            changes = {k: ({} if k == "tags" else "") if v is None else v for k, v in changes.items()}
             emit(assets.update(name, current["version"], **changes) if changes else current, output, query)
 
     @app.command(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tiffin.cli.assets import EXTRA_ARGS, DescriptionOpt, load_asset, parse_tags
+from tiffin.cli.assets import EXTRA_ARGS, DescriptionOpt, RemoveOpt, load_asset, parse_tags, remove_fields
 from tiffin.cli.online import InstantNoWaitOpt, OptionalFileOpt, YesOpt, _client, _confirm_delete
 from tiffin.cli.options import OutputOpt, QueryOpt, SetOpt, warn
 from tiffin.cli.output import OutputFormat, emit
@@ -102,14 +102,17 @@ def compute_update(
     tags: TagsOpt = None,
     no_wait: InstantNoWaitOpt = False,
     set_: SetOpt = None,
+    remove: RemoveOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
 ) -> None:
     """Change a compute: --min-instances, --max-instances, --idle-time-before-scale-down, --tags (added to its
-    tags), or --set FIELD=VALUE."""
+    tags), --set FIELD=VALUE, or --remove tags.KEY."""
     with _client() as client:
         current = client.compute.get(name)
-        changed: dict[str, Any] = apply_overrides(current, set_ or (), source=f"compute '{name}'", kind=Compute)
+        source = f"compute '{name}'"
+        changed: dict[str, Any] = apply_overrides(current, set_ or (), source=source, kind=Compute)
+        changed = remove_fields(changed, remove, source)
         flags = {
             "min_instances": min_instances, "max_instances": max_instances,
             "idle_time_before_scale_down": idle_time_before_scale_down,
@@ -122,7 +125,9 @@ def compute_update(
             k: changed.get(k) for k in {*current, *changed} if k not in _READ_ONLY and current.get(k) != changed.get(k)
         }
         if not changes:
-            warn(f"nothing changes on compute '{name}': give --min-instances, --max-instances, --tags or --set")
+            warn(
+                f"nothing changes on compute '{name}': give --min-instances, --max-instances, --tags, --set or --remove"
+            )
             emit(current, output, query)
             return
         emit(client.compute.update(name, **changes), output, query)
