@@ -274,7 +274,9 @@ class BatchControl:
         "settings"?, "output_path"?}``.
 
         ``input`` is a folder, a file or a glob pattern on the server's machine (absolute, or relative to
-        the server's working directory), or a datastore URI; ``inputs`` are literal values kept with the job
+        the server's working directory), a datastore URI, a registered data asset (``azureml:NAME@latest``,
+        ``azureml:NAME:V``, its id) or an ``http(s)://`` file URL (see :mod:`tiffin.batch.sources`); ``inputs``
+        are literal values kept with the job
         and given to the scoring code as ``AZUREML_BI_<NAME>`` variables. ``settings`` changes the
         deployment's settings for this job only (``{"mini_batch_size": 20, "instance_count": 2,
         "output_file_name": "x.csv"}``, see :func:`tiffin.specs.with_job_settings`); ``output_path`` is a
