@@ -28,6 +28,7 @@ import pytest
 
 from tiffin.batch.downloads import UrlLimits, check_url, fetch_url, url_allowed
 from tiffin.errors import SpecError, TiffinError
+from tiffin.resource_ids import asset_id
 from tiffin.store import Store
 from tiffin.testing import serve_tiffin
 
@@ -289,6 +290,14 @@ def test_azures_mlflow_sample_with_a_data_asset_read_back_as_its_notebook_does(
     absent = cli(server, "batch-endpoint", "invoke", "-n", "heart-classifier", "--input", "azureml:nope@latest",
                  check=False)  # fmt: skip
     assert absent.returncode == 1 and "tiffin data list" in absent.stderr and "Traceback" not in absent.stderr
+
+    # The SDK, as azure-ai-ml's notebook: Input(type=uri_folder, path=data_asset.id), here a mapping like it.
+    with server.client() as client:
+        job = client.batch_endpoints.invoke(
+            "heart-classifier", {"type": "uri_folder", "path": asset_id("data", "heart-dataset-unlabeled", "2")}
+        )
+        assert job["inputs"]["data_asset"] == "azureml:heart-dataset-unlabeled:2"
+        assert client.jobs.stream(job["name"], interval=0.2, timeout=180)["status"] == "Completed"
 
 
 _CUSTOM_OUTPUT = """
