@@ -120,8 +120,9 @@ class MLflowBatchScorer:
             data = _read_table(path)
             predictions = model.predict(data)
             frame = _prediction_frame(predictions, len(data))
-            frame.insert(0, "row", range(len(frame)))
-            frame["file"] = os.path.basename(path)
+            # allow_duplicates: a model's own "row" or "file" column stays beside Azure's.
+            frame.insert(0, "row", range(len(frame)), allow_duplicates=True)
+            frame.insert(len(frame.columns), "file", os.path.basename(path), allow_duplicates=True)
             frames.append(frame)
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return BatchOutput(_frame_csv(out), len(out))
@@ -135,8 +136,8 @@ def _frame_csv(frame: Any) -> bytes:
         import pyarrow as pa
         import pyarrow.csv as pa_csv
 
-        texts = [c for c in frame.columns if frame[c].dtype == object]
-        plain = all(not any(ch in str(v) for v in frame[c].unique() for ch in ',"\r\n') for c in texts)
+        texts = [i for i, dtype in enumerate(frame.dtypes) if dtype.kind == "O"]  # by position: names may repeat
+        plain = all(not any(ch in str(v) for v in frame.iloc[:, i].unique() for ch in ',"\r\n') for i in texts)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         buffer = io.BytesIO()
         options = pa_csv.WriteOptions(include_header=False, quoting_style="none" if plain else "needed")

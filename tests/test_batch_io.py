@@ -13,6 +13,7 @@ import contextlib
 import glob
 import hashlib
 import http.server
+import io
 import json
 import re
 import subprocess
@@ -99,6 +100,43 @@ def heart_csv(rows: int, seed: int) -> bytes:
     """A small CSV of three numeric columns (a, b, c)."""
     lines = ["a,b,c"] + [f"{(seed + k) % 7},{(seed * k) % 5},{k % 3}" for k in range(rows)]
     return ("\n".join(lines) + "\n").encode()
+
+
+# --- rows as Azure writes them ----------------------------------------------------------------------
+
+
+class _Model:
+    """Stands for an MLflow pyfunc model: ``predict`` gives one value per row, or a DataFrame of its own."""
+
+    def __init__(self, frame: bool = False) -> None:
+        self.frame = frame
+
+    def predict(self, data: Any) -> Any:
+        import pandas as pd
+
+        values = (data["a"] * 2 + 0.5).tolist()
+        return pd.DataFrame({"file": ["mine"] * len(values), "score": values}) if self.frame else values
+
+
+def test_mlflow_rows_are_row_prediction_file_as_azures_notebook_reads_them(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tiffin.runners.batch import MLflowBatchScorer
+
+    (tmp_path / "heart-0.csv").write_text("a\n1\n2\n3\n")
+    (tmp_path / "heart, 1.csv").write_text("a\n4\n")
+    scorer = MLflowBatchScorer("unused")
+    scorer._state["model"] = _Model()
+    output = scorer.score([str(tmp_path / "heart-0.csv"), str(tmp_path / "heart, 1.csv")])
+    assert output.rows == 4
+    score = pd.read_csv(io.BytesIO(output.csv), names=["row", "prediction", "file"])
+    assert score.values.tolist() == [
+        [0, 2.5, "heart-0.csv"], [1, 4.5, "heart-0.csv"], [2, 6.5, "heart-0.csv"], [0, 8.5, "heart, 1.csv"],
+    ]  # fmt: skip
+    # A model answering a DataFrame: its columns in place of prediction, even one named like Azure's.
+    scorer._state["model"] = _Model(frame=True)
+    output = scorer.score([str(tmp_path / "heart, 1.csv")])
+    assert pd.read_csv(io.BytesIO(output.csv), header=None).values.tolist() == [[0, "mine", 8.5, "heart, 1.csv"]]
 
 
 # --- the URL rules and the download cache (pure, and against the loopback server) --------------------
