@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import PgServer, pg_database
 
-from tiffin.assets.blobs import blob_path, blobs_dir, release, store_tree
+from tiffin.assets.blobs import LINK_MIN_BYTES, blob_path, blobs_dir, release, store_tree
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, load_spec, parse_spec
 from tiffin.store import Store
@@ -298,14 +298,30 @@ def test_content_is_stored_once_and_outlives_its_source(tmp_path: Path) -> None:
     assert (stored / "empty").is_dir()
 
 
-def test_stored_files_are_read_only_links(tmp_path: Path) -> None:
+def test_large_files_are_read_only_links(tmp_path: Path) -> None:
     home = tmp_path / "home"
     source = _model_folder(tmp_path)
+    (source / "weights.bin").write_bytes(b"w" * LINK_MIN_BYTES)
     _, stored = store_tree(home, source)
-    stat_source, stat_stored = (source / "model.pkl").stat(), (stored / "model.pkl").stat()
+    stat_source, stat_stored = (source / "weights.bin").stat(), (stored / "weights.bin").stat()
     assert stat_stored.st_ino == stat_source.st_ino  # a hard link: no file data written
-    assert stat_stored.st_mode & 0o222 == 0
+    assert stat_stored.st_mode & 0o222 == 0 and stat_source.st_mode & 0o222 == 0
     assert (stored / "sub").stat().st_mode & 0o222 == 0
+
+
+def test_small_files_are_copied_so_editing_the_source_in_place_changes_nothing(tmp_path: Path) -> None:
+    # Azure's samples rewrite a model file in place between registrations (echo ... > model/weights.json); as
+    # root, a read-only hard link would not stop that, and every registered version would change with it.
+    home = tmp_path / "home"
+    source = _model_folder(tmp_path)
+    _, first = store_tree(home, source)
+    assert (first / "model.pkl").stat().st_ino != (source / "model.pkl").stat().st_ino
+    assert (source / "model.pkl").stat().st_mode & 0o200  # the source keeps its mode
+    (source / "model.pkl").write_bytes(b"retrained")
+    _, second = store_tree(home, source)
+    assert (first / "model.pkl").read_bytes() == b"weights"
+    assert (second / "model.pkl").read_bytes() == b"retrained"
+    assert (first / "model.pkl").stat().st_mode & 0o222 == 0
     single_digest, single = store_tree(home, source / "sub" / "conf.json")
     assert single.name == "conf.json" and single.read_text() == "{}"
     assert single_digest != store_tree(home, source)[0]

@@ -5,17 +5,20 @@
     $TIFFIN_HOME/assets/blobs/<hex>/<source's name>/...   one registered file or folder, read-only
     $TIFFIN_HOME/assets/blobs/.incoming/                  a registration being laid out (removed when done)
 
-:func:`store_tree` lays the source out by **hard link** (a copy only across file systems, or where the server's
-user may not link or protect the file), hashes what it laid out, and moves it under its digest; content stored
-already is kept once. Registering a 1 GB folder on the same file system writes no file data: it costs one link
-per file and one read of the content for the digest (SHA-256 at ~1.6 GB/s here, several files or segments
-hashed at once).
+:func:`store_tree` lays the source out, hashes what it laid out, and moves it under its digest; content stored
+already is kept once. Files of :data:`LINK_MIN_BYTES` (16 MiB) or more are **hard-linked** (copied only across
+file systems, or where the server's user may not link or protect the file); smaller ones are **copied**.
+Registering a 1 GB model folder on the same file system thus writes no file data: one link per large file and
+one read of the content for the digest (SHA-256 at ~1.6 GB/s here, several files or segments hashed at once).
 
-A hard link shares the source's inode, so the files are made read-only (``a-w``), which the source's names see
-too: a later in-place rewrite of the source (``open(path, "wb")``) fails instead of silently changing a
-registered version; tools that save to a new file and rename it over the old one, or delete and rewrite, leave
-the registered version as it was. (As root, permissions do not stop writes: register with a copy there by
-putting the source on another file system, or do not rewrite registered files in place.)
+Why not link everything: a hard link *is* the source file, so rewriting the source in place afterwards
+(``echo '{"scale": 2}' > model/weights.json`` between two registrations, as Azure's samples do, or
+``joblib.dump`` onto the same name) would change every version registered from it. Small files, the ones such
+scripts rewrite, cost little to copy and are then the store's own. A large linked file is made read-only
+(``a-w``), which the source's name shares: an in-place rewrite of it fails rather than silently changing a
+registered version, while deleting the source, or saving a new file and renaming it over the old one, leaves
+the registered version as it was. As root, permissions do not stop writes: keep large registered files as they
+are, or register from another file system (a copy).
 
 Symbolic links are never stored as links: one that points inside the source folder is stored as the file it
 names; one that points outside it, or nowhere, is refused. A model folder cannot carry a link to
@@ -36,13 +39,16 @@ from pathlib import Path
 
 from tiffin.errors import SpecError
 
-__all__ = ["DIGEST_PREFIX", "blob_path", "blobs_dir", "release", "store_tree", "tree_digest"]
+__all__ = ["DIGEST_PREFIX", "LINK_MIN_BYTES", "blob_path", "blobs_dir", "release", "store_tree", "tree_digest"]
 
 DIGEST_PREFIX = "sha256:"
 
 # A file is hashed in segments of this size, several at once (hashlib lets go of the GIL while it hashes), and
 # its digest is the SHA-256 of its segments' digests: one large file costs a fraction of a sequential pass.
 _SEGMENT = 32 << 20
+
+LINK_MIN_BYTES = 16 << 20
+"""Files this large or larger are hard-linked into the store; smaller ones are copied (see the module's docstring)."""
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
 
 
@@ -82,7 +88,10 @@ def store_tree(home: Path, source: Path) -> tuple[str, Path]:
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _link_or_copy(real, target)
+                if real.stat().st_size >= LINK_MIN_BYTES:
+                    _link_or_copy(real, target)
+                else:
+                    _copy(real, target)
         digest = tree_digest(top, name=source.name)
         final = blob_path(home, digest)
         if not final.exists():
