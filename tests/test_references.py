@@ -508,3 +508,16 @@ def test_a_deployment_serves_the_registered_version_it_was_pinned_to(tmp_path: P
         )
         assert shown["model"] == "azureml:plain:2"
         assert score() == [300]
+
+
+def test_a_batch_job_is_frozen_with_the_assets_its_deployment_pinned(store: Store, tmp_path: Path) -> None:
+    folder = _registered_model(store, tmp_path, "sk", "1")
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    batch = BatchControl(store, public_url="http://127.0.0.1:7700", home=tmp_path)
+    batch.create_endpoint({"name": "be"})
+    batch.put_deployment("be", "d", {"model": "azureml:sk@latest", "code_configuration": _code(tmp_path)})
+    job = batch.invoke("be", {"input": str(tmp_path / "in.csv"), "settings": {"mini_batch_size": 2}}, admin=True)
+    spec = store.get_job(job["name"]).spec
+    assert spec is not None
+    assert spec["model"] == {"name": "sk", "version": "1", "path": str(folder), "type": "custom_model"}
+    assert store.get_deployment("be", "d").spec["model"] == "azureml:sk:1"  # the deployment keeps the reference

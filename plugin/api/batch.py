@@ -327,7 +327,9 @@ class BatchControl:
                 "azureml://datastores/NAME/paths/PATH; another folder takes the admin token",
                 field="output_path",
             )
-        spec = dict(deployment.spec)
+        # The job runs what the deployment's pinned references name, fixed now (tiffin.assets.resolve): its
+        # workers see the registered model's stored files, never a reference.
+        spec = inline_assets(self.store, deployment.spec, source=f"batch deployment '{name}'")
         if overrides:  # validated whole, so a bad value is refused here with its field, not when the job runs
             merged = with_job_settings(spec, overrides)
             # A misspelt setting is refused here, with the setting it most likely means.
