@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,8 @@ ENDED = ("Completed", "Failed", "Canceled")
 
 class Files:
     """What the loopback server serves (``/public/NAME``, ``/private/NAME``; ``/plain/NAME`` without ETag or
-    Last-Modified; ``/moved/NAME`` redirects to ``/private/NAME``) and the requests it saw."""
+    Last-Modified; ``/slow/NAME`` 64 KiB every 50 ms; ``/moved/NAME`` redirects to ``/private/NAME``) and the
+    requests it saw."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
@@ -57,7 +59,7 @@ def _handler(files: Files) -> type[http.server.BaseHTTPRequestHandler]:
             body = files.files.get(name)
             if area == "moved":
                 status, body = 302, b""
-            elif body is None or area not in ("public", "private", "plain"):
+            elif body is None or area not in ("public", "private", "plain", "slow"):
                 status, body = 404, b"not found"
             else:
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
@@ -73,7 +75,13 @@ def _handler(files: Files) -> type[http.server.BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if status != 304:
-                self.wfile.write(body)
+                step = 1 << 16 if area == "slow" else len(body) or 1
+                for start in range(0, len(body), step):
+                    with contextlib.suppress(OSError):  # the client may give up: that is what slow is for
+                        self.wfile.write(body[start : start + step])
+                        self.wfile.flush()
+                    if area == "slow":
+                        time.sleep(0.05)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -207,6 +215,21 @@ def test_a_download_over_the_size_limit_fails_and_leaves_no_file(files: tuple[Fi
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name not in (".lock",)]
     with pytest.raises(TiffinError, match="HTTP 404"):
         fetch_url(f"{base}/public/absent.csv", tmp_path, UrlLimits())
+
+
+def test_a_download_stops_when_asked_or_past_its_time_leaving_nothing(files: tuple[Files, str], tmp_path: Path) -> None:
+    from tiffin.batch.downloads import DownloadStopped
+
+    served, base = files
+    served.files["slow.csv"] = b"y" * (4 << 20)  # 64 chunks of 64 KiB, 50 ms apart: over 3 s
+    asked = []
+    started = time.monotonic()
+    with pytest.raises(DownloadStopped):
+        fetch_url(f"{base}/slow/slow.csv", tmp_path, UrlLimits(), stopped=lambda: asked.append(1) or True)
+    assert asked and time.monotonic() - started < 3, "stopped at the first check, not at the end"
+    with pytest.raises(TiffinError, match=re.escape("took more than 0.5s")):
+        fetch_url(f"{base}/slow/slow.csv", tmp_path, UrlLimits(timeout_s=0.5))
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
 
 
 def test_a_redirect_is_not_followed_unless_asked(files: tuple[Files, str], tmp_path: Path) -> None:
@@ -488,3 +511,20 @@ def test_an_https_input_is_downloaded_once_and_a_key_may_name_only_allowed_urls(
     with server.client() as client:
         final = client.jobs.stream(allowed.json()["name"], interval=0.2, timeout=180)
     assert final["status"] == "Completed", final
+
+    # A job canceled while its input downloads drops the download at once (nothing half-written stays).
+    served.files["huge.csv"] = b"z" * (40 << 20)  # 640 chunks 50 ms apart: half a minute
+    cache = server.home / "cache" / "inputs"
+    with server.client() as client:
+        job = client.batch_endpoints.invoke("url-inputs", f"{base}/slow/huge.csv")
+        deadline = time.monotonic() + 60
+        while not list(cache.rglob(".huge.csv.tmp-*")):
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.1)
+        client.jobs.cancel(job["name"])
+        canceled = time.monotonic()
+        while list(cache.rglob(".huge.csv.tmp-*")):
+            assert time.monotonic() - canceled < 10, "the download went on after the job was canceled"
+            time.sleep(0.1)
+        assert client.jobs.get(job["name"])["status"] == "Canceled"
+    assert not list(cache.rglob("huge.csv"))

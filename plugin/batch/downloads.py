@@ -22,14 +22,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from tiffin.errors import SpecError, TiffinError
 
-__all__ = ["InputDownloadError", "UrlLimits", "cache_root", "fetch_url", "is_url", "url_allowed"]
+__all__ = ["DownloadStopped", "InputDownloadError", "UrlLimits", "cache_root", "fetch_url", "is_url", "url_allowed"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 _CHUNK = 1 << 20
@@ -38,6 +38,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 class InputDownloadError(TiffinError):
     """An ``http(s)://`` input could not be downloaded (unreachable, refused, too large, too slow)."""
+
+
+class DownloadStopped(Exception):
+    """The caller's ``stopped`` said to give up (the job was canceled, the server is stopping)."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,18 @@ def _write_meta(folder: Path, meta: dict[str, str]) -> None:
     os.replace(tmp, folder / "meta.json")
 
 
-def fetch_url(url: str, home: Path, limits: UrlLimits, *, follow_redirects: bool = False) -> tuple[Path, str]:
+def fetch_url(
+    url: str,
+    home: Path,
+    limits: UrlLimits,
+    *,
+    follow_redirects: bool = False,
+    stopped: Callable[[], bool] | None = None,
+) -> tuple[Path, str]:
     """The local copy of the file at ``url`` (downloaded or revalidated now) and a line saying what was done.
+
+    ``stopped`` is asked about twice a second while the file arrives; when it answers True the download is
+    dropped (nothing stays in the cache) and :class:`DownloadStopped` raised.
 
     :class:`InputDownloadError` when it cannot be had: an HTTP error, a file over ``limits.max_bytes``, a
     download over ``limits.timeout_s``, a network failure (a copy already cached is used then, and the line
@@ -182,7 +196,7 @@ def fetch_url(url: str, home: Path, limits: UrlLimits, *, follow_redirects: bool
                 version = hashlib.sha256(f"{etag}\n{modified}".encode()).hexdigest()[:16]
                 target = folder / version / _file_name(url)
                 target.parent.mkdir(exist_ok=True)
-                size = _save(response, target, limits, deadline, url)
+                size = _save(response, target, limits, deadline, url, stopped)
         except httpx.HTTPError as exc:
             if meta:
                 return folder / meta["file"], f"{url}: cannot be reached ({exc}); using the copy downloaded before"
@@ -198,13 +212,19 @@ def _too_large(url: str, limits: UrlLimits) -> str:
     )
 
 
-def _save(response: object, target: Path, limits: UrlLimits, deadline: float, url: str) -> int:
+def _save(
+    response: object, target: Path, limits: UrlLimits, deadline: float, url: str, stopped: Callable[[], bool] | None
+) -> int:
     """Stream ``response``'s body into ``target`` whole or not at all; its size."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    size = 0
+    size, next_check = 0, time.monotonic() + 0.5
     try:
         with open(tmp, "wb") as out:
             for chunk in response.iter_bytes(_CHUNK):  # type: ignore[attr-defined]
+                if stopped is not None and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.5
+                    if stopped():
+                        raise DownloadStopped(url)
                 size += len(chunk)
                 if size > limits.max_bytes:
                     raise InputDownloadError(_too_large(url, limits))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tiffin import config
-from tiffin.batch.downloads import UrlLimits, fetch_url
+from tiffin.batch.downloads import DownloadStopped, UrlLimits, fetch_url
 from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
 from tiffin.batch.pool import LocalPool, Pool
 from tiffin.errors import SpecError, TiffinError
@@ -112,7 +112,11 @@ class JobRunner:
         files = list(job.inputs.get("files", []))
         url = job.inputs.get("url")
         if url and not files and not self.store.mini_batches(self.name):  # planned once: a resumed job has its file
-            files = [self._download(str(url), follow_redirects=bool(job.inputs.get("url_redirects")))]
+            try:
+                files = [self._download(str(url), follow_redirects=bool(job.inputs.get("url_redirects")))]
+            except DownloadStopped:  # the server stops (the job resumes) or the job was canceled or taken over
+                state = self.store.job_owner(self.name)
+                return "Canceled" if state is None or state[0] == "Canceled" else "Running"
         batches = self.store.plan_job(self.name, [list(b.items) for b in plan(files, settings.mini_batch_size)])
         writes = settings.output_action == "append_row"
         parts = folder / "parts"
@@ -287,11 +291,18 @@ class JobRunner:
         limits = UrlLimits(max_bytes=config.input_url_max_bytes(), timeout_s=config.input_url_timeout())
         self._say(f"fetching {url}")
         try:
-            path, said = fetch_url(url, self.home, limits, follow_redirects=follow_redirects)
+            path, said = fetch_url(url, self.home, limits, follow_redirects=follow_redirects, stopped=self._interrupted)
         except TiffinError as exc:
             raise _JobFailed(exc.message) from None
         self._say(said)
         return str(path)
+
+    def _interrupted(self) -> bool:
+        """Whether the job should stop now: the server stops, the job was canceled or another node took it."""
+        if self.stop.is_set():
+            return True
+        state = self.store.job_owner(self.name)
+        return state is None or state[0] == "Canceled" or (self.node_id is not None and state[1] != self.node_id)
 
     # --- the end -------------------------------------------------------------------------------------
 
