@@ -352,9 +352,12 @@ def test_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     assert not list(blobs_dir(home).glob("*/model/shadow"))
 
 
-def test_a_missing_source_is_refused(tmp_path: Path) -> None:
+def test_a_missing_source_or_too_many_files_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         store_tree(tmp_path / "home", tmp_path / "nope")
+    with pytest.raises(SpecError, match="more than 3 files and folders"):
+        store_tree(tmp_path / "home", _model_folder(tmp_path), max_entries=3)
+    assert not list(blobs_dir(tmp_path / "home").glob("*/model"))
 
 
 def test_release_removes_the_content(tmp_path: Path) -> None:

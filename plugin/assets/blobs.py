@@ -47,6 +47,9 @@ DIGEST_PREFIX = "sha256:"
 # its digest is the SHA-256 of its segments' digests: one large file costs a fraction of a sequential pass.
 _SEGMENT = 32 << 20
 
+MAX_ENTRIES = 200_000
+"""The most files and folders one registration may hold: a model or data folder, not a file system's worth."""
+
 LINK_MIN_BYTES = 16 << 20
 """Files this large or larger are hard-linked into the store; smaller ones are copied (see the module's docstring)."""
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
@@ -65,18 +68,27 @@ def blob_path(home: Path, digest: str) -> Path:
     return blobs_dir(home) / hexdigest
 
 
-def store_tree(home: Path, source: Path) -> tuple[str, Path]:
+def store_tree(home: Path, source: Path, *, max_entries: int = MAX_ENTRIES) -> tuple[str, Path]:
     """Store the file or folder ``source`` by content; return its digest and the stored path
     (``blobs/<hex>/<source.name>``), which a registered asset's ``path`` becomes.
 
-    :class:`SpecError` (field ``path``) when ``source`` is missing, is neither a file nor a folder, or holds
-    a symbolic link to outside itself, a dangling one, or a special file.
+    :class:`SpecError` (field ``path``) when ``source`` is missing, is neither a file nor a folder, holds more
+    than ``max_entries`` files and folders, or holds a symbolic link to outside itself, a dangling one, or a
+    special file. Nothing is laid out before the whole tree passed these checks.
     """
     source = Path(os.path.abspath(source))
     if not source.exists():
         raise SpecError(f"{source} does not exist; give the path of the file or folder to register", field="path")
     root = source.resolve()
-    entries = list(_entries(root, source))
+    entries: list[tuple[str, Path | None]] = []
+    for entry in _entries(root, source):
+        entries.append(entry)
+        if len(entries) > max_entries:
+            raise SpecError(
+                f"{source} holds more than {max_entries} files and folders; register the model's or data's own "
+                "folder, not one that holds much else",
+                field="path",
+            )
     incoming = blobs_dir(home) / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="in-", dir=incoming))

@@ -100,6 +100,8 @@ class AssetRepository(StoreCore):
                     chosen = version if version is not None else self._next_version(session, kind, name)
                     existing = session.get(Asset, (kind, name, chosen))
                     full = {**spec, "name": name, "version": chosen}
+                    if existing is not None and version is None:
+                        continue  # another writer committed this number after we read the highest one: the next
                     if existing is not None:
                         return self._same_or_conflict(existing, full, digest)
                     now = now_utc()
