@@ -17,6 +17,8 @@
       jobs/JOB/workers/SLOT.pid                   a batch worker's pid file
       jobs/JOB/outputs/predictions.csv            the job's output file (output_file_name), once it completed
       datastores/NAME/PATH                        what azureml://datastores/NAME/paths/PATH stands for
+      assets/blobs/SHA256/NAME/                   a registered model's or data asset's files, read-only
+                                                  (tiffin.assets.blobs); assets/scratch/ a download being packed
 
 Every name on disk is *one* name's own: endpoint, deployment and job names become a folder each (never
 flattened into one folder name, where ``x_y``/``z`` and ``x``/``y_z`` would meet), and a name that is not a
