@@ -528,3 +528,47 @@ def test_an_https_input_is_downloaded_once_and_a_key_may_name_only_allowed_urls(
             time.sleep(0.1)
         assert client.jobs.get(job["name"])["status"] == "Canceled"
     assert not list(cache.rglob("huge.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_data_assets_registered_with_the_cli_resolve_to_their_stored_files_and_urls(
+    server: Any, files: tuple[Files, str], tmp_path: Path
+) -> None:
+    """`tiffin data create` as Azure's scripts run it (a local uri_folder copied into the content store, a
+    uri_file URL kept as it is), then `invoke --input azureml:NAME@latest`: the job scores the stored copy
+    (the source may change afterwards) and downloads the URL; a key may use both."""
+    import pandas as pd
+
+    served, base = files
+    served.files["remote.csv"] = heart_csv(3, 9)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "local-0.csv").write_bytes(heart_csv(2, 1))
+    (data / "local-1.csv").write_bytes(heart_csv(5, 2))
+    cli(server, "data", "create", "--name", "local-rows", "--type", "uri_folder", "--path", str(data))
+    cli(server, "data", "create", "--name", "remote-rows", "--type", "uri_file", "--path", f"{base}/private/remote.csv")
+    (data / "local-1.csv").write_bytes(heart_csv(50, 2))  # the source changes; the registered copy does not
+    (data / "local-2.csv").write_bytes(heart_csv(1, 3))
+    code = tmp_path / "code"
+    code.mkdir()
+    with server.client() as client:
+        client.batch_endpoints.create({"name": "asset-inputs", "auth_mode": "key"})
+        client.batch_deployments.create_or_update(
+            _script_deployment(code, "rows", "asset-inputs", _SCORE_WITH_PATH, "append_row")
+        )
+        key = client.batch_endpoints.get_keys("asset-inputs")["primaryKey"]
+    invoke = f"{server.url}/api/batch-endpoints/asset-inputs/jobs"
+    headers = {"Authorization": f"Bearer {key}"}
+    expected = {"azureml:local-rows@latest": [["local-0.csv", 2], ["local-1.csv", 5]],
+                "azureml:remote-rows:1": [["remote.csv", 3]]}  # fmt: skip
+    for source, rows in expected.items():
+        answer = httpx.post(invoke, json={"input": source}, headers=headers, timeout=30)
+        assert answer.status_code in (200, 201), answer.text
+        job = answer.json()
+        with server.client() as client:
+            final = client.jobs.stream(job["name"], interval=0.2, timeout=180)
+            assert final["status"] == "Completed", (final, client.jobs.read_log(job["name"])[0])
+            target = client.jobs.download(job["name"], tmp_path / job["name"], output_name="score")
+        frame = pd.read_csv(target, header=None, names=["file", "rows", "where"], sep=" ")
+        assert frame[["file", "rows"]].values.tolist() == rows, source
