@@ -572,3 +572,28 @@ def test_data_assets_registered_with_the_cli_resolve_to_their_stored_files_and_u
             target = client.jobs.download(job["name"], tmp_path / job["name"], output_name="score")
         frame = pd.read_csv(target, header=None, names=["file", "rows", "where"], sep=" ")
         assert frame[["file", "rows"]].values.tolist() == rows, source
+
+
+def test_a_url_job_planned_on_another_node_reads_this_nodes_copy(files: tuple[Files, str], tmp_path: Path) -> None:
+    """A job taken over from another node (servers sharing a store) has a plan naming that node's cached copy
+    of its URL; this node downloads (or finds) its own and scores it."""
+    import pandas as pd
+
+    from tiffin.batch.runner import JobRunner
+
+    served, base = files
+    served.files["taken.csv"] = heart_csv(4, 5)
+    home = tmp_path / "home"
+    code = tmp_path / "code"
+    code.mkdir()
+    spec = _script_deployment(code, "rows", "ep", _SCORE_WITH_PATH, "append_row")
+    url = f"{base}/public/taken.csv"
+    with Store.open(f"sqlite:///{tmp_path / 'tiffin.db'}", home=home) as store:
+        store.create_endpoint("batch", "ep", {})
+        store.create_job("j", "ep", "rows", {"input": url, "url": url, "url_redirects": False, "files": []}, spec)
+        assert store.claim_queued_jobs("a", 1, 1) == ["j"]
+        store.plan_job("j", [["/elsewhere/node-b/cache/inputs/0123/abcd/taken.csv"]])  # as node b planned it
+        assert JobRunner(store, "j", home, node_id="a").run() == "Completed", (home / "jobs/j/job.log").read_text()
+        output = Path(store.get_job("j").outputs["score"]["path"])
+    frame = pd.read_csv(output, header=None, names=["file", "rows", "where"], sep=" ")
+    assert frame[["file", "rows"]].values.tolist() == [["taken.csv", 4]]

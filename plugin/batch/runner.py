@@ -111,7 +111,9 @@ class JobRunner:
         settings = deployment.settings
         files = list(job.inputs.get("files", []))
         url = job.inputs.get("url")
-        if url and not files and not self.store.mini_batches(self.name):  # planned once: a resumed job has its file
+        planned = self.store.mini_batches(self.name)
+        # A resumed job has its file, unless another node planned it: that node's cache is not this one's.
+        if url and not files and (not planned or any(not os.path.exists(i) for b in planned for i in b.items)):
             try:
                 files = [self._download(str(url), follow_redirects=bool(job.inputs.get("url_redirects")))]
             except DownloadStopped:  # the server stops (the job resumes) or the job was canceled or taken over
@@ -121,6 +123,8 @@ class JobRunner:
         writes = settings.output_action == "append_row"
         parts = folder / "parts"
         items = {b.index: list(b.items) for b in batches}
+        if url and files:  # the plan may name another node's copy of the URL's file: this node reads its own
+            items = {k: [i if os.path.exists(i) else files[0] for i in v] for k, v in items.items()}
         pending = deque(
             b.index
             for b in batches
