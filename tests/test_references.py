@@ -75,6 +75,7 @@ def test_an_asset_id_is_read_back_with_or_without_azureml_prefix() -> None:
         ("azureml:sklearn-model@latest", "sklearn-model", None),
         (f"azureml:{WORKSPACE}/models/sklearn-model/versions/3", "sklearn-model", "3"),
         (f"{WORKSPACE}/models/sklearn-model/versions/3", "sklearn-model", "3"),  # `show --query id -o tsv`
+        ("azureml://locations/westeurope/workspaces/w/models/sklearn-model/versions/3", "sklearn-model", "3"),
     ],
 )
 def test_every_form_of_a_model_reference_is_read(text: str, name: str, version: str | None) -> None:
