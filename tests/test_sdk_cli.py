@@ -41,6 +41,7 @@ PLAIN = TESTS / "deployments" / "plain" / "deployment.yml"
 AZURE = TESTS / "fixtures" / "azure" / "online"
 TOKEN = "cli-admin-token"
 CODE = {"code": str(TESTS / "deployments" / "plain" / "code"), "scoring_script": "score.py"}
+MODEL = str(TESTS / "deployments" / "plain" / "model")  # a reference (azureml:m:1) must name a registered model
 
 
 @dataclass
@@ -146,7 +147,7 @@ def test_sdk_endpoint_lifecycle(server: Server) -> None:
         created = endpoints.create_or_update({"name": "ep", "description": "first", "tags": {"a": "1"}})
         assert created["scoring_uri"] == f"{server.url}/endpoints/ep/score"
         client.online_deployments.create_or_update(
-            {"name": "blue", "model": "azureml:m:1", "code_configuration": CODE}, "ep", wait=False
+            {"name": "blue", "model": MODEL, "code_configuration": CODE}, "ep", wait=False
         )
         assert endpoints.set_traffic("ep", {"blue": 100})["traffic"] == {"blue": 100}
 
@@ -191,7 +192,7 @@ def test_sdk_waits_until_succeeded_then_gives_all_traffic(server: Server) -> Non
     with server.client() as client:
         client.online_endpoints.create({"name": "ep"})
         poller = client.online_deployments.begin_create_or_update(
-            {"name": "blue", "model": "azureml:m:1", "code_configuration": CODE},
+            {"name": "blue", "model": MODEL, "code_configuration": CODE},
             "ep",
             all_traffic=True,
             progress=lambda d: seen.append(d["provisioning_state"]),
@@ -212,7 +213,7 @@ def test_sdk_wait_raises_the_failed_reason(server: Server) -> None:
         server.set_state_later("ep", "blue", "Failed", "init() raised: no model file")
         with pytest.raises(TiffinError, match=r"failed: init\(\) raised: no model file.*get-logs"):
             client.online_deployments.create_or_update(
-                {"name": "blue", "model": "azureml:m:1", "code_configuration": CODE}, "ep", all_traffic=True
+                {"name": "blue", "model": MODEL, "code_configuration": CODE}, "ep", all_traffic=True
             )
         assert client.online_endpoints.get("ep")["traffic"] == {}
 
