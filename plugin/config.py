@@ -9,6 +9,7 @@ from pathlib import Path
 
 __all__ = [
     "ADVERTISE_URL_ENV",
+    "ASSETS_DIR_ENV",
     "DEFAULT_URL",
     "INPUT_ROOTS_ENV",
     "INPUT_URL_MAX_BYTES_ENV",
@@ -22,6 +23,7 @@ __all__ = [
     "NODE_LEASE_ENV",
     "REPLICA_CPUS_ENV",
     "advertise_url",
+    "assets_root",
     "configure_logging",
     "input_roots",
     "input_url_max_bytes",
@@ -79,6 +81,10 @@ default 10 (it beats five times per lease)."""
 
 ADVERTISE_URL_ENV = "TIFFIN_ADVERTISE_URL"
 """The URL the other servers sharing the store use to reach this one's replicas (``http://HOST:PORT``)."""
+
+ASSETS_DIR_ENV = "TIFFIN_ASSETS_DIR"
+"""Where registered models' and data assets' files are kept (``blobs/``); default ``$TIFFIN_HOME/assets``.
+Servers sharing a store share it too, mounted at the same path on each."""
 
 JOBS_DIR_ENV = "TIFFIN_JOBS_DIR"
 """Where batch jobs keep their logs, output parts and outputs; default ``$TIFFIN_HOME/jobs``. Servers sharing
@@ -188,6 +194,12 @@ def node_lease(environ: Mapping[str, str] = os.environ) -> float:
     if not value >= 0.5:
         raise TiffinError(f"{NODE_LEASE_ENV}={raw} must be at least 0.5 seconds")
     return value
+
+
+def assets_root(home: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """``$TIFFIN_ASSETS_DIR``, else ``home/assets`` (see :data:`ASSETS_DIR_ENV`)."""
+    given = environ.get(ASSETS_DIR_ENV)
+    return Path(given).expanduser() if given else home / "assets"
 
 
 def jobs_root(home: Path, environ: Mapping[str, str] = os.environ) -> Path:

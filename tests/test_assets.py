@@ -327,6 +327,42 @@ def test_small_files_are_copied_so_editing_the_source_in_place_changes_nothing(t
     assert single_digest != store_tree(home, source)[0]
 
 
+def test_a_linked_file_rewritten_in_place_is_found_and_refused_where_it_would_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root, read-only does not stop an in-place rewrite of a large linked file (``torch.save`` onto the same
+    name): what runs the version must notice, not serve changed weights as the registered ones."""
+    import os
+
+    from tiffin.assets.blobs import changed_links
+    from tiffin.assets.resolve import inline_assets
+
+    monkeypatch.setattr("tiffin.assets.blobs.LINK_MIN_BYTES", 4)  # link model.pkl ("weights") too
+    home = tmp_path / "home"
+    source = _model_folder(tmp_path)
+    digest, stored = store_tree(home, source)
+    assert (stored / "model.pkl").stat().st_ino == (source / "model.pkl").stat().st_ino
+    assert changed_links(stored) == []
+    with Store.open(f"sqlite:///{tmp_path / 'tiffin.db'}", home=home) as store:
+        store.create_asset("model", "m", {"name": "m", "path": str(stored), "type": "custom_model"}, digest=digest)
+        spec = {"name": "blue", "model": "azureml:m:1"}
+        assert inline_assets(store, spec)["model"]["path"] == str(stored)
+        os.chmod(source / "model.pkl", 0o644)  # as root may write regardless; others must chmod first
+        (source / "model.pkl").write_bytes(b"retrained")  # in place: the same inode
+        assert changed_links(stored) == ["model.pkl"]
+        with pytest.raises(
+            SpecError, match=r"model m:1 is no longer what was registered: model.pkl .*tiffin model create"
+        ):
+            inline_assets(store, spec)
+
+
+def test_the_content_store_is_where_tiffin_assets_dir_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIFFIN_ASSETS_DIR", str(tmp_path / "shared"))
+    _, stored = store_tree(tmp_path / "home", _model_folder(tmp_path))
+    assert stored.is_relative_to(tmp_path / "shared" / "blobs")
+    assert not (tmp_path / "home" / "assets").exists()
+
+
 def test_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
     secret = tmp_path / "secret.txt"

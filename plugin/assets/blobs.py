@@ -3,6 +3,7 @@
 ::
 
     $TIFFIN_HOME/assets/blobs/<hex>/<source's name>/...   one registered file or folder, read-only
+    $TIFFIN_HOME/assets/blobs/<hex>/.linked.json          size and mtime of the files hard-linked from the source
     $TIFFIN_HOME/assets/blobs/.incoming/                  a registration being laid out (removed when done)
 
 :func:`store_tree` lays the source out, hashes what it laid out, and moves it under its digest; content stored
@@ -17,8 +18,13 @@ Why not link everything: a hard link *is* the source file, so rewriting the sour
 scripts rewrite, cost little to copy and are then the store's own. A large linked file is made read-only
 (``a-w``), which the source's name shares: an in-place rewrite of it fails rather than silently changing a
 registered version, while deleting the source, or saving a new file and renaming it over the old one, leaves
-the registered version as it was. As root, permissions do not stop writes: keep large registered files as they
-are, or register from another file system (a copy).
+the registered version as it was. As root, permissions do not stop writes, so the store also remembers each
+linked file's size and modification time (``blobs/<hex>/.linked.json``): :func:`changed_links` finds a linked
+file rewritten since, and whatever runs a registered version (a replica's start, a batch job, a deployment's
+create) refuses it, naming the file, rather than serve content that is no longer what was registered.
+
+Where the content lives is ``$TIFFIN_ASSETS_DIR`` (default ``$TIFFIN_HOME/assets``): servers sharing one store
+share it too, mounted at the same path, as they share ``TIFFIN_JOBS_DIR``.
 
 Symbolic links are never stored as links: one that points inside the source folder is stored as the file it
 names; one that points outside it, or nowhere, is refused. A model folder cannot carry a link to
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -37,9 +44,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tiffin.config import assets_root
 from tiffin.errors import SpecError
 
-__all__ = ["DIGEST_PREFIX", "LINK_MIN_BYTES", "blob_path", "blobs_dir", "release", "store_tree", "tree_digest"]
+__all__ = [
+    "DIGEST_PREFIX",
+    "LINK_MIN_BYTES",
+    "blob_path",
+    "blobs_dir",
+    "changed_links",
+    "release",
+    "store_tree",
+    "tree_digest",
+]
 
 DIGEST_PREFIX = "sha256:"
 
@@ -55,9 +72,12 @@ LINK_MIN_BYTES = 16 << 20
 _WORKERS = max(2, min(8, os.cpu_count() or 2))
 
 
+_LINKED = ".linked.json"
+
+
 def blobs_dir(home: Path) -> Path:
-    """Where registered content lives: ``$TIFFIN_HOME/assets/blobs``."""
-    return home / "assets" / "blobs"
+    """Where registered content lives: ``$TIFFIN_ASSETS_DIR/blobs``, by default ``$TIFFIN_HOME/assets/blobs``."""
+    return assets_root(home) / "blobs"
 
 
 def blob_path(home: Path, digest: str) -> Path:
@@ -94,6 +114,7 @@ def store_tree(home: Path, source: Path, *, max_entries: int = MAX_ENTRIES) -> t
     staging = Path(tempfile.mkdtemp(prefix="in-", dir=incoming))
     try:
         top = staging / source.name
+        linked: dict[str, tuple[int, int]] = {}
         for relative, real in entries:
             target = top / relative if relative != "." else top
             if real is None:
@@ -101,12 +122,16 @@ def store_tree(home: Path, source: Path, *, max_entries: int = MAX_ENTRIES) -> t
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if real.stat().st_size >= LINK_MIN_BYTES:
-                    _link_or_copy(real, target)
+                    if _link_or_copy(real, target):
+                        status = target.stat()
+                        linked[relative] = (status.st_size, status.st_mtime_ns)
                 else:
                     _copy(real, target)
         digest = tree_digest(top, name=source.name)
         final = blob_path(home, digest)
         if not final.exists():
+            if linked:
+                (staging / _LINKED).write_text(json.dumps(linked, sort_keys=True), encoding="utf-8")
             _make_read_only(top)
             try:
                 os.rename(staging, final)
@@ -159,18 +184,42 @@ def _entries(root: Path, shown: Path) -> Iterator[tuple[str, Path | None]]:
             yield relative, real
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _link_or_copy(source: Path, target: Path) -> bool:
+    """Link ``target`` to ``source`` (True), or copy it where that cannot be done or protected (False)."""
     try:
         os.link(source, target)
     except OSError:  # another file system, or linking not allowed (fs.protected_hardlinks): a copy
         _copy(source, target)
-        return
+        return False
     try:
         # Read-only: see the module's docstring.
         _read_only(target)
     except OSError:  # not the file's owner: it cannot be protected, so keep a copy instead of a link
         target.unlink()
         _copy(source, target)
+        return False
+    return True
+
+
+def changed_links(stored: Path) -> list[str]:
+    """The files of the stored content ``stored`` (``blobs/<hex>/<name>``) hard-linked from their source and
+    rewritten in place since (size or modification time moved); empty when it is as registered. A few stats."""
+    manifest = stored.parent / _LINKED
+    try:
+        linked = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    changed = []
+    for relative, (size, mtime_ns) in sorted(linked.items()):
+        path = stored if relative == "." else stored / relative
+        try:
+            status = path.stat()
+        except OSError:
+            changed.append(relative)
+            continue
+        if (status.st_size, status.st_mtime_ns) != (size, mtime_ns):
+            changed.append(relative)
+    return changed
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tiffin.config import assets_root
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.resource_ids import asset_id, compute_id
 from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, SpecModel, is_remote_path, parse_spec
@@ -158,12 +159,13 @@ class AssetRegistry:
         real = path.resolve()
         if real == Path(real.anchor):
             raise SpecError("is the file system's root; give the model's or data's own file or folder", field=field)
-        if real.is_relative_to(home) or home.is_relative_to(real):
-            raise SpecError(
-                f"is {path}, which holds or is inside tiffin's own folder (TIFFIN_HOME {home}); give the model's or "
-                "data's own file or folder",
-                field=field,
-            )
+        for own, what in ((home, "TIFFIN_HOME"), (assets_root(self.home).resolve(), "TIFFIN_ASSETS_DIR")):
+            if real.is_relative_to(own) or own.is_relative_to(real):
+                raise SpecError(
+                    f"is {path}, which holds or is inside tiffin's own folder ({what} {own}); give the model's or "
+                    "data's own file or folder",
+                    field=field,
+                )
         return path
 
     def _conda(self, value: str) -> dict[str, Any]:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from tiffin.errors import NotFoundError, SpecError
 from tiffin.resource_ids import asset_of_id
 from tiffin.store.records import AssetRecord, ComputeRecord
 
+from . import blobs
 from .curated import CuratedEnvironment, curated_environment, is_curated
 from .references import AssetKind, Reference, is_reference, parse_reference
 
@@ -35,6 +37,7 @@ __all__ = [
     "ComputeStore",
     "asset_reference",
     "check_compute",
+    "check_intact",
     "inline_assets",
     "pin_references",
     "resolve_reference",
@@ -147,8 +150,25 @@ def inline_assets(store: AssetStore, spec: Mapping[str, Any], *, source: str | N
             else:
                 keep = _MODEL_FIELDS if kind == "model" else _ENVIRONMENT_FIELDS
                 inline = {key: asset.spec[key] for key in keep if asset.spec.get(key) is not None}
+                if kind == "model" and isinstance(inline.get("path"), str):
+                    check_intact(asset, Path(inline["path"]), field)
                 inlined[field] = {**inline, "name": asset.name, "version": asset.version}
     return inlined
+
+
+def check_intact(asset: AssetRecord, stored: Path, field: str) -> None:
+    """:class:`SpecError` when a file of the registered ``asset`` that was hard-linked from its source has been
+    rewritten in place since (see :mod:`tiffin.assets.blobs`): what would run is no longer what was registered."""
+    changed = blobs.changed_links(stored)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise SpecError(
+            f"{asset.kind} {asset.name}:{asset.version} is no longer what was registered: {shown} (hard-linked "
+            "from the file it was registered from) was rewritten in place since; register the files again as a new "
+            "version "
+            f"(`tiffin {asset.kind} create ...`) and point the deployment at it",
+            field=field,
+        )
 
 
 @contextmanager

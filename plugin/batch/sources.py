@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tiffin.assets.resolve import AssetStore, asset_reference, resolve_reference
+from tiffin.assets.resolve import AssetStore, asset_reference, check_intact, resolve_reference
 from tiffin.errors import SpecError
 
 from .downloads import check_url, is_url, url_allowed
@@ -128,6 +128,7 @@ def _data_asset(
         return JobInput(_url_input(path, kind).input_type, url=path, data_asset=pinned, url_redirects=True)
     local = datastore_path(path, home)
     where = Path(local) if local is not None else Path(path)
+    check_intact(record, where, "input")
     # Registered by the admin, so a key may read it; confined to the asset itself, so a link inside it does not
     # lead a key anywhere else.
     confined = InputPolicy(policy.admin, (where,), (), policy.max_files)
