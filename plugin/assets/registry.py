@@ -18,7 +18,7 @@ from tiffin.config import assets_root
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.resource_ids import asset_id, compute_id
 from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, SpecModel, is_remote_path, parse_spec
-from tiffin.specs.loader import read_yaml
+from tiffin.specs.strict_yaml import read_yaml
 from tiffin.store import AssetRecord, ComputeRecord, Store
 
 from . import blobs

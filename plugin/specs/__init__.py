@@ -44,18 +44,11 @@ from .common import (
     ScaleSettings,
     TargetUtilizationScaleSettings,
 )
-from .loader import (
-    SPEC_KINDS,
-    LoadedSpec,
-    Spec,
-    apply_overrides,
-    kind_from_schema,
-    load_spec,
-    parse_spec,
-    read_yaml,
-    translate_validation_error,
-)
+from .loader import SPEC_KINDS, LoadedSpec, Spec, kind_from_schema, load_spec, parse_spec
 from .online import OnlineAuthMode, OnlineDeployment, OnlineEndpoint
+from .overrides import apply_overrides
+from .problems import translate_validation_error
+from .strict_yaml import read_yaml
 
 __all__ = [
     "ASSET_SPEC_KINDS",
