@@ -17,9 +17,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tiffin.cli.online import InstantNoWaitOpt, OptionalFileOpt, _client
-from tiffin.cli.options import OutputOpt, QueryOpt, SetOpt, err, warn
+from tiffin.cli.options import InstantNoWaitOpt, OptionalFileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit
+from tiffin.cli.shared import connect
 from tiffin.errors import SpecError, TiffinError
 from tiffin.specs import (
     DataAsset,
@@ -160,7 +160,7 @@ def _ignored_flag(flag: str, value: object) -> None:
 
 
 def _register(operations: str, spec: SpecModel) -> dict[str, Any]:
-    with _client() as client:
+    with connect() as client:
         return getattr(client, operations).create_or_update(spec)
 
 
@@ -281,7 +281,7 @@ def model_download(
     ] = Path("."),
 ) -> None:
     """Download a model version's files into DOWNLOAD_PATH/NAME/, as az does."""
-    with _client() as client:
+    with connect() as client:
         target = client.models.download(name, version, download_path)
     err.print(f"model '{name}' version {version} downloaded into {target}", highlight=False)
 
@@ -309,7 +309,7 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
             raise typer.BadParameter(
                 f"give --version V or --label latest (`tiffin {kind} list --name {name}` lists the versions)"
             )
-        with _client() as client:
+        with connect() as client:
             emit(getattr(client, operations).get(name, version, label), output, query)
 
     @app.command(
@@ -328,7 +328,7 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
         query: QueryOpt = None,
     ) -> None:
         view = "ArchivedOnly" if archived_only else ("All" if include_archived else "ActiveOnly")
-        with _client() as client:
+        with connect() as client:
             items = getattr(client, operations).list(name, list_view_type=view)
         emit(items[:max_results] if max_results else items, output, query)
 
@@ -350,7 +350,7 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
             raise typer.BadParameter(
                 "nothing to update: give --set description=TEXT, --set tags.KEY=VALUE or --remove tags.KEY"
             )
-        with _client() as client:
+        with connect() as client:
             assets = getattr(client, operations)
             current = assets.get(name, version, label)
             source = f"{noun} '{name}' version {current['version']}"
@@ -375,12 +375,12 @@ def _add_version_commands(app: typer.Typer, kind: str, operations: str, noun: st
         "and @latest; azureml:NAME:VERSION still resolves.",
     )
     def archive(name: name_opt, version: version_opt = None, label: label_opt = None) -> None:
-        with _client() as client:
+        with connect() as client:
             getattr(client, operations).archive(name, version, label)
 
     @app.command("restore", help=f"Restore an archived {noun} version (all archived versions without --version).")
     def restore(name: name_opt, version: version_opt = None, label: label_opt = None) -> None:
-        with _client() as client:
+        with connect() as client:
             getattr(client, operations).restore(name, version, label)
 
 

@@ -16,22 +16,23 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tiffin.cli.online import (
+from tiffin.cli.options import (
     DeploymentNameOpt,
     EndpointOpt,
+    FileOpt,
     InstantNoWaitOpt,
     NameOpt,
     OptionalEndpointOpt,
     OptionalFileOpt,
     OptionalNameOpt,
+    OutputOpt,
+    QueryOpt,
+    SetOpt,
     YesOpt,
-    _client,
-    _confirm_delete,
-    _load,
-    changed_here,
+    err,
 )
-from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err
 from tiffin.cli.output import OutputFormat, emit
+from tiffin.cli.shared import changed_here, confirm_delete, connect, load_with_flags
 from tiffin.errors import ConflictError, NotFoundError, TiffinError
 from tiffin.specs import BatchDeployment, BatchEndpoint, apply_overrides
 
@@ -62,8 +63,8 @@ def endpoint_create(
         raise typer.BadParameter(
             "name the endpoint with --name, or give its YAML file with --file", param_hint="--name"
         )
-    spec = _load(BatchEndpoint, file, set_, name=name).spec
-    with _client() as client:
+    spec = load_with_flags(BatchEndpoint, file, set_, name=name).spec
+    with connect() as client:
         emit(client.batch_endpoints.create(spec), output, query)
 
 
@@ -78,40 +79,40 @@ def endpoint_update(
 ) -> None:
     """Change a batch endpoint: the file's fields and --set (e.g. --set defaults.deployment_name=green)."""
     if file is not None:
-        spec = _load(BatchEndpoint, file, set_, name=name).spec
+        spec = load_with_flags(BatchEndpoint, file, set_, name=name).spec
         changes = {k: v for k, v in spec.model_dump(mode="json", exclude_unset=True).items() if k != "name"}
         name = spec.name
     elif name is not None and set_:
-        with _client() as client:
+        with connect() as client:
             current = client.batch_endpoints.get(name)
         merged = apply_overrides(current, set_, source=f"batch endpoint '{name}'", kind=BatchEndpoint)
         changes = {k: v for k, v in merged.items() if k not in ("name", "scoring_uri", "kind")}
     else:
         raise typer.BadParameter("give --file, or --name with --set changes")
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_endpoints.update(name, changes), output, query)
 
 
 @batch_endpoint_app.command("show")
 def endpoint_show(name: NameOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """Show a batch endpoint: scoring_uri, defaults.deployment_name, auth_mode..."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_endpoints.get(name), output, query)
 
 
 @batch_endpoint_app.command("list")
 def endpoint_list(output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """List batch endpoints."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_endpoints.list(), output, query)
 
 
 @batch_endpoint_app.command("delete")
 def endpoint_delete(name: NameOpt, yes: YesOpt = False, no_wait: InstantNoWaitOpt = False) -> None:
     """Delete a batch endpoint and its deployments (jobs stay, as history; unfinished ones are canceled)."""
-    with _client() as client:
+    with connect() as client:
         client.batch_endpoints.get(name)
-        _confirm_delete(f"batch endpoint '{name}' and all its deployments", yes)
+        confirm_delete(f"batch endpoint '{name}' and all its deployments", yes)
         client.batch_endpoints.delete(name)
 
 
@@ -167,7 +168,7 @@ def endpoint_invoke(
         settings["mini_batch_size"] = mini_batch_size
     if instance_count is not None:
         settings["instance_count"] = instance_count
-    with _client() as client:
+    with connect() as client:
         job = client.batch_endpoints.invoke(
             name, input, deployment_name=deployment_name, input_type=input_type, inputs=literals or None,
             job_name=job_name, settings=settings or None, output_path=output_path,
@@ -178,14 +179,14 @@ def endpoint_invoke(
 @batch_endpoint_app.command("list-jobs")
 def endpoint_list_jobs(name: NameOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """List a batch endpoint's jobs, oldest first."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_endpoints.list_jobs(name), output, query)
 
 
 @batch_endpoint_app.command("get-credentials")
 def endpoint_get_credentials(name: NameOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """Keys or a token for invoking the endpoint over REST (tiffin's addition: Azure uses Entra tokens)."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_endpoints.get_keys(name), output, query)
 
 
@@ -196,7 +197,7 @@ def _put(spec: dict[str, Any], *, create: bool, set_default: bool) -> dict[str, 
     name, endpoint = spec["name"], spec.get("endpoint_name")
     if not endpoint:
         raise TiffinError(f"say which batch endpoint deployment '{name}' belongs to: pass --endpoint-name E")
-    with _client() as client:
+    with connect() as client:
         try:
             client.batch_deployments.get(name, endpoint)
             exists = True
@@ -224,7 +225,7 @@ def deployment_create(
     query: QueryOpt = None,
 ) -> None:
     """Create a batch deployment (the endpoint's first becomes its default; --set-default makes any one so)."""
-    spec = _load(BatchDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
+    spec = load_with_flags(BatchDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
     emit(_put(spec.to_yaml_dict(), create=True, set_default=set_default), output, query)
 
 
@@ -241,9 +242,9 @@ def deployment_update(
 ) -> None:
     """Replace a batch deployment's spec (from --file, or its current one with --set changes)."""
     if file is not None:
-        data = _load(BatchDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec.to_yaml_dict()
+        data = load_with_flags(BatchDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec.to_yaml_dict()
     elif name is not None and endpoint_name is not None:
-        with _client() as client:
+        with connect() as client:
             current = client.batch_deployments.get(name, endpoint_name)
         data = changed_here(current, set_, BatchDeployment, f"batch deployment '{name}'")
     else:
@@ -256,7 +257,7 @@ def deployment_show(
     name: DeploymentNameOpt, endpoint_name: EndpointOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None
 ) -> None:
     """Show a batch deployment."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_deployments.get(name, endpoint_name), output, query)
 
 
@@ -265,14 +266,14 @@ def deployment_list_jobs(
     name: DeploymentNameOpt, endpoint_name: EndpointOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None
 ) -> None:
     """List the jobs a batch deployment ran or will run, oldest first."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_deployments.list_jobs(name, endpoint_name), output, query)
 
 
 @batch_deployment_app.command("list")
 def deployment_list(endpoint_name: EndpointOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """List a batch endpoint's deployments."""
-    with _client() as client:
+    with connect() as client:
         emit(client.batch_deployments.list(endpoint_name), output, query)
 
 
@@ -281,9 +282,9 @@ def deployment_delete(
     name: DeploymentNameOpt, endpoint_name: EndpointOpt, yes: YesOpt = False, no_wait: InstantNoWaitOpt = False
 ) -> None:
     """Delete a batch deployment (make another the default first)."""
-    with _client() as client:
+    with connect() as client:
         client.batch_deployments.get(name, endpoint_name)
-        _confirm_delete(f"batch deployment '{name}' of endpoint '{endpoint_name}'", yes)
+        confirm_delete(f"batch deployment '{name}' of endpoint '{endpoint_name}'", yes)
         client.batch_deployments.delete(name, endpoint_name)
 
 
@@ -300,7 +301,7 @@ def job_show(
     ] = False,
 ) -> None:
     """Show a job: status, progress, outputs and mini-batch errors."""
-    with _client() as client:
+    with connect() as client:
         job = client.jobs.get(name)
         if web:  # Azure's scripts pass --web; the job is still shown, as there
             err.print(
@@ -320,14 +321,14 @@ def job_list(
     query: QueryOpt = None,
 ) -> None:
     """List jobs, oldest first."""
-    with _client() as client:
+    with connect() as client:
         emit(client.jobs.list(endpoint_name), output, query)
 
 
 @job_app.command("cancel")
 def job_cancel(name: JobNameOpt, no_wait: InstantNoWaitOpt = False) -> None:
     """Cancel a queued or running job."""
-    with _client() as client:
+    with connect() as client:
         client.jobs.cancel(name)
 
 
@@ -348,7 +349,7 @@ def job_download(
     With --output-name score, as `az ml job download --output-name score`: into
     DIR/named-outputs/score/predictions.csv. With --all: every output of an ended job, and its log as job.log.
     """
-    with _client() as client:
+    with connect() as client:
         written = (
             _download_all(client, name, download_path)
             if all_
@@ -388,7 +389,7 @@ def _download_all(client: Any, name: str, folder: Path) -> list[Path]:
 @job_app.command("stream")
 def job_stream(name: JobNameOpt) -> None:
     """Follow a job to its end: its log, and a progress bar on a terminal. Exits 0 if it Completed, else 1."""
-    with _client() as client, _JobProgress(name) as bar:
+    with connect() as client, _JobProgress(name) as bar:
         job = client.jobs.stream(name, out=sys.stdout, on_progress=bar)
     status = job["status"]
     err.print(f"job '{name}': {status}" + (f": {job['error']}" if job.get("error") else ""), highlight=False)

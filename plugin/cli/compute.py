@@ -11,9 +11,9 @@ from typing import Annotated, Any
 import typer
 
 from tiffin.cli.assets import EXTRA_ARGS, DescriptionOpt, RemoveOpt, load_asset, parse_tags, remove_fields
-from tiffin.cli.online import InstantNoWaitOpt, OptionalFileOpt, YesOpt, _client, _confirm_delete
-from tiffin.cli.options import OutputOpt, QueryOpt, SetOpt, warn
+from tiffin.cli.options import InstantNoWaitOpt, OptionalFileOpt, OutputOpt, QueryOpt, SetOpt, YesOpt, warn
 from tiffin.cli.output import OutputFormat, emit
+from tiffin.cli.shared import confirm_delete, connect
 from tiffin.specs import Compute, apply_overrides
 
 __all__ = ["compute_app"]
@@ -66,14 +66,14 @@ def compute_create(
         "description": description, "tags": parse_tags(tags, ctx.args),
     }  # fmt: skip
     spec = load_asset(Compute, file, set_, flags=flags).spec
-    with _client() as client:
+    with connect() as client:
         emit(client.compute.create_or_update(spec), output, query)
 
 
 @compute_app.command("show")
 def compute_show(name: NameOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """Show a compute: type, min_instances, max_instances..."""
-    with _client() as client:
+    with connect() as client:
         emit(client.compute.get(name), output, query)
 
 
@@ -87,7 +87,7 @@ def compute_list(
     query: QueryOpt = None,
 ) -> None:
     """List the computes."""
-    with _client() as client:
+    with connect() as client:
         items = client.compute.list(type_)
     emit(items[:max_results] if max_results else items, output, query)
 
@@ -108,7 +108,7 @@ def compute_update(
 ) -> None:
     """Change a compute: --min-instances, --max-instances, --idle-time-before-scale-down, --tags (added to its
     tags), --set FIELD=VALUE, or --remove tags.KEY."""
-    with _client() as client:
+    with connect() as client:
         current = client.compute.get(name)
         source = f"compute '{name}'"
         changed: dict[str, Any] = apply_overrides(current, set_ or (), source=source, kind=Compute)
@@ -136,7 +136,7 @@ def compute_update(
 @compute_app.command("delete")
 def compute_delete(name: NameOpt, yes: YesOpt = False, no_wait: InstantNoWaitOpt = False) -> None:
     """Delete a compute (refused while a batch deployment uses it: the message names them)."""
-    with _client() as client:
+    with connect() as client:
         client.compute.get(name)  # a missing one is reported before the prompt
-        _confirm_delete(f"compute '{name}'", yes)
+        confirm_delete(f"compute '{name}'", yes)
         client.compute.delete(name)

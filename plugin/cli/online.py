@@ -10,24 +10,32 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
-from tiffin.cli.output import OutputFormat, emit
-from tiffin.errors import ConflictError, NotFoundError, TiffinError
-from tiffin.specs import (
-    LoadedSpec,
-    OnlineDeployment,
-    OnlineEndpoint,
-    SpecModel,
-    load_spec,
-    parse_spec,
+from tiffin.cli.options import (
+    DeploymentNameOpt,
+    EndpointOpt,
+    FileOpt,
+    InstantNoWaitOpt,
+    NameOpt,
+    OptionalEndpointOpt,
+    OptionalFileOpt,
+    OptionalNameOpt,
+    OutputOpt,
+    QueryOpt,
+    SetOpt,
+    YesOpt,
+    err,
 )
+from tiffin.cli.output import OutputFormat, emit
+from tiffin.cli.shared import changed_here, confirm_delete, connect, load_with_flags
+from tiffin.errors import ConflictError, NotFoundError, TiffinError
+from tiffin.specs import OnlineDeployment, OnlineEndpoint
 
 if TYPE_CHECKING:
-    from tiffin.sdk import OnlineDeploymentOperations, TiffinClient
+    from tiffin.sdk import OnlineDeploymentOperations
 
 __all__ = ["online_deployment_app", "online_endpoint_app", "parse_traffic"]
 
@@ -36,15 +44,6 @@ online_deployment_app = typer.Typer(
     help="Manage online deployments (as `az ml online-deployment`).", no_args_is_help=True
 )
 
-NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the endpoint.")]
-OptionalNameOpt = Annotated[str | None, typer.Option("--name", "-n", help="Name (overrides the file's).")]
-DeploymentNameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the deployment.")]
-EndpointOpt = Annotated[str, typer.Option("--endpoint-name", "-e", "--endpoint", help="Name of the endpoint.")]
-OptionalEndpointOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint-name", "-e", "--endpoint", help="Name of the endpoint (overrides the file's)."),
-]
-OptionalFileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="Azure ML YAML file.")]
 LocalOpt = Annotated[
     bool,
     typer.Option("--local", help="A local endpoint (Azure's semantics: no auth, one deployment taking all traffic)."),
@@ -52,14 +51,6 @@ LocalOpt = Annotated[
 NoWaitOpt = Annotated[
     bool, typer.Option("--no-wait", help="Return without waiting for the deployment to be ready (then `show` it).")
 ]
-# az's --no-wait skips waiting for a long-running operation. These operations have ended when the server
-# answers (a deleted deployment's replicas are stopped by the supervisor after), so it changes nothing here.
-InstantNoWaitOpt = Annotated[
-    bool,
-    typer.Option("--no-wait", help="Accepted as az accepts it: this operation has ended when tiffin answers, so "
-                 "there is nothing to wait for."),
-]  # fmt: skip
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation.")]
 AllTrafficOpt = Annotated[
     bool, typer.Option("--all-traffic", help="Give the deployment all the endpoint's traffic once it is ready.")
 ]
@@ -69,32 +60,7 @@ DeploymentPinOpt = Annotated[
 LinesOpt = Annotated[int, typer.Option("--lines", "-l", min=1, help="How many log lines, from the end.")]
 InstanceOpt = Annotated[int, typer.Option("--instance", min=0, help="Which replica (0-based).")]
 
-S = TypeVar("S", bound=SpecModel)
-
-
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _client() -> TiffinClient:
-    from tiffin.sdk import TiffinClient  # httpx is only needed once a command talks to the server
-
-    return TiffinClient()
-
-
-def _load(kind: type[S], file: Path | None, overrides: list[str] | None, **flags: str | None) -> LoadedSpec[S]:
-    """The spec from ``file`` (or from flags alone), ``--set`` overrides applied, then flags such as -n.
-
-    Flags go through the same override mechanism, JSON-quoted so that YAML keeps them as strings
-    (a deployment called ``yes`` stays a name, not a boolean).
-    """
-    given = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
-    every = [*(overrides or ()), *given]
-    loaded = (
-        load_spec(file, kind, every) if file is not None else parse_spec({}, kind, "<command line>", overrides=every)
-    )
-    for line in loaded.warnings():
-        warn(line)
-    return loaded
 
 
 def parse_traffic(text: str, option: str = "--traffic") -> dict[str, int]:
@@ -123,15 +89,6 @@ def _require_local(endpoint: dict[str, Any], local: bool) -> None:
         )
 
 
-def _confirm_delete(what: str, yes: bool) -> None:
-    """Ask before deleting, as az does; with no terminal to ask on, refuse unless --yes."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise TiffinError(f"not deleting {what} without confirmation, and there is no terminal to ask on: pass --yes")
-    typer.confirm(f"Are you sure you want to delete {what}?", abort=True, err=True)
-
-
 # --- online-endpoint -----------------------------------------------------------------------------
 
 
@@ -153,8 +110,8 @@ def endpoint_create(
         raise typer.BadParameter(
             "name the endpoint with --name, or give its YAML file with --file", param_hint="--name"
         )
-    loaded = _load(OnlineEndpoint, file, set_, name=name, auth_mode=auth_mode)
-    with _client() as client:
+    loaded = load_with_flags(OnlineEndpoint, file, set_, name=name, auth_mode=auth_mode)
+    with connect() as client:
         emit(client.online_endpoints.create(loaded.spec, local=local), output, query)
 
 
@@ -178,7 +135,7 @@ def endpoint_update(
     changes: dict[str, Any] = {}
     if file is not None or set_:
         # Only the fields given: an update from a file without traffic must not reset the traffic.
-        spec = _load(OnlineEndpoint, file, set_, name=name).spec
+        spec = load_with_flags(OnlineEndpoint, file, set_, name=name).spec
         changes = {k: v for k, v in spec.model_dump(mode="json", exclude_unset=True).items() if k != "name"}
         name = spec.name  # as az: -n, else the file's name
     if name is None:
@@ -189,7 +146,7 @@ def endpoint_update(
         changes["mirror_traffic"] = parse_traffic(mirror_traffic, "--mirror-traffic")
     if not changes:
         raise typer.BadParameter("nothing to update: give --file, --traffic, --mirror-traffic or --set")
-    with _client() as client:
+    with connect() as client:
         endpoints = client.online_endpoints
         _require_local(endpoints.get(name), local)
         emit(endpoints.update(name, changes), output, query)
@@ -200,7 +157,7 @@ def endpoint_show(
     name: NameOpt, local: LocalOpt = False, output: OutputOpt = OutputFormat.json, query: QueryOpt = None
 ) -> None:
     """Show an endpoint: scoring_uri, auth_mode, traffic, provisioning_state..."""
-    with _client() as client:
+    with connect() as client:
         endpoint = client.online_endpoints.get(name)
     _require_local(endpoint, local)
     emit(endpoint, output, query)
@@ -209,7 +166,7 @@ def endpoint_show(
 @online_endpoint_app.command("list")
 def endpoint_list(local: LocalOpt = False, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """List endpoints (only local ones with --local)."""
-    with _client() as client:
+    with connect() as client:
         endpoints = client.online_endpoints.list()
     emit([e for e in endpoints if e.get("local") or not local], output, query)
 
@@ -219,10 +176,10 @@ def endpoint_delete(
     name: NameOpt, yes: YesOpt = False, local: LocalOpt = False, no_wait: InstantNoWaitOpt = False
 ) -> None:
     """Delete an endpoint and all its deployments."""
-    with _client() as client:
+    with connect() as client:
         endpoints = client.online_endpoints
         _require_local(endpoints.get(name), local)
-        _confirm_delete(f"online endpoint '{name}' and all its deployments", yes)
+        confirm_delete(f"online endpoint '{name}' and all its deployments", yes)
         endpoints.delete(name)
 
 
@@ -236,7 +193,7 @@ def endpoint_invoke(
     query: QueryOpt = None,
 ) -> None:
     """Send a request to the endpoint and print the response body."""
-    with _client() as client:
+    with connect() as client:
         if local:
             _require_local(client.online_endpoints.get(name), local)
         text = client.online_endpoints.invoke(name, request_file, deployment_name=deployment_name)
@@ -253,7 +210,7 @@ def endpoint_invoke(
 @online_endpoint_app.command("get-credentials")
 def endpoint_get_credentials(name: NameOpt, output: OutputOpt = OutputFormat.json, query: QueryOpt = None) -> None:
     """Print the endpoint's keys (primaryKey, secondaryKey) or a token (accessToken, expiryTimeUtc)."""
-    with _client() as client:
+    with connect() as client:
         emit(client.online_endpoints.get_keys(name), output, query)
 
 
@@ -264,7 +221,7 @@ def endpoint_regenerate_keys(
     no_wait: InstantNoWaitOpt = False,
 ) -> None:
     """Replace the primary or secondary key (token modes: revoke every token issued)."""
-    with _client() as client:
+    with connect() as client:
         client.online_endpoints.regenerate_keys(name, key_type)
 
 
@@ -277,7 +234,7 @@ def endpoint_get_logs(
     local: LocalOpt = False,
 ) -> None:
     """Print the last lines of a replica log of the endpoint's deployment (shorthand for online-deployment get-logs)."""
-    with _client() as client:
+    with connect() as client:
         _require_local(client.online_endpoints.get(name), local)
         if deployment_name is None:
             names = [d["name"] for d in client.online_deployments.list(name)]
@@ -301,7 +258,7 @@ def _deploy(
     name, endpoint = data["name"], data.get("endpoint_name")
     if not endpoint:
         raise TiffinError(f"say which endpoint deployment '{name}' belongs to: pass --endpoint-name E")
-    with _client() as client:
+    with connect() as client:
         deployments = client.online_deployments
         _require_local(client.online_endpoints.get(endpoint), local)
         _check_exists(deployments, name, endpoint, create)
@@ -315,16 +272,9 @@ def _current_spec(name: str | None, endpoint: str | None, overrides: list[str] |
     """The deployment's spec as the server has it, ``--set`` overrides applied (update without --file)."""
     if name is None or endpoint is None:
         raise typer.BadParameter("without --file, name the deployment with --name and --endpoint-name")
-    with _client() as client:
+    with connect() as client:
         current = client.online_deployments.get(name, endpoint)
     return changed_here(current, overrides, OnlineDeployment, f"deployment '{name}'")
-
-
-def changed_here(current: dict[str, Any], overrides: list[str] | None, kind: type[S], source: str) -> dict[str, Any]:
-    """A deployment's spec as the server has it, ``--set`` overrides applied and relative paths among them made
-    absolute against the current directory, as Azure's CLI reads flag values without a file (the server would
-    read them from its own directory). The server drops the fields it added (state, times)."""
-    return parse_spec(current, kind, source, Path.cwd(), overrides=overrides or ()).spec.to_yaml_dict()
 
 
 def _check_exists(deployments: OnlineDeploymentOperations, name: str, endpoint: str, create: bool) -> None:
@@ -386,7 +336,7 @@ def deployment_create(
     query: QueryOpt = None,
 ) -> None:
     """Create a deployment and wait until it is ready (exit 1 with the reason if it fails)."""
-    spec = _load(OnlineDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
+    spec = load_with_flags(OnlineDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
     emit(_deploy(spec, all_traffic=all_traffic, no_wait=no_wait, local=local, create=True), output, query)
 
 
@@ -406,7 +356,7 @@ def deployment_update(
     if file is None:
         spec: dict[str, Any] | OnlineDeployment = _current_spec(name, endpoint_name, set_)
     else:
-        spec = _load(OnlineDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
+        spec = load_with_flags(OnlineDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
     emit(_deploy(spec, all_traffic=all_traffic, no_wait=no_wait, local=local, create=False), output, query)
 
 
@@ -419,7 +369,7 @@ def deployment_show(
     query: QueryOpt = None,
 ) -> None:
     """Show a deployment and its provisioning_state."""
-    with _client() as client:
+    with connect() as client:
         if local:
             _require_local(client.online_endpoints.get(endpoint_name), local)
         emit(client.online_deployments.get(name, endpoint_name), output, query)
@@ -430,7 +380,7 @@ def deployment_list(
     endpoint_name: EndpointOpt, local: LocalOpt = False, output: OutputOpt = OutputFormat.json, query: QueryOpt = None
 ) -> None:
     """List an endpoint's deployments."""
-    with _client() as client:
+    with connect() as client:
         if local:
             _require_local(client.online_endpoints.get(endpoint_name), local)
         emit(client.online_deployments.list(endpoint_name), output, query)
@@ -445,11 +395,11 @@ def deployment_delete(
     no_wait: InstantNoWaitOpt = False,
 ) -> None:
     """Delete a deployment (move its traffic elsewhere first)."""
-    with _client() as client:
+    with connect() as client:
         if local:
             _require_local(client.online_endpoints.get(endpoint_name), local)
         client.online_deployments.get(name, endpoint_name)  # a missing one is reported before the prompt
-        _confirm_delete(f"deployment '{name}' of endpoint '{endpoint_name}'", yes)
+        confirm_delete(f"deployment '{name}' of endpoint '{endpoint_name}'", yes)
         client.online_deployments.delete(name, endpoint_name)
 
 
@@ -462,7 +412,7 @@ def deployment_get_logs(
     local: LocalOpt = False,
 ) -> None:
     """Print the last lines of a deployment replica's log."""
-    with _client() as client:
+    with connect() as client:
         if local:
             _require_local(client.online_endpoints.get(endpoint_name), local)
         sys.stdout.write(client.online_deployments.get_logs(name, endpoint_name, lines=lines, instance=instance))
