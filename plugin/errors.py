@@ -13,6 +13,8 @@ __all__ = [
     "CapacityError",
     "ClientDisconnectedError",
     "ConflictError",
+    "EnvironmentBuildError",
+    "InterpreterNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",
     "RequestTimeoutError",
@@ -133,6 +135,21 @@ class RequestTimeoutError(TiffinError):
     """A request ran past its deployment's request_timeout_ms (408)."""
 
     status_code = 408
+
+
+# --- environments ------------------------------------------------------------------------------------
+
+
+class EnvironmentBuildError(TiffinError):
+    """A deployment's environment could not be built; the message carries uv's own words (the missing or
+    conflicting requirement named). 422: what the environment declares is what needs changing."""
+
+    status_code = 422
+
+
+class InterpreterNotFoundError(EnvironmentBuildError):
+    """No interpreter of the Python version an environment declares is on this machine; the message lists
+    those found and how to add one."""
 
 
 # --- runners -----------------------------------------------------------------------------------------
