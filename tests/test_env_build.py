@@ -247,3 +247,19 @@ def test_an_environment_without_its_marker_is_rebuilt(tmp_path):
     assert build(spec, tmp_path, runtime_requirements=(), log=io.StringIO()) == env
     assert run_in(env, "import six; print(six.__version__)") == "1.16.0"
     assert sorted(os.listdir(envs_dir(tmp_path))) == sorted([env.name, ".locks"])
+
+
+def test_console_scripts_work_once_the_environment_is_renamed_into_place(tmp_path):
+    # Built under .build-KEY-XXXX and renamed: an absolute shebang would point at the folder that is gone.
+    need("3.12")
+    spec = EnvironmentSpec(python="3.12", requirements=("wheel==0.44.0",))
+    env = build(spec, tmp_path, runtime_requirements=(), log=io.StringIO())
+    done = subprocess.run([str(env / "bin" / "wheel"), "version"], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "wheel 0.44.0"), done.stderr
+
+
+def test_a_stuck_step_is_stopped_at_its_timeout(tmp_path):
+    from tiffin.environments.builder import _run
+
+    with pytest.raises(EnvironmentBuildError, match="ran past 1 s and was stopped"):
+        _run(["sleep", "60"], tmp_path, io.StringIO(), {"PATH": os.environ["PATH"]}, 1.0)

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -209,12 +210,15 @@ def _run(argv: list[str], cwd: Path, log: IO[str] | None, environ: Mapping[str, 
         stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
         text=True,
         errors="replace",
+        start_new_session=True,
     )
     timed_out = threading.Event()
 
     def stop() -> None:
         timed_out.set()
-        process.kill()
+        # The whole group: uv may have started a build backend for an sdist, which would keep running.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     timer = threading.Timer(timeout_s, stop)
     timer.start()
