@@ -263,3 +263,22 @@ def test_a_stuck_step_is_stopped_at_its_timeout(tmp_path):
 
     with pytest.raises(EnvironmentBuildError, match="ran past 1 s and was stopped"):
         _run(["sleep", "60"], tmp_path, io.StringIO(), {"PATH": os.environ["PATH"]}, 1.0)
+
+
+def test_prune_leaves_an_environment_being_built_alone(tmp_path):
+    import fcntl
+
+    need("3.12")
+    env = build(
+        EnvironmentSpec(python="3.12", requirements=("six==1.16.0",)),
+        tmp_path,
+        runtime_requirements=(),
+        log=io.StringIO(),
+    )
+    # Whoever holds a key's lock is (re)building it right now: prune waits for another day.
+    with open(envs_dir(tmp_path) / ".locks" / f"{env.name}.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert prune(tmp_path, keep=set()) == []
+        assert env.is_dir()
+    assert prune(tmp_path, keep=set()) == [env.name]
+    assert not env.exists()
