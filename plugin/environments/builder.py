@@ -112,7 +112,7 @@ def build(
             except EnvironmentBuildError as exc:
                 # Which deployment's environment, then uv's own words.
                 raise EnvironmentBuildError(
-                    f"cannot build the environment of {spec.source or 'a spec'}: {exc}"
+                    f"cannot build the environment from {spec.source or 'its spec'}: {exc}"
                 ) from None
             seconds = round(time.monotonic() - started, 3)
             freeze = _run(
