@@ -52,6 +52,9 @@ class EnvironmentSpec:
     """Conda packages with no pip counterpart that were skipped (``mkl``, ``cudatoolkit``...): reported, not built."""
     source: str = ""
     """Where it came from, for messages: ``"conda_file of deployment 'blue'"``."""
+    notes: tuple[str, ...] = ()
+    """Choices made on the user's behalf, to report with ``skipped``: a python range narrowed to one minor, an
+    image that tiffin does not run."""
 
     @property
     def python_minor(self) -> str:
@@ -65,7 +68,7 @@ class EnvironmentSpec:
 
         The requirements are compared as a set (sorted after normalising): their order changes nothing pip
         or uv resolves, and deployments listing the same packages differently should share one environment.
-        ``skipped`` and ``source`` are left out: they do not change what is built.
+        ``skipped``, ``source`` and ``notes`` are left out: they do not change what is built.
         """
         requirements = sorted({normalise_requirement(line) for line in self.requirements})
         payload = json.dumps([self.python_minor, requirements, runtime_version], separators=(",", ":"))
