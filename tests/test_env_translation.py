@@ -448,3 +448,19 @@ def test_equal_environments_share_a_key_and_unequal_ones_do_not() -> None:
     assert one.key("0.1.0") != EnvironmentSpec("3.11", one.requirements).key("0.1.0")
     assert one.key("0.1.0") != EnvironmentSpec("3.10", ("numpy==1.26.*", "scikit-learn>=1.3")).key("0.1.0")
     assert EnvironmentSpec(None, ()).key("0.1.0") == EnvironmentSpec(OWN_MINOR, ()).key("0.1.0")
+
+
+def test_an_mlflow_model_folder_without_mlmodel_still_reads_its_files(tmp_path: Path) -> None:
+    # model.type: mlflow_model names the folder; its MLmodel only says which file names to read.
+    (tmp_path / "requirements.txt").write_text("scikit-learn==1.3.0\n")
+    spec = mlflow_environment(tmp_path, owner="d")
+    assert spec is not None and spec.requirements == ("scikit-learn==1.3.0",)
+
+
+def test_an_unquoted_python_version_in_python_env_yaml_is_an_error_saying_to_quote_it(tmp_path: Path) -> None:
+    # YAML reads python: 3.10 as the number 3.1.
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "python_env.yaml").write_text("python: 3.10\ndependencies:\n- numpy\n")
+    expected = r"python_env.yaml \(the MLflow model of d\): python is the number 3.1; quote it: python: '3.10'"
+    with pytest.raises(SpecError, match=expected):
+        mlflow_environment(tmp_path, owner="d")

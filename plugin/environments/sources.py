@@ -70,7 +70,10 @@ def deployment_environment(
 def mlflow_environment(model_dir: Path, *, owner: str) -> EnvironmentSpec | None:
     """An MLflow model's own environment, found as ``mlflow models serve`` finds it (the file names as its
     ``MLmodel`` gives them); None when the model has none of the files."""
-    pyfunc = _read_yaml(model_dir / "MLmodel", owner).get("flavors", {}).get("python_function", {}) or {}
+    mlmodel = model_dir / "MLmodel"
+    # MLmodel only names the files; a folder given as an MLflow model without one is read with MLflow's defaults.
+    flavors = (_read_yaml(mlmodel, owner).get("flavors") or {}) if mlmodel.is_file() else {}
+    pyfunc = flavors.get("python_function") or {}
     env = pyfunc.get("env")
     conda_name = env.get("conda", "conda.yaml") if isinstance(env, Mapping) else (env or "conda.yaml")
     python_env_name = env.get("virtualenv", "python_env.yaml") if isinstance(env, Mapping) else "python_env.yaml"
@@ -87,7 +90,7 @@ def mlflow_environment(model_dir: Path, *, owner: str) -> EnvironmentSpec | None
             python, notes = from_conda.python, from_conda.notes
         lines = pip_lines([f"-r {requirements}"], source=label.format(requirements), base_dir=model_dir)
         return EnvironmentSpec(
-            python=str(python) if python else None,
+            python=str(python) if python else None,  # MLmodel's python_version: "3.10.12", quoted or not
             requirements=tuple(dict.fromkeys(lines)),
             source=label.format(requirements),
             notes=notes,
@@ -180,8 +183,13 @@ def _python_env(path: Path, source: str) -> EnvironmentSpec:
     kept = [line for line in build if str(line) not in skipped]
     lines = pip_lines([*kept, *dependencies], source=source, base_dir=path.parent)
     python = data.get("python")
+    if python is not None and not isinstance(python, str):
+        raise SpecError(
+            f"python is the number {python!r}; quote it: python: '3.10' (YAML reads an unquoted 3.10 as 3.1)",
+            source=source,
+        )
     return EnvironmentSpec(
-        python=str(python) if python else None,
+        python=python,
         requirements=tuple(dict.fromkeys(lines)),
         skipped=skipped,
         source=source,
