@@ -58,7 +58,8 @@ def test_conda_names_become_pypi_names(dependency: str, expected: str) -> None:
     "dependency",
     ["mkl", "mkl-service", "cudatoolkit=11.3", "cudnn", "libgcc-ng", "libstdcxx-ng", "libgfortran", "openssl",
      "pip", "pip=23.0.1", "pip<22.0", "nomkl", "blas=*=openblas", "_libgcc_mutex", "_openmp_mutex=4.5=2_gnu",
-     "pytorch-cuda=12.1", "cpuonly", "ca-certificates", "zlib", "ld_impl_linux-64", "cuda-nvcc"],
+     "pytorch-cuda=12.1", "cpuonly", "ca-certificates", "zlib", "ld_impl_linux-64", "cuda-nvcc",
+     "python_abi=3.10=*_cp310", "qt-main", "font-ttf-dejavu-sans-mono", "fonts-conda-ecosystem"],
 )  # fmt: skip
 def test_conda_only_packages_are_skipped(dependency: str) -> None:
     assert conda_requirement(dependency) is None
@@ -70,7 +71,7 @@ def test_skipped_packages_are_reported_as_written() -> None:
     assert spec.skipped == ("mkl=2023.1", "cudatoolkit=11.3", "pip")
 
 
-@pytest.mark.parametrize("dependency", ["r-base=4.2", "r-ggplot2", "openjdk=11", "graphviz", "ffmpeg"])
+@pytest.mark.parametrize("dependency", ["r-base=4.2", "r-ggplot2", "openjdk=11", "graphviz", "ffmpeg", "pandoc"])
 def test_a_package_with_no_pypi_counterpart_is_an_error_naming_it_and_the_fix(dependency: str) -> None:
     with pytest.raises(SpecError) as raised:
         translate(conda("python=3.10", dependency), source="conda_file of deployment 'blue'")
@@ -105,6 +106,9 @@ def test_a_package_with_no_pypi_counterpart_is_an_error_naming_it_and_the_fix(de
         ("pytorch::pytorch=1.6=*cuda9.2*", "torch==1.6.*"),
         ("numpy[version='>=1.16,<1.20']", "numpy>=1.16,<1.20"),
         ("numpy>=1.2.*", "numpy>=1.2"),
+        ("numpy=*", "numpy"),  # any version
+        ("numpy=*=py38h1234_0", "numpy"),
+        ("numpy *", "numpy"),
     ],
 )
 def test_version_specs_are_translated(dependency: str, expected: str) -> None:

@@ -156,7 +156,7 @@ def pip_specifier(version: str) -> str:
     """A conda version spec (build string already dropped) as a PEP 440 specifier: ``1.2`` (conda's ``=1.2``,
     fuzzy) → ``==1.2.*``, ``==1.2.3`` kept, ``1.2.*`` → ``==1.2.*``, ``>=1.2,<2`` kept. ``|`` (either of two
     versions) has no pip form and is a ValueError."""
-    if not version:
+    if version.lstrip("=") in ("", "*"):  # "numpy=*", "numpy *": any version
         return ""
     if "|" in version:
         raise ValueError(f"'{version}' allows either of two versions, which pip cannot say")
