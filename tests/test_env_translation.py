@@ -468,3 +468,16 @@ def test_an_unquoted_python_version_in_python_env_yaml_is_an_error_saying_to_quo
     expected = r"python_env.yaml \(the MLflow model of d\): python is the number 3.1; quote it: python: '3.10'"
     with pytest.raises(SpecError, match=expected):
         mlflow_environment(tmp_path, owner="d")
+
+
+def test_a_loaded_deployment_spec_reads_its_conda_file() -> None:
+    # The quickstart's deployment, loaded as the CLI loads it: conda_file made absolute, image beside it.
+    from tiffin.specs import load_spec
+
+    loaded = load_spec(Path(__file__).parents[1] / "examples" / "quickstart" / "blue-deployment.yml")
+    deployment = getattr(loaded, "spec", loaded)
+    spec = deployment_environment(deployment.environment, owner="deployment 'blue'")
+    assert spec is not None and "scikit-learn" in spec.requirements and spec.skipped == ("pip",)
+    assert spec.source.endswith(
+        "quickstart/environment/conda.yaml (conda_file of the environment of deployment 'blue')"
+    )
