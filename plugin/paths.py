@@ -19,6 +19,13 @@
       datastores/NAME/PATH                        what azureml://datastores/NAME/paths/PATH stands for
       assets/blobs/SHA256/NAME/                   a registered model's or data asset's files, read-only
                                                   (tiffin.assets.blobs); assets/scratch/ a download being packed
+      cache/inputs/DIGEST/                        a batch job's http(s) input, downloaded once (tiffin.batch.downloads)
+      envs/KEY/                                   a built Python environment (tiffin.environments.builder), with
+                                                  tiffin-env.json; envs/.build-* one being built, envs/.locks/
+      serve.lock                                  held while a tiffin serve uses this home
+      run/PID-XXXXXXXX/dN-rM.sock                 replicas' Unix sockets while the server runs
+
+    jobs/ may be TIFFIN_JOBS_DIR and assets/ TIFFIN_ASSETS_DIR instead: shared folders, for servers sharing a store.
 
 Every name on disk is *one* name's own: endpoint, deployment and job names become a folder each (never
 flattened into one folder name, where ``x_y``/``z`` and ``x``/``y_z`` would meet), and a name that is not a
