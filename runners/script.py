@@ -41,6 +41,7 @@ __all__ = ["ScriptRunner", "ScriptRunnerConfig", "call_init", "import_scoring_sc
 logger = logging.getLogger("tiffin.runners.script")
 
 _RAWHTTP_MODULES = ("azureml_inference_server_http.api.aml_request", "azureml.contrib.services.aml_request")
+# (Where the first is installed, the second is an alias of it: see _alias_contrib_services.)
 _RAWHTTP_HINT = (
     "this scoring script uses @rawhttp / AMLRequest from Azure's inference server: install it in the "
     "deployment's environment with `pip install azureml-inference-server-http` (tiffin then hands run() a "
@@ -78,6 +79,7 @@ def import_scoring_script(cfg: ScriptRunnerConfig) -> tuple[ModuleType, Path]:
     code_dir = str(cfg.code_dir.resolve())
     if code_dir not in sys.path:
         sys.path.insert(0, code_dir)
+    _alias_contrib_services()
     spec = importlib.util.spec_from_file_location("tiffin_user_score", script)
     if spec is None or spec.loader is None:
         raise RunnerLoadError(f"cannot import {script}: not a Python file")
@@ -98,6 +100,33 @@ def import_scoring_script(cfg: ScriptRunnerConfig) -> tuple[ModuleType, Path]:
         if not callable(getattr(module, name, None)):
             raise RunnerLoadError(f"scoring script {script} does not define a {name}() function")
     return module, script
+
+
+def _alias_contrib_services() -> None:
+    """Where Azure's inference server is installed, make its older import path work, as the server does at start:
+    ``azureml.contrib.services.aml_request`` / ``.aml_response`` are its ``api.aml_request`` / ``api.aml_response``.
+
+    Only when nothing else provides that path (the old ``azureml-contrib-services`` package wins), and only where
+    the server's package is there: the aliases import it (and Flask), which other scripts need not pay for.
+    """
+    if "azureml.contrib.services.aml_request" in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec("azureml_inference_server_http") is None:
+            return
+        if importlib.util.find_spec("azureml.contrib.services") is not None:
+            return
+    except (ImportError, ValueError):  # "azureml" absent, or a half-installed namespace: not provided
+        pass
+    try:
+        request = importlib.import_module("azureml_inference_server_http.api.aml_request")
+        response = importlib.import_module("azureml_inference_server_http.api.aml_response")
+    except ImportError as exc:  # the package is there but broken (Flask missing): say so when a script needs it
+        logger.warning("Azure's inference server is installed but does not import (%s); azureml.contrib.services "
+                       "will not be importable", exc)  # fmt: skip
+        return
+    sys.modules["azureml.contrib.services.aml_request"] = request
+    sys.modules["azureml.contrib.services.aml_response"] = response
 
 
 def call_init(module: ModuleType, script: Path) -> None:

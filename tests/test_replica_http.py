@@ -210,6 +210,23 @@ def test_rawhttp_script_gets_flask_request_and_returns_amlresponse():
         assert r.text == "query=hi"
 
 
+@pytest.mark.skipif(
+    not AZMLINFSRV_API.is_dir(), reason=f"azureml-inference-server-http not installed in {AZMLINFSRV_API}"
+)
+def test_the_older_azureml_contrib_services_path_works_where_azures_server_is_installed():
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(AZMLINFSRV_API), os.environ.get("PYTHONPATH")]))}
+    with serve_deployment(HERE / "rawhttp_contrib" / "deployment.yml", env=env) as replica:
+        r = httpx.post(replica.url + "/score", content=b"abc", headers={"content-type": "application/octet-stream"})
+        assert r.status_code == 200, r.text
+        assert r.content == b"cba"
+
+
+def test_the_older_azureml_contrib_services_path_without_azures_server_says_what_to_install():
+    with pytest.raises(RuntimeError) as info, serve_deployment(HERE / "rawhttp_contrib" / "deployment.yml", timeout=60):
+        pass
+    assert "pip install azureml-inference-server-http" in str(info.value)
+
+
 def test_worker_count_runs_init_once_per_worker_process():
     with serve_deployment(
         HERE / "plain" / "deployment.yml", overrides=["environment_variables.WORKER_COUNT=2"]
