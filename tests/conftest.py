@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -166,3 +166,20 @@ def pg_database(server: PgServer) -> Iterator[str]:
     finally:
         with psycopg.connect(**admin) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh store migrated to head, once on SQLite and once on a real PostgreSQL; its home (and secret key)
+    in ``tmp_path``. Test modules with a store of their own (test_store.py, ...) override it."""
+    from tiffin.store import Store
+
+    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TIFFIN_SECRET_KEY", raising=False)
+    if request.param == "sqlite":
+        with Store.open(f"sqlite:///{tmp_path / 'tiffin.db'}") as opened:
+            yield opened
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    with pg_database(server) as url, Store.open(url) as opened:
+        yield opened

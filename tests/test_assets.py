@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PgServer, pg_database
 
 from tiffin.assets.blobs import LINK_MIN_BYTES, blob_path, blobs_dir, release, store_tree
 from tiffin.errors import ConflictError, NotFoundError, SpecError
@@ -124,19 +122,6 @@ def test_asset_file_given_where_a_deployment_is_expected(tmp_path: Path) -> None
 
 
 # --- the store: versions as Azure keeps them, on SQLite and PostgreSQL ---------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("TIFFIN_SECRET_KEY", raising=False)
-    if request.param == "sqlite":
-        with Store.open(f"sqlite:///{tmp_path / 'tiffin.db'}") as opened:
-            yield opened
-        return
-    server: PgServer = request.getfixturevalue("pg_server")
-    with pg_database(server) as url, Store.open(url) as opened:
-        yield opened
 
 
 def _model(path: str = "/store/a", **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,19 +97,6 @@ def test_jobs_to_run_resumes_its_own_and_adopts_those_of_dead_or_no_owner() -> N
 
 
 # --- 2. the store's compare-and-set, on both backends ----------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("TIFFIN_SECRET_KEY", raising=False)
-    if request.param == "sqlite":
-        with Store.open(f"sqlite:///{tmp_path / 'tiffin.db'}") as opened:
-            yield opened
-        return
-    server: PgServer = request.getfixturevalue("pg_server")
-    with pg_database(server) as url, Store.open(url) as opened:
-        yield opened
 
 
 def race(*calls: Any) -> list[Any]:

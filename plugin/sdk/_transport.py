@@ -4,7 +4,8 @@ into tiffin's exceptions (one mapping, :func:`raise_for_status`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -120,21 +121,12 @@ class Transport:
     def stream_to(self, method: str, route: str, file: BinaryIO) -> None:
         """Call the control plane and write the answer's body into ``file`` as it arrives (a large download
         never sits in memory whole); an error answer raises as :meth:`request` does."""
-        try:
-            with self._api.stream(method, route) as response:
-                if not response.is_success:
-                    response.read()
-                    raise_for_status(response)
-                for chunk in response.iter_bytes(1 << 20):
-                    file.write(chunk)
-        except httpx.ConnectError:
-            raise TiffinError(f"cannot reach tiffin at {self.url}; is `tiffin serve` running?") from None
-        except httpx.TimeoutException:
-            raise RequestTimeoutError(
-                f"tiffin at {self.url} did not answer within {self.timeout:g}s; try again, or raise the timeout"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise TiffinError(f"request to tiffin at {self.url} failed: {exc}") from None
+        with self._transport_errors(), self._api.stream(method, route) as response:
+            if not response.is_success:
+                response.read()
+                raise_for_status(response)
+            for chunk in response.iter_bytes(1 << 20):
+                file.write(chunk)
 
     def score(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``content`` to a scoring URL; the raw answer (the caller decides what an error is)."""
@@ -143,8 +135,14 @@ class Transport:
         return self._send(self._scoring, "POST", url, content=content, headers=headers)
 
     def _send(self, client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with self._transport_errors():
             return client.request(method, url, **kwargs)
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """httpx's connection and timeout failures as tiffin errors saying what to check."""
+        try:
+            yield
         except httpx.ConnectError:
             raise TiffinError(f"cannot reach tiffin at {self.url}; is `tiffin serve` running?") from None
         except httpx.TimeoutException:

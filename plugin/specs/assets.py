@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from ._base import Int, Name, SpecModel, Version, choice_of
-from .common import Environment, Model
+from .common import Environment, Model, check_min_not_above_max
 
 __all__ = [
     "ASSET_SPEC_KINDS",
@@ -217,12 +217,7 @@ class Compute(SpecModel):
                     "is a field of {types} computes, not of type {type}",
                     {"types": " and ".join(sorted(types)), "type": self.type, "field_suffix": field},
                 )
-        if self.min_instances > self.max_instances:
-            raise PydanticCustomError(
-                "min_above_max",
-                "must not be above max_instances ({max}) (got {got})",
-                {"max": self.max_instances, "got": self.min_instances, "field_suffix": "min_instances"},
-            )
+        check_min_not_above_max(self.min_instances, self.max_instances)
         return self
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "Route",
     "ScaleSettings",
     "TargetUtilizationScaleSettings",
+    "check_min_not_above_max",
 ]
 
 ModelType = Literal["custom_model", "mlflow_model", "triton_model"]
@@ -196,16 +197,21 @@ class TargetUtilizationScaleSettings(SpecModel):
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> TargetUtilizationScaleSettings:
-        if self.min_instances > self.max_instances:
-            raise PydanticCustomError(
-                "min_above_max",
-                "must not be above max_instances ({max}) (got {got})",
-                {"max": self.max_instances, "got": self.min_instances, "field_suffix": "min_instances"},
-            )
+        check_min_not_above_max(self.min_instances, self.max_instances)
         return self
 
 
 _SCALE_TYPES = ("default", "target_utilization")
+
+
+def check_min_not_above_max(min_instances: int, max_instances: int) -> None:
+    """The error an autoscale setting or a compute gets for ``min_instances`` above ``max_instances``."""
+    if min_instances > max_instances:
+        raise PydanticCustomError(
+            "min_above_max",
+            "must not be above max_instances ({max}) (got {got})",
+            {"max": max_instances, "got": min_instances, "field_suffix": "min_instances"},
+        )
 
 
 def _check_scale_settings(value: Any) -> Any:
