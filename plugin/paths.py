@@ -52,6 +52,7 @@ __all__ = [
     "admin_token_path",
     "batch_mount_identity",
     "deployment_dir",
+    "environment_log_path",
     "hold_home",
     "job_dir",
     "job_log_path",
@@ -165,6 +166,11 @@ def deployment_dir(home: Path, endpoint: str, deployment: str) -> Path:
 def logs_dir(home: Path, endpoint: str, deployment: str) -> Path:
     """The folder of a deployment's replica logs."""
     return home / "logs" / safe_name(endpoint, "endpoint name") / safe_name(deployment, "deployment name")
+
+
+def environment_log_path(home: Path, endpoint: str, deployment: str) -> Path:
+    """The log of a deployment's environment: what was resolved, skipped, and uv's build output."""
+    return logs_dir(home, endpoint, deployment) / "environment.log"
 
 
 def replica_log_path(home: Path, endpoint: str, deployment: str, index: int) -> Path:

@@ -24,6 +24,7 @@ __all__ = [
     "check_model",
     "is_mlflow_model",
     "is_triton_model",
+    "runner_config_for",
     "runner_for",
     "runner_kind",
     "serves_model_itself",
@@ -124,10 +125,12 @@ def check_model(deployment: Any, *, source: str | None = None) -> None:
         )
 
 
-def runner_for(
+def runner_config_for(
     deployment: Any, *, model_dir: Path | None, source: str | None = None, aliases: frozenset[str] = frozenset()
-) -> Runner:
-    """The runner that serves ``deployment`` (an online or batch deployment spec).
+) -> Any:
+    """The config (a runner's config dataclass) of the runner that serves ``deployment`` (an online or batch
+    deployment spec): what :func:`runner_for` builds, and what a replica plan carries as JSON
+    (:mod:`tiffin.runners.kinds`).
 
     ``model_dir`` is the directory laid out as Azure's ``AZUREML_MODEL_DIR`` (see
     :func:`tiffin.replica.layout.stage_model`); ``aliases`` are the V2 model names (the endpoint's) that
@@ -137,30 +140,40 @@ def runner_for(
     code = deployment.code_configuration
     env = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
     if kind == "script":
-        return ScriptRunner(
-            ScriptRunnerConfig(
-                code_dir=Path(code.code),
-                scoring_script=code.scoring_script,
-                model_dir=model_dir,
-                environment_variables=env,
-            )
+        return ScriptRunnerConfig(
+            code_dir=Path(code.code),
+            scoring_script=code.scoring_script,
+            model_dir=model_dir,
+            environment_variables=env,
         )
     if kind == "triton":
         path = deployment.model.path
         remote = path.startswith(("http://", "https://"))
-        return TritonRunner(
-            TritonRunnerConfig(
-                repository=None if remote else Path(path),
-                url=path if remote else None,
-                model_aliases=aliases | {deployment.name},
-                environment_variables=env,
-            )
+        return TritonRunnerConfig(
+            repository=None if remote else Path(path),
+            url=path if remote else None,
+            model_aliases=aliases | {deployment.name},
+            environment_variables=env,
         )
     if kind == "byoc":
-        return ByocRunner(_byoc_config(deployment, model_dir, env))
+        return _byoc_config(deployment, model_dir, env)
     model = deployment.model
     uri = model if isinstance(model, str) else model.path
-    return MLflowRunner(MLflowRunnerConfig(model_uri=uri, environment_variables=env))
+    return MLflowRunnerConfig(model_uri=uri, environment_variables=env)
+
+
+def runner_for(
+    deployment: Any, *, model_dir: Path | None, source: str | None = None, aliases: frozenset[str] = frozenset()
+) -> Runner:
+    """The runner that serves ``deployment`` (see :func:`runner_config_for`)."""
+    config = runner_config_for(deployment, model_dir=model_dir, source=source, aliases=aliases)
+    runner_type = {
+        ScriptRunnerConfig: ScriptRunner,
+        TritonRunnerConfig: TritonRunner,
+        ByocRunnerConfig: ByocRunner,
+        MLflowRunnerConfig: MLflowRunner,
+    }[type(config)]
+    return runner_type(config)
 
 
 def _has_own_server(deployment: Any) -> bool:

@@ -26,6 +26,12 @@ import pytest
 
 T = TypeVar("T")
 
+# Deployments declaring an environment (Azure's samples, the quickstart) get it built with uv. Every test server
+# has a TIFFIN_HOME of its own, so without this each would build the same environments again; environments are
+# named by their recipe and built under a lock, so test servers (and test runs, and CI runs that keep the folder)
+# share them safely. A run that sets TIFFIN_ENVS_DIR itself keeps its own.
+os.environ.setdefault("TIFFIN_ENVS_DIR", str(Path.home() / ".cache" / "tiffin" / "test-envs"))
+
 
 def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
     """Call ``check`` until it returns a true value without raising AssertionError, and return that value.

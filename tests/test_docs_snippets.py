@@ -212,7 +212,7 @@ def test_make_serve_installs_only_what_serving_needs(tmp_path):
 
 def test_docs_stand_on_their_own_and_say_how_replicas_run():
     """The docs and comments cite no file the repository does not have, and say what the supervisor runs."""
-    from tiffin.supervisor.process import replica_command
+    from tiffin.supervisor.prepare import replica_command
 
     cited = [
         f"{path.relative_to(ROOT)}:{n}"
@@ -226,7 +226,7 @@ def test_docs_stand_on_their_own_and_say_how_replicas_run():
     assert not cited, f"these cite DESIGN.md, which is not in the repository: {cited}"
 
     # The supervisor runs the lean server, not BentoML's; the docs say so.
-    assert replica_command("python", Path("d.yml"), Path("s.sock"))[2:5] == ["tiffin.cli", "replica", "serve"]
+    assert replica_command("python", Path("d.plan.json"), Path("s.sock"))[1:3] == ["-m", "tiffin.replica.run"]
     for page in (ROOT / "README.md", DOCS / "concepts.md"):
         text = " ".join(page.read_text(encoding="utf-8").split())
         assert "replica is a BentoML service" not in text, page

@@ -25,6 +25,12 @@ from tiffin.errors import EnvironmentBuildError, InterpreterNotFoundError
 SMALL = ("six==1.16.0", "packaging")
 
 
+
+@pytest.fixture(autouse=True)
+def _own_envs_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at (and prune) TIFFIN_HOME/envs itself, not the folder the other tests share."""
+    monkeypatch.delenv("TIFFIN_ENVS_DIR", raising=False)
+
 def fake_python(folder: Path, name: str, version: str, *, fails: bool = False) -> Path:
     """``folder/name``: a script answering the probe as a Python ``version`` would (or failing, as a pyenv shim
     for a version that is not pyenv's global does)."""

@@ -39,10 +39,11 @@ from typing import IO
 
 from tiffin import __version__
 from tiffin.environments.interpreters import Interpreter, find_interpreter
+from tiffin.environments.serving import serving_packages, with_floors, without_serving
 from tiffin.environments.spec import EnvironmentSpec
 from tiffin.errors import EnvironmentBuildError
 
-__all__ = ["MARKER", "build", "environment_key", "envs_dir", "prune", "uv_binary"]
+__all__ = ["ENVS_DIR_ENV", "MARKER", "build", "environment_key", "envs_dir", "prune", "stop_builds", "uv_binary"]
 
 MARKER = "tiffin-env.json"
 """The file a complete environment holds (written last, before the folder is renamed into place)."""
@@ -51,9 +52,15 @@ _ERROR_LINES = 25  # the last lines of uv's output an EnvironmentBuildError carr
 _BUILD_TIMEOUT_S = 1800.0  # a build that takes longer is stuck (a hung download), not slow
 
 
-def envs_dir(home: Path) -> Path:
-    """``home/envs``: where built environments live."""
-    return home / "envs"
+ENVS_DIR_ENV = "TIFFIN_ENVS_DIR"
+"""Where built environments live when not under ``TIFFIN_HOME/envs``: several homes (servers, test runs) on one
+machine may share one folder, since each environment is named by its recipe and built under a lock."""
+
+
+def envs_dir(home: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """``$TIFFIN_ENVS_DIR``, else ``home/envs``: where built environments live."""
+    given = environ.get(ENVS_DIR_ENV)
+    return Path(given).expanduser() if given else home / "envs"
 
 
 def environment_key(spec: EnvironmentSpec, runtime_requirements: Sequence[str] = ()) -> str:
@@ -89,7 +96,7 @@ def build(
     ``log``: gets the build's progress and uv's output as it comes. Raises :class:`EnvironmentBuildError`
     (uv's message inside) or :class:`~tiffin.errors.InterpreterNotFoundError`.
     """
-    root = envs_dir(home)
+    root = envs_dir(home, environ)
     key = environment_key(spec, runtime_requirements)
     final = root / key
     if _complete(final):
@@ -106,14 +113,35 @@ def build(
         interpreter = find_interpreter(spec.python_minor if spec.python is None else spec.python, environ, uv=uv)
         _say(log, f"building environment {key[:12]} on Python {interpreter.describe()} for {spec.source or 'a spec'}")
         work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+        requirements = [*with_floors(spec.requirements), *runtime_requirements]
+        left_out: list[str] = []
         try:
             try:
-                _build_into(work, spec, interpreter, runtime_requirements, uv, log, environ, timeout_s)
+                _build_into(work, requirements, interpreter, uv, log, environ, timeout_s)
             except EnvironmentBuildError as exc:
-                # Which deployment's environment, then uv's own words.
-                raise EnvironmentBuildError(
-                    f"cannot build the environment from {spec.source or 'its spec'}: {exc}"
-                ) from None
+                serving = serving_packages(spec.requirements)
+                if not serving:
+                    # Which deployment's environment, then uv's own words.
+                    raise EnvironmentBuildError(
+                        f"cannot build the environment from {spec.source or 'its spec'}: {exc}"
+                    ) from None
+                # Azure's serving packages must never cost the deployment (tiffin.environments.serving).
+                left_out = serving
+                _say(
+                    log,
+                    f"the build failed with {', '.join(serving)}; building it again without them (they "
+                    "are Azure's inference server, which tiffin's runtime stands in for; scoring code importing "
+                    "them will fail)",
+                )
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(mode=0o700)
+                try:
+                    _build_into(work, without_serving(requirements), interpreter, uv, log, environ, timeout_s)
+                except EnvironmentBuildError as again:
+                    raise EnvironmentBuildError(
+                        f"cannot build the environment from {spec.source or 'its spec'}, with or without "
+                        f"{', '.join(serving)}: {again}"
+                    ) from None
             seconds = round(time.monotonic() - started, 3)
             freeze = _run(
                 [uv, "pip", "freeze", "--python", str(work / "bin" / "python")], work, None, environ, timeout_s
@@ -124,6 +152,7 @@ def build(
                 "interpreter": {"path": str(interpreter.path), "version": interpreter.version_text},
                 "runtime_version": _runtime_version(runtime_requirements),
                 "runtime_requirements": list(runtime_requirements),
+                "left_out": left_out,
                 "freeze": freeze.splitlines(),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": seconds,
@@ -166,9 +195,8 @@ def prune(home: Path, keep: set[str]) -> list[str]:
 
 def _build_into(
     work: Path,
-    spec: EnvironmentSpec,
+    requirements: Sequence[str],
     interpreter: Interpreter,
-    runtime_requirements: Sequence[str],
     uv: str,
     log: IO[str],
     environ: Mapping[str, str],
@@ -176,7 +204,6 @@ def _build_into(
 ) -> None:
     # --relocatable: scripts and activation use relative paths, so the folder still works once renamed.
     _run([uv, "venv", "--relocatable", "--python", str(interpreter.path), str(work)], work, log, environ, timeout_s)
-    requirements = [*spec.requirements, *runtime_requirements]
     if not requirements:
         return
     # A requirements file, not arguments: a pip: section may hold option lines (--extra-index-url) as pip
@@ -212,6 +239,8 @@ def _run(argv: list[str], cwd: Path, log: IO[str] | None, environ: Mapping[str, 
         errors="replace",
         start_new_session=True,
     )
+    with _RUNNING_LOCK:
+        _RUNNING[process.pid] = (cwd, process)
     timed_out = threading.Event()
 
     def stop() -> None:
@@ -240,12 +269,30 @@ def _run(argv: list[str], cwd: Path, log: IO[str] | None, environ: Mapping[str, 
         if process.poll() is None:
             process.kill()
             process.wait()
+        with _RUNNING_LOCK:
+            _RUNNING.pop(process.pid, None)
     if code != 0:
         what = f"ran past {timeout_s:.0f} s and was stopped" if timed_out.is_set() else "failed"
         said = "\n".join(line for line in tail if line.strip())
         command = " ".join([Path(argv[0]).name, *argv[1:3]])
         raise EnvironmentBuildError(f"{command} {what}:\n{said}")
     return out
+
+
+_RUNNING: dict[int, tuple[Path, subprocess.Popen[str]]] = {}  # uv processes of builds in this process, by pid
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_builds(home: Path) -> int:
+    """Kill the uv processes of builds under ``home/envs`` running in this process (the server is stopping: a
+    build's thread cannot be cancelled, its uv can); those builds fail and leave nothing behind. How many."""
+    root = envs_dir(home).resolve()
+    with _RUNNING_LOCK:
+        running = [p for cwd, p in _RUNNING.values() if cwd.resolve().is_relative_to(root)]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return len(running)
 
 
 def _runtime_version(runtime_requirements: Sequence[str]) -> str:

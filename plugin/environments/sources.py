@@ -32,7 +32,7 @@ from tiffin.specs.strict_yaml import load_yaml
 from .conda import MAX_REQUIREMENTS_BYTES, pip_lines, translate
 from .spec import EnvironmentSpec
 
-__all__ = ["curated_for_image", "deployment_environment", "mlflow_environment"]
+__all__ = ["RUNS_IN_ENVIRONMENT", "curated_for_image", "deployment_environment", "environment_of", "mlflow_environment"]
 
 _MAX_CONDA_BYTES = 1 << 20
 """A conda file, python_env.yaml or MLmodel is a few KiB of YAML."""
@@ -65,6 +65,27 @@ def deployment_environment(
     if mlflow_model is not None:
         return mlflow_environment(mlflow_model, owner=owner)
     return None
+
+
+RUNS_IN_ENVIRONMENT = frozenset({"script", "mlflow"})
+"""The runner kinds whose code runs in the deployment's environment. A Triton model runs in tritonserver's own
+Python, and a server of the user's own (``environment.command``) is the user's to start."""
+
+
+def environment_of(deployment: Any, *, kind: str, owner: str) -> EnvironmentSpec | None:
+    """The environment a loaded deployment spec (online or batch, its references inlined) runs in, for the runner
+    ``kind`` that serves it (:func:`tiffin.runners.factory.runner_kind`); None: tiffin's own."""
+    if kind not in RUNS_IN_ENVIRONMENT:
+        return None
+    mlflow_model = None
+    if kind == "mlflow":
+        model = deployment.model
+        path = model if isinstance(model, str) else getattr(model, "path", None)
+        if path and not path.startswith(("runs:/", "models:/")):
+            local = Path(path[len("file://") :] if path.startswith("file://") else path)
+            if local.is_dir():
+                mlflow_model = local
+    return deployment_environment(deployment.environment, owner=owner, mlflow_model=mlflow_model)
 
 
 def mlflow_environment(model_dir: Path, *, owner: str) -> EnvironmentSpec | None:

@@ -1,4 +1,4 @@
-"""Build a replica's ASGI app from a deployment YAML: spec → model layout → runner → app."""
+"""A replica's plan (and app) from a deployment YAML: spec → model layout → runner config → plan."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from tiffin.config import tiffin_home
 from tiffin.paths import deployment_dir, local_mount_identity, model_mounts_dir, online_mount_identity
 from tiffin.replica.app import ReplicaApp
 from tiffin.replica.layout import stage_model
-from tiffin.runners import runner_for
-from tiffin.runners.factory import serves_model_itself
+from tiffin.replica.plan import ReplicaPlan
+from tiffin.replica.run import app_from_plan
+from tiffin.runners.factory import runner_config_for, serves_model_itself
+from tiffin.runners.kinds import runner_to_json
 from tiffin.specs import LoadedSpec, OnlineDeployment, load_spec
 
-__all__ = ["app_from_file", "replica_settings"]
+__all__ = ["app_from_file", "plan_for", "plan_from_file", "replica_settings"]
 
 
 def replica_settings(environment: Mapping[str, str]) -> dict[str, int]:
@@ -34,11 +36,11 @@ def replica_settings(environment: Mapping[str, str]) -> dict[str, int]:
     }
 
 
-def app_from_file(
-    path: str | Path, overrides: Sequence[str] = (), *, home: Path | None = None
-) -> tuple[ReplicaApp, LoadedSpec[OnlineDeployment]]:
-    """The replica app for the deployment in ``path`` (not yet loaded: call ``startup``), and the spec."""
-    loaded = load_spec(path, OnlineDeployment, overrides=overrides)
+def plan_for(
+    loaded: LoadedSpec[OnlineDeployment], *, home: Path | None = None, environ: Mapping[str, str] = os.environ
+) -> ReplicaPlan:
+    """The plan of a replica of the loaded deployment: its model laid out (for a scoring script), its runner's
+    config, its server settings. What a replica needs of the spec, so it reads no YAML itself."""
     deployment = loaded.spec
     home = home or tiffin_home()
     identity = _mount_identity(home, Path(loaded.source), deployment.endpoint_name, deployment.name)
@@ -46,17 +48,33 @@ def app_from_file(
     mounts = model_mounts_dir(home)
     model_dir = None if serves_model_itself(deployment) else stage_model(deployment, mounts, identity=identity)
     aliases = frozenset(n for n in (deployment.endpoint_name,) if n)
-    runner = runner_for(deployment, model_dir=model_dir, source=str(loaded.source), aliases=aliases)
-    settings = replica_settings({**os.environ, **(deployment.environment_variables or {})})
-    app = ReplicaApp(
-        runner,
+    config = runner_config_for(deployment, model_dir=model_dir, source=str(loaded.source), aliases=aliases)
+    kind, runner = runner_to_json(config)
+    settings = replica_settings({**environ, **(deployment.environment_variables or {})})
+    return ReplicaPlan(
+        kind=kind,
+        runner=runner,
         name=deployment.name,
-        model_names=aliases,
         version=str(getattr(deployment.model, "version", None) or "1"),
+        model_names=tuple(sorted(aliases)),
+        workers=settings["workers"],
         max_body_bytes=settings["max_body_bytes"],
         scoring_threads=settings["scoring_threads"],
+        warnings=tuple(f"{Path(loaded.source).name}: {line}" for line in loaded.warnings()),
     )
-    return app, loaded
+
+
+def plan_from_file(path: str | Path, overrides: Sequence[str] = (), *, home: Path | None = None) -> ReplicaPlan:
+    """The replica plan of the deployment YAML at ``path`` (:func:`plan_for`)."""
+    return plan_for(load_spec(path, OnlineDeployment, overrides=overrides), home=home)
+
+
+def app_from_file(
+    path: str | Path, overrides: Sequence[str] = (), *, home: Path | None = None
+) -> tuple[ReplicaApp, LoadedSpec[OnlineDeployment]]:
+    """The replica app for the deployment in ``path`` (not yet loaded: call ``startup``), and the spec."""
+    loaded = load_spec(path, OnlineDeployment, overrides=overrides)
+    return app_from_plan(plan_for(loaded, home=home)), loaded
 
 
 def _mount_identity(home: Path, source: Path, endpoint: str | None, deployment: str) -> str:

@@ -117,11 +117,13 @@ def _path_or_mapping(value: Any) -> str | dict[str, Any]:
 class Environment(SpecModel):
     """An inline environment (Azure's environment YAML schema).
 
-    tiffin runs scoring code in its own Python environment, so image, conda file, build context
-    and container routes are kept for round trips but reported as ignored.
+    Its ``conda_file`` is built into a Python environment the deployment runs in (:mod:`tiffin.environments`);
+    an image is not run (no container engine), so ``image`` is reported as ignored unless it is one of Azure's
+    curated images, which stands for that curated environment. Build context and container routes are kept for
+    round trips but reported as ignored.
     """
 
-    LOCAL_IGNORED = frozenset({"image", "conda_file", "build", "inference_config", "os_type"})
+    LOCAL_IGNORED = frozenset({"image", "build", "inference_config", "os_type"})
     PATH_FIELDS = ("conda_file",)
     AZURE_READ_ONLY = frozenset({"id", "creation_context", "latest_version", "auto_delete_setting"})
     AZURE_UNMODELLED = frozenset({"datastore", "intellectual_property"})
@@ -143,6 +145,11 @@ class Environment(SpecModel):
     def ignored_here(self) -> list[str]:
         """As :meth:`SpecModel.ignored_here`; a ``command`` makes ``inference_config`` meaningful here."""
         out = super().ignored_here()
+        if self.image and not self.conda_file:
+            from tiffin.environments.sources import curated_for_image
+
+            if curated_for_image(self.image) is not None:
+                out = [n for n in out if n != "image"]
         return [n for n in out if n != "inference_config"] if self.command else out
 
 

@@ -19,6 +19,7 @@ from tiffin.specs import OnlineDeployment, ProbeSettings, parse_spec
 from tiffin.store.records import DeploymentRecord
 
 from .policy import template_of
+from .prepare import Launch
 
 __all__ = ["Desired", "DesiredSpecs"]
 
@@ -40,6 +41,7 @@ class DesiredSpecs:
     def __init__(self, folder: Path) -> None:
         self._dir = folder
         self._spec_files: dict[str, tuple[Path, int]] = {}  # template -> (spec file, its generation)
+        self._launches: dict[str, Launch] = {}  # template -> how its replicas start, once prepared
         self._desired: Desired | None = None
         self._spec_error: tuple[int, SpecError] | None = None
 
@@ -102,6 +104,15 @@ class DesiredSpecs:
         """The spec file written for ``template``, and the generation it was written at."""
         return self._spec_files[template]
 
+    def launch(self, template: str) -> Launch | None:
+        """How replicas of ``template`` start, once :func:`~.prepare.prepare_template` has run for it; else None."""
+        return self._launches.get(template)
+
+    def set_launch(self, template: str, launch: Launch) -> None:
+        """Record what preparing ``template`` made (ignored if the template was forgotten meanwhile)."""
+        if template in self._spec_files:
+            self._launches[template] = launch
+
     def forget_parsed(self) -> None:
         """Drop what was parsed: the record is of another deployment of that name (deleted and created again)."""
         self._desired = self._spec_error = None
@@ -110,10 +121,18 @@ class DesiredSpecs:
         """Delete the spec files of templates no longer in ``in_use``."""
         for template in [t for t in self._spec_files if t not in in_use]:
             path, _ = self._spec_files.pop(template)
-            path.unlink(missing_ok=True)
+            self._launches.pop(template, None)
+            _remove_files(path)
 
     def forget(self) -> None:
         """Delete every spec file written."""
         for path, _ in self._spec_files.values():
-            path.unlink(missing_ok=True)
+            _remove_files(path)
         self._spec_files.clear()
+        self._launches.clear()
+
+
+def _remove_files(spec: Path) -> None:
+    """A template's spec file and the replica plan written beside it."""
+    spec.unlink(missing_ok=True)
+    spec.with_suffix(".plan.json").unlink(missing_ok=True)

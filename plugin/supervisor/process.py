@@ -29,7 +29,6 @@ __all__ = [
     "log_header",
     "read_tail",
     "reap_orphans",
-    "replica_command",
     "spawn_replica",
 ]
 
@@ -39,15 +38,6 @@ READY_MARKER = b"ready"
 """A replica prints a line containing this once it accepts requests (``tiffin replica ready: URL``)."""
 
 _PIDFILE_GLOB = "deployments/*/*/replica-*.pid"
-
-
-def replica_command(python: str, spec_path: Path, socket: Path) -> list[str]:
-    """The command line of one replica serving ``spec_path`` on the Unix socket ``socket``.
-
-    A socket rather than a loopback port: its folder (0700) lets only the server's user reach the
-    replica, which takes requests without a credential (:mod:`tiffin.supervisor.sockets`).
-    """
-    return [python, "-m", "tiffin.cli", "replica", "serve", "-f", str(spec_path), "--uds", str(socket)]
 
 
 class ReplicaProcess:

@@ -15,7 +15,7 @@ import math
 import time
 
 from tiffin import paths
-from tiffin.errors import SpecError
+from tiffin.errors import SpecError, TiffinError
 from tiffin.routing import Replica
 from tiffin.store.records import DeploymentRecord
 
@@ -32,7 +32,8 @@ from .policy import (
     plan_rollout,
     restart_delay,
 )
-from .process import ReplicaProcess, log_header, read_tail, replica_command, spawn_replica
+from .prepare import prepare_template, replica_command
+from .process import ReplicaProcess, log_header, read_tail, spawn_replica
 from .slots import RUNNING, ReconcilerHost, ReplicaStatus, Slot, describe_exit
 
 __all__ = ["DeploymentReconciler"]
@@ -60,6 +61,7 @@ class DeploymentReconciler:
         self._record_id: str | None = None
         self._dir = paths.deployment_dir(host.home, endpoint, deployment)
         self._specs = DesiredSpecs(self._dir)
+        self._preparing: str | None = None  # the template being prepared (plan, environment), if any
 
     @property
     def name(self) -> str:
@@ -96,6 +98,15 @@ class DeploymentReconciler:
         except SpecError as exc:
             if not gated:
                 await self._fail(record, f"the deployment's spec is invalid: {exc}")
+            return
+        if self._specs.launch(desired.template) is None:
+            # Its plan and environment first (a thread; an environment may take a while to build): the replicas
+            # of the current template keep serving meanwhile, and a failed build fails the deployment at once.
+            if not gated and self._preparing is None:
+                self._preparing = desired.template
+                self._host.spawn(self._prepare(record, desired.template), f"prepare {self.name}")
+            self._restart_due(now, desired, gated)
+            launch_probes(self._host, self.name, self._slots.values(), now)
             return
         views = [SlotView(s.index, s.template, s.state == "ready") for s in self._slots.values() if not s.retiring]
         plan = plan_rollout(views, desired.template, desired.count, gated)
@@ -193,15 +204,46 @@ class DeploymentReconciler:
             self._host.routing_changed()
         self._host.wake()  # a start slot may have come free for a pending replica
 
+    # --- preparing a template ----------------------------------------------------------------------
+
+    async def _prepare(self, record: DeploymentRecord, template: str) -> None:
+        """Write the template's replica plan and build its environment (in a thread); a failure fails the
+        deployment with what went wrong (uv's own message for a build), without starting a replica."""
+        host = self._host
+        spec_path, _ = self._specs.spec_file(template)
+        log_path = paths.environment_log_path(host.home, self.endpoint, self.deployment)
+        try:
+            launch = await asyncio.to_thread(
+                prepare_template,
+                spec_path,
+                name=self.deployment,
+                home=host.home,
+                python=host.python,
+                log_path=log_path,
+                environ=host.env,
+            )
+        except TiffinError as exc:
+            await self._fail(record, f"the deployment's environment could not be prepared: {exc.message}")
+        except Exception as exc:  # a bug or an I/O error: reported, never a supervisor crash
+            logger.exception("preparing deployment %s failed", self.name)
+            await self._fail(record, f"the deployment could not be prepared: {type(exc).__name__}: {exc}")
+        else:
+            self._specs.set_launch(template, launch)
+        finally:
+            self._preparing = None
+            host.wake()
+
     # --- starting, stopping ------------------------------------------------------------------------
 
     def _add_slot(self, index: int, desired: Desired, now: float) -> None:
-        spec_path, generation = self._specs.spec_file(desired.template)
+        _, generation = self._specs.spec_file(desired.template)
+        launch = self._specs.launch(desired.template)
+        assert launch is not None, "slots of a template start once it is prepared"
         slot = Slot(
             index=index,
             template=desired.template,
             generation=generation,
-            spec_path=spec_path,
+            launch=launch,
             readiness_probe=desired.readiness,
             liveness_probe=desired.liveness,
         )
@@ -219,11 +261,11 @@ class DeploymentReconciler:
         try:
             socket = host.socket_path(self.number, slot.index)
             process = spawn_replica(
-                replica_command(host.python, slot.spec_path, socket),
+                replica_command(slot.launch.python, slot.launch.plan, socket),
                 socket=socket,
                 log_path=log_path,
                 header=lambda pid: log_header(slot.index, slot.generation, pid),
-                env=host.env,
+                env=slot.launch.env(host.env),
                 cwd=self._dir,
                 pidfile=self._dir / f"replica-{slot.index}.pid",
             )

@@ -19,6 +19,7 @@ from tiffin.specs import ProbeSettings
 from tiffin.store.records import DeploymentRecord
 
 from .policy import ProbeCounter
+from .prepare import Launch
 from .probes import ProbeResult
 from .process import ReplicaProcess
 
@@ -95,7 +96,8 @@ class Slot:
     index: int
     template: str
     generation: int
-    spec_path: Path
+    launch: Launch
+    """How this slot's process starts: the plan of its template, and the interpreter (its environment's)."""
     readiness_probe: ProbeSettings
     liveness_probe: ProbeSettings
     state: ReplicaState = "dead"

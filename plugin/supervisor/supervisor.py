@@ -27,6 +27,7 @@ import aiohttp
 
 from tiffin import config
 from tiffin.assets.resolve import inline_assets
+from tiffin.environments.builder import stop_builds
 from tiffin.errors import NotFoundError
 from tiffin.routing import Replica
 from tiffin.runners.tritonserver import TRITONSERVER_ENV
@@ -231,6 +232,7 @@ class Supervisor:
                 await task
         try:
             async with self._get_lock():  # let a reconcile_once() in progress finish its pass
+                stop_builds(self._home)  # an environment being built: its uv, which its thread would wait for
                 tasks = list(self._tasks)
                 for pending in tasks:
                     pending.cancel()

@@ -1,0 +1,175 @@
+"""Run a replica from its plan on uvicorn (httptools on uvloop): the lean hot path of a deployment.
+
+``python -m tiffin.replica.run --plan FILE --uds SOCKET`` is what ``tiffin serve``'s supervisor starts, on tiffin's
+Python or on the interpreter of the deployment's environment (:mod:`tiffin.environments.runtime`), so this
+module imports only the standard library, uvicorn and the runner the plan names. The app is built by a factory
+from the plan (in ``$TIFFIN_REPLICA_PLAN``) so uvicorn can start several worker processes (``WORKER_COUNT``),
+each running the script's ``init()`` once, as Azure's server does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
+from tiffin.replica.plan import PLAN_ENV, ReplicaPlan, read_plan
+
+__all__ = ["app_from_plan", "create_app", "main", "serve_plan"]
+
+
+def app_from_plan(plan: ReplicaPlan) -> Any:
+    """The replica's ASGI app for ``plan`` (its runner not yet loaded: the app's start-up loads it)."""
+    from tiffin.replica.app import ReplicaApp
+    from tiffin.runners.kinds import runner_from_json
+
+    return ReplicaApp(
+        runner_from_json(plan.kind, plan.runner),
+        name=plan.name,
+        model_names=frozenset(plan.model_names),
+        version=plan.version,
+        max_body_bytes=plan.max_body_bytes,
+        scoring_threads=plan.scoring_threads,
+    )
+
+
+def create_app() -> Any:
+    """uvicorn's app factory: the plan in ``$TIFFIN_REPLICA_PLAN``."""
+    configure_logging()
+    return app_from_plan(ReplicaPlan.from_json(os.environ[PLAN_ENV]))
+
+
+class _Server(uvicorn.Server):
+    """Prints one 'ready' line once the socket accepts requests (supervisors and scripts wait for it)."""
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            where = self.config.uds or f"http://{self.config.host}:{self.config.port}"
+            print(f"tiffin replica ready: {where}", flush=True)
+
+
+def _announce_when_healthy(config: uvicorn.Config, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = _connection(config)
+            conn.request("GET", "/")
+            if conn.getresponse().status == 200:
+                where = config.uds or f"http://{config.host}:{config.port}"
+                print(f"tiffin replica ready: {where} ({config.workers} workers)", flush=True)
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+
+
+def _connection(config: uvicorn.Config) -> Any:
+    import http.client
+
+    if config.uds:
+
+        class _UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(2)
+                self.sock.connect(config.uds)
+
+        return _UnixConnection("localhost", timeout=2)
+    return http.client.HTTPConnection(config.host, config.port, timeout=2)
+
+
+def _exit_with_parent() -> None:
+    """Stop this replica's process group when the process that started it dies.
+
+    The supervisor starts replicas in their own process group (so it can stop a replica and its
+    workers together); if the supervisor itself is killed with SIGKILL nobody would stop them, so each
+    replica watches for being re-parented and takes its group down.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgid(0), signal.SIGTERM)
+                os._exit(0)
+
+    threading.Thread(target=watch, name="tiffin-parent-watch", daemon=True).start()
+
+
+def serve_plan(
+    plan: ReplicaPlan,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5001,
+    uds: str | None = None,
+    workers: int | None = None,
+    log_level: str = "warning",
+) -> int:
+    """Serve ``plan`` until interrupted; returns the process exit code."""
+    if os.environ.get("TIFFIN_EXIT_WITH_PARENT") == "1":
+        _exit_with_parent()
+    if os.environ.get(REPLICA_CPUS_ENV):
+        # Before uvicorn starts its workers, so that they inherit the CPU set.
+        pin_to_cpus(parse_cpu_list(os.environ[REPLICA_CPUS_ENV]))
+    for line in plan.warnings:
+        print(f"WARNING: {line}", file=sys.stderr, flush=True)
+    os.environ[PLAN_ENV] = plan.to_json()
+    from tiffin.http_protocol import HTTP_PROTOCOL
+
+    config = uvicorn.Config(
+        "tiffin.replica.run:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        uds=uds,
+        workers=workers or plan.workers,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http=HTTP_PROTOCOL,
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        # The gateway keeps pooled connections open; don't close them under it between bursts.
+        timeout_keep_alive=75,
+        backlog=4096,
+    )
+    server = _Server(config)
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        # uvicorn's workers run its own Server class, so the parent announces readiness once a worker
+        # answers the health probe on the shared socket.
+        threading.Thread(target=_announce_when_healthy, args=(config,), daemon=True).start()
+        Multiprocess(config, sockets=[sock]).run()
+        return 0
+    with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the app's start-up fails
+        server.run()
+    # Not started: the runner failed to load (bad script, init() raised); the log says why.
+    return 0 if server.started else 1
+
+
+def main(argv: Any = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tiffin.replica.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", required=True, help="the replica plan (JSON) tiffin serve wrote")
+    parser.add_argument("--uds", help="serve on this Unix socket")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    return serve_plan(read_plan(args.plan), host=args.host, port=args.port, uds=args.uds, workers=args.workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

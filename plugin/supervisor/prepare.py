@@ -1,0 +1,81 @@
+"""Before a deployment's replicas start: its replica plan written and its environment built (once per template).
+
+Runs in a thread (:func:`prepare_template` blocks on files and on uv), so the event loop keeps serving. The plan
+(:mod:`tiffin.replica.plan`) is what a replica reads instead of the YAML; the environment
+(:mod:`tiffin.environments.runtime`) is the interpreter it is started with. What the environment step did
+(where the environment came from, what was skipped and why, uv's output) goes to the deployment's
+``environment.log``, which ``online-deployment get-logs`` shows before the replica's own log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tiffin.environments.runtime import PreparedEnvironment, prepare
+from tiffin.environments.sources import environment_of
+from tiffin.replica.factory import plan_for
+from tiffin.replica.plan import write_plan
+from tiffin.specs import OnlineDeployment, load_spec
+
+__all__ = ["Launch", "prepare_template", "replica_command"]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the replicas of one deployment template start."""
+
+    plan: Path
+    python: str
+    environment: PreparedEnvironment | None = None
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The replica's process environment, from the supervisor's ``base``."""
+        return dict(base) if self.environment is None else self.environment.process_env(base)
+
+
+def replica_command(python: str, plan: Path, socket: Path) -> list[str]:
+    """The command line of one replica serving ``plan`` on the Unix socket ``socket``.
+
+    A socket rather than a loopback port: its folder (0700) lets only the server's user reach the
+    replica, which takes requests without a credential (:mod:`tiffin.supervisor.sockets`).
+    """
+    return [python, "-m", "tiffin.replica.run", "--plan", str(plan), "--uds", str(socket)]
+
+
+def prepare_template(
+    spec_path: Path,
+    *,
+    name: str,
+    home: Path,
+    python: str,
+    log_path: Path,
+    environ: Mapping[str, str] = os.environ,
+) -> Launch:
+    """The plan of the deployment spec at ``spec_path`` (written beside it) and the environment it runs in,
+    built now if need be. Raises :class:`~tiffin.errors.TiffinError` (a spec, build or interpreter error) with
+    a message for the deployment's ``reason``."""
+    loaded = load_spec(spec_path, OnlineDeployment)
+    plan = plan_for(loaded, home=home, environ=environ)
+    plan_path = spec_path.with_suffix(".plan.json")
+    write_plan(plan, plan_path)
+    spec = environment_of(loaded.spec, kind=plan.kind, owner=f"deployment '{name}'")
+    if spec is None:
+        return Launch(plan=plan_path, python=python)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        log.write(f"--- environment of deployment {name} ({spec_path.name}) at {when} ---\n")
+        log.write(f"[tiffin] from {spec.source}: Python {spec.python_minor}, {len(spec.requirements)} requirement(s)\n")
+        for line in spec.requirements:
+            log.write(f"[tiffin]   {line}\n")
+        for package in spec.skipped:
+            log.write(f"[tiffin] skipped {package}: a conda package with no PyPI counterpart, not needed with pip\n")
+        for note in spec.notes:
+            log.write(f"[tiffin] note: {note}\n")
+        log.flush()
+        prepared = prepare(spec, home, log=log, environ=environ)
+    return Launch(plan=plan_path, python=str(prepared.python), environment=prepared)
