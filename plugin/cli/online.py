@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -264,7 +265,7 @@ def _deploy(
         _check_exists(deployments, name, endpoint, create)
         if no_wait:
             return deployments.create_or_update(data, all_traffic=all_traffic, wait=False)
-        with _Spinner(name) as spinner:
+        with _Spinner(name, lambda: deployments.get_logs(name, endpoint, lines=_PROGRESS_LINES)) as spinner:
             return deployments.create_or_update(data, all_traffic=all_traffic, progress=spinner)
 
 
@@ -292,14 +293,24 @@ def _check_exists(deployments: OnlineDeploymentOperations, name: str, endpoint: 
         )
 
 
-class _Spinner:
-    """The waiting deployment's state: a spinner on a terminal, one line per change otherwise (logs)."""
+_PROGRESS_LINES = 20  # of the deployment's logs, read on each poll while it is being created
 
-    def __init__(self, name: str) -> None:
+
+class _Spinner:
+    """The waiting deployment's state: a spinner on a terminal, one line per change otherwise (logs).
+
+    While the deployment is not ready yet, its logs' last line (its environment's build, then its replica's
+    start) follows the state on the spinner's line; off a terminal, tiffin's own lines of the environment step
+    (``[tiffin] building environment ...``, ``built ... in 12.3 s``) are printed once each.
+    """
+
+    def __init__(self, name: str, logs: Callable[[], str] | None = None) -> None:
         self.name = name
         self.state: str | None = None
         self.line = f"deployment '{name}': starting"
         self.status = err.status(self.line)
+        self._logs = logs
+        self._said: set[str] = set()
 
     def __enter__(self) -> _Spinner:
         if err.is_terminal:
@@ -313,14 +324,28 @@ class _Spinner:
 
     def __call__(self, deployment: dict[str, Any]) -> None:
         state = deployment.get("provisioning_state")
-        if state == self.state:
-            return
+        changed = state != self.state
         self.state = state
         self.line = f"deployment '{self.name}' on endpoint '{deployment.get('endpoint_name')}': {state}"
+        latest = self._latest_log_lines() if state in ("Creating", "Updating") else []
         if err.is_terminal:
-            self.status.update(self.line)
-        else:
+            detail = latest[-1].strip() if latest else ""
+            self.status.update(f"{self.line}  {detail[:100]}" if detail else self.line)
+            return
+        if changed:
             err.print(self.line, highlight=False)
+        for line in latest:
+            if line.startswith("[tiffin] ") and line not in self._said:
+                self._said.add(line)
+                err.print(f"  {line}", highlight=False, markup=False)
+
+    def _latest_log_lines(self) -> list[str]:
+        if self._logs is None:
+            return []
+        try:
+            return [line for line in self._logs().splitlines() if line.strip()]
+        except TiffinError:  # no log yet, or the server is busy: the state line alone will do
+            return []
 
 
 @online_deployment_app.command("create")

@@ -15,6 +15,7 @@ new one and a replica never runs a mix of two; environments themselves are keyed
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -27,7 +28,7 @@ from typing import IO
 from tiffin.environments.builder import build, environment_key
 from tiffin.environments.spec import EnvironmentSpec
 
-__all__ = ["RUNTIME_REQUIREMENTS", "PreparedEnvironment", "prepare", "runtime_key", "runtime_path"]
+__all__ = ["RUNTIME_REQUIREMENTS", "PreparedEnvironment", "prepare", "runtime_key", "runtime_path", "supported"]
 
 RUNTIME_REQUIREMENTS: tuple[str, ...] = (
     # The replica's HTTP server, as on tiffin's own Python: uvicorn's httptools protocol on uvloop. 0.30 is the
@@ -69,7 +70,7 @@ class PreparedEnvironment:
 
 def runtime_key(spec: EnvironmentSpec) -> str:
     """The key (folder name under ``envs/``) of ``spec``'s environment with tiffin's runtime in it."""
-    return environment_key(spec, RUNTIME_REQUIREMENTS)
+    return environment_key(supported(spec), RUNTIME_REQUIREMENTS)
 
 
 def prepare(
@@ -78,8 +79,26 @@ def prepare(
     """``spec``'s environment with tiffin's runtime in it, built now unless it already is (see
     :func:`tiffin.environments.builder.build`: uv's output goes to ``log``; :class:`~tiffin.errors.
     EnvironmentBuildError` or :class:`~tiffin.errors.InterpreterNotFoundError` when it cannot be built)."""
+    spec = supported(spec)
+    for note in spec.notes:
+        log.write(f"[tiffin] note: {note}\n")
     path = build(spec, home, runtime_requirements=RUNTIME_REQUIREMENTS, log=log, environ=environ)
     return PreparedEnvironment(key=path.name, path=path, runtime=runtime_path(home), spec=spec)
+
+
+def supported(spec: EnvironmentSpec) -> EnvironmentSpec:
+    """``spec`` on an interpreter tiffin's runtime runs on: a Python older than 3.8 (Azure's older MLflow samples
+    were logged on 3.7, and their conda files say ``python=3.7.11``) becomes 3.8, the oldest it runs on, with a
+    note saying so; pickles and wheels of 3.7 load on 3.8 in nearly every case, where refusing would turn away
+    every such model. A newer Python than 3.13 is left as declared: finding its interpreter says what is there."""
+    major, _, minor = spec.python_minor.partition(".")
+    if not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) >= (3, 8) or int(major) != 3:
+        return spec
+    note = (
+        f"Python {spec.python} is older than tiffin's runtime runs on (3.8 to 3.13): the environment is built on "
+        "Python 3.8; pin python=3.8 or later to choose"
+    )
+    return dataclasses.replace(spec, python="3.8", notes=(*spec.notes, note))
 
 
 _COPIED: dict[Path, Path] = {}  # home -> this process's runtime copy under it

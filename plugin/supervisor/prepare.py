@@ -73,9 +73,7 @@ def prepare_template(
         for line in spec.requirements:
             log.write(f"[tiffin]   {line}\n")
         for package in spec.skipped:
-            log.write(f"[tiffin] skipped {package}: a conda package with no PyPI counterpart, not needed with pip\n")
-        for note in spec.notes:
-            log.write(f"[tiffin] note: {note}\n")
+            log.write(f"[tiffin] skipped {package}: conda's own, or bundled in pip's wheels; not installed\n")
         log.flush()
         prepared = prepare(spec, home, log=log, environ=environ)
     return Launch(plan=plan_path, python=str(prepared.python), environment=prepared)
