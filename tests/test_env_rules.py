@@ -39,7 +39,13 @@ def test_unpinned_serving_packages_get_a_floor_and_pinned_ones_are_left_alone():
 
 @pytest.mark.parametrize(
     ("python", "expected", "noted"),
-    [("3.7.11", "3.8", True), ("3.6", "3.8", True), ("3.8", "3.8", False), ("3.13", "3.13", False), (None, None, False)],
+    [
+        ("3.7.11", "3.8", True),
+        ("3.6", "3.8", True),
+        ("3.8", "3.8", False),
+        ("3.13", "3.13", False),
+        (None, None, False),
+    ],
 )
 def test_pythons_older_than_the_runtime_are_built_on_38_with_a_note(python, expected, noted):
     spec = supported(EnvironmentSpec(python=python, requirements=("numpy",)))
