@@ -22,6 +22,7 @@ from typing import Any
 from tiffin import config
 from tiffin.assets.resolve import inline_assets, pin_references
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
+from tiffin.environments.sources import environment_of
 from tiffin.errors import ConflictError, NotFoundError, SpecError
 from tiffin.paths import environment_log_path, model_mount, online_mount_identity, replica_log_path
 from tiffin.resource_ids import online_deployment_id, online_endpoint_id
@@ -295,7 +296,10 @@ class ControlPlane:
         # Refused here, before anything is stored: a deployment nothing can run, or whose model is not there,
         # would otherwise sit in the store and fail only when its replicas start.
         check_model(runnable, source=source)
-        runner_kind(runnable, source=source)
+        kind = runner_kind(runnable, source=source)
+        # Its environment is read and translated now (cheap, no build): a conda file that cannot be (an R package,
+        # a version pip cannot read) is a 422 naming it, not a deployment that fails once stored.
+        environment_of(runnable, kind=kind, owner=f"deployment '{name}'")
         if spec.instance_count > self.max_instances:
             # The supervisor would start every replica: 10000 processes take the machine down.
             raise SpecError(
