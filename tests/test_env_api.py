@@ -11,7 +11,7 @@ from test_api import Api, api, message  # noqa: F401  (api: the fixture, used by
 from tiffin.paths import environment_log_path, replica_log_path
 
 
-def test_a_conda_file_that_cannot_be_translated_is_refused_at_create(api: Api, tmp_path: Path) -> None:
+def test_a_conda_file_that_cannot_be_translated_is_refused_at_create(api: Api, tmp_path: Path) -> None:  # noqa: F811
     api.endpoint("ep")
     conda = tmp_path / "conda.yaml"
     conda.write_text("dependencies:\n  - python=3.11\n  - r-base=4.2\n  - numpy\n")
@@ -30,7 +30,7 @@ def test_a_conda_file_that_cannot_be_translated_is_refused_at_create(api: Api, t
     assert api.put("/online-endpoints/ep/deployments/blue", json=body).status_code == 201
 
 
-def test_get_logs_shows_the_environment_log_then_the_replica_log(api: Api) -> None:
+def test_get_logs_shows_the_environment_log_then_the_replica_log(api: Api) -> None:  # noqa: F811
     api.endpoint("ep")
     api.deployment("blue")
     environment = environment_log_path(api.home, "ep", "blue")
