@@ -16,6 +16,11 @@ Rows are written as Azure's batch driver (ParallelRunStep's ``append_row``) writ
 (:func:`write_rows`): a DataFrame's rows separated by spaces, without header or index (Azure's notebooks read
 them with ``pd.read_csv(path, header=None, names=[...], sep=" ")``); a list's elements one per line, each as
 ``str(element)``. The job's writer concatenates the mini-batches' parts.
+
+The scorer is described by plain settings (:func:`scorer_settings`, computed from the spec on tiffin's own
+Python) and built from them in the worker (:func:`scorer_from_settings`): a worker may run in the deployment's
+environment, on Python 3.8 with no pydantic, so this module imports only the standard library (pandas, numpy
+and MLflow come from that environment, any version, when the scorer needs them).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ __all__ = [
     "MLflowBatchScorer",
     "ScriptBatchScorer",
     "batch_scorer_for",
+    "scorer_from_settings",
+    "scorer_settings",
     "write_rows",
 ]
 
@@ -160,7 +167,7 @@ def _read_table(path: str) -> Any:
         # pyarrow's reader (MLflow brings pyarrow) parses several times faster than pandas' own.
         try:
             return pd.read_csv(path, engine="pyarrow")
-        except ImportError:
+        except (ImportError, ValueError):  # no pyarrow, or a pandas before 1.4 that has no such engine
             return pd.read_csv(path)
     return pd.read_parquet(path)
 
@@ -187,8 +194,12 @@ def write_rows(result: Any) -> tuple[bytes, int]:
     ``pd.read_csv(path, header=None, sep=" ")`` reads it back), or one line per list element, ``str(element)``
     (so a list ``["a.csv", 1]`` is the line ``['a.csv', 1]``, as Azure writes it)."""
     if type(result).__name__ == "DataFrame" and hasattr(result, "to_csv"):
-        return result.to_csv(sep=" ", header=False, index=False, lineterminator="\n").encode(), len(result)
-    if isinstance(result, str | bytes) or not (isinstance(result, Sequence) or hasattr(result, "tolist")):
+        try:
+            text = result.to_csv(sep=" ", header=False, index=False, lineterminator="\n")
+        except TypeError:  # pandas before 1.5 spells it line_terminator
+            text = result.to_csv(sep=" ", header=False, index=False, line_terminator="\n")
+        return text.encode(), len(result)
+    if isinstance(result, (str, bytes)) or not (isinstance(result, Sequence) or hasattr(result, "tolist")):
         raise ScoringError(
             f"run() returned {type(result).__name__}; return a list or a pandas DataFrame with one row per input"
         )
@@ -196,18 +207,46 @@ def write_rows(result: Any) -> tuple[bytes, int]:
     return "".join(f"{line}\n" for line in lines).encode(), len(lines)
 
 
-def batch_scorer_for(deployment: Any, *, model_dir: Path | None) -> BatchScorer:
-    """The scorer of a batch deployment spec: its scoring script, else its MLflow model."""
+def scorer_settings(deployment: Any, *, model_dir: Path | None) -> dict[str, Any]:
+    """What a worker needs to build the scorer of a batch deployment spec, as plain JSON-able values (computed on
+    tiffin's own Python, which reads specs): ``{"kind": "script", "code_dir", "scoring_script", "model_dir",
+    "environment_variables"}`` or ``{"kind": "mlflow", "model_uri", "environment_variables"}``. ``model_dir`` is
+    the model laid out as ``AZUREML_MODEL_DIR`` (:func:`tiffin.replica.layout.stage_model`), for a script."""
     from tiffin.runners.factory import is_mlflow_model
 
     code = deployment.code_configuration
     env = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
     if code is not None and code.scoring_script:
-        return ScriptBatchScorer(Path(code.code), code.scoring_script, model_dir, env)
+        return {
+            "kind": "script",
+            "code_dir": str(code.code),
+            "scoring_script": code.scoring_script,
+            "model_dir": str(model_dir) if model_dir is not None else None,
+            "environment_variables": env,
+        }
     if is_mlflow_model(deployment):
         model = deployment.model
-        return MLflowBatchScorer(model if isinstance(model, str) else model.path, env)
+        return {"kind": "mlflow", "model_uri": model if isinstance(model, str) else model.path,
+                "environment_variables": env}  # fmt: skip
     raise RunnerLoadError(
         "a batch deployment needs code_configuration (code + scoring_script) or an MLflow model "
         "(model.type: mlflow_model) to run without one"
     )
+
+
+def scorer_from_settings(settings: Mapping[str, Any]) -> BatchScorer:
+    """The scorer :func:`scorer_settings` describes (in the worker, on whatever Python the job runs on)."""
+    env = {str(k): str(v) for k, v in (settings.get("environment_variables") or {}).items()}
+    if settings.get("kind") == "script":
+        model_dir = settings.get("model_dir")
+        return ScriptBatchScorer(
+            Path(settings["code_dir"]), settings["scoring_script"], Path(model_dir) if model_dir else None, env
+        )
+    if settings.get("kind") == "mlflow":
+        return MLflowBatchScorer(str(settings["model_uri"]), env)
+    raise RunnerLoadError(f"unknown batch scorer kind {settings.get('kind')!r}; expected 'script' or 'mlflow'")
+
+
+def batch_scorer_for(deployment: Any, *, model_dir: Path | None) -> BatchScorer:
+    """The scorer of a batch deployment spec: its scoring script, else its MLflow model."""
+    return scorer_from_settings(scorer_settings(deployment, model_dir=model_dir))

@@ -4,6 +4,9 @@ Ray cluster (:class:`tiffin.batch.ray_pool.RayPool`). Both speak :class:`Pool`, 
 A pool has ``size`` slots, each holding one worker that has run ``init()`` (or is still starting). The
 runner submits a mini-batch to an idle slot, waits for :class:`Event` s, and restarts a slot whose worker
 overran its timeout or died. Workers exist only while their job runs.
+
+A deployment that declares an environment has its local workers started on that environment's interpreter
+(``LocalPool.python``); Ray actors run in the Ray cluster's own Python, whatever the deployment declares.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -59,7 +64,9 @@ class Pool(Protocol):
 # Imported once by the fork server that worker processes are forked from (see LocalPool), so a job's workers
 # start with them loaded: MLflow and pandas alone take a second and a half to import on this project's
 # machines, a second and a half before a job's first row. Modules that are not installed are skipped.
-PRELOAD = ["tiffin.batch.worker", "tiffin.runners.batch", "tiffin.specs", "pandas", "pyarrow.csv", "mlflow.pyfunc"]
+# No tiffin.specs: the pool sends workers their scorer's settings ready-made (tiffin.batch.launch).
+PRELOAD = ["tiffin.batch.worker", "tiffin.runners.batch", "tiffin.runners.script", "pandas", "pyarrow.csv",
+           "mlflow.pyfunc"]  # fmt: skip
 
 
 def _context() -> Any:
@@ -86,21 +93,48 @@ def warm_fork_server() -> None:
         forkserver.ensure_running()
 
 
+class _Child:
+    """A worker started as a process of its own (``Popen``), with the join/kill/exitcode of a multiprocessing
+    ``Process``, so the pool treats both kinds alike."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout)
+
+    def kill(self) -> None:
+        self._process.kill()
+
+
 @dataclass
 class _Slot:
-    process: Any = None  # a multiprocessing Process
+    process: Any = None  # a multiprocessing Process, or a _Child
     conn: Connection | None = None
     index: int | None = None  # the mini-batch it runs, if any
 
 
 @dataclass
 class LocalPool:
-    """``size`` worker processes on this machine, forked from a fork server that has tiffin, pandas and MLflow
-    imported already (no model, no user code: each worker runs ``init()`` itself, as on Azure).
+    """``size`` worker processes on this machine (no model, no user code: each worker runs ``init()`` itself, as
+    on Azure).
+
+    With no ``python``, workers are forked from a fork server that has tiffin, pandas and MLflow imported already
+    (fast to start, on tiffin's own Python). With ``python`` (a deployment environment's interpreter), each is
+    ``python -m tiffin.batch.worker_main`` with ``process_env`` as its environment
+    (:meth:`tiffin.environments.runtime.PreparedEnvironment.process_env`, the deployment's variables in it), and
+    the settings as its first message.
 
     Each worker runs in a session of its own, so stopping it also stops what the scoring code started, and
     writes its output to the job log at ``log``. Its pid is in ``workers/SLOT.pid`` of the job's folder.
-    ``settings`` and ``env`` (the deployment's variables) go to each worker (see :mod:`tiffin.batch.worker`).
+    ``settings`` (:data:`tiffin.batch.worker.WorkerSettings`) and ``env`` (the deployment's variables) go to
+    each worker.
     """
 
     size: int
@@ -109,6 +143,8 @@ class LocalPool:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     pid_dir: Path | None = None
+    python: str | None = None
+    process_env: dict[str, str] | None = None
     _slots: list[_Slot] = field(default_factory=list)
 
     def start(self) -> None:
@@ -120,18 +156,44 @@ class LocalPool:
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
-        from tiffin.batch.worker import run_worker
+        if self.python is not None:
+            process, ours = self._start_in_environment(self.python)
+        else:
+            from tiffin.batch.worker import run_worker
 
-        context = _context()
-        ours, theirs = context.Pipe(duplex=True)
-        process = context.Process(
-            target=run_worker, args=(theirs, self.settings, str(self.log), self.env), name=f"tiffin-batch-{self.job}"
-        )
-        process.start()
-        theirs.close()
+            context = _context()
+            ours, theirs = context.Pipe(duplex=True)
+            process = context.Process(
+                target=run_worker, args=(theirs, self.settings, str(self.log), self.env),
+                name=f"tiffin-batch-{self.job}",
+            )  # fmt: skip
+            process.start()
+            theirs.close()
         self._slots[slot] = _Slot(process, ours)
         if self.pid_dir is not None:
             (self.pid_dir / f"{slot}.pid").write_text(f"{process.pid}\n")
+
+    def _start_in_environment(self, python: str) -> tuple[_Child, Connection]:
+        """``python -m tiffin.batch.worker_main`` in a session of its own, output appended to the job log, talking
+        over one end of a socket pair (the connection's wire format is the same on every Python 3)."""
+        ours, theirs = socket.socketpair()
+        try:
+            with open(self.log, "ab") as log:
+                process = subprocess.Popen(
+                    [python, "-m", "tiffin.batch.worker_main", "--fd", str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=self.process_env if self.process_env is not None else {**os.environ, **self.env},
+                    pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True,
+                )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        with contextlib.suppress(OSError):  # it died at once: wait() reads the end of the connection and says so
+            conn.send(("settings", self.settings))
+        return _Child(process), conn
 
     def submit(self, slot: int, index: int, items: list[str], part: str | None) -> None:
         """Send the mini-batch to the slot's worker."""

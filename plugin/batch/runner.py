@@ -5,6 +5,10 @@ mini-batch is ``done`` only once its output part is on disk, so a job picked up 
 skips what is done and runs the rest, and its output holds exactly one copy of each part. Rules are
 Azure's and live in :mod:`tiffin.batch.planner`: ``retry_settings.max_retries`` and ``.timeout`` per
 mini-batch, ``error_threshold`` over failed inputs, ``output_action`` and ``output_file_name``.
+
+A deployment that declares an environment (or an MLflow model with its own requirements) has it built before the
+pool starts (:mod:`tiffin.batch.launch`), uv's output in the job's log; its workers then run on its interpreter,
+and a build that fails fails the job with uv's message.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from typing import IO, Any
 
 from tiffin import config
 from tiffin.batch.downloads import DownloadStopped, UrlLimits, fetch_url
+from tiffin.batch.launch import BuildInterrupted, job_environment, worker_settings
 from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
 from tiffin.batch.pool import LocalPool, Pool
-from tiffin.errors import SpecError, TiffinError
+from tiffin.environments.runtime import PreparedEnvironment
+from tiffin.environments.sources import environment_of
+from tiffin.errors import EnvironmentBuildError, SpecError, TiffinError
 from tiffin.paths import batch_mount_identity, job_dir, job_log_path
 from tiffin.specs import BatchDeployment, parse_spec
 from tiffin.store import JobRecord, Store
@@ -117,8 +124,7 @@ class JobRunner:
             try:
                 files = [self._download(str(url), follow_redirects=bool(job.inputs.get("url_redirects")))]
             except DownloadStopped:  # the server stops (the job resumes) or the job was canceled or taken over
-                state = self.store.job_owner(self.name)
-                return "Canceled" if state is None or state[0] == "Canceled" else "Running"
+                return self._interrupted_status()
         batches = self.store.plan_job(self.name, [list(b.items) for b in plan(files, settings.mini_batch_size)])
         writes = settings.output_action == "append_row"
         parts = folder / "parts"
@@ -151,7 +157,10 @@ class JobRunner:
                     f"{config.MAX_WORKERS_ENV} ({self.max_workers}); running {self.max_workers} at most"
                 )
             size = min(wanted, self.max_workers, len(pending))
-            pool = self._pool(size, job, deployment, outputs)
+            try:
+                pool = self._pool(size, job, deployment, outputs)
+            except BuildInterrupted:  # canceled, taken over or the server stops while its environment was built
+                return self._interrupted_status()
             try:
                 outcome = self._drive(pool, pending, items, attempts, failed_items, settings, parts if writes else None)
             finally:
@@ -273,22 +282,47 @@ class JobRunner:
         return None
 
     def _pool(self, size: int, job: JobRecord, deployment: BatchDeployment, outputs: Path) -> Pool:
-        settings = {
-            "spec": job.spec,
-            "home": str(self.home),
-            "identity": batch_mount_identity(job.endpoint_name, deployment.name, (job.spec or {}).get("model")),
-            "output_path": str(outputs),
-        }
+        identity = batch_mount_identity(job.endpoint_name, deployment.name, (job.spec or {}).get("model"))
+        settings = worker_settings(deployment, home=self.home, identity=identity, output_path=outputs)
         overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
         address = overrides.get(RAY_ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)
         if address:
             from tiffin.batch.ray_pool import RayPool
 
-            self._say(f"running {size} worker(s) on the Ray cluster at {address}")
+            # Ray's actors run in the Ray cluster's own Python; a declared environment is not built for them.
+            self._say(f"running {size} worker(s) on the Ray cluster at {address}, in the cluster's Python")
             return RayPool(size=size, address=address, settings=settings)
-        self._say(f"starting {size} worker process(es)")
         log, pids = job_log_path(self.home, self.name), job_dir(self.home, self.name) / "workers"
-        return LocalPool(size=size, job=self.name, settings=settings, log=log, env=overrides, pid_dir=pids)
+        pool = LocalPool(size=size, job=self.name, settings=settings, log=log, env=overrides, pid_dir=pids)
+        prepared = self._environment(deployment, settings["scorer"]["kind"], log)
+        if prepared is None:
+            self._say(f"starting {size} worker process(es)")
+            return pool
+        pool.python = str(prepared.python)
+        pool.process_env = prepared.process_env({**os.environ, **overrides})
+        self._say(
+            f"starting {size} worker process(es) on Python {prepared.spec.python_minor} "
+            f"in environment {prepared.key[:12]}"
+        )
+        return pool
+
+    def _environment(self, deployment: BatchDeployment, kind: str, log: Path) -> PreparedEnvironment | None:
+        """The environment the job's workers run in, built now if need be (its output in the job's log); None:
+        tiffin's own Python. A build, interpreter or environment error fails the job with its message;
+        :class:`BuildInterrupted` when the job is canceled or taken over, or the server stops, meanwhile."""
+        owner = f"batch deployment '{deployment.name}'"
+        try:
+            spec = environment_of(deployment, kind=kind, owner=owner)
+            if spec is None:
+                return None
+            self._say(f"building or reusing the environment of {owner} ({spec.source})")
+            return job_environment(
+                spec, home=self.home, log_path=log, title=f"environment of {owner}", interrupted=self._interrupted
+            )
+        except EnvironmentBuildError as exc:  # uv's message, naming the environment's source (an interpreter missing)
+            raise _JobFailed(exc.message) from None
+        except TiffinError as exc:  # an environment that cannot be read or translated (a build: context...)
+            raise _JobFailed(f"the environment of {owner} cannot be used: {exc.message}") from None
 
     def _download(self, url: str, *, follow_redirects: bool) -> str:
         """The local copy of an ``http(s)://`` input (:mod:`tiffin.batch.downloads`), downloaded now if need be."""
@@ -300,6 +334,12 @@ class JobRunner:
             raise _JobFailed(exc.message) from None
         self._say(said)
         return str(path)
+
+    def _interrupted_status(self) -> str:
+        """The status a job stopped before its end returns: Canceled if it was, else Running (to be resumed by the
+        next server, or left to the node that took it over)."""
+        state = self.store.job_owner(self.name)
+        return "Canceled" if state is None or state[0] == "Canceled" else "Running"
 
     def _interrupted(self) -> bool:
         """Whether the job should stop now: the server stops, the job was canceled or another node took it."""

@@ -1,13 +1,22 @@
 """A batch worker process: ``init()`` once, then one mini-batch after another, as the job's pool sends them.
 
-Started by :class:`tiffin.batch.pool.LocalPool`, forked from its fork server into :func:`run_worker`. It
-talks to the pool over a pipe (a :class:`multiprocessing.connection.Connection`), so what the scoring code
-prints goes to the job's log, not into the protocol:
+Started by :class:`tiffin.batch.pool.LocalPool` in one of two ways: forked from its fork server into
+:func:`run_worker` (a deployment with no environment: tiffin's own Python, modules preloaded), or as
+``ENV/bin/python -m tiffin.batch.worker_main`` (:func:`main`) for a deployment that declares an environment,
+where it imports tiffin from the runtime copy (:mod:`tiffin.environments.runtime`). Either way it talks to the
+pool over a :class:`multiprocessing.connection.Connection`, so what the scoring code prints goes to the job's
+log, not into the protocol:
 
-* pool → worker: the job's settings once, then ``("run", index, items, part_path)`` per mini-batch,
-  or ``("stop",)``;
+* pool → worker: the job's settings once (``("settings", settings)``, sent only to a worker started as a
+  process of its own; a forked one gets them as an argument), then ``("run", index, items, part_path)`` per
+  mini-batch, or ``("stop",)``;
 * worker → pool: ``("ready",)`` or ``("load_failed", message)``, then ``("done", index, rows,
   failed_items)`` or ``("error", index, message)`` per mini-batch.
+
+Messages are tuples of str, int, lists and dicts of them, pickled at protocol 4 or 5 (both ends may be different
+Pythons, 3.8 at the oldest, which reads 5). This module imports only the standard library: the settings were
+computed from the spec on tiffin's side (:func:`tiffin.batch.launch.worker_settings`), so a worker never parses
+YAML or loads pydantic.
 
 The mini-batch's output part is written to a temporary file and renamed into place, so a part either
 exists whole or not at all. A worker whose pool process goes away exits (it must not outlive the
@@ -25,9 +34,9 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict  # noqa: UP035
 
-__all__ = ["OUTPUT_PATH_ENV", "WorkerSettings", "make_scorer", "run_worker", "serve", "write_part"]
+__all__ = ["OUTPUT_PATH_ENV", "WorkerSettings", "main", "make_scorer", "run_worker", "serve", "write_part"]
 
 
 def write_part(path: Path, data: bytes) -> None:
@@ -40,36 +49,34 @@ def write_part(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-WorkerSettings = dict[str, Any]
-"""``{"spec": batch deployment spec (dict), "home": TIFFIN_HOME, "identity": "batch/ENDPOINT/DEPLOYMENT/MODEL",
-"output_path": the job's output folder}``.
+WorkerSettings = Dict[str, Any]  # noqa: UP006  (a value, evaluated on Python 3.8 too)
+"""``{"scorer": the scorer's settings (:func:`tiffin.runners.batch.scorer_settings`), "output_path": the job's
+output folder, "logging_level": "INFO"...}``, plain JSON-able values.
 
-``identity`` is the model mount's (:func:`tiffin.paths.batch_mount_identity`). ``output_path`` becomes
-``AZUREML_BI_OUTPUT_PATH``, as Azure's batch driver sets it: the folder of the job's ``score`` output, where
-``append_row`` puts ``output_file_name`` and where scoring code writes files of its own (Azure's "custom
-outputs": a ``summary_only`` deployment writing one file per input there)."""
+``output_path`` becomes ``AZUREML_BI_OUTPUT_PATH``, as Azure's batch driver sets it: the folder of the job's
+``score`` output, where ``append_row`` puts ``output_file_name`` and where scoring code writes files of its own
+(Azure's "custom outputs": a ``summary_only`` deployment writing one file per input there)."""
 
 OUTPUT_PATH_ENV = "AZUREML_BI_OUTPUT_PATH"
 
 
 def make_scorer(settings: WorkerSettings) -> Any:
-    """The deployment's scorer, its model laid out under ``AZUREML_MODEL_DIR`` for a scoring script."""
-    from tiffin.paths import model_mounts_dir
-    from tiffin.replica.layout import stage_model
-    from tiffin.runners.batch import batch_scorer_for
-    from tiffin.runners.factory import is_mlflow_model
-    from tiffin.specs import BatchDeployment, parse_spec
+    """The deployment's scorer, from the settings the pool computed (its model already laid out)."""
+    from tiffin.runners.batch import scorer_from_settings
 
-    deployment = parse_spec(settings["spec"], BatchDeployment, "batch deployment").spec
     if settings.get("output_path"):  # set before init() runs: Azure's scripts read it there
         os.environ[OUTPUT_PATH_ENV] = settings["output_path"]
-    model_dir = None
-    if not is_mlflow_model(deployment):
-        model_dir = stage_model(deployment, model_mounts_dir(Path(settings["home"])), identity=settings["identity"])
-    return batch_scorer_for(deployment, model_dir=model_dir)
+    return scorer_from_settings(settings["scorer"])
+
+
+_WATCHING: dict[str, bool] = {}
 
 
 def _exit_with_parent() -> None:
+    """Exit when the process that started this one goes (once per process, however often called)."""
+    if _WATCHING.setdefault("parent", False):
+        return
+    _WATCHING["parent"] = True
     parent = os.getppid()
 
     def watch() -> None:
@@ -125,15 +132,46 @@ def run_worker(conn: Connection, settings: WorkerSettings, log_path: str, env: d
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    os.environ.update(env)
+    _enter(settings)
+    with contextlib.suppress(BrokenPipeError, EOFError, OSError):
+        os._exit(serve(conn, settings))
+    os._exit(1)
+
+
+def main(argv: Any = None) -> int:
+    """A worker started on an environment's interpreter (``python -m tiffin.batch.worker_main --fd N``): the pool
+    started it in a session of its own with its output on the job log and the deployment's variables set; the
+    connection is the inherited socket ``N``, whose first message is the settings."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "--fd" or not args[1].isdigit():
+        print("usage: python -m tiffin.batch.worker_main --fd N (started by tiffin's batch pool)", file=sys.stderr)
+        return 2
+    conn = Connection(int(args[1]))
+    _exit_with_parent()  # before anything that can block: a pool gone while we wait must not leave us behind
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):
+        return 0
+    if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "settings"):
+        print(f"tiffin batch worker: expected the settings first, got {message!r:.200}", file=sys.stderr)
+        return 2
+    settings = message[1]
+    _enter(settings)
+    try:
+        return serve(conn, settings)
+    except (BrokenPipeError, EOFError, OSError):
+        return 1
+
+
+def _enter(settings: WorkerSettings) -> None:
+    """What both kinds of worker do before loading the scorer: line-buffered output (the job log is read while
+    the job runs), logging at the deployment's level, and exit with the pool."""
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    os.environ.update(env)
     # Azure's logging_level: what the scoring code logs at that level or above reaches the job log.
-    level = str((settings.get("spec") or {}).get("settings", {}).get("logging_level", "info")).upper()
+    level = str(settings.get("logging_level") or "INFO").upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _exit_with_parent()
-    with contextlib.suppress(BrokenPipeError, EOFError, OSError):
-        os._exit(serve(conn, settings))
-    os._exit(1)

@@ -1,0 +1,103 @@
+"""What a batch job's workers are started with, worked out on tiffin's own Python before the pool starts.
+
+* :func:`worker_settings`: the model laid out as ``AZUREML_MODEL_DIR`` (once per job, not once per worker), the
+  scorer's settings (:func:`tiffin.runners.batch.scorer_settings`) and the job's own (output folder, logging
+  level), as plain values: a worker in the deployment's environment reads no spec.
+* :func:`job_environment`: the environment the deployment declares (its ``environment``, or an MLflow model's
+  own files), resolved as online deployments resolve theirs (:func:`tiffin.environments.sources.environment_of`)
+  and built if need be (:func:`tiffin.environments.runtime.prepare`), uv's output and ``[tiffin]`` lines saying
+  what was resolved and skipped appended to the job's log. None: the workers run on tiffin's own Python.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from tiffin.environments.runtime import PreparedEnvironment, prepare
+from tiffin.environments.spec import EnvironmentSpec
+from tiffin.errors import EnvironmentBuildError
+from tiffin.paths import model_mounts_dir
+from tiffin.replica.layout import stage_model
+from tiffin.runners.batch import scorer_settings
+
+__all__ = ["BuildInterrupted", "job_environment", "worker_settings"]
+
+
+def worker_settings(deployment: Any, *, home: Path, identity: str, output_path: Path) -> dict[str, Any]:
+    """The settings every worker of a job gets (:data:`tiffin.batch.worker.WorkerSettings`); stages the model
+    (a scoring script's, under the batch mount ``identity``; an MLflow model is loaded from its own path)."""
+    scorer = scorer_settings(deployment, model_dir=None)
+    if scorer["kind"] == "script":
+        model_dir = stage_model(deployment, model_mounts_dir(home), identity=identity)
+        scorer["model_dir"] = str(model_dir) if model_dir is not None else None
+    return {
+        "scorer": scorer,
+        "output_path": str(output_path),
+        "logging_level": str(deployment.settings.logging_level or "info").upper(),
+    }
+
+
+class BuildInterrupted(Exception):
+    """The job was canceled, taken over or the server stops while its environment was being built."""
+
+
+def job_environment(
+    spec: EnvironmentSpec,
+    *,
+    home: Path,
+    log_path: Path,
+    title: str,
+    interrupted: Callable[[], bool] = lambda: False,
+    environ: Mapping[str, str] = os.environ,
+    poll_s: float = 0.5,
+) -> PreparedEnvironment:
+    """``spec``'s environment, built now unless it already is; what was resolved and uv's output appended to the
+    job's log at ``log_path`` under a ``--- title ---`` line.
+
+    The build runs in a thread of its own so that ``interrupted`` is polled meanwhile: when it says so,
+    :class:`BuildInterrupted` is raised at once and the build goes on to its end in the background (its result
+    is kept in ``envs/`` for the next job; ``tiffin serve`` stopping ends it with :func:`~tiffin.environments.
+    builder.stop_builds`). A build or interpreter error raises :class:`~tiffin.errors.EnvironmentBuildError`
+    with uv's message."""
+    result: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # beside the runner's own lines
+                _describe(spec, title, log)
+                result["prepared"] = prepare(spec, home, log=log, environ=environ)
+        except BaseException as exc:  # handed to the job's thread, which reports it
+            result["error"] = exc
+
+    thread = threading.Thread(target=build, name="tiffin-batch-environment", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_s)
+        if thread.is_alive() and interrupted():
+            raise BuildInterrupted
+    error = result.get("error")
+    if error is not None:
+        raise error
+    prepared = result.get("prepared")
+    if prepared is None:  # pragma: no cover - prepare returns or raises
+        raise EnvironmentBuildError(f"building the environment of {spec.source} ended without a result")
+    return prepared
+
+
+def _describe(spec: EnvironmentSpec, title: str, log: IO[str]) -> None:
+    """What was resolved, as the online side writes it to a deployment's ``environment.log``."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    log.write(f"--- {title} at {when} ---\n")
+    log.write(f"[tiffin] from {spec.source}: Python {spec.python_minor}, {len(spec.requirements)} requirement(s)\n")
+    for line in spec.requirements:
+        log.write(f"[tiffin]   {line}\n")
+    for package in spec.skipped:
+        log.write(f"[tiffin] skipped {package}: a conda package with no PyPI counterpart, not needed with pip\n")
+    for note in spec.notes:
+        log.write(f"[tiffin] note: {note}\n")
+    log.flush()
