@@ -538,6 +538,10 @@ EXPECTED_ROUTES = {
     ("/computes/{name}", "PUT"),
     ("/computes/{name}", "PATCH"),
     ("/computes/{name}", "DELETE"),
+    # Built environments (issue 13): `tiffin environment build|prune|list-built`.
+    ("/environments/-/build", "POST"),
+    ("/environments/-/prune", "POST"),
+    ("/environments/-/built", "GET"),
 }
 
 

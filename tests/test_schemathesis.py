@@ -76,7 +76,9 @@ def _run_schemathesis(url: str, report: Path, headers: list[str]) -> tuple[subpr
 def test_control_plane_answers_as_its_openapi_document_says(tmp_path: Path, credentials: str) -> None:
     # Not skipped when missing: CI installs it with the test extra, and a skip would hide the check.
     assert ST.exists(), f"{ST} is missing: pip install -e '.[test]' (schemathesis is pinned there)"
-    env = {"TIFFIN_MAX_INSTANCES": "1"}  # a random deployment spec starts one replica at most
+    # A random deployment spec starts one replica at most; environments are the throwaway home's own (not the
+    # folder conftest shares between test servers), as random prunes remove what this server does not use.
+    env = {"TIFFIN_MAX_INSTANCES": "1", "TIFFIN_ENVS_DIR": ""}
     with serve_tiffin(tmp_path / "home", env=env) as server:
         headers = [f"Authorization: Bearer {server.admin_token}"] if credentials == "admin-token" else []
         done, summary = _run_schemathesis(server.url, tmp_path / "report.json", headers)

@@ -30,6 +30,7 @@ from tiffin.store import Store
 from .assets import ASSET_OPERATIONS, AssetHandlers
 from .batch import BatchControl
 from .control import ControlPlane
+from .environments import ENVIRONMENT_OPERATIONS, EnvironmentHandlers
 from .openapi import openapi_document
 from .operations import LOG_INSTANCE, LOG_LINES, LOG_OFFSET, OPERATIONS, SET_DEFAULT, Operation, QueryParam
 
@@ -382,6 +383,9 @@ def create_api(
     assets = AssetHandlers(AssetRegistry(store, home), _json_body)
     for op in ASSET_OPERATIONS:  # registered models, environments, data; computes
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, assets.handler(op), token, on_change, batch)
+    environments = EnvironmentHandlers(store, home, _json_body)
+    for op in ENVIRONMENT_OPERATIONS:  # built environments: build, prune, list
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, environments.handler(op), token, on_change, batch)
     # One route per path, so that a 405's Allow names every method of the path, not only the first route's.
     routes = [Route(path, _by_method(methods), methods=list(methods)) for path, methods in by_path.items()]
     return Starlette(

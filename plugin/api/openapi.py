@@ -15,6 +15,7 @@ from tiffin import __version__
 from tiffin.specs._base import _NAME_RE
 
 from .assets import ASSET_OPERATIONS, ASSET_SCHEMAS, CREATED_OR_REPLACED, Flag, asset_path_schema
+from .environments import ENVIRONMENT_OPERATIONS, ENVIRONMENT_SCHEMAS
 from .operations import OPERATIONS, Operation
 
 __all__ = ["openapi_document"]
@@ -345,7 +346,9 @@ def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
     return doc
 
 
-def openapi_document(operations: Iterable[Operation] = OPERATIONS + ASSET_OPERATIONS) -> dict[str, Any]:
+def openapi_document(
+    operations: Iterable[Operation] = OPERATIONS + ASSET_OPERATIONS + ENVIRONMENT_OPERATIONS,
+) -> dict[str, Any]:
     """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
     operations = tuple(operations)
     paths: dict[str, dict[str, Any]] = {}
@@ -367,7 +370,7 @@ def openapi_document(operations: Iterable[Operation] = OPERATIONS + ASSET_OPERAT
         "security": [{"adminToken": []}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **ASSET_SCHEMAS},
+            "schemas": {**SCHEMAS, **ASSET_SCHEMAS, **ENVIRONMENT_SCHEMAS},
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "endpointCredential": {

@@ -11,6 +11,7 @@ import typer
 from tiffin.cli.assets import data_app, environment_app, model_app
 from tiffin.cli.batch import batch_deployment_app, batch_endpoint_app, job_app
 from tiffin.cli.compute import compute_app
+from tiffin.cli.environments import environment_build  # noqa: F401  (adds build, prune, list-built)
 from tiffin.cli.online import online_deployment_app, online_endpoint_app
 from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from tiffin.errors import NotFoundError, TiffinError
 from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, SpecModel, parse_spec
 
+from ._environments import EnvironmentBuilds
 from ._poller import Poller
 from ._transport import Transport, path
 
@@ -175,8 +176,9 @@ class ModelOperations(_AssetOperations):
         return target
 
 
-class EnvironmentOperations(_AssetOperations):
-    """Registered environments (``az ml environment``); built in a later step, resolved here."""
+class EnvironmentOperations(EnvironmentBuilds, _AssetOperations):
+    """Registered environments (``az ml environment``); and environments built on the server (``build``,
+    ``prune``, ``list_built``: :class:`~tiffin.sdk._environments.EnvironmentBuilds`)."""
 
     KIND = "environment"
     COLLECTION = "environments"

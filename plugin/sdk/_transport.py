@@ -128,6 +128,22 @@ class Transport:
             for chunk in response.iter_bytes(1 << 20):
                 file.write(chunk)
 
+    def stream_lines(
+        self, method: str, route: str, *, json: Any = None, accept: str, read_timeout: float | None
+    ) -> Iterator[str]:
+        """Call the control plane and yield its answer's lines as they arrive (a long operation's progress); an
+        error answer raises as :meth:`request` does. ``read_timeout``: the longest wait for the next bytes."""
+        timeout = httpx.Timeout(self.timeout, read=read_timeout)
+        headers = {"Accept": accept}
+        with (
+            self._transport_errors(),
+            self._api.stream(method, route, json=json, headers=headers, timeout=timeout) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                raise_for_status(response)
+            yield from response.iter_lines()
+
     def score(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``content`` to a scoring URL; the raw answer (the caller decides what an error is)."""
         if self._scoring is None:
