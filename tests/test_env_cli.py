@@ -354,7 +354,11 @@ def test_prune_removes_what_nothing_uses_and_keeps_what_deployments_use(server, 
     refused = subprocess.run([*TIFFIN, "environment", "prune"], capture_output=True, text=True, timeout=120,
                              env=server.env, stdin=subprocess.DEVNULL)  # fmt: skip
     assert refused.returncode == 1 and "--yes" in refused.stderr and (envs(server) / unused).is_dir()
+    stale_copy = server.home / "runtime" / "0123456789abcdef"  # tiffin's runtime as an older version left it
+    (stale_copy / "tiffin").mkdir(parents=True)
     done = ok(tiffin(server, "environment", "prune", "--yes"))
+    assert done["runtime_copies_removed"] == [stale_copy.name] and not stale_copy.exists()
+    assert [p.name for p in (server.home / "runtime").iterdir()] != []  # the server's own copy stays
     removed = [item["key"] for item in done["removed"]]
     assert unused in removed and used_online not in removed and used_batch not in removed
     assert done["freed_bytes"] == sum(item["size_bytes"] for item in done["removed"]) > 0

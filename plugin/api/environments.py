@@ -33,7 +33,7 @@ from starlette.responses import StreamingResponse
 
 from tiffin.assets.resolve import asset_reference, inline_assets
 from tiffin.environments.builder import ENVS_DIR_ENV, MARKER, envs_dir, prune
-from tiffin.environments.runtime import prepare, runtime_key
+from tiffin.environments.runtime import prepare, prune_runtime_copies, runtime_key
 from tiffin.environments.sources import deployment_environment
 from tiffin.environments.spec import EnvironmentSpec
 from tiffin.environments.usage import (
@@ -359,6 +359,7 @@ class EnvironmentHandlers:
             for key in removed:
                 (root / ".logs" / f"{key}.log").unlink(missing_ok=True)
         gone = [built[key] for key in removed]
+        copies = prune_runtime_copies(self.home, dry_run=dry_run)
         return {
             "dry_run": dry_run,
             "envs_dir": str(root),
@@ -367,6 +368,7 @@ class EnvironmentHandlers:
             "kept": kept,
             "unresolved": usage.unresolved,
             "freed_bytes": sum(item["size_bytes"] for item in gone),
+            "runtime_copies_removed": copies,
         }
 
 

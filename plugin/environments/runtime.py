@@ -28,7 +28,15 @@ from typing import IO
 from tiffin.environments.builder import build, environment_key
 from tiffin.environments.spec import EnvironmentSpec
 
-__all__ = ["RUNTIME_REQUIREMENTS", "PreparedEnvironment", "prepare", "runtime_key", "runtime_path", "supported"]
+__all__ = [
+    "RUNTIME_REQUIREMENTS",
+    "PreparedEnvironment",
+    "prepare",
+    "prune_runtime_copies",
+    "runtime_key",
+    "runtime_path",
+    "supported",
+]
 
 RUNTIME_REQUIREMENTS: tuple[str, ...] = (
     # The replica's HTTP server, as on tiffin's own Python: uvicorn's httptools protocol on uvloop. 0.30 is the
@@ -131,6 +139,21 @@ def runtime_path(home: Path) -> Path:
             raise
     _COPIED[home] = final
     return final
+
+
+def prune_runtime_copies(home: Path, *, dry_run: bool = False) -> list[str]:
+    """Remove the runtime copies under ``home/runtime`` other than this process's (an older tiffin's, or one a
+    developer's edit replaced); their names. Only ``tiffin serve`` (which holds the home's lock, and whose
+    replicas and workers all use its own copy) calls this."""
+    root = home / "runtime"
+    current = runtime_path(home).name
+    removed = []
+    for child in sorted(root.iterdir()) if root.is_dir() else []:
+        if child.name != current and child.is_dir():
+            if not dry_run:
+                shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return removed
 
 
 def _package_sources() -> list[tuple[Path, Path]]:
