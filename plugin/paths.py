@@ -6,9 +6,11 @@
       tiffin.db (-wal, -shm)                      the SQLite store (unless TIFFIN_STORE_URL says otherwise), 0600
       admin-token                                 the control plane's admin token (0600)
       secret-key                                  the key sealing endpoint keys in the store (0600)
-      deployments/ENDPOINT/DEPLOYMENT/deployment-N.yml   the spec a replica process serves
+      deployments/ENDPOINT/DEPLOYMENT/deployment-N.yml   the spec of a deployment's generation N
+      deployments/ENDPOINT/DEPLOYMENT/deployment-N.plan.json  what its replicas run (tiffin.replica.plan)
       deployments/ENDPOINT/DEPLOYMENT/replica-N.pid      a running replica's pid file
       logs/ENDPOINT/DEPLOYMENT/replica-N.log      each replica's stdout and stderr
+      logs/ENDPOINT/DEPLOYMENT/environment.log    the deployment's environment: what was resolved, uv's output
       model-mounts/online/ENDPOINT/DEPLOYMENT/    an online deployment's model: current/ (AZUREML_MODEL_DIR) → copies/X
       model-mounts/batch/ENDPOINT/DEPLOYMENT/M/   a batch deployment's model M (a digest of its model field)
       model-mounts/local/F/DEPLOYMENT/            a replica run from the spec file F (a digest of its path)
@@ -21,11 +23,14 @@
                                                   (tiffin.assets.blobs); assets/scratch/ a download being packed
       cache/inputs/DIGEST/                        a batch job's http(s) input, downloaded once (tiffin.batch.downloads)
       envs/KEY/                                   a built Python environment (tiffin.environments.builder), with
-                                                  tiffin-env.json; envs/.build-* one being built, envs/.locks/
+                                                  tiffin-env.json; envs/.build-* one being built, envs/.locks/,
+                                                  envs/.logs/KEY.log the log of `tiffin environment build`
+      runtime/DIGEST/tiffin/                      the copy of tiffin's runtime processes in environments import
       serve.lock                                  held while a tiffin serve uses this home
       run/PID-XXXXXXXX/dN-rM.sock                 replicas' Unix sockets while the server runs
 
-    jobs/ may be TIFFIN_JOBS_DIR and assets/ TIFFIN_ASSETS_DIR instead: shared folders, for servers sharing a store.
+    jobs/ may be TIFFIN_JOBS_DIR and assets/ TIFFIN_ASSETS_DIR instead: shared folders, for servers sharing a store;
+    envs/ may be TIFFIN_ENVS_DIR, shared by several homes on one machine.
 
 Every name on disk is *one* name's own: endpoint, deployment and job names become a folder each (never
 flattened into one folder name, where ``x_y``/``z`` and ``x``/``y_z`` would meet), and a name that is not a
