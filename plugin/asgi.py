@@ -7,14 +7,17 @@ Shared by the replica app, the gateway and ``tiffin serve``'s dispatcher, which 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+
+# typing's generics, not builtins' and collections.abc's: these aliases are subscripted at run time, and a replica
+# in a deployment's environment may run on Python 3.8 (tiffin.environments.runtime).
+from typing import Any, Awaitable, Callable, Dict  # noqa: UP035
 
 __all__ = ["JSON", "Receive", "Scope", "Send", "send_bytes", "send_error"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = Dict[str, Any]  # noqa: UP006
+Receive = Callable[[], Awaitable[Dict[str, Any]]]  # noqa: UP006
+Send = Callable[[Dict[str, Any]], Awaitable[None]]  # noqa: UP006
 
 JSON = b"application/json"
 

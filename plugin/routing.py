@@ -25,6 +25,9 @@ from tiffin.auth import Credentials
 from tiffin.errors import NotFoundError, UnavailableError
 from tiffin.specs.traffic import check_traffic
 
+# Defined beside the V2 translation, which replicas import (routing's own imports are not for replicas).
+from tiffin.v2 import V2_MODEL_HEADER, V2_UPSTREAM_HEADER
+
 __all__ = [
     "PIN_HEADERS",
     "V2_MODEL_HEADER",
@@ -41,12 +44,6 @@ __all__ = [
 
 PIN_HEADERS = ("azureml-model-deployment", "x-tiffin-deployment")
 """Request headers that pin a request to a deployment, Azure's first."""
-
-V2_UPSTREAM_HEADER = b"x-tiffin-v2-upstream"
-"""Sent by a replica on ``GET /`` (its health route, which the supervisor probes): the URL of the model
-server behind it that answers V2 requests itself (Triton). It becomes :attr:`Replica.v2_url`."""
-V2_MODEL_HEADER = b"x-tiffin-v2-model"
-"""Beside :data:`V2_UPSTREAM_HEADER`: the model that the endpoint's name stands for on that server."""
 
 
 @dataclass(frozen=True, slots=True)

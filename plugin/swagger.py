@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tiffin._compat import removeprefix
+
 __all__ = ["build_swagger"]
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object", "example": {}}
@@ -145,7 +147,7 @@ def _hoist(schema: Any, definitions: dict[str, Any], ref_root: str) -> Any:
         out = {}
         for key, value in schema.items():
             if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
-                out[key] = ref_root + value.removeprefix("#/$defs/")
+                out[key] = ref_root + removeprefix(value, "#/$defs/")
             else:
                 out[key] = _hoist(value, definitions, ref_root)
         return out

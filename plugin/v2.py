@@ -20,14 +20,19 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from tiffin.errors import BadRequestError, RunnerError, ValidationError
 
-from tiffin.errors import BadRequestError, ValidationError
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where tensors are made (_numpy), not here: a replica imports this module whatever it serves, and
+# a scoring script's environment need not have numpy (tiffin.environments.runtime).
 
 __all__ = [
-    "DATATYPES",
+    "V2_MODEL_HEADER",
+    "V2_UPSTREAM_HEADER",
     "InferRequest",
     "alias_model",
     "decode_infer_request",
@@ -38,12 +43,44 @@ __all__ = [
     "tensors_to_json",
 ]
 
-DATATYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
-}  # fmt: skip
+V2_UPSTREAM_HEADER = b"x-tiffin-v2-upstream"
+"""Sent by a replica on ``GET /`` (its health route, which the supervisor probes): the URL of the model
+server behind it that answers V2 requests itself (Triton). It becomes :attr:`tiffin.routing.Replica.v2_url`."""
+V2_MODEL_HEADER = b"x-tiffin-v2-model"
+"""Beside :data:`V2_UPSTREAM_HEADER`: the model that the endpoint's name stands for on that server."""
+
+_DATATYPE_NAMES = (
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES",
+)  # fmt: skip
 _BY_KIND = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
+_DATATYPES: dict[str, Any] = {}
+
+
+def _numpy() -> Any:
+    """numpy, and :data:`DATATYPES` filled in on first use; RunnerError (500, named) where it is not installed."""
+    try:
+        import numpy as np
+    except ImportError:
+        raise RunnerError(
+            "V2 (Open Inference Protocol) tensors need numpy, which the deployment's environment lacks; add numpy "
+            "to its requirements (conda_file)"
+        ) from None
+
+    if not _DATATYPES:
+        _DATATYPES.update(
+            BOOL=np.bool_, INT8=np.int8, INT16=np.int16, INT32=np.int32, INT64=np.int64, UINT8=np.uint8,
+            UINT16=np.uint16, UINT32=np.uint32, UINT64=np.uint64, FP16=np.float16, FP32=np.float32,
+            FP64=np.float64, BYTES=np.object_,
+        )  # fmt: skip
+    return np
+
+
+def __getattr__(name: str) -> Any:
+    # DATATYPES ({V2 datatype: numpy type}) imports numpy when first asked for.
+    if name == "DATATYPES":
+        _numpy()
+        return _DATATYPES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_metadata(name: str, platform: str, versions: tuple[str, ...] = ("1",)) -> dict[str, Any]:
@@ -90,8 +127,9 @@ def decode_infer_request(body: bytes, headers: Mapping[str, str]) -> InferReques
         if not isinstance(tensor, dict) or not {"name", "shape", "datatype"} <= set(tensor):
             raise BadRequestError("each input tensor needs name, shape, datatype and data")
         name, datatype = tensor["name"], str(tensor["datatype"]).upper()
-        if datatype not in DATATYPES:
-            raise BadRequestError(f"input '{name}': datatype {datatype} is not one of {', '.join(DATATYPES)}")
+        if datatype not in _DATATYPE_NAMES:
+            raise BadRequestError(f"input '{name}': datatype {datatype} is not one of {', '.join(_DATATYPE_NAMES)}")
+        np = _numpy()
         try:
             if size is not None:
                 if offset + size > len(binary):
@@ -99,7 +137,7 @@ def decode_infer_request(body: bytes, headers: Mapping[str, str]) -> InferReques
                 array = _from_binary(binary[offset : offset + size], datatype)
                 offset += size
             elif "data" in tensor:
-                array = np.asarray(tensor["data"], dtype=DATATYPES[datatype])
+                array = np.asarray(tensor["data"], dtype=_DATATYPES[datatype])
             else:
                 raise ValueError("no data and no binary_data_size")
             array = array.reshape(tensor["shape"])
@@ -124,8 +162,9 @@ def _binary_size(tensor: Any) -> int | None:
 
 
 def _from_binary(data: memoryview, datatype: str) -> np.ndarray:
+    np = _numpy()
     if datatype != "BYTES":
-        return np.frombuffer(data, dtype=np.dtype(DATATYPES[datatype]).newbyteorder("<"))
+        return np.frombuffer(data, dtype=np.dtype(_DATATYPES[datatype]).newbyteorder("<"))
     items, offset = [], 0
     while offset < len(data):  # each element: a 4-byte little-endian length, then its bytes
         if offset + 4 > len(data):
@@ -171,7 +210,8 @@ def encode_infer_response(
 
 def _to_binary(tensor: dict[str, Any]) -> bytes:
     if tensor["datatype"] != "BYTES":
-        return np.asarray(tensor["data"], dtype=np.dtype(DATATYPES[tensor["datatype"]]).newbyteorder("<")).tobytes()
+        np = _numpy()
+        return np.asarray(tensor["data"], dtype=np.dtype(_DATATYPES[tensor["datatype"]]).newbyteorder("<")).tobytes()
     parts = []
     for item in tensor["data"]:
         raw = item.encode() if isinstance(item, str) else bytes(item)
@@ -180,6 +220,7 @@ def _to_binary(tensor: dict[str, Any]) -> bytes:
 
 
 def _tensor(name: str, value: Any) -> dict[str, Any]:
+    np = _numpy()
     array = np.asarray(value)
     if array.dtype.kind in _BY_KIND:
         datatype = _BY_KIND[array.dtype.kind]
@@ -242,7 +283,8 @@ def tensors_from_json(document: Any, inputs: Sequence[Mapping[str, Any]]) -> dic
 
 def _typed(name: str, value: Any, meta: Mapping[str, Any]) -> np.ndarray:
     datatype = str(meta.get("datatype", "")).upper()
-    dtype = DATATYPES.get(datatype)
+    np = _numpy()
+    dtype = _DATATYPES.get(datatype)
     if dtype is None:
         raise ValidationError(f"input '{name}': the model's datatype {datatype} cannot be sent as JSON")
     try:
@@ -260,7 +302,7 @@ def _typed(name: str, value: Any, meta: Mapping[str, Any]) -> np.ndarray:
 
 
 def _fits(actual: tuple[int, ...], wanted: list[int]) -> bool:
-    return len(actual) == len(wanted) and all(w in (-1, a) for a, w in zip(actual, wanted, strict=True))
+    return len(actual) == len(wanted) and all(w in (-1, actual[i]) for i, w in enumerate(wanted))
 
 
 def tensors_to_json(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -268,6 +310,7 @@ def tensors_to_json(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, array in outputs.items():
         if array.dtype.kind in "OS":
+            np = _numpy()
             array = np.vectorize(_text, otypes=[object])(array) if array.size else array
         result[name] = array.tolist()
     return result

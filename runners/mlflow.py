@@ -8,19 +8,26 @@ the same here (``dataframe_split``, ``dataframe_records``, ``instances``, ``inpu
 ``{"input_data": …}`` shape for MLflow deployments is accepted too. The model signature becomes the
 swagger schema, and a payload that does not fit it answers 422 with MLflow's reason (the missing or
 mistyped column).
+
+The MLflow is the deployment environment's, any version from 1.x on (:mod:`tiffin.environments.runtime`).
+MLflow before 2.6 has no ``invocations`` function; there the same payloads are read with the parsers of its
+``mlflow.utils.proto_json_utils`` (:func:`_legacy_invocations`), and answers have the same
+``{"predictions": ...}`` shape, so a client sees one contract whatever MLflow the model was logged with.
+MLflow 1.x's own bodies (a bare ``{"columns", "data"}`` frame or a list of records) are read too there.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiffin.errors import BadRequestError, RunnerLoadError, ScoringError, ValidationError
+from tiffin.errors import BadRequestError, RunnerLoadError, ScoringError, TiffinError, ValidationError
 from tiffin.runners import _json
 from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 
@@ -36,6 +43,10 @@ _JSON_TYPES = {
 
 # How MLflow words a payload that parses but does not fit the model signature (answered 422, not 400).
 _SIGNATURE_HINTS = ("schema", "missing inputs", "signature", "failed to convert column")
+
+_FRAME_KEYS = ("dataframe_split", "dataframe_records")
+_TENSOR_KEYS = ("instances", "inputs")
+_SHAPES = "dataframe_split, dataframe_records, instances or inputs (or Azure's input_data)"
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class MLflowRunner(Runner):
         self._input_schema: Any = None
         self._numeric_columns: tuple[str, ...] | None = None
         self._schema = RunnerSchema()
+        self._invocations: Callable[..., Any] | None = None
 
     def load(self) -> None:
         """Load the model (MLflow resolves ``runs:/`` and ``models:/`` against the tracking URI)."""
@@ -77,6 +89,13 @@ class MLflowRunner(Runner):
                 "MLmodel file, runs:/RUN/PATH or models:/NAME/VERSION) and MLFLOW_TRACKING_URI"
             ) from exc
         self._input_schema = self._model.metadata.get_input_schema()
+        try:
+            self._invocations = _invocations_of(_mlflow_version())
+        except ImportError as exc:  # mlflow-skinny: its scoring server needs flask, which it does not bring
+            raise RunnerLoadError(
+                f"MLflow's scoring server does not import in the deployment's environment ({exc}); add the full "
+                "mlflow package (not mlflow-skinny) to its requirements"
+            ) from exc
         self._numeric_columns = _numeric_columns(self._input_schema)
         self._schema = RunnerSchema(
             input=_request_schema(self._input_schema),
@@ -98,24 +117,33 @@ class MLflowRunner(Runner):
     def predict(self, request: ScoreRequest) -> ScoreResponse:
         """Score with MLflow's scoring-server logic; map its input errors to 400/422."""
         from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import invocations
 
+        assert self._invocations is not None, "load() must be called before predict()"
         if request.method != "POST":
             raise BadRequestError("MLflow deployments score POST requests with a JSON or CSV body")
         content_type = request.headers.get("content-type") or "application/json"
+        mime_type = content_type.split(";")[0].strip()
         body: Any = request.body
-        if content_type.split(";")[0].strip() in ("application/json", "application/x-www-form-urlencoded", ""):
-            content_type, body = "application/json", _from_azure_shape(request.body)
+        if mime_type in ("application/json", "application/x-www-form-urlencoded", ""):
+            content_type, mime_type, body = "application/json", "application/json", _from_azure_shape(request.body)
             fast = self._fast_predict(body)
             if fast is not None:
                 return fast
+        if mime_type in ("application/json", "text/csv"):
+            # As text, as MLflow's own server hands it over (the CSV reader of many MLflow versions takes only text).
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRequestError(f"the request body is not UTF-8: {exc}") from None
         try:
-            answer = invocations(body, content_type, self._model, self._input_schema)
+            answer = self._invocations(body, content_type, self._model, self._input_schema)
         except MlflowException as exc:
             message = exc.message.split("\nError: ", 1)[-1]  # MLflow prefixes the whole input's repr
             if any(hint in message.lower() for hint in _SIGNATURE_HINTS):
                 raise ValidationError(message) from None
             raise BadRequestError(message) from None
+        except TiffinError:  # the payload refused before MLflow saw it (_legacy_invocations)
+            raise
         except Exception as exc:
             logger.error("the MLflow model raised:\n%s", traceback.format_exc())
             raise ScoringError("the model raised an error while predicting; see the replica's log") from exc
@@ -155,6 +183,96 @@ class MLflowRunner(Runner):
         if hasattr(predictions, "to_dict"):
             predictions = predictions.to_dict(orient="records")
         return ScoreResponse(body=_json.dumps({"predictions": predictions}))
+
+
+class _Answer:
+    """What :func:`_legacy_invocations` answers: the attributes of MLflow's ``InvocationsResponse``."""
+
+    def __init__(self, response: str, status: int = 200, mimetype: str = "application/json") -> None:
+        self.response, self.status, self.mimetype = response, status, mimetype
+
+
+def _mlflow_version() -> tuple[int, int]:
+    from mlflow.version import VERSION
+
+    parts = []
+    for part in VERSION.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit()) or "0"
+        parts.append(int(digits))
+    return (parts[0], parts[1] if len(parts) > 1 else 0)
+
+
+def _invocations_of(version: tuple[int, int]) -> Callable[..., Any]:
+    """MLflow's own ``invocations`` (2.6 and newer), else :func:`_legacy_invocations`."""
+    if version >= (2, 6):
+        from mlflow.pyfunc.scoring_server import invocations
+
+        return invocations
+    return _legacy_invocations
+
+
+def _legacy_invocations(data: str, content_type: str, model: Any, input_schema: Any) -> _Answer:
+    """``invocations`` for MLflow before 2.6: the payloads MLflow 2's server reads, parsed with the helpers MLflow
+    1.x and 2.0-2.5 share (``proto_json_utils``), the prediction answered as ``{"predictions": ...}``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils import proto_json_utils as parsing
+
+    mime_type = content_type.split(";")[0].strip()
+    try:
+        if mime_type == "text/csv":
+            frame = _csv_frame(data, input_schema)
+        elif mime_type == "application/json":
+            frame = _legacy_json_input(data, input_schema, parsing)
+        else:
+            return _Answer(f"this model takes application/json or text/csv, not {content_type}", 415, "text/plain")
+    except (MlflowException, BadRequestError):
+        raise
+    except Exception as exc:  # pandas' and MLflow's parsers raise what they meet (ValueError, KeyError...)
+        raise BadRequestError(f"the payload could not be read as the model's input: {exc}") from None
+    predictions = model.predict(frame)
+    jsonable = parsing._get_jsonable_obj(predictions, pandas_orient="records")
+    return _Answer(json.dumps({"predictions": jsonable}, cls=parsing.NumpyEncoder))
+
+
+def _legacy_json_input(data: str, input_schema: Any, parsing: Any) -> Any:
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise BadRequestError(f"the request body is not JSON: {exc}") from None
+    if isinstance(document, dict) and document.get("params") is not None:
+        raise BadRequestError(
+            "'params' needs MLflow 2.6 or newer in the deployment's environment; this model's environment has an "
+            "older one (send the payload without params, or log the model with a newer MLflow)"
+        )
+    if isinstance(document, dict):
+        document.pop("params", None)
+        shapes = [key for key in (*_FRAME_KEYS, *_TENSOR_KEYS) if key in document]
+        if len(shapes) == 1 and shapes[0] in _TENSOR_KEYS:
+            return parsing.parse_tf_serving_input(document, schema=input_schema)
+        if len(shapes) == 1:
+            return _frame(document[shapes[0]], shapes[0][len("dataframe_") :], input_schema, parsing)
+        if not shapes and "data" in document and not hasattr(parsing, "dataframe_from_parsed_json"):
+            return _frame(document, "split", input_schema, parsing)  # MLflow 1.x's own body: a bare split frame
+    elif isinstance(document, list) and not hasattr(parsing, "dataframe_from_parsed_json"):
+        return _frame(document, "records", input_schema, parsing)  # MLflow 1.x's own body: a list of records
+    raise BadRequestError(f"send a JSON object with exactly one of {_SHAPES}")
+
+
+def _frame(value: Any, orient: str, input_schema: Any, parsing: Any) -> Any:
+    """A DataFrame of a decoded ``split`` or ``records`` value, typed by the signature as MLflow types it."""
+    if hasattr(parsing, "dataframe_from_parsed_json"):  # MLflow 2.0-2.5
+        return parsing.dataframe_from_parsed_json(value, pandas_orient=orient, schema=input_schema)
+    return parsing._dataframe_from_json(json.dumps(value), pandas_orient=orient, schema=input_schema)
+
+
+def _csv_frame(data: str, input_schema: Any) -> Any:
+    """A CSV body as MLflow's own server reads it: columns of the signature typed by it."""
+    import pandas as pd
+
+    if input_schema is None or not input_schema.has_input_names():
+        return pd.read_csv(io.StringIO(data))
+    dtypes = dict(zip(input_schema.input_names(), input_schema.pandas_types()))  # noqa: B905 (strict= is 3.10+)
+    return pd.read_csv(io.StringIO(data), dtype=dtypes)
 
 
 def _numeric_columns(schema: Any) -> tuple[str, ...] | None:

@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from tiffin._compat import SLOTS
+
 __all__ = ["JSON_CONTENT_TYPE", "Runner", "RunnerSchema", "ScoreRequest", "ScoreResponse"]
 
 JSON_CONTENT_TYPE = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ScoreRequest:
     """One scoring call as bytes: runners decode the body themselves, only when they must."""
 
@@ -33,7 +35,7 @@ class ScoreRequest:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class ScoreResponse:
     """What a runner answers; the replica adds the request-id headers."""
 
@@ -44,7 +46,7 @@ class ScoreResponse:
     run_function_failed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class RunnerSchema:
     """JSON schemas of the scoring request and response, for swagger/OpenAPI documents.
 

@@ -247,9 +247,13 @@ class ScriptRunner(Runner):
         if typed_schema is not None:
             return RunnerSchema(input=typed_schema.input, output=typed_schema.output, swagger=user_swagger)
         if _inference_schema_decorated(run):
-            from inference_schema.schema_util import get_input_schema, get_output_schema, get_supported_versions
+            from inference_schema import schema_util
+            from inference_schema.schema_util import get_input_schema, get_output_schema
 
-            versions = tuple(sorted({v.split(".")[0] for v in get_supported_versions(run)})) or ("2", "3")
+            # get_supported_versions came with inference-schema 1.4; older ones generate swagger 2 and 3 alike.
+            supported = getattr(schema_util, "get_supported_versions", None)
+            found = supported(run) if supported is not None else ()
+            versions = tuple(sorted({v.split(".")[0] for v in found})) or ("2", "3")
             return RunnerSchema(
                 input=get_input_schema(run) or None,
                 output=get_output_schema(run) or None,

@@ -12,19 +12,22 @@ from __future__ import annotations
 import gc
 import inspect
 import json
-from importlib.metadata import version as _metadata_version
 from typing import Any
 
 import tiffin.v2 as v2
+from tiffin import __version__
+from tiffin._compat import removesuffix
 from tiffin.errors import NotFoundError, TiffinError, UnavailableError
 from tiffin.replica.scoring_thread import ScoringThreads
-from tiffin.routing import V2_MODEL_HEADER, V2_UPSTREAM_HEADER
 from tiffin.runners.protocol import Runner, ScoreRequest, ScoreResponse
 from tiffin.swagger import build_swagger
+from tiffin.v2 import V2_MODEL_HEADER, V2_UPSTREAM_HEADER
 
 __all__ = ["DataPlane"]
 
-_VERSION = _metadata_version("tiffin")
+# The package's own version, not its installed metadata: inside a deployment's environment tiffin is a copy on
+# PYTHONPATH (tiffin.environments.runtime), not an installed distribution.
+_VERSION = __version__
 
 
 class DataPlane:
@@ -124,7 +127,7 @@ class DataPlane:
 
     def model_metadata(self, model: str) -> dict[str, Any]:
         """``GET /v2/models/NAME``."""
-        platform = type(self.runner).__name__.removesuffix("Runner").lower()
+        platform = removesuffix(type(self.runner).__name__, "Runner").lower()
         return v2.model_metadata(model, f"tiffin-{platform}", (self.version,))
 
     async def v2_infer(self, model: str, raw: bytes, headers: dict[str, str]) -> ScoreResponse:

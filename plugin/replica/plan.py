@@ -96,12 +96,13 @@ def runner_config_from_json(config_type: Any, data: dict[str, Any]) -> Any:
             continue
         value = data[field.name]
         declared = str(field.type)  # a string under `from __future__ import annotations`
-        if value is not None:
-            if "Path" in declared:
-                value = Path(value)
-            elif declared.startswith("frozenset"):
-                value = frozenset(value)
-            elif declared.startswith(("Sequence", "tuple")):
-                value = tuple(value)
+        # Only the JSON forms that to_json writes are converted: a str stays a str where a Sequence[str] may hold
+        # one (a BYOC command line, given as a string), rather than becoming a tuple of its characters.
+        if isinstance(value, str) and "Path" in declared:
+            value = Path(value)
+        elif isinstance(value, list) and declared.startswith("frozenset"):
+            value = frozenset(value)
+        elif isinstance(value, list) and declared.startswith(("Sequence", "tuple")):
+            value = tuple(value)
         kwargs[field.name] = value
     return config_type(**kwargs)

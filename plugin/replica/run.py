@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -152,7 +153,11 @@ def serve_plan(
         # uvicorn's workers run its own Server class, so the parent announces readiness once a worker
         # answers the health probe on the shared socket.
         threading.Thread(target=_announce_when_healthy, args=(config,), daemon=True).start()
-        Multiprocess(config, sockets=[sock]).run()
+        if "target" in inspect.signature(Multiprocess.__init__).parameters:
+            # uvicorn before 0.51 (every one on Python 3.8 and 3.9) takes the function its workers run.
+            Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        else:
+            Multiprocess(config, sockets=[sock]).run()
         return 0
     with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the app's start-up fails
         server.run()
