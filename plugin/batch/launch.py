@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from tiffin.environments.runtime import PreparedEnvironment, prepare
+from tiffin.environments.runtime import PreparedEnvironment, describe, prepare
 from tiffin.environments.spec import EnvironmentSpec
 from tiffin.errors import EnvironmentBuildError
 from tiffin.paths import model_mounts_dir
@@ -69,7 +68,7 @@ def job_environment(
     def build() -> None:
         try:
             with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # beside the runner's own lines
-                _describe(spec, title, log)
+                describe(spec, title, log)
                 result["prepared"] = prepare(spec, home, log=log, environ=environ)
         except BaseException as exc:  # handed to the job's thread, which reports it
             result["error"] = exc
@@ -87,17 +86,3 @@ def job_environment(
     if prepared is None:  # pragma: no cover - prepare returns or raises
         raise EnvironmentBuildError(f"building the environment of {spec.source} ended without a result")
     return prepared
-
-
-def _describe(spec: EnvironmentSpec, title: str, log: IO[str]) -> None:
-    """What was resolved, as the online side writes it to a deployment's ``environment.log``."""
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    log.write(f"--- {title} at {when} ---\n")
-    log.write(f"[tiffin] from {spec.source}: Python {spec.python_minor}, {len(spec.requirements)} requirement(s)\n")
-    for line in spec.requirements:
-        log.write(f"[tiffin]   {line}\n")
-    for package in spec.skipped:
-        log.write(f"[tiffin] skipped {package}: a conda package with no PyPI counterpart, not needed with pip\n")
-    for note in spec.notes:
-        log.write(f"[tiffin] note: {note}\n")
-    log.flush()

@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from tiffin.environments.spec import EnvironmentSpec
 __all__ = [
     "RUNTIME_REQUIREMENTS",
     "PreparedEnvironment",
+    "describe",
     "prepare",
     "prune_runtime_copies",
     "runtime_key",
@@ -92,6 +94,20 @@ def prepare(
         log.write(f"[tiffin] note: {note}\n")
     path = build(spec, home, runtime_requirements=RUNTIME_REQUIREMENTS, log=log, environ=environ)
     return PreparedEnvironment(key=path.name, path=path, runtime=runtime_path(home), spec=spec)
+
+
+def describe(spec: EnvironmentSpec, title: str, log: IO[str]) -> None:
+    """Write to ``log`` what was resolved, before :func:`prepare` writes the build: a ``--- title at TIME ---`` line,
+    where the environment came from, each requirement, and each conda package skipped (notes come from
+    :func:`prepare`)."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    log.write(f"--- {title} at {when} ---\n")
+    log.write(f"[tiffin] from {spec.source}: Python {spec.python_minor}, {len(spec.requirements)} requirement(s)\n")
+    for line in spec.requirements:
+        log.write(f"[tiffin]   {line}\n")
+    for package in spec.skipped:
+        log.write(f"[tiffin] skipped {package}: conda's own, or bundled in pip's wheels; not installed\n")
+    log.flush()
 
 
 def supported(spec: EnvironmentSpec) -> EnvironmentSpec:

@@ -10,12 +10,11 @@ Runs in a thread (:func:`prepare_template` blocks on files and on uv), so the ev
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiffin.environments.runtime import PreparedEnvironment, prepare
+from tiffin.environments.runtime import PreparedEnvironment, describe, prepare
 from tiffin.environments.sources import environment_of
 from tiffin.replica.factory import plan_for
 from tiffin.replica.plan import write_plan
@@ -67,13 +66,6 @@ def prepare_template(
         return Launch(plan=plan_path, python=python)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        log.write(f"--- environment of deployment {name} ({spec_path.name}) at {when} ---\n")
-        log.write(f"[tiffin] from {spec.source}: Python {spec.python_minor}, {len(spec.requirements)} requirement(s)\n")
-        for line in spec.requirements:
-            log.write(f"[tiffin]   {line}\n")
-        for package in spec.skipped:
-            log.write(f"[tiffin] skipped {package}: conda's own, or bundled in pip's wheels; not installed\n")
-        log.flush()
+        describe(spec, f"environment of deployment {name} ({spec_path.name})", log)
         prepared = prepare(spec, home, log=log, environ=environ)
     return Launch(plan=plan_path, python=str(prepared.python), environment=prepared)
