@@ -56,6 +56,7 @@ from _harness import (
     write_wrk_script,
 )
 
+from tiffin.environments.builder import ENVS_DIR_ENV
 from tiffin.environments.runtime import prepare
 from tiffin.environments.sources import environment_of
 from tiffin.replica.factory import plan_from_file
@@ -248,6 +249,9 @@ def _load() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     args = parse_args(argv)
+    # Each phase builds into its own fresh TIFFIN_HOME/envs: a shared TIFFIN_ENVS_DIR would make the cold and warm
+    # creates reuse an environment built earlier.
+    os.environ.pop(ENVS_DIR_ENV, None)
     load_before = _load()
     ensure_wrk()
     work = prepare_workdir(BENCH_DIR / "env-work")

@@ -1,12 +1,13 @@
 """Deployments running in the environments they declare (issue 13), end to end: a real ``tiffin serve``, the CLI as
-an Azure user runs it, real uv builds from PyPI into ``$TIFFIN_HOME/envs`` on pyenv's interpreters.
+an Azure user runs it, real uv builds from PyPI (into an envs folder of the module's own) on pyenv's interpreters.
 
 The models are made by the tests, each with the interpreter of the environment it is served in (built first
 with :func:`tiffin.environments.runtime.prepare` from the same conda file, so the deployment finds it built):
 a scikit-learn 1.2.2 tree on Python 3.10 and a current one on 3.12 behind one endpoint (neither pickle loads
-under the other's scikit-learn), an MLflow model logged with xgboost 1.7.6 and served with no environment
-given. Builds use uv's default cache, so after a first run they are a matter of links; one server and one
-``TIFFIN_HOME`` serve the whole module. What each step took is printed at the end of the module's run.
+under the other's scikit-learn); MLflow models logged with xgboost 1.7.6 (Python 3.10) and 1.4.2 (Python 3.8),
+served with no environment given. Builds use uv's default cache, so after a first run on a machine they are a
+matter of links (seconds); one server, one ``TIFFIN_HOME`` and one envs folder serve the whole module. What each
+step took is printed at the end of the module's run.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv("TIFFIN_ENVS_DIR", str(root / "envs"))
         with serve_tiffin(root / "home") as running:
             yield running
+    # Stopping the server stopped every replica it started, on whichever interpreter.
+    time.sleep(0.5)
+    assert replica_commands(running.home) == []
 
 
 def cli(server, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -293,46 +297,59 @@ def test_validate_lists_the_image_but_not_the_conda_file_as_ignored(server, work
 # --- b. an MLflow model logged with an old xgboost, served with no environment given -----------------------------
 
 
-@pytest.fixture(scope="module")
-def xgboost_model(server, work) -> dict:
-    folder = work / "xgboost"
-    conda = yaml.safe_load((folder / "conda-log.yml").read_text())
-    with timed("b. build the logging env (mlflow 2.17.2, xgboost 1.7.6, py3.10)"):
-        env = prepare(translate(conda, source="conda-log.yml"), server.home, log=io.StringIO())
-    with timed("b. log the MLflow model in that env"):
+XGBOOST_CASES = {
+    # name: (conda file of the logging environment, Python, xgboost, mlflow)
+    "xgb-1-7": ("conda-log.yml", "3.10", "1.7.6", "2.17.2"),
+    # Azure's older MLflow samples: xgboost 1.4.2 and scikit-learn 1.1.2 on Python 3.8, here with mlflow 1.x (which
+    # writes an unpinned 'mlflow' into requirements.txt, so the served environment resolves a newer one).
+    "xgb-1-4": ("conda-log-py38.yml", "3.8", "1.4.2", "1.30.1"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(XGBOOST_CASES))
+def xgboost_model(request: pytest.FixtureRequest, server, work) -> dict:
+    """An MLflow model logged in an environment with an old xgboost, in a folder of its own with the deployment
+    YAML (``model: {type: mlflow_model, path: model/}``, no environment)."""
+    name = request.param
+    conda_file, python, xgboost, mlflow = XGBOOST_CASES[name]
+    folder = work / name
+    shutil.copytree(work / "xgboost", folder)
+    conda = yaml.safe_load((folder / conda_file).read_text())
+    with timed(f"b. {name}: build the logging env (mlflow {mlflow}, xgboost {xgboost}, py{python})"):
+        env = prepare(translate(conda, source=conda_file), server.home, log=io.StringIO())
+    with timed(f"b. {name}: log the MLflow model in that env"):
         logged = run_in(env, str(folder / "log_model.py"), str(folder / "model"))
-    assert (logged["xgboost"], logged["mlflow"]) == ("1.7.6", "2.17.2")
+    assert (logged["xgboost"], logged["mlflow"]) == (xgboost, mlflow)
+    assert logged["python"].startswith(python + ".")
     assert (folder / "model" / "python_env.yaml").is_file() and (folder / "model" / "requirements.txt").is_file()
-    return {"logging_env": env, **logged}
+    return {**logged, "name": name, "folder": folder, "minor": python}
 
 
-def test_mlflow_model_with_old_xgboost_is_served_in_its_own_environment(server, work, endpoint, xgboost_model):
-    folder = work / "xgboost"
-    with timed("b. online-deployment create xgb (builds the model's env)"):
-        created = json.loads(
-            cli(server, "online-deployment", "create", "-f", str(folder / "deployment.yml"), *PROBE_ARGS).stdout
-        )
-    assert created["provisioning_state"] == "Succeeded"
+def test_mlflow_model_with_old_xgboost_is_served_in_its_own_environment(server, endpoint, xgboost_model):
+    name, folder = xgboost_model["name"], xgboost_model["folder"]
+    with timed(f"b. {name}: online-deployment create (builds the model's env)"):
+        done = cli(server, "online-deployment", "create", "-f", str(folder / "deployment.yml"), "-n", name, *PROBE_ARGS)
+    assert json.loads(done.stdout)["provisioning_state"] == "Succeeded"
     # The environment is the model's own python_env.yaml (with its requirements.txt), built for this deployment.
-    spec = mlflow_environment(folder / "model", owner="deployment 'xgb'")
+    spec = mlflow_environment(folder / "model", owner=f"deployment '{name}'")
     assert spec is not None and "python_env.yaml" in spec.source
     key = runtime_key(spec)
     marker = json.loads((envs_dir(server.home) / key / MARKER).read_text())
-    assert "xgboost==1.7.6" in marker["freeze"] and "mlflow==2.17.2" in marker["freeze"]
-    assert marker["interpreter"]["version"].startswith("3.10.")
-    logs = cli(server, "online-deployment", "get-logs", "-n", "xgb", "-e", "envs", "--lines", "400").stdout
-    assert "python_env.yaml" in logs and "xgboost==1.7.6" in logs, logs
+    pinned = [line for line in (folder / "model" / "requirements.txt").read_text().split() if "==" in line]
+    assert f"xgboost=={xgboost_model['xgboost']}" in pinned
+    assert set(pinned) <= set(marker["freeze"]), (pinned, marker["freeze"])
+    assert marker["interpreter"]["version"].startswith(xgboost_model["minor"] + ".")
+    logs = cli(server, "online-deployment", "get-logs", "-n", name, "-e", "envs", "--lines", "400").stdout
+    assert "python_env.yaml" in logs and f"xgboost=={xgboost_model['xgboost']}" in logs, logs
     assert any(f"{key}/bin/python" in c for c in replica_commands(server.home)), replica_commands(server.home)
-    r = post(endpoint, {"dataframe_records": xgboost_model["rows"]}, deployment="xgb")
-    assert r.status_code == 200, r.text
-    assert r.json()["predictions"] == pytest.approx(xgboost_model["expected"], rel=1e-6)
-    r = post(
-        endpoint,
-        {"input_data": {"columns": ["a", "b"], "data": [[row["a"], row["b"]] for row in xgboost_model["rows"]]}},
-        deployment="xgb",
-    )
-    assert r.status_code == 200, r.text
-    assert r.json()["predictions"] == pytest.approx(xgboost_model["expected"], rel=1e-6)
+    rows = xgboost_model["rows"]
+    for body in (
+        {"dataframe_records": rows},
+        {"input_data": {"columns": ["a", "b"], "data": [[row["a"], row["b"]] for row in rows]}},  # Azure's shape
+    ):
+        r = post(endpoint, body, deployment=name)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == pytest.approx(xgboost_model["expected"], rel=1e-6)
 
 
 # --- c. a build that cannot succeed fails the deployment fast, with uv's words ------------------------------------
