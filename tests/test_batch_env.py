@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tiffin.environments.builder import envs_dir
 from tiffin.testing import serve_tiffin
 
 ENDED = ("Completed", "Failed", "Canceled")
@@ -200,7 +201,7 @@ def test_a_job_runs_in_its_deployments_conda_environment(server: Any, tmp_path: 
     assert final["status"] == "Completed", (final, log)
     rows = [ast.literal_eval(line) for line in output_lines(server, final["name"], tmp_path)]
     assert sorted(row[0] for row in rows) == ["a.txt", "b.txt", "c.txt"]
-    envs = (server.home / "envs").resolve()
+    envs = envs_dir(server.home).resolve()  # TIFFIN_ENVS_DIR when the run shares one
     for name, python, pandas, numpy, prefix, own_session, model, variable in rows:
         assert python.startswith("3.10."), (name, python)
         assert (pandas, numpy) == ("1.5.3", "1.26.4"), name
@@ -288,7 +289,7 @@ def test_canceling_a_job_stops_its_environment_workers(server: Any, tmp_path: Pa
         inside = {int(p.name) for p in busy.iterdir()}
         folder = server.home / "jobs" / job["name"] / "workers"
         assert {int(p.read_text()) for p in folder.glob("*.pid")} == inside
-        envs = (server.home / "envs").resolve()
+        envs = envs_dir(server.home).resolve()  # TIFFIN_ENVS_DIR when the run shares one
         for pid in inside:  # ENV/bin/python -m tiffin.batch.worker_main --fd N
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             assert Path(argv[0].decode()).parents[2].resolve() == envs, argv
