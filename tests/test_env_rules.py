@@ -65,11 +65,21 @@ def test_process_env_puts_the_runtime_first_and_the_environment_on_path(tmp_path
     prepared = PreparedEnvironment(
         key="k", path=tmp_path / "env", runtime=tmp_path / "rt", spec=EnvironmentSpec(python="3.10", requirements=())
     )
-    env = prepared.process_env({"PATH": "/usr/bin", "PYTHONPATH": "/mine", "PYTHONHOME": "/x", "CONDA_PREFIX": "/c"})
+    env = prepared.process_env(
+        {
+            "PATH": "/usr/bin",
+            "PYTHONPATH": "/mine",
+            "PYTHONHOME": "/x",
+            "CONDA_PREFIX": "/c",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     assert env["PYTHONPATH"].split(":") == [str(tmp_path / "rt"), "/mine"]
     assert env["PATH"].split(":")[0] == str(tmp_path / "env" / "bin")
     assert env["PYTHONNOUSERSITE"] == "1" and "PYTHONHOME" not in env and "CONDA_PREFIX" not in env
     assert prepared.python == tmp_path / "env" / "bin" / "python"
+    # Compiled once into the environment's own folder, not again at every replica start.
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "env" / ".pycache")
 
 
 @pytest.mark.parametrize(

@@ -69,12 +69,19 @@ class PreparedEnvironment:
         """``base`` as a process on this environment's interpreter needs it: the runtime first on ``PYTHONPATH``
         (after nothing: a ``PYTHONPATH`` the deployment sets comes after it), the environment's ``bin`` first on
         ``PATH`` (a scoring script that runs ``python`` or a console script gets the environment's), no user site
-        (``~/.local`` packages would shadow the environment's), no ``PYTHONHOME`` or ``CONDA_PREFIX``."""
+        (``~/.local`` packages would shadow the environment's), no ``PYTHONHOME`` or ``CONDA_PREFIX``, bytecode
+        kept in ``ENV/.pycache``."""
         env = {k: v for k, v in base.items() if k not in ("PYTHONHOME", "CONDA_PREFIX", "__PYVENV_LAUNCHER__")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.runtime), base.get("PYTHONPATH", "")) if p)
         env["PATH"] = os.pathsep.join(p for p in (str(self.path / "bin"), base.get("PATH", "")) if p)
         env["VIRTUAL_ENV"] = str(self.path)
         env["PYTHONNOUSERSITE"] = "1"
+        # uv installs without bytecode (compiling it would make a warm build ten times slower), so the first
+        # imports compile it; without a place to keep it, every replica start would compile scikit-learn again
+        # (2.6 s instead of 1.2 s, measured). Bytecode goes to the environment's own folder, never beside the
+        # user's code or the runtime copy, also where the server was started with PYTHONDONTWRITEBYTECODE.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.path / ".pycache")
         return env
 
 
