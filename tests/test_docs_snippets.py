@@ -57,7 +57,16 @@ def newcomer_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIFFIN_")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != Path(BIN))
     env.pop("VIRTUAL_ENV", None)
+    # uv's cache as this machine has it: a snippet that deploys the quickstart builds its environment, and with
+    # the snippet's own HOME uv would download every package again (a minute and more) to prove nothing more.
+    env.setdefault("UV_CACHE_DIR", _uv_cache_dir())
     return {**env, **extra}
+
+
+def _uv_cache_dir() -> str:
+    from tiffin.environments.builder import uv_binary
+
+    return subprocess.run([uv_binary(), "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def run_bash(script: str, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:

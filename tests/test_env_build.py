@@ -25,11 +25,11 @@ from tiffin.errors import EnvironmentBuildError, InterpreterNotFoundError
 SMALL = ("six==1.16.0", "packaging")
 
 
-
 @pytest.fixture(autouse=True)
 def _own_envs_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests look at (and prune) TIFFIN_HOME/envs itself, not the folder the other tests share."""
     monkeypatch.delenv("TIFFIN_ENVS_DIR", raising=False)
+
 
 def fake_python(folder: Path, name: str, version: str, *, fails: bool = False) -> Path:
     """``folder/name``: a script answering the probe as a Python ``version`` would (or failing, as a pyenv shim
@@ -188,6 +188,25 @@ def test_a_failing_build_raises_uvs_message_quickly_and_leaves_nothing(tmp_path)
     assert "tiffin-no-such-package-q13" in message and "not found in the package registry" in message
     assert "tiffin-no-such-package-q13" in log.getvalue()
     assert [p.name for p in envs_dir(tmp_path).iterdir() if p.name != ".locks"] == []
+
+
+def test_azures_serving_package_that_cannot_be_installed_is_left_out_not_fatal(tmp_path):
+    """A conda file's azureml-inference-server-http (or azureml-defaults) never costs the deployment: built without
+    it, the log and the marker saying so; with any other package the same failure fails the build."""
+    need("3.12")
+    spec = EnvironmentSpec(
+        python="3.12", requirements=("six==1.16.0", "azureml-inference-server-http==0.0.0.1"), source="deployment 'az'"
+    )
+    log = io.StringIO()
+    env = build(spec, tmp_path, runtime_requirements=(), log=log)
+    assert run_in(env, "import six; print(six.__version__)") == "1.16.0"
+    marker = json.loads((env / MARKER).read_text())
+    assert marker["left_out"] == ["azureml-inference-server-http"]
+    assert not any(line.startswith("azureml-inference-server-http") for line in marker["freeze"])
+    said = log.getvalue()
+    assert "building it again without them" in said and "azureml-inference-server-http" in said
+    # The key is the spec's: the deployment asking for it again finds it built.
+    assert env.name == environment_key(spec)
 
 
 def test_a_missing_interpreter_fails_the_build_with_the_listing(tmp_path):
