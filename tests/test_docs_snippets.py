@@ -167,7 +167,9 @@ def test_docs_snippets_run(page, short_tmp):
     for cwd in dict.fromkeys(cwd for _, cwd in runnable):
         if (cwd / "train.py").exists():
             subprocess.run([sys.executable, "train.py"], cwd=cwd, check=True, capture_output=True, timeout=300)
-    with serve_tiffin(tmp_path / "home") as server:
+    # The server keeps its environments in its own home, as a reader's would (`environment prune` refuses a
+    # TIFFIN_ENVS_DIR that other homes may share, and the tests share one).
+    with serve_tiffin(tmp_path / "home", env={"TIFFIN_ENVS_DIR": ""}) as server:
         env = newcomer_env(
             PATH=f"{BIN}{os.pathsep}{newcomer_env()['PATH']}",
             TIFFIN_URL=server.url,

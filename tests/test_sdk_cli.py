@@ -326,12 +326,13 @@ def test_cli_token_mode_credentials(server: Server) -> None:
 
 def test_cli_json_output_is_one_document_and_warnings_go_to_stderr(server: Server) -> None:
     ok_json(tiffin(server, "online-endpoint", "create", "-n", "ep"))
-    # Azure's example names instance_type and an image, which tiffin ignores and says so. Its model is not in
-    # this repository, and create refuses a model that is not there: one of the tests' (relative, as the file's).
+    # Azure's example names instance_type and an image, which tiffin ignores and says so. Its model and conda file
+    # are not in this repository, and create refuses what is not there: the tests' (relative, as the file's).
     model = "model.path=../../../deployments/plain/model"
+    conda = "environment.conda_file=../../../env_fixtures/shared/conda.yml"
     done = tiffin(
         server, "online-deployment", "create", "-f", str(AZURE / "blue-deployment.yml"), "-e", "ep", "--no-wait",
-        "--set", model,
+        "--set", model, "--set", conda,
     )  # fmt: skip
     deployment = ok_json(done)
     assert (deployment["name"], deployment["endpoint_name"]) == ("blue", "ep")

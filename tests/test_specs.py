@@ -65,14 +65,14 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
         "online/blue-deployment.yml",
         None,
         OnlineDeployment,
-        ["instance_type", "environment.image", "environment.conda_file"],
+        ["instance_type", "environment.image"],
         [],
     ),
     (
         "online/green-deployment.yml",
         OnlineDeployment,
         OnlineDeployment,
-        ["instance_type", "environment.image", "environment.conda_file"],
+        ["instance_type", "environment.image"],
         [],
     ),
     (
@@ -89,7 +89,7 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
         "online/kubernetes-blue-deployment.yml",
         None,
         OnlineDeployment,
-        ["resources", "environment.image", "environment.conda_file"],
+        ["resources", "environment.image"],
         [],
     ),
     (
@@ -102,7 +102,6 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
             "scale_settings",
             "resources",
             "environment.image",
-            "environment.conda_file",
         ],
         [],
     ),
@@ -111,7 +110,7 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
         "batch/deployment-torch.yml",
         None,
         BatchDeployment,
-        ["compute", "environment.image", "environment.conda_file"],
+        ["compute", "environment.image"],
         [],
     ),
     ("batch/deployment-simple.yml", None, BatchDeployment, ["compute"], []),
@@ -120,7 +119,7 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
         "batch/deployment-custom-legacy.yml",
         None,
         BatchDeployment,
-        ["compute", "environment.image", "environment.conda_file"],
+        ["compute", "environment.image"],
         [],
     ),
     ("batch/model_batch_deployment.yaml", BatchDeployment, BatchDeployment, ["environment", "compute"], []),
@@ -205,7 +204,7 @@ def test_online_deployment_values_and_azure_defaults() -> None:
     for probe in (spec.liveness_probe, spec.readiness_probe):
         assert (probe.initial_delay, probe.period, probe.timeout) == (10, 10, 2)
         assert (probe.success_threshold, probe.failure_threshold) == (1, 30)
-    assert loaded.warnings() == ["ignored locally: instance_type, environment.image, environment.conda_file"]
+    assert loaded.warnings() == ["ignored locally: instance_type, environment.image"]
 
 
 def test_registered_assets_stay_references() -> None:
@@ -711,7 +710,6 @@ def test_everything_azure_only_is_reported() -> None:
         "egress_public_network_access",
         "private_network_connection",
         "environment.image",
-        "environment.conda_file",
         "environment.build",
         "environment.os_type",
     ]

@@ -33,7 +33,7 @@ from starlette.responses import StreamingResponse
 
 from tiffin.assets.resolve import asset_reference, inline_assets
 from tiffin.environments.builder import ENVS_DIR_ENV, MARKER, envs_dir, prune
-from tiffin.environments.runtime import prepare, prune_runtime_copies, runtime_key
+from tiffin.environments.runtime import describe, prepare, prune_runtime_copies, runtime_key
 from tiffin.environments.sources import deployment_environment
 from tiffin.environments.spec import EnvironmentSpec
 from tiffin.environments.usage import (
@@ -306,15 +306,7 @@ class EnvironmentHandlers:
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.monotonic()
         with open(log_path, "a", encoding="utf-8") as out.file:  # uv's output to the log and to the client
-            out.write(f"--- environment build at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n")
-            count = len(spec.requirements)
-            out.write(f"[tiffin] from {spec.source}: Python {spec.python_minor}, {count} requirement(s)\n")
-            for package in spec.skipped:
-                out.write(
-                    f"[tiffin] skipped {package}: a conda package with no PyPI counterpart, not needed with pip\n"
-                )
-            for note in spec.notes:
-                out.write(f"[tiffin] note: {note}\n")
+            describe(spec, "environment build", out)
             prepared = prepare(spec, self.home, log=out)
         out.file = None  # closed: nothing more goes to the log
         marker = read_marker(prepared.path)

@@ -167,7 +167,7 @@ def environment_build(
         # pip itself is always skipped (uv installs without it): only the others are news.
         skipped = [package for package in result.get("skipped") or () if package != "pip"]
         if skipped:
-            warn(f"skipped (conda packages with no PyPI counterpart): {', '.join(skipped)}")
+            warn(f"skipped (conda's own, or bundled in pip's wheels; not installed): {', '.join(skipped)}")
     emit(result, output, query)
 
 
