@@ -2,6 +2,8 @@
 
 import sys
 
+from tiffin.cli import skip_httpx_cli
 from tiffin.cli.main import main
 
+skip_httpx_cli()
 sys.exit(main())

@@ -8,11 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tiffin.cli.assets import data_app, environment_app, model_app
-from tiffin.cli.batch import batch_deployment_app, batch_endpoint_app, job_app
-from tiffin.cli.compute import compute_app
-from tiffin.cli.environments import environment_build  # noqa: F401  (adds build, prune, list-built)
-from tiffin.cli.online import online_deployment_app, online_endpoint_app
+from tiffin.cli.lazy import LazyGroup
 from tiffin.cli.options import FileOpt, OutputOpt, QueryOpt, SetOpt, err, warn
 from tiffin.cli.output import OutputFormat, emit
 from tiffin.errors import TiffinError
@@ -25,20 +21,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # The command groups below serve, build and validate (online-endpoint, model, ...) are imported only when
+    # run: see tiffin.cli.lazy.
+    cls=LazyGroup,
 )
 replica_app = typer.Typer(help="Run one deployment replica (what the supervisor starts).", no_args_is_help=True)
 app.add_typer(replica_app, name="replica")
 triton_app = typer.Typer(help="NVIDIA Triton Inference Server for triton_model deployments.", no_args_is_help=True)
 app.add_typer(triton_app, name="triton")
-app.add_typer(online_endpoint_app, name="online-endpoint")
-app.add_typer(online_deployment_app, name="online-deployment")
-app.add_typer(batch_endpoint_app, name="batch-endpoint")
-app.add_typer(batch_deployment_app, name="batch-deployment")
-app.add_typer(job_app, name="job")
-app.add_typer(model_app, name="model")
-app.add_typer(environment_app, name="environment")
-app.add_typer(data_app, name="data")
-app.add_typer(compute_app, name="compute")
 
 
 def _version(value: bool) -> None:

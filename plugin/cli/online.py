@@ -33,10 +33,10 @@ from tiffin.cli.options import (
 from tiffin.cli.output import OutputFormat, emit
 from tiffin.cli.shared import changed_here, confirm_delete, connect, load_with_flags
 from tiffin.errors import ConflictError, NotFoundError, TiffinError
-from tiffin.specs import OnlineDeployment, OnlineEndpoint
 
 if TYPE_CHECKING:
     from tiffin.sdk import OnlineDeploymentOperations
+    from tiffin.specs import OnlineDeployment
 
 __all__ = ["online_deployment_app", "online_endpoint_app", "parse_traffic"]
 
@@ -111,6 +111,8 @@ def endpoint_create(
         raise typer.BadParameter(
             "name the endpoint with --name, or give its YAML file with --file", param_hint="--name"
         )
+    from tiffin.specs import OnlineEndpoint  # pydantic: imported by the commands that read a spec, not by show
+
     loaded = load_with_flags(OnlineEndpoint, file, set_, name=name, auth_mode=auth_mode)
     with connect() as client:
         emit(client.online_endpoints.create(loaded.spec, local=local), output, query)
@@ -136,6 +138,8 @@ def endpoint_update(
     changes: dict[str, Any] = {}
     if file is not None or set_:
         # Only the fields given: an update from a file without traffic must not reset the traffic.
+        from tiffin.specs import OnlineEndpoint
+
         spec = load_with_flags(OnlineEndpoint, file, set_, name=name).spec
         changes = {k: v for k, v in spec.model_dump(mode="json", exclude_unset=True).items() if k != "name"}
         name = spec.name  # as az: -n, else the file's name
@@ -255,7 +259,7 @@ def _deploy(
     spec: dict[str, Any] | OnlineDeployment, *, all_traffic: bool, no_wait: bool, local: bool, create: bool
 ) -> dict[str, Any]:
     """Send the deployment (after az's existence rule) and, unless ``no_wait``, wait with a spinner."""
-    data = spec.to_yaml_dict() if isinstance(spec, OnlineDeployment) else spec
+    data = spec if isinstance(spec, dict) else spec.to_yaml_dict()
     name, endpoint = data["name"], data.get("endpoint_name")
     if not endpoint:
         raise TiffinError(f"say which endpoint deployment '{name}' belongs to: pass --endpoint-name E")
@@ -275,6 +279,8 @@ def _current_spec(name: str | None, endpoint: str | None, overrides: list[str] |
         raise typer.BadParameter("without --file, name the deployment with --name and --endpoint-name")
     with connect() as client:
         current = client.online_deployments.get(name, endpoint)
+    from tiffin.specs import OnlineDeployment
+
     return changed_here(current, overrides, OnlineDeployment, f"deployment '{name}'")
 
 
@@ -361,6 +367,8 @@ def deployment_create(
     query: QueryOpt = None,
 ) -> None:
     """Create a deployment and wait until it is ready (exit 1 with the reason if it fails)."""
+    from tiffin.specs import OnlineDeployment
+
     spec = load_with_flags(OnlineDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
     emit(_deploy(spec, all_traffic=all_traffic, no_wait=no_wait, local=local, create=True), output, query)
 
@@ -381,6 +389,8 @@ def deployment_update(
     if file is None:
         spec: dict[str, Any] | OnlineDeployment = _current_spec(name, endpoint_name, set_)
     else:
+        from tiffin.specs import OnlineDeployment
+
         spec = load_with_flags(OnlineDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
     emit(_deploy(spec, all_traffic=all_traffic, no_wait=no_wait, local=local, create=False), output, query)
 

@@ -7,10 +7,9 @@ Messages, warnings and progress go to :data:`err`, so that stdout carries only t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from tiffin.cli.output import OutputFormat
 
@@ -31,7 +30,26 @@ __all__ = [
     "warn",
 ]
 
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _Stderr:
+    """Rich's console on stderr, made when first used: importing Rich's console costs ~15 ms that a command which
+    prints nothing on stderr (``show``, ``list``) need not pay."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, soft_wrap=True)
+        return getattr(self._console, name)
+
+
+err: Console = _Stderr()  # type: ignore[assignment]  # a Console in all but when it is made
 
 FileOpt = Annotated[Path, typer.Option("--file", "-f", help="Azure ML YAML file.", exists=False)]
 SetOpt = Annotated[

@@ -7,11 +7,6 @@ import sys
 from enum import StrEnum
 from typing import Any
 
-import jmespath
-import yaml
-from rich.console import Console
-from rich.table import Table
-
 from tiffin.errors import TiffinError
 
 __all__ = ["OutputFormat", "emit"]
@@ -31,6 +26,8 @@ class OutputFormat(StrEnum):
 def emit(value: Any, output: OutputFormat = OutputFormat.json, query: str | None = None) -> None:
     """Print ``value`` on stdout in ``output`` format after applying the JMESPath ``query``."""
     if query:
+        import jmespath  # this module's imports stay light: every command imports it, few print tables or YAML
+
         try:
             value = jmespath.search(query, value)
         except jmespath.exceptions.JMESPathError as exc:
@@ -40,6 +37,8 @@ def emit(value: Any, output: OutputFormat = OutputFormat.json, query: str | None
     if output is OutputFormat.json:
         sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
     elif output is OutputFormat.yaml:
+        import yaml
+
         sys.stdout.write(yaml.safe_dump(value, sort_keys=False, default_flow_style=False))
     elif output is OutputFormat.tsv:
         for row in _rows(value):
@@ -77,6 +76,9 @@ def _table(value: Any) -> None:
     scalar fields as columns, as many whole columns as fit: the rest are named on stderr rather than cut
     into ellipses.
     """
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     items = value if isinstance(value, list) else [value]
     if not isinstance(value, list) and isinstance(value, dict):

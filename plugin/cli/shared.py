@@ -14,14 +14,14 @@ import typer
 
 from tiffin.cli.options import warn
 from tiffin.errors import TiffinError
-from tiffin.specs import LoadedSpec, SpecModel, load_spec, parse_spec
 
 if TYPE_CHECKING:
     from tiffin.sdk import TiffinClient
+    from tiffin.specs import LoadedSpec, SpecModel
 
 __all__ = ["changed_here", "confirm_delete", "connect", "load_with_flags"]
 
-S = TypeVar("S", bound=SpecModel)
+S = TypeVar("S", bound="SpecModel")
 
 
 def connect() -> TiffinClient:
@@ -39,6 +39,8 @@ def load_with_flags(
     Flags go through the same override mechanism, JSON-quoted so that YAML keeps them as strings
     (a deployment called ``yes`` stays a name, not a boolean).
     """
+    from tiffin.specs import load_spec, parse_spec  # pydantic: only for commands that read a spec
+
     given = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     every = [*(overrides or ()), *given]
     loaded = (
@@ -62,4 +64,6 @@ def changed_here(current: dict[str, Any], overrides: list[str] | None, kind: typ
     """A deployment's spec as the server has it, ``--set`` overrides applied and relative paths among them made
     absolute against the current directory, as Azure's CLI reads flag values without a file (the server would
     read them from its own directory). The server drops the fields it added (state, times)."""
+    from tiffin.specs import parse_spec
+
     return parse_spec(current, kind, source, Path.cwd(), overrides=overrides or ()).spec.to_yaml_dict()

@@ -13,14 +13,16 @@ import tarfile
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tiffin.errors import NotFoundError, TiffinError
-from tiffin.specs import Compute, DataAsset, EnvironmentAsset, ModelAsset, SpecModel, parse_spec
 
 from ._environments import EnvironmentBuilds
 from ._poller import Poller
 from ._transport import Transport, path
+
+if TYPE_CHECKING:  # imported where used: get, list and download need no spec models (pydantic)
+    from tiffin.specs import Compute, SpecModel
 
 __all__ = [
     "ComputeOperations",
@@ -33,6 +35,19 @@ __all__ = [
 _VIEWS = ("ActiveOnly", "ArchivedOnly", "All")
 # What a registered version lets change (everything else is immutable, as on Azure).
 MUTABLE_FIELDS = ("description", "tags", "stage")
+
+
+class _SpecClass:
+    """A class attribute naming a class of :mod:`tiffin.specs`, imported when first read (``ModelOperations.SPEC``
+    is ``ModelAsset``, as before), so that a client that only reads loads no pydantic models."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type) -> type[SpecModel]:
+        import tiffin.specs
+
+        return getattr(tiffin.specs, self.name)
 
 
 class _AssetOperations:
@@ -49,6 +64,8 @@ class _AssetOperations:
         """The whole spec, validated here first. Relative paths are the current directory's, as azure-ai-ml takes
         them for entities built in code (a spec from :func:`~tiffin.specs.load_spec` has absolute ones already):
         the server, which copies the files, does not share this process's directory."""
+        from tiffin.specs import SpecModel, parse_spec
+
         if isinstance(asset, SpecModel) and not isinstance(asset, self.SPEC):
             raise TiffinError(f"expected a {self.SPEC.__name__} or a mapping, not a {type(asset).__name__}")
         data = asset.to_yaml_dict() if isinstance(asset, SpecModel) else dict(asset)
@@ -155,7 +172,7 @@ class ModelOperations(_AssetOperations):
 
     KIND = "model"
     COLLECTION = "models"
-    SPEC = ModelAsset
+    SPEC = _SpecClass("ModelAsset")
 
     def download(self, name: str, version: str, download_path: str | os.PathLike[str] = ".") -> Path:
         """Write the model's files into ``download_path/NAME/`` (as ``az ml model download``); that folder."""
@@ -182,7 +199,7 @@ class EnvironmentOperations(EnvironmentBuilds, _AssetOperations):
 
     KIND = "environment"
     COLLECTION = "environments"
-    SPEC = EnvironmentAsset
+    SPEC = _SpecClass("EnvironmentAsset")
 
 
 class DataOperations(_AssetOperations):
@@ -190,7 +207,7 @@ class DataOperations(_AssetOperations):
 
     KIND = "data"
     COLLECTION = "data"
-    SPEC = DataAsset
+    SPEC = _SpecClass("DataAsset")
 
 
 class ComputeOperations:
@@ -200,6 +217,8 @@ class ComputeOperations:
         self._t = transport
 
     def _spec(self, compute: Compute | Mapping[str, Any]) -> dict[str, Any]:
+        from tiffin.specs import Compute, parse_spec
+
         if isinstance(compute, Compute):
             return compute.to_yaml_dict()
         label = f"compute '{compute.get('name')}'" if isinstance(compute.get("name"), str) else "compute"
@@ -221,6 +240,8 @@ class ComputeOperations:
 
     def begin_update(self, compute: Compute | Mapping[str, Any]) -> Poller[dict[str, Any]]:
         """Change the fields the compute sets (as azure-ai-ml's ``begin_update``); ``.result()`` gives it."""
+        from tiffin.specs import Compute
+
         given = compute.model_dump(mode="json", exclude_unset=True) if isinstance(compute, Compute) else dict(compute)
         name = given.pop("name", None)
         if not isinstance(name, str):

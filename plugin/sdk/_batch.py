@@ -9,12 +9,14 @@ import tarfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tiffin.errors import NotFoundError, RequestTimeoutError, SpecError
-from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec
 
 from ._transport import Transport, path
+
+if TYPE_CHECKING:  # imported where used: get, list, invoke and stream need no spec models (pydantic)
+    from tiffin.specs import BatchDeployment, BatchEndpoint
 
 __all__ = ["BatchDeploymentOperations", "BatchEndpointOperations", "JobOperations"]
 
@@ -26,6 +28,8 @@ _ENDED = frozenset({"Completed", "Failed", "Canceled"})
 
 def _spec(kind: type, value: Any, label: str) -> dict[str, Any]:
     """The whole spec, validated here first so a mistake is reported before anything is sent."""
+    from tiffin.specs import parse_spec
+
     if isinstance(value, kind):
         return value.to_yaml_dict()  # type: ignore[attr-defined]
     return parse_spec(dict(value), kind, label).spec.to_yaml_dict()
@@ -48,6 +52,8 @@ class BatchEndpointOperations:
 
     def create_or_update(self, endpoint: BatchEndpoint | Mapping[str, Any]) -> dict[str, Any]:
         """Create the endpoint, or change the fields given if it exists."""
+        from tiffin.specs import BatchEndpoint
+
         data = _spec(BatchEndpoint, endpoint, "batch endpoint")
         name = data["name"]
         try:
@@ -62,6 +68,8 @@ class BatchEndpointOperations:
 
     def create(self, endpoint: BatchEndpoint | Mapping[str, Any]) -> dict[str, Any]:
         """Create the endpoint; ConflictError if the name is taken."""
+        from tiffin.specs import BatchEndpoint
+
         return self._t.request("POST", _ROOT, json=_spec(BatchEndpoint, endpoint, "batch endpoint"))
 
     def update(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,6 +152,8 @@ class BatchDeploymentOperations:
         set_default: bool = False,
     ) -> dict[str, Any]:
         """Create or replace the deployment (ready at once: nothing runs until a job does)."""
+        from tiffin.specs import BatchDeployment
+
         data = dict(deployment.to_yaml_dict() if isinstance(deployment, BatchDeployment) else deployment)
         if endpoint_name:
             data["endpoint_name"] = endpoint_name

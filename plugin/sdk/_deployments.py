@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tiffin.errors import TiffinError
-from tiffin.specs import OnlineDeployment, parse_spec
 
 from ._poller import Poller
 from ._transport import Transport, path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # spec models (pydantic) are imported where used: get and list need none
+    from tiffin.specs import OnlineDeployment
+
     from ._endpoints import OnlineEndpointOperations
 
 __all__ = ["OnlineDeploymentOperations", "Progress"]
@@ -30,6 +31,8 @@ def _spec(deployment: OnlineDeployment | Mapping[str, Any], endpoint_name: str |
     Relative paths are made absolute against the current folder, as azure-ai-ml does for specs built
     in code: the server may run in another folder. Specs from ``load_spec`` are absolute already.
     """
+    from tiffin.specs import OnlineDeployment, parse_spec
+
     data = deployment.to_yaml_dict() if isinstance(deployment, OnlineDeployment) else dict(deployment)
     if endpoint_name:
         data["endpoint_name"] = endpoint_name

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiffin.errors import NotFoundError, TiffinError
-from tiffin.specs import OnlineEndpoint, parse_spec
 
 from ._poller import Poller
 from ._transport import Transport, path, raise_for_status
+
+if TYPE_CHECKING:  # imported where used: get, list and invoke need no spec models (pydantic)
+    from tiffin.specs import OnlineEndpoint
 
 __all__ = ["OnlineEndpointOperations"]
 
@@ -20,6 +22,8 @@ _ROOT = "/online-endpoints"
 
 def _full_spec(endpoint: OnlineEndpoint | Mapping[str, Any]) -> dict[str, Any]:
     """The whole spec, validated here first so a mistake is reported before anything is sent."""
+    from tiffin.specs import OnlineEndpoint, parse_spec
+
     if isinstance(endpoint, OnlineEndpoint):
         return endpoint.to_yaml_dict()
     data = {key: value for key, value in endpoint.items() if key != "local"}
@@ -28,6 +32,8 @@ def _full_spec(endpoint: OnlineEndpoint | Mapping[str, Any]) -> dict[str, Any]:
 
 def _given_fields(endpoint: OnlineEndpoint | Mapping[str, Any]) -> dict[str, Any]:
     """Only the fields the caller set: an update must not reset traffic it did not mention."""
+    from tiffin.specs import OnlineEndpoint
+
     if isinstance(endpoint, OnlineEndpoint):
         data = endpoint.model_dump(mode="json", exclude_unset=True)
     else:

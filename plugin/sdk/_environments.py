@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiffin.errors import SpecError, TiffinError
-from tiffin.specs import BatchDeployment, Environment, OnlineDeployment, SpecModel
 
 from ._transport import Transport, raise_for_status
+
+if TYPE_CHECKING:  # imported where used: listing or showing needs no spec models (pydantic)
+    from tiffin.specs import BatchDeployment, OnlineDeployment, SpecModel
 
 __all__ = ["BUILD_ROUTE", "EnvironmentBuilds"]
 
@@ -90,6 +92,8 @@ def _build_body(
     deployment: OnlineDeployment | BatchDeployment | Mapping[str, Any] | None,
     kind: str | None,
 ) -> dict[str, Any]:
+    from tiffin.specs import BatchDeployment, Environment, OnlineDeployment, SpecModel
+
     if (environment is None) == (deployment is None):
         raise TiffinError("give the environment to build, or the deployment whose environment to build (not both)")
     if deployment is not None:
