@@ -50,3 +50,5 @@ bench: $(TEST_STAMP) $(TRITON)/tiffin-triton.json
 	$(BIN)/python benchmarks/bench_mlflow.py
 	$(BIN)/python benchmarks/bench_batch.py
 	TIFFIN_TRITONSERVER=$(CURDIR)/$(TRITON) $(BIN)/python benchmarks/bench_triton.py
+	$(BIN)/python benchmarks/bench_env.py
+	$(BIN)/python benchmarks/bench_cli.py
