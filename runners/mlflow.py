@@ -14,6 +14,10 @@ MLflow before 2.6 has no ``invocations`` function; there the same payloads are r
 ``mlflow.utils.proto_json_utils`` (:func:`_legacy_invocations`), and answers have the same
 ``{"predictions": ...}`` shape, so a client sees one contract whatever MLflow the model was logged with.
 MLflow 1.x's own bodies (a bare ``{"columns", "data"}`` frame or a list of records) are read too there.
+
+With MLflow 3.17 or newer, a scikit-learn model with an all-``double`` column signature is scored by
+:mod:`tiffin.runners._mlflow_fast`: the model's own ``predict`` on the frame MLflow would build, the answer's
+bytes MLflow's (tests/test_mlflow_fast.py); any payload it does not take, and any error, goes through MLflow.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiffin.errors import BadRequestError, RunnerLoadError, ScoringError, TiffinError, ValidationError
-from tiffin.runners import _json
+from tiffin.runners import _json, _mlflow_fast
 from tiffin.runners.protocol import Runner, RunnerSchema, ScoreRequest, ScoreResponse
 
 __all__ = ["MLflowRunner", "MLflowRunnerConfig"]
@@ -70,6 +74,7 @@ class MLflowRunner(Runner):
         self._model: Any = None
         self._input_schema: Any = None
         self._numeric_columns: tuple[str, ...] | None = None
+        self._fast: _mlflow_fast.FastPath | None = None
         self._schema = RunnerSchema()
         self._invocations: Callable[..., Any] | None = None
 
@@ -97,6 +102,8 @@ class MLflowRunner(Runner):
                 "mlflow package (not mlflow-skinny) to its requirements"
             ) from exc
         self._numeric_columns = _numeric_columns(self._input_schema)
+        self._fast = _mlflow_fast.plan(self._model, self._input_schema, _mlflow_version())
+        logger.info("%s: %s", self.config.model_uri, "fast path (native model)" if self._fast else "MLflow's path")
         self._schema = RunnerSchema(
             input=_request_schema(self._input_schema),
             output={"type": "object", "properties": {"predictions": {"type": "array", "items": {}}}},
@@ -125,8 +132,9 @@ class MLflowRunner(Runner):
         mime_type = content_type.split(";")[0].strip()
         body: Any = request.body
         if mime_type in ("application/json", "application/x-www-form-urlencoded", ""):
-            content_type, mime_type, body = "application/json", "application/json", _from_azure_shape(request.body)
-            fast = self._fast_predict(body)
+            content_type, mime_type = "application/json", "application/json"
+            document, body = _azure_as_mlflow(request.body)
+            fast = self._fast_predict(document)
             if fast is not None:
                 return fast
         if mime_type in ("application/json", "text/csv"):
@@ -153,24 +161,26 @@ class MLflowRunner(Runner):
             content_type=answer.mimetype or "application/json",
         )
 
-    def _fast_predict(self, body: bytes) -> ScoreResponse | None:
-        """Tabular payloads for an all-numeric column signature, without MLflow's generic parsing.
+    def _fast_predict(self, document: Any) -> ScoreResponse | None:
+        """A decoded JSON payload answered without MLflow's generic parsing, or None (MLflow's own path).
 
-        Profiled, MLflow's JSON → DataFrame parsing and per-column casting were half of a request's
+        With MLflow 3.17 on, a scikit-learn model of a double-column signature is called directly
+        (:mod:`tiffin.runners._mlflow_fast`), answering MLflow's bytes. Otherwise, profiled, MLflow's
+        JSON → DataFrame parsing and per-column casting were half of a request's
         time. When the signature is numeric columns only and the payload names exactly those columns,
         one float64 array is the same frame MLflow would build; the model's ``predict`` still enforces
         the signature. Anything else (other columns, other types, a value that is not a number) takes
         MLflow's own path, which gives MLflow's own answers and messages.
         """
+        if self._fast is not None:
+            answer = self._fast.answer(document)
+            return None if answer is None else ScoreResponse(body=answer.encode(), content_type="application/json")
         columns = self._numeric_columns
         if columns is None:
             return None
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return None
         rows = _rows_in_order(document, columns)
-        if rows is None:
+        # JSON floats only: numpy would also read true, 1 or "1.5" as a float where MLflow refuses or casts them.
+        if rows is None or not all(isinstance(r, list) and all(type(v) is float for v in r) for r in rows):
             return None
         import numpy as np
         import pandas as pd
@@ -179,7 +189,10 @@ class MLflowRunner(Runner):
             frame = pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=list(columns))
         except (TypeError, ValueError):
             return None
-        predictions = self._model.predict(frame)
+        try:
+            predictions = self._model.predict(frame)
+        except Exception:
+            return None
         if hasattr(predictions, "to_dict"):
             predictions = predictions.to_dict(orient="records")
         return ScoreResponse(body=_json.dumps({"predictions": predictions}))
@@ -316,17 +329,19 @@ def _rows_in_order(document: Any, columns: tuple[str, ...]) -> list[list[Any]] |
     return None
 
 
-def _from_azure_shape(body: bytes) -> bytes:
-    """Azure ML's MLflow payload ``{"input_data": {"columns", "index", "data"}}`` as MLflow's own."""
+def _azure_as_mlflow(body: bytes) -> tuple[Any, bytes]:
+    """The decoded payload (None if it is not JSON) and its body, Azure ML's MLflow payload
+    ``{"input_data": {"columns", "index", "data"}}`` turned into MLflow's own (decoded once per request)."""
     try:
         document = json.loads(body)
     except ValueError:
-        return body  # MLflow's parser reports it
+        return None, body  # MLflow's parser reports it
     if isinstance(document, dict) and set(document) <= {"input_data", "params"} and "input_data" in document:
         data = document.pop("input_data")
         key = "dataframe_split" if isinstance(data, dict) and "data" in data else "inputs"
-        return json.dumps({key: data, **document}).encode()
-    return body
+        document = {key: data, **document}
+        return document, json.dumps(document).encode()
+    return document, body
 
 
 def _json_type(mlflow_type: Any) -> str:
