@@ -18,6 +18,7 @@ replicas through their peer route (:mod:`tiffin.gateway.peers`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -26,6 +27,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 import uvicorn
@@ -48,6 +50,9 @@ from tiffin.supervisor import Supervisor
 __all__ = ["TiffinServer", "ensure_admin_token", "serve"]
 
 logger = logging.getLogger("tiffin.server")
+# How often the routing table looks for changes made by other servers sharing the store, and how often while alone.
+_SHARED_POLL_S = 1.0
+_IDLE_POLL_S = 30.0
 
 
 def ensure_admin_token(home: Path) -> tuple[str, bool]:
@@ -91,9 +96,21 @@ class TiffinServer:
         )
         peer_secret = store.derive_secret("peer-route")
         self.peer_route = PeerRoute(self.gateway, peer_secret)
-        self.supervisor = Supervisor(store, home, on_change=self._replicas_changed, owned=self.node.claim_deployments)
+        # Alone on the store, every change to it comes through this server's API, which notifies the supervisor
+        # and the scheduler: they poll the store only while other servers share it (see _nodes_changed).
+        self.supervisor = Supervisor(
+            store,
+            home,
+            on_change=self._replicas_changed,
+            owned=self.node.claim_deployments,
+            alone=self.node.alone,
+        )
         self.batch = BatchScheduler(
-            store, home, max_jobs_per_deployment=max_jobs_per_deployment, node_id=self.node.id, live=self.node.live
+            store,
+            home,
+            max_jobs_per_deployment=max_jobs_per_deployment,
+            node_id=self.node.id,
+            live=self.node.live,
         )
         peers = PeerDirectory(self.node.id, self.node.peers, peer_secret)
         self.routing = RoutingState(
@@ -112,9 +129,15 @@ class TiffinServer:
     def _replicas_changed(self) -> None:
         self.routing.replicas_changed()
 
+    def _poll_routing(self) -> None:
+        # The routing table polls the store for changes other servers make; alone, every change is this server's
+        # own and rebuilds the table when it is made, so the poll is a safety net only.
+        self.routing.poll_interval = _IDLE_POLL_S if self.node.alone() else _SHARED_POLL_S
+
     def _nodes_changed(self) -> None:
         # A node joined or stopped beating: its deployments and jobs may be ours to take, and the routing
         # table must stop listing (or start listing) its replicas.
+        self._poll_routing()
         self.routing.changed()
         self.supervisor.notify()
         self.batch.notify()
@@ -129,6 +152,7 @@ class TiffinServer:
         """Start the gateway's pool, the node's heartbeat, the routing table, the supervisor, the jobs."""
         self._home_lock = hold_home(self.home)
         await self.node.start()
+        self._poll_routing()
         await self.gateway.start()
         await self.routing.start()
         await self.supervisor.start()
@@ -191,12 +215,33 @@ class TiffinServer:
 
 
 class _Server(uvicorn.Server):
+    public_url = ""
+    _exit_event: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             print(f"tiffin serve ready: {self.public_url}  (REST: /api, endpoints: /endpoints/NAME)", flush=True)
 
-    public_url = ""
+    async def main_loop(self) -> None:
+        # uvicorn ticks every 0.1 s to notice should_exit and to refresh the Date header once a second: ten
+        # wake-ups a second of an idle server. Tick once a second (the header's resolution; on_tick refreshes
+        # it when the counter is a multiple of 10), and let a signal wake the loop at once.
+        self._loop, self._exit_event = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864_000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit_event.wait(), 1.0)
+            should_exit = await self.on_tick(counter)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        loop, event = self._loop, self._exit_event
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)  # a signal handler runs between bytecodes: thread-safe only
 
 
 def serve(

@@ -1,7 +1,9 @@
 """Starts batch jobs as capacity allows, resumes the ones a stopped server left running, stops them all on shutdown.
 
-``tiffin serve`` runs one :class:`BatchScheduler`. Each pass (every half second, or at once when the control
-plane says a job was invoked or canceled) it
+``tiffin serve`` runs one :class:`BatchScheduler`. Each pass (at once when the control plane says a job was
+invoked or canceled, when a job of this server ends, and every half second while other servers share the store;
+alone, every ``idle_poll_interval`` seconds as a safety net, since every change then comes through this server)
+it
 
 * resumes every ``Running`` job this node owns that no thread of it runs (the server was restarted
   mid-job), and takes over (compare-and-set in the store) the ``Running`` jobs whose node stopped beating;
@@ -45,6 +47,7 @@ class BatchScheduler:
         *,
         max_jobs_per_deployment: int = 1,
         poll_interval: float = 0.5,
+        idle_poll_interval: float = 30.0,
         max_workers: int | None = None,
         node_id: str = "local",
         live: Callable[[], frozenset[str]] | None = None,
@@ -58,17 +61,20 @@ class BatchScheduler:
         self.max_workers = max_workers or config.max_workers()  # per job (TIFFIN_MAX_WORKERS)
         self.max_jobs_per_deployment = max_jobs_per_deployment
         self.poll_interval = poll_interval
+        self.idle_poll_interval = max(poll_interval, idle_poll_interval)
         self.node_id = node_id
         self._live = live or (lambda: frozenset({node_id}))
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
         self._wake: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._warm = False
 
     async def start(self) -> None:
         """Start the scheduling loop on the running event loop."""
         self._wake = asyncio.Event()
+        self._event_loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop(), name="tiffin-batch")
 
     def notify(self) -> None:
@@ -97,8 +103,22 @@ class BatchScheduler:
             except Exception:
                 logger.exception("scheduling batch jobs failed; trying again")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), self._poll_every())
             self._wake.clear()
+
+    def _poll_every(self) -> float:
+        # Alone, nobody else queues or takes jobs: invocations, cancels and job ends all wake the loop.
+        return self.idle_poll_interval if len(self._live()) == 1 else self.poll_interval
+
+    def _run_job(self, runner: JobRunner) -> None:
+        try:
+            runner.run()
+        finally:
+            # The deployment has room for its next Queued job now: schedule it without waiting for a poll.
+            loop = self._event_loop
+            if loop is not None and self._wake is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self._wake.set)
 
     def schedule(self) -> None:
         """One pass: resume this node's and orphaned Running jobs, then start Queued ones within each
@@ -129,6 +149,6 @@ class BatchScheduler:
         runner = JobRunner(
             self.store, name, self.home, stop=self._stop, max_workers=self.max_workers, node_id=self.node_id
         )
-        thread = threading.Thread(target=runner.run, name=f"tiffin-job-{name}", daemon=True)
+        thread = threading.Thread(target=self._run_job, args=(runner,), name=f"tiffin-job-{name}", daemon=True)
         self._threads[name] = thread
         thread.start()

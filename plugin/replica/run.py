@@ -97,14 +97,22 @@ def _exit_with_parent() -> None:
     replica watches for being re-parented and takes its group down.
     """
     parent = os.getppid()
+    pidfd = None
+    if hasattr(os, "pidfd_open"):  # Linux, Python 3.9+: the thread sleeps until the parent exits, no polling
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(parent)
 
     def watch() -> None:
-        while True:
+        if pidfd is not None and os.getppid() == parent:  # opened before the parent could have gone
+            import select
+
+            with contextlib.suppress(OSError, ValueError):
+                select.select([pidfd], [], [])  # readable once the parent has exited
+        while os.getppid() == parent:  # no pidfd (older Python, other systems), or the wait failed
             time.sleep(1.0)
-            if os.getppid() != parent:
-                with contextlib.suppress(OSError):
-                    os.killpg(os.getpgid(0), signal.SIGTERM)
-                os._exit(0)
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgid(0), signal.SIGTERM)
+        os._exit(0)
 
     threading.Thread(target=watch, name="tiffin-parent-watch", daemon=True).start()
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from .policy import liveness_failed, readiness_after
+from .policy import liveness_failed, probe_due, readiness_after
 from .probes import ProbeResult
 from .process import ReplicaProcess
 from .slots import RUNNING, ReconcilerHost, Slot
@@ -28,29 +28,38 @@ def launch_probes(host: ReconcilerHost, name: str, slots: Iterable[Slot], now: f
         process = slot.process
         if process is None or slot.state not in RUNNING:
             continue
-        if "readiness" not in slot.probing and now >= slot.next_readiness_at:
-            slot.next_readiness_at = now + slot.readiness_probe.period
-            slot.probing.add("readiness")
-            host.spawn(_probe(host, name, slot, process, "readiness"), f"readiness {name}#{slot.index}")
-        if "liveness" not in slot.probing and now >= slot.next_liveness_at:
-            slot.next_liveness_at = now + slot.liveness_probe.period
-            slot.probing.add("liveness")
-            host.spawn(_probe(host, name, slot, process, "liveness"), f"liveness {name}#{slot.index}")
+        ready = slot.state == "ready"
+        kinds = []
+        readiness, liveness = slot.readiness_probe, slot.liveness_probe
+        if "readiness" not in slot.probing and probe_due(slot.next_readiness_at, now, readiness.period, ready):
+            slot.next_readiness_at = now + readiness.period
+            kinds.append("readiness")
+        if "liveness" not in slot.probing and probe_due(slot.next_liveness_at, now, liveness.period, ready):
+            slot.next_liveness_at = now + liveness.period
+            kinds.append("liveness")
+        if len(kinds) == 2 and readiness.timeout == liveness.timeout:
+            # Both ask the same URL with the same timeout: one request answers both.
+            groups = [("readiness", "liveness")]
+        else:
+            groups = [(kind,) for kind in kinds]
+        for group in groups:
+            slot.probing.update(group)
+            host.spawn(_probe(host, name, slot, process, group), f"{'+'.join(group)} {name}#{slot.index}")
 
 
-async def _probe(host: ReconcilerHost, name: str, slot: Slot, process: ReplicaProcess, kind: str) -> None:
-    settings = slot.readiness_probe if kind == "readiness" else slot.liveness_probe
+async def _probe(host: ReconcilerHost, name: str, slot: Slot, process: ReplicaProcess, kinds: tuple[str, ...]) -> None:
+    timeout = slot.readiness_probe.timeout if kinds[0] == "readiness" else slot.liveness_probe.timeout
     try:
-        result = await host.probe(process.url, settings.timeout)
+        result = await host.probe(process.url, timeout)
     finally:
-        slot.probing.discard(kind)
+        slot.probing.difference_update(kinds)
     if slot.process is not process or slot.state not in RUNNING:
         return  # restarted or stopped while the probe was out
-    if kind == "readiness":
+    if "readiness" in kinds:
         _readiness_result(host, name, slot, process, result)
-    else:
+    if "liveness" in kinds:
         slot.liveness.record(result.ok)
-        if liveness_failed(slot.liveness, settings):
+        if liveness_failed(slot.liveness, slot.liveness_probe):
             slot.liveness_tripped = f"liveness probe failed {slot.liveness.failures} times in a row ({result.detail})"
             host.wake()
 

@@ -19,6 +19,7 @@ __all__ = [
     "BACKOFF_CAP_S",
     "DRAIN_S",
     "LOG_TAIL_LINES",
+    "PROBE_EARLY_FRACTION",
     "STABLE_AFTER_S",
     "START_FAILURE_LIMIT",
     "STOP_TIMEOUT_S",
@@ -31,6 +32,7 @@ __all__ = [
     "liveness_failed",
     "lowest_free_indexes",
     "plan_rollout",
+    "probe_due",
     "readiness_after",
     "restart_delay",
     "template_of",
@@ -93,6 +95,21 @@ def readiness_after(ready: bool, counter: ProbeCounter, probe: ProbeSettings) ->
 def liveness_failed(counter: ProbeCounter, probe: ProbeSettings) -> bool:
     """Whether the liveness probe has failed often enough in a row that the replica must be restarted."""
     return counter.failures >= probe.failure_threshold
+
+
+PROBE_EARLY_FRACTION = 0.25
+"""How early (a fraction of its period) a ready replica's probe may go along with a pass that runs anyway."""
+
+
+def probe_due(due_at: float, now: float, period: float, ready: bool) -> bool:
+    """Whether a probe due at ``due_at`` goes now.
+
+    A ready replica's probe may go up to a quarter period early, in a pass that runs for another probe: the
+    probes of all the server's replicas then fall into the same passes (one wake-up per period, not one per
+    replica), and once together each stays exactly ``period`` apart. A replica not yet ready is probed on
+    time, never early: its ``initial_delay`` is honoured in full.
+    """
+    return now >= (due_at - PROBE_EARLY_FRACTION * period if ready else due_at)
 
 
 def first_readiness_probe_at(started_at: float, probe: ProbeSettings, ready_line_at: float | None) -> float:

@@ -47,6 +47,8 @@ logger = logging.getLogger("tiffin.supervisor")
 _Key = tuple[str, str]  # (endpoint, deployment)
 # The same error from the same place is logged with its traceback once, then summarised this often.
 _REPEAT_LOG_S = 60.0
+# Linux tells the event loop when a replica exits (ReplicaProcess.watch_exit, a pidfd); elsewhere passes must poll.
+_EXITS_NOTIFIED = sys.platform == "linux" and hasattr(os, "pidfd_open")
 _PATH_VARIABLES = (TRITONSERVER_ENV,)  # environment variables holding a path, made absolute for replicas
 
 
@@ -123,9 +125,14 @@ class _Host:
             )
 
         try:
-            return await asyncio.to_thread(write)
+            written = await asyncio.to_thread(write)
         except NotFoundError:  # deleted meanwhile; the next pass stops its replicas
             return None
+        if written is not None:
+            # The state is observed, not desired (the generation does not move): the supervisor's copy takes it
+            # now, or each pass until the next reload would see the old state and write the new one again.
+            self._supervisor._remember(written)
+        return written
 
     def routing_changed(self) -> None:
         self._supervisor._emit_if_changed()
@@ -146,8 +153,11 @@ class Supervisor:
     ``max_instances`` (default ``TIFFIN_MAX_INSTANCES``) fails a deployment asking for more replicas.
     ``owned()`` (blocking; called in a thread before each read of the store) names the deployments this
     server runs when several share the store (:meth:`tiffin.node.Node.claim_deployments`); without it,
-    all of them. Replicas listen on Unix sockets in a folder only the server's user may enter
-    (:mod:`tiffin.supervisor.sockets`).
+    all of them. The store is read again at once after :meth:`notify`, and otherwise every
+    ``poll_interval`` seconds, for changes that other servers make; while ``alone()`` says no other server
+    shares the store, every change comes through this one's :meth:`notify`, so the poll is only a safety net
+    run every ``idle_poll_interval`` seconds (an idle server then costs next to nothing). Replicas listen
+    on Unix sockets in a folder only the server's user may enter (:mod:`tiffin.supervisor.sockets`).
     """
 
     def __init__(
@@ -163,6 +173,8 @@ class Supervisor:
         max_starts: int | None = None,
         max_instances: int | None = None,
         owned: Callable[[], set[tuple[str, str]]] | None = None,
+        alone: Callable[[], bool] | None = None,
+        idle_poll_interval: float = 30.0,
     ) -> None:
         """Configure the supervisor; nothing runs until :meth:`start` (or :meth:`reconcile_once`)."""
         self._store = store
@@ -170,6 +182,8 @@ class Supervisor:
         self._on_change = on_change
         self._owned = owned
         self._poll_interval = poll_interval
+        self._alone = alone
+        self._idle_poll_interval = max(poll_interval, idle_poll_interval)
         # Unbuffered so that a replica's prints reach its log as they happen, not when it exits; and
         # TIFFIN_EXIT_WITH_PARENT so replicas stop themselves if this process is killed outright.
         replica_env = {
@@ -310,7 +324,7 @@ class Supervisor:
         while True:
             # Cleared before the pass: a wake-up that arrives during the pass is kept for the next one.
             self._wake_event.clear()
-            reload = self._reload_requested or time.monotonic() - self._last_load >= self._poll_interval
+            reload = self._reload_requested or time.monotonic() - self._last_load >= self._poll_every()
             try:
                 await self._pass(reload)
             except Exception as exc:  # _pass guards each deployment; this is a last resort
@@ -318,11 +332,19 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_event.wait(), self._sleep_for())
 
+    def _poll_every(self) -> float:
+        if self._alone is not None and self._alone():
+            return self._idle_poll_interval
+        return self._poll_interval
+
     def _sleep_for(self) -> float:
+        # No fixed tick: the loop sleeps until the next probe, restart or reload is due, or a notify() wakes it.
         now = time.monotonic()
         due = min((r.next_due(now) for r in self._reconcilers.values()), default=math.inf)
-        due = min(due, self._last_load + self._poll_interval)
-        return min(max(0.01, due - now), self._poll_interval)
+        due = min(due, self._last_load + self._poll_every())
+        sleep = max(0.01, due - now)
+        # Without a pidfd a replica's exit is only seen by a pass: keep passing often enough to notice it.
+        return sleep if _EXITS_NOTIFIED else min(sleep, self._poll_interval)
 
     async def _pass(self, reload: bool) -> None:
         async with self._get_lock():
@@ -368,6 +390,12 @@ class Supervisor:
         }
 
     # --- helpers for the reconcilers ---------------------------------------------------------------
+
+    def _remember(self, record: DeploymentRecord) -> None:
+        key = (record.endpoint_name, record.name)
+        current = self._records.get(key)
+        if current is not None and current.id == record.id and current.generation <= record.generation:
+            self._records[key] = record
 
     def _wake(self) -> None:
         loop, event = self._loop, self._wake_event
