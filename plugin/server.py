@@ -18,7 +18,6 @@ replicas through their peer route (:mod:`tiffin.gateway.peers`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import json
@@ -27,7 +26,6 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 import uvicorn
@@ -43,6 +41,7 @@ from tiffin.gateway.peers import PEER_PREFIX, PeerDirectory, PeerRoute
 from tiffin.http_protocol import public_protocol
 from tiffin.node import Node
 from tiffin.paths import admin_token_path, hold_home, prepare_home, write_private_once
+from tiffin.replica.run import QuietServer
 from tiffin.routing_state import RoutingState
 from tiffin.store import Store
 from tiffin.supervisor import Supervisor
@@ -214,34 +213,13 @@ class TiffinServer:
                 await send({"type": "lifespan.shutdown.complete"})
 
 
-class _Server(uvicorn.Server):
+class _Server(QuietServer):
     public_url = ""
-    _exit_event: asyncio.Event | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             print(f"tiffin serve ready: {self.public_url}  (REST: /api, endpoints: /endpoints/NAME)", flush=True)
-
-    async def main_loop(self) -> None:
-        # uvicorn ticks every 0.1 s to notice should_exit and to refresh the Date header once a second: ten
-        # wake-ups a second of an idle server. Tick once a second (the header's resolution; on_tick refreshes
-        # it when the counter is a multiple of 10), and let a signal wake the loop at once.
-        self._loop, self._exit_event = asyncio.get_running_loop(), asyncio.Event()
-        counter = 0
-        should_exit = await self.on_tick(counter)
-        while not should_exit:
-            counter = (counter + 10) % 864_000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_event.wait(), 1.0)
-            should_exit = await self.on_tick(counter)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        loop, event = self._loop, self._exit_event
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)  # a signal handler runs between bytecodes: thread-safe only
 
 
 def serve(
