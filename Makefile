@@ -52,3 +52,4 @@ bench: $(TEST_STAMP) $(TRITON)/tiffin-triton.json
 	TIFFIN_TRITONSERVER=$(CURDIR)/$(TRITON) $(BIN)/python benchmarks/bench_triton.py
 	$(BIN)/python benchmarks/bench_env.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_idle.py
