@@ -80,6 +80,36 @@ class QuietServer(uvicorn.Server):
             loop.call_soon_threadsafe(event.set)  # a signal handler runs between bytecodes: thread-safe only
 
 
+READY_FD_ENV = "TIFFIN_READY_FD"
+"""Names a pipe (inherited file descriptor) the supervisor watches: one write once the replica accepts requests."""
+
+_ready_fd = None  # taken from READY_FD_ENV at start-up, before the scoring script can start processes
+
+
+def _take_ready_fd() -> None:
+    global _ready_fd
+    value = os.environ.pop(READY_FD_ENV, "")
+    if not value.isdigit():
+        return
+    try:
+        os.set_inheritable(int(value), False)  # not passed on to the scoring script's own subprocesses
+    except OSError:
+        return  # not open here (started by hand with the variable set): only the log line says ready
+    _ready_fd = int(value)
+
+
+def _announce_ready(line: str) -> None:
+    """Print the 'ready' line (scripts and the log) and tell the supervisor through its pipe, if any."""
+    global _ready_fd
+    print(line, flush=True)
+    fd, _ready_fd = _ready_fd, None
+    if fd is not None:
+        with contextlib.suppress(OSError):  # the supervisor went away: it also polls the log
+            os.write(fd, b"ready\n")
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 class _Server(QuietServer):
     """Prints one 'ready' line once the socket accepts requests (supervisors and scripts wait for it)."""
 
@@ -87,7 +117,7 @@ class _Server(QuietServer):
         await super().startup(sockets)
         if self.started:
             where = self.config.uds or f"http://{self.config.host}:{self.config.port}"
-            print(f"tiffin replica ready: {where}", flush=True)
+            _announce_ready(f"tiffin replica ready: {where}")
 
 
 def _announce_when_healthy(config: uvicorn.Config, timeout: float = 600.0) -> None:
@@ -98,7 +128,7 @@ def _announce_when_healthy(config: uvicorn.Config, timeout: float = 600.0) -> No
             conn.request("GET", "/")
             if conn.getresponse().status == 200:
                 where = config.uds or f"http://{config.host}:{config.port}"
-                print(f"tiffin replica ready: {where} ({config.workers} workers)", flush=True)
+                _announce_ready(f"tiffin replica ready: {where} ({config.workers} workers)")
                 return
         except OSError:
             pass
@@ -158,6 +188,7 @@ def serve_plan(
     log_level: str = "warning",
 ) -> int:
     """Serve ``plan`` until interrupted; returns the process exit code."""
+    _take_ready_fd()
     if os.environ.get("TIFFIN_EXIT_WITH_PARENT") == "1":
         _exit_with_parent()
     if os.environ.get(REPLICA_CPUS_ENV):
@@ -177,6 +208,7 @@ def serve_plan(
         workers=workers or plan.workers,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http=HTTP_PROTOCOL,
+        ws="none",  # scoring has no websockets: not importing them saves start-up time
         lifespan="on",
         access_log=False,
         log_level=log_level,

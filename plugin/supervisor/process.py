@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tiffin.replica.run import READY_FD_ENV
+
 from .policy import LOG_TAIL_LINES, STOP_TIMEOUT_S
 from .sockets import unix_url
 
@@ -55,6 +57,9 @@ class ReplicaProcess:
         self._ready_seen = False
         self._pidfd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The read end of the pipe the replica writes to once it accepts requests (READY_FD_ENV).
+        self.ready_pipe: int | None = None
+        self._ready_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pid(self) -> int:
@@ -113,8 +118,50 @@ class ReplicaProcess:
         self._pidfd, self._loop = fd, loop
         return True
 
+    def watch_ready(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` on ``loop`` the moment the replica reports that it accepts requests.
+
+        The replica writes to a pipe (:data:`READY_FD_ENV`) as it prints its 'ready' line, so the first
+        readiness probe goes at once instead of on the next look at the log. False if the pipe cannot be
+        watched; the log is then polled as before (it also is for a replica that never writes the pipe).
+        """
+        fd = self.ready_pipe
+        if fd is None:
+            return False
+
+        def on_readable() -> None:
+            try:
+                data = os.read(fd, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            self.unwatch_ready()
+            if data:  # EOF (the replica exited or closed it unsaid) is the exit watcher's business
+                self._ready_seen = True
+                callback()
+
+        try:
+            loop.add_reader(fd, on_readable)
+        except (NotImplementedError, OSError, ValueError):
+            self.unwatch_ready()
+            return False
+        self._ready_loop = loop
+        return True
+
+    def unwatch_ready(self) -> None:
+        """Stop watching the ready pipe and close it."""
+        fd, self.ready_pipe = self.ready_pipe, None
+        if fd is None:
+            return
+        loop, self._ready_loop = self._ready_loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(fd)
+        os.close(fd)
+
     def unwatch(self) -> None:
         """Stop watching for the exit and release the pidfd."""
+        self.unwatch_ready()
         if self._pidfd is None:
             return
         if self._loop is not None and not self._loop.is_closed():
@@ -192,21 +239,33 @@ def spawn_replica(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # A socket file left by this slot's previous process (killed) would make the bind fail.
     socket.unlink(missing_ok=True)
-    with open(log_path, "ab") as log:  # O_APPEND: the header and the child's output never overwrite
-        offset = log.seek(0, os.SEEK_END)
-        popen = subprocess.Popen(
-            list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
-        # The child is still starting its interpreter; this line lands before anything it prints.
-        log.write(header(popen.pid).encode())
-        log.flush()
+    # The replica says when it is ready on this pipe (see ReplicaProcess.watch_ready); non-blocking, so a
+    # spurious wake-up never stalls the event loop.
+    ready_read, ready_write = os.pipe()
+    os.set_blocking(ready_read, False)
+    try:
+        with open(log_path, "ab") as log:  # O_APPEND: the header and the child's output never overwrite
+            offset = log.seek(0, os.SEEK_END)
+            popen = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**env, READY_FD_ENV: str(ready_write)},
+                cwd=cwd,
+                start_new_session=True,
+                pass_fds=(ready_write,),
+            )
+            # The child is still starting its interpreter; this line lands before anything it prints.
+            log.write(header(popen.pid).encode())
+            log.flush()
+    except BaseException:
+        os.close(ready_read)
+        raise
+    finally:
+        os.close(ready_write)  # the child holds its own copy
     process = ReplicaProcess(popen, socket, log_path, offset)
+    process.ready_pipe = ready_read
     if pidfile is not None:
         try:
             pidfile.write_text(

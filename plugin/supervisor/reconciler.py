@@ -40,8 +40,10 @@ __all__ = ["DeploymentReconciler"]
 
 logger = logging.getLogger("tiffin.supervisor")
 
-# While a replica starts, its log is checked this often for the 'ready' line.
+# While a replica starts, its log is checked this often for the 'ready' line: slowly when its ready pipe
+# is watched (that wakes the supervisor at once), often when it could not be.
 _READY_LINE_POLL_S = 0.1
+_READY_LINE_FALLBACK_POLL_S = 1.0
 
 
 class DeploymentReconciler:
@@ -133,7 +135,8 @@ class DeploymentReconciler:
                 if "liveness" not in slot.probing:
                     due = min(due, slot.next_liveness_at)
                 if slot.state == "starting" and slot.ready_line_at is None:
-                    due = min(due, now + _READY_LINE_POLL_S)
+                    watched = slot.process is not None and slot.process.ready_pipe is not None
+                    due = min(due, now + (_READY_LINE_FALLBACK_POLL_S if watched else _READY_LINE_POLL_S))
         return due
 
     # --- observing processes -----------------------------------------------------------------------
@@ -158,8 +161,9 @@ class DeploymentReconciler:
         elif slot.state == "ready" and slot.crashes and backoff_resets(slot.ready_since, now):
             slot.crashes = 0
 
-    def _on_exit_event(self, slot: Slot, process: ReplicaProcess) -> None:
-        # Called by the pidfd watcher the moment the process exits: out of routing at once.
+    def _on_process_event(self, slot: Slot, process: ReplicaProcess) -> None:
+        # Called the moment the process exits (pidfd: out of routing at once) or reports on its ready pipe
+        # (its first readiness probe goes now, not on the next look at its log).
         if slot.process is process and slot.state != "stopping":
             self._observe_slot(slot, time.monotonic())
             self._host.wake()
@@ -286,7 +290,9 @@ class DeploymentReconciler:
         slot.readiness, slot.liveness = ProbeCounter(), ProbeCounter()
         slot.next_readiness_at = first_readiness_probe_at(process.started_at, slot.readiness_probe, None)
         slot.next_liveness_at = first_liveness_probe_at(process.started_at, slot.liveness_probe)
-        process.watch_exit(asyncio.get_running_loop(), lambda: self._on_exit_event(slot, process))
+        loop = asyncio.get_running_loop()
+        process.watch_exit(loop, lambda: self._on_process_event(slot, process))
+        process.watch_ready(loop, lambda: self._on_process_event(slot, process))
         logger.info(
             "started replica %s #%d (generation %d) pid %d on %s",
             self.name,
