@@ -13,8 +13,10 @@ deployments of fresh names, each deleted after it succeeds, three ways:
 The deployment is the quickstart's ``blue-deployment.yml`` (scikit-learn model, trained here) without its
 ``environment`` (tiffin's own Python: what start-up itself costs); ``--with-environment`` also times it as is,
 with its conda environment built once beforehand (docs/environments.md), which is not timed.
-Run: ``.venv/bin/python benchmarks/bench_deploy.py [--runs 7] [--with-environment]``. Results go to stdout,
-progress to stderr, with the load average (2 shared CPUs: read the figures with it).
+Run: ``.venv/bin/python benchmarks/bench_deploy.py [--runs 7] [--with-environment] [--baseline REF]``.
+Results go to stdout, progress to stderr, with the load average (2 shared CPUs: read the figures with it).
+``--baseline REF`` also times a git revision's tiffin (its ``plugin/`` and ``runners/`` first on ``PYTHONPATH``
+of a second server, its CLI and its replicas), interleaved run by run with this tree's, and prints the ratios.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import BENCH_DIR, log, prepare_workdir
+from bench_cli import _baseline_tree
 
 from tiffin import paths
 from tiffin.specs import load_spec
@@ -95,86 +101,112 @@ def _server_side(client, env, home: Path, spec: Path, name: str) -> dict[str, fl
     raise SystemExit(f"{name} did not succeed in 600 s")
 
 
-def _time_case(client, env, home, workdir, label: str, environment: bool, runs: int, counter: list[int]):
-    cli, sdk, server = [], [], []
-    stages: dict[str, list[float]] = {}
-    for _ in range(runs):
-        counter[0] += 1
-        name = f"d{counter[0]}"
-        spec = _yaml(workdir, name, environment)
-        started = time.perf_counter()
-        _cli(env, "online-deployment", "create", "-f", str(spec))
-        cli.append(time.perf_counter() - started)
-        _delete(client, name)
+@dataclass
+class _Target:
+    """One ``tiffin serve`` to time (this tree's, or a baseline's) and what was measured on it."""
 
-        counter[0] += 1
-        name = f"d{counter[0]}"
-        spec = _yaml(workdir, name, environment)
-        loaded = load_spec(spec).spec  # read before timing: the YAML is the caller's, not the create's cost
-        started = time.perf_counter()
-        client.online_deployments.create_or_update(loaded, timeout=600)
-        sdk.append(time.perf_counter() - started)
-        _delete(client, name)
+    label: str
+    client: Any
+    env: dict[str, str]
+    home: Path
+    rows: dict[str, list[float]] = field(default_factory=dict)
+    stages: dict[str, list[float]] = field(default_factory=dict)
 
+
+def _one_round(target: _Target, workdir: Path, case: str, environment: bool, counter: list[int]) -> None:
+    """One create of each kind on ``target`` (each deleted after), recorded under ``case``."""
+    client, env = target.client, target.env
+
+    def fresh() -> tuple[str, Path]:
         counter[0] += 1
         name = f"d{counter[0]}"
-        spec = _yaml(workdir, name, environment)
-        for stage, value in _server_side(client, env, home, spec, name).items():
-            stages.setdefault(stage, []).append(value)
-        server.append(stages["Succeeded"][-1])
-        _delete(client, name)
-        log(f"{label}: cli {cli[-1]:.2f}s, sdk {sdk[-1]:.2f}s, server {server[-1]:.2f}s")
-    return [(f"{label}: CLI create", cli), (f"{label}: SDK create + wait", sdk), (f"{label}: server", server)], stages
+        return name, _yaml(workdir, name, environment)
+
+    name, spec = fresh()
+    started = time.perf_counter()
+    _cli(env, "online-deployment", "create", "-f", str(spec))
+    cli = time.perf_counter() - started
+    _delete(client, name)
+
+    name, spec = fresh()
+    loaded = load_spec(spec).spec  # read before timing: the YAML is the caller's, not the create's cost
+    started = time.perf_counter()
+    client.online_deployments.create_or_update(loaded, timeout=600)
+    sdk = time.perf_counter() - started
+    _delete(client, name)
+
+    name, spec = fresh()
+    stages = _server_side(client, env, target.home, spec, name)
+    _delete(client, name)
+    for stage, value in stages.items():
+        target.stages.setdefault(f"{case}: {stage}", []).append(value)
+    for kind, value in (("CLI create", cli), ("SDK create + wait", sdk), ("server", stages["Succeeded"])):
+        target.rows.setdefault(f"{case}: {kind}", []).append(value)
+    log(f"{target.label}, {case}: cli {cli:.2f}s, sdk {sdk:.2f}s, server {stages['Succeeded']:.2f}s")
+
+
+def _start_target(stack, work: Path, label: str, workdir: Path, pythonpath: str | None) -> _Target:
+    from tiffin.sdk import TiffinClient
+
+    extra = {"BENTOML_DO_NOT_TRACK": "True"}
+    if pythonpath:
+        extra["PYTHONPATH"] = pythonpath  # the server, its CLI and its replicas run the baseline's tiffin
+    server = stack.enter_context(serve_tiffin(work / ("home-baseline" if pythonpath else "home"), env=extra))
+    env = {**os.environ, **extra, "TIFFIN_URL": server.url, "TIFFIN_ADMIN_TOKEN": server.admin_token}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    target = _Target(label, TiffinClient(server.url, admin_token=server.admin_token), env, server.home)
+    _cli(env, "online-endpoint", "create", "-f", str(workdir / "endpoint.yml"))
+    # One untimed create first: bytecode compiled, page cache warm.
+    _cli(env, "online-deployment", "create", "-f", str(_yaml(workdir, "warm", False)))
+    _delete(target.client, "warm")
+    return target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="creates of each kind (default 7)")
     parser.add_argument("--with-environment", action="store_true", help="also time the quickstart with its env")
+    parser.add_argument("--baseline", metavar="REF", help="also time a git revision's tiffin, interleaved")
     args = parser.parse_args()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-deploy-", dir=BENCH_DIR) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-", dir=BENCH_DIR) as tmp, ExitStack() as stack:
         work = Path(tmp)
         log("training the quickstart's model")
         workdir = prepare_workdir(work / "quickstart").root
-        with serve_tiffin(work / "home", env={"BENTOML_DO_NOT_TRACK": "True"}) as server:
-            from tiffin.sdk import TiffinClient
-
-            env = {**os.environ, "TIFFIN_URL": server.url, "TIFFIN_ADMIN_TOKEN": server.admin_token}
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            client = TiffinClient(server.url, admin_token=server.admin_token)
-            _cli(env, "online-endpoint", "create", "-f", str(workdir / "endpoint.yml"))
-            counter = [0]
-            # One untimed create first: bytecode compiled, page cache warm.
-            warm = _yaml(workdir, "warm", False)
-            _cli(env, "online-deployment", "create", "-f", str(warm))
-            _delete(client, "warm")
-            rows, stages = _time_case(client, env, server.home, workdir, "own Python", False, args.runs, counter)
-            if args.with_environment:
-                log("building the quickstart's environment (untimed)")
-                built = _yaml(workdir, "envwarm", True)
-                _cli(env, "online-deployment", "create", "-f", str(built))
-                _delete(client, "envwarm")
-                env_rows, env_stages = _time_case(
-                    client, env, server.home, workdir, "with environment", True, args.runs, counter
-                )
-                rows += env_rows
-            else:
-                env_stages = {}
+        targets = [_start_target(stack, work, "this tree", workdir, None)]
+        if args.baseline:
+            tree = _baseline_tree(args.baseline, work / "baseline")
+            targets.append(_start_target(stack, work, args.baseline, workdir, str(tree)))
+        cases = [("own Python", False)]
+        if args.with_environment:
+            log("building the quickstart's environment (untimed)")
+            for target in targets:
+                _cli(target.env, "online-deployment", "create", "-f", str(_yaml(workdir, "envwarm", True)))
+                _delete(target.client, "envwarm")
+            cases.append(("with environment", True))
+        counter = [0]
+        for case, environment in cases:
+            for _ in range(args.runs):  # interleaved: a change in the machine's load touches every target alike
+                for target in targets:
+                    _one_round(target, workdir, case, environment, counter)
 
     loads = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"\nDeploy latency, create -> Succeeded, {args.runs} runs each, wall seconds (load average {loads})")
+    rows = [(f"{label} [{t.label}]", values) for t in targets for label, values in t.rows.items()]
     width = max(len(label) for label, _ in rows)
     print(f"{'case':<{width}} | best s | median s | target s")
     print(f"{'-' * width}-+--------+----------+---------")
-    for label, timings in rows:
+    for label, timings in sorted(rows):
         print(f"{label:<{width}} | {min(timings):6.2f} | {statistics.median(timings):8.2f} | {TARGET_S:8.2f}")
-    for title, found in (("own Python", stages), ("with environment", env_stages)):
-        if found:
-            print(f"\nserver-side stages, {title} (seconds from the create call; median, best)")
-            for stage, values in found.items():
-                print(f"  {stage:<34} {statistics.median(values):6.2f} {min(values):6.2f}")
+    for target in targets:
+        print(f"\nserver-side stages [{target.label}] (seconds from the create call; median, best)")
+        for stage, values in target.stages.items():
+            print(f"  {stage:<52} {statistics.median(values):6.2f} {min(values):6.2f}")
+    if args.baseline:
+        print(f"\nmedian of this tree / median of {args.baseline}:")
+        for label, values in targets[0].rows.items():
+            print(f"  {label}: {statistics.median(values) / statistics.median(targets[1].rows[label]):.2f}x")
 
 
 if __name__ == "__main__":
