@@ -53,3 +53,4 @@ bench: $(TEST_STAMP) $(TRITON)/tiffin-triton.json
 	$(BIN)/python benchmarks/bench_env.py
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_idle.py
+	$(BIN)/python benchmarks/bench_deploy.py
