@@ -12,8 +12,12 @@ model (scikit-learn Ridge on the diabetes data, with a signature) under .bench/b
 * **tiffin**: one ``tiffin serve`` for the whole run, as a service is up, with a batch endpoint and an MLflow
   batch deployment (no script, ``max_concurrency_per_instance: N``, ``mini_batch_size: 10``) created
   through the SDK before the first round; timed from ``batch_endpoints.invoke`` to the job Completed (its
-  output file written), with the time to its first output row (the first mini-batch done). Workers start
-  per job (each loads the model), forked from tiffin's fork server.
+  output file written), with the time to its first output row (the first part file under
+  ``jobs/JOB/parts/``: the first mini-batch done, written whole). Workers start per job (each loads the
+  model); the model runs in its own environment (its python_env.yaml), built during round 1, whose first job
+  therefore includes the build, and whose later jobs take the spare workers the previous job's end started
+  (``TIFFIN_BATCH_SPARE_WORKERS=0``: none). Between rounds the bench waits for tiffin's processes to settle
+  (spares importing), so that neither side is timed while the other works.
 
 Both outputs are checked to hold the same rows. Prints rows/s of both, the ratio, and the first-row latency.
 
@@ -161,6 +165,34 @@ def tiffin_job(client: Any, data: Path, home: Path) -> tuple[dict[str, float], P
     return {"seconds": seconds, "first_row_s": first or seconds}, Path(job["outputs"]["score"]["path"])
 
 
+def settle(pid: int, timeout: float = 60.0) -> float:
+    """Wait until the process ``pid`` and every process it started (spare workers in sessions of their own
+    included) use under 5% of a core over half a second; the seconds waited."""
+    import psutil
+
+    started = time.perf_counter()
+    root = psutil.Process(pid)
+
+    def cpu() -> float:
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    before = cpu()
+    while time.perf_counter() - started < timeout:
+        time.sleep(0.5)
+        now = cpu()
+        if now - before < 0.025:
+            break
+        before = now
+    return time.perf_counter() - started
+
+
 def rows_of(path: Path, names: tuple[str, ...] = ("file", "prediction")) -> Any:
     """The output's rows as a frame of (file, prediction) sorted by both: the two must agree, whatever their
     order and however each wrote a number. tiffin writes Azure's MLflow columns, ``row,prediction,file``."""
@@ -223,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["tiffin"].append(timing)
                 log(f"tiffin #{round_ + 1}: {total_rows / timing['seconds']:,.0f} rows/s ({timing['seconds']:.2f} s), "
                     f"first row after {timing['first_row_s']:.2f} s")  # fmt: skip
+                assert server.proc is not None
+                log(f"tiffin settled {settle(server.proc.pid):.1f} s after the job")
 
     print()
     print(f"{args.files} files x {args.rows} rows = {total_rows:,} rows, {args.workers} workers, "

@@ -7,6 +7,9 @@ overran its timeout or died. Workers exist only while their job runs.
 
 A deployment that declares an environment has its local workers started on that environment's interpreter
 (``LocalPool.python``); Ray actors run in the Ray cluster's own Python, whatever the deployment declares.
+Such workers import MLflow, pandas and the model's flavour themselves (seconds), so when a job of such a
+deployment ends, spares for its next job are started (:meth:`LocalPool.keep_spares`): they do those imports
+while no job waits, then idle until a job of the same interpreter, variables and model takes them.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-__all__ = ["PRELOAD", "Event", "LocalPool", "Pool", "warm_fork_server"]
+__all__ = ["PRELOAD", "Event", "LocalPool", "Pool", "stop_spares", "take_spare", "warm_fork_server"]
 
 EventKind = Literal["ready", "load_failed", "done", "error", "died"]
 
@@ -145,6 +149,7 @@ class LocalPool:
     pid_dir: Path | None = None
     python: str | None = None
     process_env: dict[str, str] | None = None
+    warm_mlflow: str | None = None  # an MLflow model folder whose flavour's imports spares warm (keep_spares)
     _slots: list[_Slot] = field(default_factory=list)
 
     def start(self) -> None:
@@ -175,25 +180,51 @@ class LocalPool:
 
     def _start_in_environment(self, python: str) -> tuple[_Child, Connection]:
         """``python -m tiffin.batch.worker_main`` in a session of its own, output appended to the job log, talking
-        over one end of a socket pair (the connection's wire format is the same on every Python 3)."""
-        ours, theirs = socket.socketpair()
-        try:
-            with open(self.log, "ab") as log:
-                process = subprocess.Popen(
-                    [python, "-m", "tiffin.batch.worker_main", "--fd", str(theirs.fileno())],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=self.process_env if self.process_env is not None else {**os.environ, **self.env},
-                    pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True,
-                )  # fmt: skip
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        conn = Connection(ours.detach())
+        over one end of a socket pair (the connection's wire format is the same on every Python 3). A spare started
+        for the same interpreter, variables and model (:meth:`keep_spares`) is taken instead when there is one: its
+        imports are done, and they are most of a worker's start."""
+        env = self.process_env if self.process_env is not None else {**os.environ, **self.env}
+        spare = take_spare(self._spare_key(python, env))
+        if spare is not None:
+            child, conn = spare
+            with contextlib.suppress(OSError):  # it died meanwhile: wait() reads the end of the connection
+                conn.send(("settings", self.settings, str(self.log)))
+            return child, conn
+        with open(self.log, "ab") as log:
+            child, conn = _start_worker(python, env, [], log)
         with contextlib.suppress(OSError):  # it died at once: wait() reads the end of the connection and says so
             conn.send(("settings", self.settings))
-        return _Child(process), conn
+        return child, conn
+
+    def _spare_key(self, python: str, env: dict[str, str]) -> tuple:
+        return (python, tuple(sorted(env.items())), self.warm_mlflow or "")
+
+    def keep_spares(self) -> None:
+        """Have ``size`` spare workers ready for this deployment's next job (one that runs in an environment: its
+        workers are not forked from the preloaded fork server, and import MLflow and pandas themselves, seconds).
+        Each imports :data:`PRELOAD` and warms the MLflow model's flavour, then waits, idle, for a job to take it."""
+        if self.python is None or os.environ.get(SPARES_ENV, "1").strip() == "0":
+            return
+        env = self.process_env if self.process_env is not None else {**os.environ, **self.env}
+        options = ["--spare", "--preload", ",".join(PRELOAD)]
+        if self.warm_mlflow:
+            options += ["--warm-mlflow", self.warm_mlflow]
+        key = self._spare_key(self.python, env)
+        with _SPARES_LOCK:
+            others = [k for k in _SPARES if k != key]
+            stale = others[: max(0, len(others) - _MAX_SPARE_KINDS + 1)]
+            dropped = [c for k in stale for c in _SPARES.pop(k)]
+            have = len(_SPARES.get(key, []))
+        for child, conn in dropped:
+            conn.close()
+            _kill(child)
+        for _ in range(max(0, self.size - have)):
+            try:
+                spare = _start_worker(self.python, env, options, subprocess.DEVNULL)
+            except OSError:  # the environment went away: the next job starts its workers itself
+                return
+            with _SPARES_LOCK:
+                _SPARES.setdefault(key, []).append(spare)
 
     def submit(self, slot: int, index: int, items: list[str], part: str | None) -> None:
         """Send the mini-batch to the slot's worker."""
@@ -255,6 +286,55 @@ class LocalPool:
                 _kill(state.process)
         for slot in range(len(self._slots)):
             self._forget(slot)
+
+
+SPARES_ENV = "TIFFIN_BATCH_SPARE_WORKERS"
+"""``0`` keeps no spare workers (each idles with MLflow and pandas imported: memory, no CPU)."""
+_SPARES: dict[tuple, list[tuple[_Child, Connection]]] = {}
+_SPARES_LOCK = threading.Lock()
+_MAX_SPARE_KINDS = 4  # interpreter + variables + model combinations kept warm; the least recently used go first
+
+
+def take_spare(key: tuple) -> tuple[_Child, Connection] | None:
+    """A live spare worker started for ``key``, taken out of the spares; None if there is none."""
+    while True:
+        with _SPARES_LOCK:
+            spares = _SPARES.pop(key, None)
+            if not spares:
+                return None
+            child, conn = spares.pop(0)
+            if spares:  # put back last: the most recently used kind, dropped last by keep_spares
+                _SPARES[key] = spares
+        if child.exitcode is None:
+            return child, conn
+        conn.close()
+
+
+def stop_spares() -> None:
+    """Stop every spare worker (the server stops)."""
+    with _SPARES_LOCK:
+        spares = [s for kind in _SPARES.values() for s in kind]
+        _SPARES.clear()
+    for child, conn in spares:
+        conn.close()
+        _kill(child)
+
+
+def _start_worker(python: str, env: dict[str, str], options: list[str], out: Any) -> tuple[_Child, Connection]:
+    """``python -m tiffin.batch.worker_main --fd N [options]`` in a session of its own, its output to ``out``."""
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [python, "-m", "tiffin.batch.worker_main", "--fd", str(theirs.fileno()), *options],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return _Child(process), Connection(ours.detach())
 
 
 def _kill(process: Any) -> None:

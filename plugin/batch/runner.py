@@ -88,6 +88,7 @@ class JobRunner:
         self.stop = stop or threading.Event()
         self.max_workers = max_workers or config.max_workers()
         self._log: IO[bytes] | None = None
+        self._warm_next: LocalPool | None = None
 
     # --- the job -----------------------------------------------------------------------------------
 
@@ -112,6 +113,17 @@ class JobRunner:
                 return self._finish("Failed", error=f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 self._log = None
+                self._keep_spares()
+
+    def _keep_spares(self) -> None:
+        """Once the job has ended, have its deployment's next job find workers with their imports done."""
+        pool, self._warm_next = self._warm_next, None
+        if pool is None or self.stop.is_set():
+            return
+        try:
+            pool.keep_spares()
+        except Exception:  # a spare is an optimisation: the next job starts its workers itself
+            logger.exception("starting spare batch workers for the next job of %s failed", self.name)
 
     def _run(self, job: JobRecord, folder: Path) -> str:
         deployment = parse_spec(job.spec or {}, BatchDeployment, f"batch deployment of job {self.name}").spec
@@ -165,6 +177,8 @@ class JobRunner:
                 outcome = self._drive(pool, pending, items, attempts, failed_items, settings, parts if writes else None)
             finally:
                 pool.close()
+            if isinstance(pool, LocalPool) and pool.python is not None:
+                self._warm_next = pool
             if outcome is not None:
                 return outcome
         return self._complete(folder, outputs, settings.output_file_name if writes else None)
@@ -299,6 +313,9 @@ class JobRunner:
             self._say(f"starting {size} worker process(es)")
             return pool
         pool.python = str(prepared.python)
+        model = settings["scorer"].get("model_uri") if settings["scorer"]["kind"] == "mlflow" else None
+        if model and not str(model).startswith(("runs:/", "models:/")):
+            pool.warm_mlflow = str(model)[len("file://") :] if str(model).startswith("file://") else str(model)
         pool.process_env = prepared.process_env({**os.environ, **overrides})
         self._say(
             f"starting {size} worker process(es) on Python {prepared.spec.python_minor} "

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tiffin import config
-from tiffin.batch.pool import warm_fork_server
+from tiffin.batch.pool import stop_spares, warm_fork_server
 from tiffin.batch.runner import JobRunner
 from tiffin.cluster import jobs_to_run
 from tiffin.store import Store
@@ -90,6 +90,7 @@ class BatchScheduler:
             await asyncio.gather(self._task, return_exceptions=True)
         for thread in list(self._threads.values()):
             await asyncio.to_thread(thread.join, 30)
+        await asyncio.to_thread(stop_spares)
 
     def running_jobs(self) -> list[str]:
         """Names of the jobs this scheduler runs now."""

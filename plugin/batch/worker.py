@@ -142,26 +142,75 @@ def run_worker(conn: Connection, settings: WorkerSettings, log_path: str, env: d
 def main(argv: Any = None) -> int:
     """A worker started on an environment's interpreter (``python -m tiffin.batch.worker_main --fd N``): the pool
     started it in a session of its own with its output on the job log and the deployment's variables set; the
-    connection is the inherited socket ``N``, whose first message is the settings."""
+    connection is the inherited socket ``N``, whose first message is the settings.
+
+    ``--spare`` starts it ahead of a job (:func:`tiffin.batch.pool.take_spare`): it imports ``--preload``'s
+    modules (comma-separated) and warms an MLflow model's imports (``--warm-mlflow PATH``) while no job waits, then
+    waits for ``("settings", settings, log_path)``: its output goes to the job's log from then on."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] != "--fd" or not args[1].isdigit():
+    options = _options(args)
+    if options is None:
         print("usage: python -m tiffin.batch.worker_main --fd N (started by tiffin's batch pool)", file=sys.stderr)
         return 2
-    conn = Connection(int(args[1]))
-    _exit_with_parent()  # before anything that can block: a pool gone while we wait must not leave us behind
+    conn = Connection(int(options["--fd"]))
+    spare = "--spare" in options
+    if not spare:
+        _exit_with_parent()  # before anything that can block: a pool gone while we wait must not leave us behind
+    else:  # no watch thread while idle: the pool's end of the socket closing (EOF below) is its going away
+        _warm(options.get("--preload", ""), options.get("--warm-mlflow"))
     try:
         message = conn.recv()
     except (EOFError, OSError):
         return 0
-    if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "settings"):
+    if not (isinstance(message, tuple) and len(message) in (2, 3) and message[0] == "settings"):
         print(f"tiffin batch worker: expected the settings first, got {message!r:.200}", file=sys.stderr)
         return 2
     settings = message[1]
+    if len(message) == 3:  # a spare taken by a job: its output joins the job's log now
+        log = os.open(message[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
     _enter(settings)
     try:
         return serve(conn, settings)
     except (BrokenPipeError, EOFError, OSError):
         return 1
+
+
+def _options(args: list) -> Any:
+    """``--fd N`` and the spare's options as a dict; None when they do not parse."""
+    options = {}
+    while args:
+        name = args.pop(0)
+        if name == "--spare":
+            options[name] = ""
+        elif name in ("--fd", "--preload", "--warm-mlflow") and args:
+            options[name] = args.pop(0)
+        else:
+            return None
+    return options if options.get("--fd", "").isdigit() else None
+
+
+def _warm(preload: str, mlflow_model: Any) -> None:
+    """Import what the job's scorer will (best effort: a failure here is the scorer's to report when it loads)."""
+    import importlib
+
+    for module in filter(None, preload.split(",")):
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    if mlflow_model:
+        # Loading the model once imports its flavour's modules (scikit-learn, skops...), most of a worker's start;
+        # the model itself is loaded again by the job's scorer, with the job's settings. Built-in flavours only:
+        # a custom python_model's load_context is user code, run when a job asks for it, not before.
+        with contextlib.suppress(Exception):
+            from mlflow.models import Model
+            from mlflow.pyfunc import load_model
+
+            flavor = Model.load(mlflow_model).flavors.get("python_function") or {}
+            loader = str(flavor.get("loader_module") or "")
+            if loader.startswith("mlflow.") and loader != "mlflow.pyfunc.model":
+                load_model(mlflow_model)
 
 
 def _enter(settings: WorkerSettings) -> None:
