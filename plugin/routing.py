@@ -75,13 +75,17 @@ class Replica:
 
 @dataclass(frozen=True, slots=True)
 class DeploymentRoute:
-    """What the gateway needs to know of one deployment: its ready replicas and request settings."""
+    """What the gateway needs to know of one deployment: its ready replicas, whether more are on their way,
+    and its request settings."""
 
     name: str
     replicas: tuple[Replica, ...] = ()
     request_timeout_ms: int = 5000
     max_concurrent_requests_per_instance: int = 1
     max_queue_wait_ms: int = 500
+    replacing: bool = False
+    """A replica is starting or due to restart: with none ready, requests wait for it (up to
+    ``max_queue_wait_ms``) rather than being answered 503 at once."""
 
 
 @dataclass(frozen=True, slots=True)

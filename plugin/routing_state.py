@@ -23,6 +23,7 @@ logger = logging.getLogger("tiffin.routing")
 
 ReadyReplicas = Callable[[str, str], tuple[Replica, ...]]
 RemoteReplicas = Callable[[DeploymentRecord], tuple[Replica, ...]]
+Replacing = Callable[[str, str], bool]
 
 
 def build_table(
@@ -31,9 +32,11 @@ def build_table(
     ready: ReadyReplicas,
     generation: int,
     remote: RemoteReplicas | None = None,
+    replacing: Replacing | None = None,
 ) -> RoutingTable:
     """The routing table for the online endpoints in ``endpoints``: each deployment's replicas ready here
-    (``ready``), or else those another node sharing the store runs for it (``remote``)."""
+    (``ready``), or else those another node sharing the store runs for it (``remote``), and whether one is
+    starting here (``replacing``)."""
     by_endpoint: dict[str, list[DeploymentRecord]] = {}
     for dep in deployments:
         by_endpoint.setdefault(dep.endpoint_name, []).append(dep)
@@ -47,14 +50,18 @@ def build_table(
             traffic=dict(ep.traffic),
             mirror_traffic=dict(ep.mirror_traffic),
             deployments={
-                d.name: _deployment_route(d, ready(ep.name, d.name) or (remote(d) if remote is not None else ()))
+                d.name: _deployment_route(
+                    d,
+                    ready(ep.name, d.name) or (remote(d) if remote is not None else ()),
+                    replacing is not None and replacing(ep.name, d.name),
+                )
                 for d in by_endpoint.get(ep.name, [])
             },
         )
     return RoutingTable(routes, generation)
 
 
-def _deployment_route(record: DeploymentRecord, replicas: tuple[Replica, ...]) -> DeploymentRoute:
+def _deployment_route(record: DeploymentRecord, replicas: tuple[Replica, ...], replacing: bool) -> DeploymentRoute:
     settings: dict[str, Any] = record.spec.get("request_settings") or {}
     return DeploymentRoute(
         name=record.name,
@@ -62,6 +69,7 @@ def _deployment_route(record: DeploymentRecord, replicas: tuple[Replica, ...]) -
         request_timeout_ms=int(settings.get("request_timeout_ms", 5000)),
         max_concurrent_requests_per_instance=int(settings.get("max_concurrent_requests_per_instance", 1)),
         max_queue_wait_ms=int(settings.get("max_queue_wait_ms", 500)),
+        replacing=replacing,
     )
 
 
@@ -79,10 +87,14 @@ class RoutingState:
         *,
         poll_interval: float = 1.0,
         remote: RemoteReplicas | None = None,
+        replacing: Replacing | None = None,
     ) -> None:
         self.store = store
         self.ready = ready
         self.remote = remote
+        # ``ready`` is usually Supervisor.ready_replicas: its supervisor also says which replicas are on
+        # their way, so the server need not pass both.
+        self.replacing = replacing or getattr(getattr(ready, "__self__", None), "replacing", None)
         self.apply = apply
         self.poll_interval = poll_interval
         self._dirty = asyncio.Event()
@@ -113,7 +125,7 @@ class RoutingState:
             self._dirty.set()
             return
         endpoints, deployments, generation = self._records
-        self.apply(build_table(endpoints, deployments, self.ready, generation, self.remote))
+        self.apply(build_table(endpoints, deployments, self.ready, generation, self.remote, self.replacing))
 
     def _read(self) -> tuple[list[EndpointRecord], list[DeploymentRecord], int]:
         # Generation first: if a write lands between the reads we see it next time round.
@@ -123,7 +135,7 @@ class RoutingState:
     def build(self) -> RoutingTable:
         """Build the table from the store now (blocking reads, so callers in the loop use a thread)."""
         endpoints, deployments, generation = self._read()
-        return build_table(endpoints, deployments, self.ready, generation, self.remote)
+        return build_table(endpoints, deployments, self.ready, generation, self.remote, self.replacing)
 
     async def rebuild(self) -> RoutingTable:
         """Read the store off the event loop, then build and apply on the loop (the gateway is not thread-safe)."""
@@ -136,7 +148,7 @@ class RoutingState:
             endpoints, deployments, generation = records = self._records
         self._records = records
         self._seen_generation = generation
-        table = build_table(endpoints, deployments, self.ready, generation, self.remote)
+        table = build_table(endpoints, deployments, self.ready, generation, self.remote, self.replacing)
         self.apply(table)
         return table
 

@@ -6,6 +6,9 @@ request timeout) → the replica's answer, with ``azureml-model-deployment`` nam
 copy, when the policy asks for one, is sent after the caller has its answer, on its own task; its
 outcome only shows in the endpoint's stats.
 
+A deployment whose replicas are all (re)starting has capacity 0: its requests queue for the replacement up to
+max_queue_wait_ms (503 past it, or at once when no replica is on its way), so a restart fails nothing.
+
 The routing table is swapped whole (:meth:`Gateway.set_table`); a request keeps the snapshot it started
 with, so traffic changes and replica moves never fail a request in flight.
 """
@@ -13,7 +16,6 @@ with, so traffic changes and replica moves never fail a request in flight.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -21,9 +23,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
-from tiffin.asgi import JSON, Receive, Scope, Send, send_bytes, send_error
+from tiffin.asgi import Receive, Scope, Send, send_error
 from tiffin.auth import authenticate, authorization_header
 from tiffin.errors import (
+    CapacityError,
     ClientDisconnectedError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -32,6 +35,7 @@ from tiffin.errors import (
 )
 from tiffin.gateway.forwarding import DROP_RESPONSE, forward_headers, request_target, upstream
 from tiffin.gateway.limits import Admission
+from tiffin.gateway.side import describe, send_mirror
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
@@ -47,6 +51,17 @@ _STREAM_ABOVE = 1 << 20  # responses larger than this (or of unknown size) are s
 _DOWN_FOR_S = 1.0  # a replica that refused a connection is skipped this long (the supervisor decides the rest)
 _MAX_MIRRORS_IN_FLIGHT = 256
 _GONE = "the client went away before its request body was complete"
+
+
+class _Unreachable(UnavailableError):
+    """503: no replica could be connected to, so the request was not delivered (safe to send again)."""
+
+
+def _no_replica(endpoint: str, deployment: str) -> str:
+    return (
+        f"deployment '{deployment}' of endpoint '{endpoint}' has no ready replica yet; "
+        f"see `tiffin online-deployment show -e {endpoint} -n {deployment}`"
+    )
 
 
 class Gateway:
@@ -71,6 +86,7 @@ class Gateway:
         self._pool = UpstreamPool()
         self._swagger_cache: dict[tuple[int, str, str, str], bytes] = {}
         self._peer_stats = EndpointStats()  # requests served for peer nodes: counted by the node they reached
+        self._table_waiter: asyncio.Future[None] | None = None  # resolved by the next set_table
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -87,8 +103,10 @@ class Gateway:
 
     def set_table(self, table: RoutingTable) -> None:
         """Swap in a new routing table; admission slots follow the replicas now ready."""
+        listed: set[str] = set()
         for endpoint in table.endpoints.values():
             for dep in endpoint.deployments.values():
+                listed.update(r.id for r in dep.replicas)
                 key = (endpoint.name, dep.name)
                 capacity = len(dep.replicas) * dep.max_concurrent_requests_per_instance
                 admission = self._admissions.get(key)
@@ -96,8 +114,17 @@ class Gateway:
                     self._admissions[key] = Admission(dep.name, capacity)
                 else:
                     admission.resize(capacity)
+                    if not capacity and not dep.replacing and admission.queued:
+                        # The replacement they waited for is not coming (given up, or scaled to 0).
+                        admission.fail_waiters(UnavailableError(_no_replica(endpoint.name, dep.name)))
+        # A replica that left routing and comes back is a new process (a restart reuses its id and socket):
+        # it must not inherit the old one's "refused a connection" mark.
+        for replica_id in [k for k in self._down_until if k not in listed]:
+            del self._down_until[replica_id]
         self.table = table
         self._swagger_cache.clear()
+        if self._table_waiter is not None and not self._table_waiter.done():
+            self._table_waiter.set_result(None)
 
     def endpoint_stats(self, name: str) -> dict[str, Any]:
         """The counters of endpoint ``name`` (see :class:`EndpointStats`)."""
@@ -151,27 +178,93 @@ class Gateway:
         decision = decide(endpoint, pinned, rng.random(), rng.random())
         deployment = endpoint.deployments[decision.deployment]
         if tail == "/swagger.json" and scope["method"] == "GET":
-            await self._swagger(scope, send, endpoint, deployment)
+            await describe(self, scope, send, endpoint, deployment)
             return
         body = await self._read_body(receive)
 
-        admission = self._admissions.get((endpoint.name, deployment.name))
-        if admission is None or not deployment.replicas:
-            raise UnavailableError(
-                f"deployment '{deployment.name}' of endpoint '{endpoint.name}' has no ready replica yet; "
-                f"see `tiffin online-deployment show -e {endpoint.name} -n {deployment.name}`"
-            )
-        await admission.acquire(deployment.max_queue_wait_ms / 1000)
         try:
-            await self._forward(scope, send, endpoint, deployment, tail, body, stats)
-        finally:
-            admission.release()
+            await self._admit_and_forward(scope, send, endpoint, deployment, tail, body, stats)
+        except _Unreachable:
+            # The replica died a moment ago and the table does not show it yet (the supervisor learns of an
+            # exit within milliseconds). The request never reached it, so it is safe to send once more, under
+            # the next table, where it queues for the replacement.
+            current = self._current(endpoint.name, deployment.name)
+            if current is deployment:  # the table this request saw is still the latest: wait for the next
+                if not deployment.max_queue_wait_ms or not await self._next_table(deployment.max_queue_wait_ms):
+                    raise
+                current = self._current(endpoint.name, deployment.name)
+            if current is None:
+                raise
+            await self._admit_and_forward(scope, send, endpoint, current, tail, body, stats)
         if decision.mirror is not None and len(self._mirrors) < _MAX_MIRRORS_IN_FLIGHT:
-            task = asyncio.create_task(self._mirror(scope, endpoint, decision.mirror, tail, body, stats))
+            task = asyncio.create_task(send_mirror(self, scope, endpoint, decision.mirror, tail, body, stats))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
         elif decision.mirror is not None:
             stats.mirror_of(decision.mirror).dropped += 1
+
+    async def _admit_and_forward(
+        self,
+        scope: Scope,
+        send: Send,
+        endpoint: EndpointRoute,
+        deployment: DeploymentRoute,
+        tail: str,
+        body: bytes,
+        stats: EndpointStats,
+    ) -> None:
+        admission = self._admissions.get((endpoint.name, deployment.name))
+        if admission is None or not (deployment.replicas or deployment.replacing):
+            raise UnavailableError(_no_replica(endpoint.name, deployment.name))
+        deployment = await self._acquire(admission, endpoint, deployment)
+        try:
+            await self._forward(scope, send, endpoint, deployment, tail, body, stats)
+        finally:
+            admission.release()
+
+    async def _next_table(self, wait_ms: int) -> bool:
+        """Wait up to ``wait_ms`` for the next routing table; whether one came."""
+        if self._table_waiter is None or self._table_waiter.done():
+            self._table_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._table_waiter), wait_ms / 1000)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _acquire(
+        self, admission: Admission, endpoint: EndpointRoute, deployment: DeploymentRoute
+    ) -> DeploymentRoute:
+        """Take a slot of ``deployment``; returns the route to forward by.
+
+        With every replica (re)starting the capacity is 0 until the supervisor reports one ready; the queue
+        then moves in arrival order. Such a wait is bounded by max_queue_wait_ms and by the request's own
+        timeout, and ends in 503 (no replica), not 429 (busy replicas)."""
+        if deployment.replicas:
+            wait_ms = deployment.max_queue_wait_ms
+        else:
+            wait_ms = min(deployment.max_queue_wait_ms, deployment.request_timeout_ms)
+        try:
+            await admission.acquire(wait_ms / 1000)
+        except CapacityError:
+            current = self._current(endpoint.name, deployment.name)
+            if deployment.replicas and current is not None and current.replicas:
+                raise  # replicas there all along, all busy: the ordinary 429
+            raise UnavailableError(
+                f"{_no_replica(endpoint.name, deployment.name)}: none became ready within max_queue_wait_ms "
+                f"({wait_ms} ms) while one was starting"
+            ) from None
+        if deployment.replicas:
+            return deployment
+        current = self._current(endpoint.name, deployment.name)
+        if current is None or not current.replicas:  # deleted meanwhile
+            admission.release()
+            raise UnavailableError(_no_replica(endpoint.name, deployment.name))
+        return current
+
+    def _current(self, endpoint: str, deployment: str) -> DeploymentRoute | None:
+        route = self.table.endpoints.get(endpoint)
+        return route.deployments.get(deployment) if route is not None else None
 
     async def _read_body(self, receive: Receive) -> bytes:
         message = await receive()
@@ -262,7 +355,7 @@ class Gateway:
         target = request_target(scope, self._prefix_of(endpoint.name), tail)
         replica = self._choose(deployment)
         if replica is None:
-            raise UnavailableError(f"no replica of deployment '{deployment.name}' answers right now; retry shortly")
+            raise _Unreachable(f"no replica of deployment '{deployment.name}' answers right now; retry shortly")
         timeout_s = deployment.request_timeout_ms / 1000
         method = scope["method"]
         aliases = (endpoint.name, deployment.name)
@@ -281,7 +374,7 @@ class Gateway:
                 f"({deployment.request_timeout_ms} ms)"
             ) from None
         except ConnectFailed as exc:
-            raise UnavailableError(f"deployment '{deployment.name}' could not be reached: {exc}") from None
+            raise _Unreachable(f"deployment '{deployment.name}' could not be reached: {exc}") from None
         except UpstreamError as exc:
             stats.rejected[502] += 1
             await send_error(send, 502, f"deployment '{deployment.name}' failed to answer: {exc}")
@@ -345,65 +438,3 @@ class Gateway:
             raise
         await send({"type": "http.response.body", "body": b""})
         return status
-
-    async def _mirror(
-        self, scope: Scope, endpoint: EndpointRoute, name: str, tail: str, body: bytes, stats: EndpointStats
-    ) -> None:
-        """Send a copy to deployment ``name``; record the outcome; never raise."""
-        counters = stats.mirror_of(name)
-        deployment = endpoint.deployments.get(name)
-        admission = self._admissions.get((endpoint.name, name))
-        replica = self._choose(deployment) if deployment is not None else None
-        # A copy never waits: if the mirror deployment is busy or down, the copy is dropped and counted.
-        if deployment is None or admission is None or replica is None or admission.in_flight >= admission.capacity:
-            counters.dropped += 1
-            return
-        admission.in_flight += 1
-        counters.sent += 1
-        started = time.perf_counter()
-        response: UpstreamResponse | None = None
-        try:
-            url, target = upstream(
-                replica, request_target(scope, self._prefix_of(endpoint.name), tail), (endpoint.name, name)
-            )
-            async with asyncio.timeout(deployment.request_timeout_ms / 1000):
-                headers = [*forward_headers(scope), *replica.headers]
-                response = await self._pool.request(url, scope["method"], target, headers, body)
-                await response.read()
-            counters.statuses[response.status] += 1
-            counters.latencies_ms.append((time.perf_counter() - started) * 1000)
-        except asyncio.CancelledError:
-            if response is not None:
-                self._pool.abandon(response)
-            raise
-        except Exception as exc:  # recorded, never propagated: a mirror must not affect anyone
-            if response is not None:
-                self._pool.abandon(response)
-            counters.errors += 1
-            logger.warning("mirror copy to deployment '%s' of '%s' failed: %r", name, endpoint.name, exc)
-        finally:
-            admission.release()
-
-    async def _swagger(self, scope: Scope, send: Send, endpoint: EndpointRoute, deployment: DeploymentRoute) -> None:
-        """The answering deployment's swagger document, with paths under this endpoint's URL."""
-        query = scope.get("query_string", b"").decode("latin-1")
-        key = (self.table.generation, endpoint.name, deployment.name, query)
-        cached = self._swagger_cache.get(key)
-        if cached is None:
-            replica = self._choose(deployment)
-            if replica is None:
-                raise UnavailableError(f"deployment '{deployment.name}' has no ready replica to describe it")
-            target = b"/swagger.json" + (b"?" + query.encode("latin-1") if query else b"")
-            async with asyncio.timeout(10):
-                response = await self._pool.request(
-                    replica.url, "GET", replica.prefix + target, list(replica.headers), b""
-                )
-                raw = await response.read()
-            if response.status != 200:
-                await send_bytes(send, response.status, raw, JSON, [(_ANSWERED_BY, deployment.name.encode())])
-                return
-            document = json.loads(raw)
-            prefix = f"{self.prefix}/{endpoint.name}"
-            document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
-            cached = self._swagger_cache[key] = json.dumps(document).encode()
-        await send_bytes(send, 200, cached, JSON, [(_ANSWERED_BY, deployment.name.encode())])

@@ -1,7 +1,8 @@
 """Per-deployment admission: Azure's max_concurrent_requests_per_instance and max_queue_wait_ms.
 
 A deployment with ``n`` ready replicas takes ``n * max_concurrent_requests_per_instance`` requests at
-once; more wait in arrival order for up to ``max_queue_wait_ms`` and are then refused with 429.
+once; more wait in arrival order for up to ``max_queue_wait_ms`` and are then refused with 429. With no
+replica ready the capacity is 0: requests wait the same way for one the supervisor is starting.
 """
 
 from __future__ import annotations
@@ -62,12 +63,19 @@ class Admission:
             ) from None
         except BaseException:
             # Cancelled while queued (client went away): give back a slot handed to us meanwhile.
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release()
             else:
                 waiter.cancel()
                 self._discard(waiter)
             raise
+
+    def fail_waiters(self, error: Exception) -> None:
+        """Answer every waiting request with ``error`` (no replica is coming: waiting longer is pointless)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def release(self) -> None:
         """Give a slot back: to the next waiter if any, else to the pool."""

@@ -441,6 +441,15 @@ class DeploymentReconciler:
             if slot.state == "ready" and slot.process is not None
         )
 
+    def replacing(self) -> bool:
+        """Whether a replica of it is on its way to ready (starting, or due to restart): the gateway then
+        queues requests for up to max_queue_wait_ms instead of answering 503 at once."""
+        return any(
+            not s.retiring and (s.state != "dead" or s.restart_at is not None)
+            for s in self._slots.values()
+            if s.state != "ready"
+        )
+
     def statuses(self) -> list[ReplicaStatus]:
         """Every slot of this deployment, by number."""
         home = self._host.home

@@ -208,7 +208,7 @@ class Supervisor:
         self._reconcilers: dict[_Key, DeploymentReconciler] = {}
         self._numbers = itertools.count(1)  # names deployments' sockets (see sockets.py)
         self._records: dict[_Key, DeploymentRecord] = {}
-        self._routing: dict[_Key, tuple[Replica, ...]] = {}
+        self._routing: dict[_Key, tuple[tuple[Replica, ...], bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors = _ErrorLog()
         self._task: asyncio.Task[None] | None = None
@@ -290,6 +290,11 @@ class Supervisor:
         """The replicas of ``endpoint``/``deployment`` that may take requests now (empty if none/unknown)."""
         reconciler = self._reconcilers.get((endpoint, deployment))
         return reconciler.ready_replicas() if reconciler is not None else ()
+
+    def replacing(self, endpoint: str, deployment: str) -> bool:
+        """Whether a replica of ``endpoint``/``deployment`` is starting or due to restart (it will be ready)."""
+        reconciler = self._reconcilers.get((endpoint, deployment))
+        return reconciler is not None and reconciler.replacing()
 
     def replicas(self) -> list[ReplicaStatus]:
         """Every replica the supervisor knows, ready or not, by endpoint, deployment and number."""
@@ -430,7 +435,12 @@ class Supervisor:
         return [p for r in self._reconcilers.values() for p in r.processes()]
 
     def _emit_if_changed(self) -> None:
-        routing = {key: ready for key, r in self._reconcilers.items() if (ready := r.ready_replicas())}
+        # Whether a replacement is on its way is routing too: requests queue for it, or get 503 once none is.
+        routing = {
+            key: (ready, r.replacing())
+            for key, r in self._reconcilers.items()
+            if (ready := r.ready_replicas()) or r.replacing()
+        }
         if routing == self._routing:
             return
         self._routing = routing

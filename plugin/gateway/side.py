@@ -1,0 +1,91 @@
+"""The gateway's side paths: mirror copies (fire and forget) and the endpoint's swagger document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from tiffin.asgi import JSON, Scope, Send, send_bytes
+from tiffin.errors import UnavailableError
+from tiffin.gateway.forwarding import forward_headers, request_target, upstream
+from tiffin.gateway.stats import EndpointStats
+from tiffin.http_client import UpstreamResponse
+from tiffin.routing import DeploymentRoute, EndpointRoute
+
+if TYPE_CHECKING:
+    from tiffin.gateway.app import Gateway
+
+__all__ = ["describe", "send_mirror"]
+
+logger = logging.getLogger("tiffin.gateway")
+
+_ANSWERED_BY = b"azureml-model-deployment"
+
+
+async def send_mirror(
+    gateway: Gateway, scope: Scope, endpoint: EndpointRoute, name: str, tail: str, body: bytes, stats: EndpointStats
+) -> None:
+    """Send a copy to deployment ``name``; record the outcome; never raise."""
+    counters = stats.mirror_of(name)
+    deployment = endpoint.deployments.get(name)
+    admission = gateway._admissions.get((endpoint.name, name))
+    replica = gateway._choose(deployment) if deployment is not None else None
+    # A copy never waits: if the mirror deployment is busy or down, the copy is dropped and counted.
+    if deployment is None or admission is None or replica is None or admission.in_flight >= admission.capacity:
+        counters.dropped += 1
+        return
+    admission.in_flight += 1
+    counters.sent += 1
+    started = time.perf_counter()
+    response: UpstreamResponse | None = None
+    try:
+        url, target = upstream(
+            replica, request_target(scope, gateway._prefix_of(endpoint.name), tail), (endpoint.name, name)
+        )
+        async with asyncio.timeout(deployment.request_timeout_ms / 1000):
+            headers = [*forward_headers(scope), *replica.headers]
+            response = await gateway._pool.request(url, scope["method"], target, headers, body)
+            await response.read()
+        counters.statuses[response.status] += 1
+        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
+    except asyncio.CancelledError:
+        if response is not None:
+            gateway._pool.abandon(response)
+        raise
+    except Exception as exc:  # recorded, never propagated: a mirror must not affect anyone
+        if response is not None:
+            gateway._pool.abandon(response)
+        counters.errors += 1
+        logger.warning("mirror copy to deployment '%s' of '%s' failed: %r", name, endpoint.name, exc)
+    finally:
+        admission.release()
+
+
+async def describe(
+    gateway: Gateway, scope: Scope, send: Send, endpoint: EndpointRoute, deployment: DeploymentRoute
+) -> None:
+    """The answering deployment's swagger document, with paths under this endpoint's URL."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    key = (gateway.table.generation, endpoint.name, deployment.name, query)
+    cached = gateway._swagger_cache.get(key)
+    if cached is None:
+        replica = gateway._choose(deployment)
+        if replica is None:
+            raise UnavailableError(f"deployment '{deployment.name}' has no ready replica to describe it")
+        target = b"/swagger.json" + (b"?" + query.encode("latin-1") if query else b"")
+        async with asyncio.timeout(10):
+            response = await gateway._pool.request(
+                replica.url, "GET", replica.prefix + target, list(replica.headers), b""
+            )
+            raw = await response.read()
+        if response.status != 200:
+            await send_bytes(send, response.status, raw, JSON, [(_ANSWERED_BY, deployment.name.encode())])
+            return
+        document = json.loads(raw)
+        prefix = f"{gateway.prefix}/{endpoint.name}"
+        document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
+        cached = gateway._swagger_cache[key] = json.dumps(document).encode()
+    await send_bytes(send, 200, cached, JSON, [(_ANSWERED_BY, deployment.name.encode())])
