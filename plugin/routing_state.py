@@ -92,9 +92,7 @@ class RoutingState:
         self.store = store
         self.ready = ready
         self.remote = remote
-        # ``ready`` is usually Supervisor.ready_replicas: its supervisor also says which replicas are on
-        # their way, so the server need not pass both.
-        self.replacing = replacing or getattr(getattr(ready, "__self__", None), "replacing", None)
+        self.replacing = replacing
         self.apply = apply
         self.poll_interval = poll_interval
         self._dirty = asyncio.Event()

@@ -113,7 +113,11 @@ class TiffinServer:
         )
         peers = PeerDirectory(self.node.id, self.node.peers, peer_secret)
         self.routing = RoutingState(
-            store, self.supervisor.ready_replicas, self.gateway.set_table, remote=peers.replicas
+            store,
+            self.supervisor.ready_replicas,
+            self.gateway.set_table,
+            remote=peers.replicas,
+            replacing=self.supervisor.replacing,
         )
         self._home_lock: IO[str] | None = None
         self.api = create_api(

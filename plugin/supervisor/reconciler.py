@@ -452,19 +452,4 @@ class DeploymentReconciler:
 
     def statuses(self) -> list[ReplicaStatus]:
         """Every slot of this deployment, by number."""
-        home = self._host.home
-        return [
-            ReplicaStatus(
-                endpoint=self.endpoint,
-                deployment=self.deployment,
-                index=slot.index,
-                pid=slot.process.pid if slot.process else None,
-                url=slot.process.url if slot.process else None,
-                state=slot.state,
-                restarts=max(0, slot.starts - 1),
-                last_error=slot.last_error,
-                generation=slot.generation,
-                log_path=paths.replica_log_path(home, self.endpoint, self.deployment, slot.index),
-            )
-            for _, slot in sorted(self._slots.items())
-        ]
+        return [slot.status(self.endpoint, self.deployment, self._host.home) for _, slot in sorted(self._slots.items())]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from tiffin import paths
 from tiffin.specs import ProbeSettings
 from tiffin.store.records import DeploymentRecord
 
@@ -118,6 +119,21 @@ class Slot:
     liveness_tripped: str | None = None
     retiring: bool = False
     v2: tuple[str | None, str | None] = (None, None)  # the replica's own V2 server and model, if it has one
+
+    def status(self, endpoint: str, deployment: str, home: Path) -> ReplicaStatus:
+        """This slot as :class:`ReplicaStatus` shows it."""
+        return ReplicaStatus(
+            endpoint=endpoint,
+            deployment=deployment,
+            index=self.index,
+            pid=self.process.pid if self.process else None,
+            url=self.process.url if self.process else None,
+            state=self.state,
+            restarts=max(0, self.starts - 1),
+            last_error=self.last_error,
+            generation=self.generation,
+            log_path=paths.replica_log_path(home, endpoint, deployment, self.index),
+        )
 
 
 def describe_exit(code: int) -> str:
