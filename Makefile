@@ -54,3 +54,4 @@ bench: $(TEST_STAMP) $(TRITON)/tiffin-triton.json
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_idle.py
 	$(BIN)/python benchmarks/bench_deploy.py
+	$(BIN)/python benchmarks/bench_restart.py
