@@ -124,6 +124,10 @@ class RoutingState:
             return
         endpoints, deployments, generation = self._records
         self.apply(build_table(endpoints, deployments, self.ready, generation, self.remote, self.replacing))
+        # The records may predate the deployment whose replica this is: one created through another server's API
+        # on a shared store, read by this server's supervisor before its own routing poll came round. Re-read them
+        # now (replicas change seldom; an idle server does not pay for it).
+        self._dirty.set()
 
     def _read(self) -> tuple[list[EndpointRecord], list[DeploymentRecord], int]:
         # Generation first: if a write lands between the reads we see it next time round.

@@ -108,6 +108,13 @@ def _kill_and_wait_for_replacement(server, endpoint: str, url: str, headers: dic
     assert pid not in _replica_pids(server.home, endpoint)
 
 
+def _at_most_the_requests_in_flight_at_the_kill(load: _Load) -> None:
+    """A request inside the replica when it is SIGKILLed was delivered and cannot be sent again (a POST may have
+    been acted on): 502, at most one per client thread. Every other request must not fail for the restart."""
+    assert load.statuses[502] <= len(load._threads), (load.statuses, load.failures[:5])
+    assert all("closed" in f for f in load.failures if f.startswith("502")), load.failures[:5]
+
+
 def test_requests_wait_for_the_replacement_of_a_killed_last_replica(server):
     url, headers = _endpoint(
         server, "restart", "request_settings.max_queue_wait_ms=60000", "request_settings.request_timeout_ms=60000"
@@ -117,7 +124,8 @@ def test_requests_wait_for_the_replacement_of_a_killed_last_replica(server):
         _kill_and_wait_for_replacement(server, "restart", url, headers)
         time.sleep(1)
     assert sum(load.statuses.values()) > 20, load.statuses
-    assert load.statuses[200] == sum(load.statuses.values()), (load.statuses, load.failures[:5])
+    _at_most_the_requests_in_flight_at_the_kill(load)
+    assert load.statuses[200] == sum(load.statuses.values()) - load.statuses[502], (load.statuses, load.failures[:5])
     assert load.slowest_s > 0.5, "some requests must have waited across the restart (else nothing was tested)"
 
 
@@ -128,9 +136,10 @@ def test_a_short_max_queue_wait_gives_503_not_a_hang(server):
     with _Load(url, headers) as load:
         time.sleep(1)
         _kill_and_wait_for_replacement(server, "restart-short", url, headers)
-    assert set(load.statuses) <= {200, 503}, (load.statuses, load.failures[:5])
+    _at_most_the_requests_in_flight_at_the_kill(load)
+    assert set(load.statuses) <= {200, 502, 503}, (load.statuses, load.failures[:5])
     assert load.statuses[503] > 0, load.statuses
-    assert all("max_queue_wait_ms (100 ms)" in f for f in load.failures), load.failures[:5]
+    assert all("max_queue_wait_ms (100 ms)" in f for f in load.failures if f.startswith("503")), load.failures[:5]
     assert load.slowest_s < 30, "a request waited far past max_queue_wait_ms"
 
 

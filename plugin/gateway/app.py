@@ -53,6 +53,10 @@ _MAX_MIRRORS_IN_FLIGHT = 256
 _GONE = "the client went away before its request body was complete"
 
 
+_PEER_TABLE_WAIT_S = 1.0
+"""How long a request a peer routed here waits for this node's table to show the deployment's replica."""
+
+
 class _Unreachable(UnavailableError):
     """503: no replica could be connected to, so the request was not delivered (safe to send again)."""
 
@@ -308,9 +312,16 @@ class Gateway:
     ) -> None:
         """Serve a request a peer node's gateway already authenticated, admitted and routed to a deployment
         this node runs: to one of its replicas here, never on to another node (no loops between nodes)."""
-        endpoint = self.table.endpoints.get(endpoint_name)
-        deployment = endpoint.deployments.get(deployment_name) if endpoint is not None else None
-        local = tuple(r for r in deployment.replicas if not r.remote) if deployment is not None else ()
+        # The peer saw this node's replica in the store a moment before this node's own table may have the
+        # deployment (its records re-read just after the replica became ready): wait that moment, bounded.
+        deadline = asyncio.get_running_loop().time() + _PEER_TABLE_WAIT_S
+        while True:
+            endpoint = self.table.endpoints.get(endpoint_name)
+            deployment = endpoint.deployments.get(deployment_name) if endpoint is not None else None
+            local = tuple(r for r in deployment.replicas if not r.remote) if deployment is not None else ()
+            if local or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
         try:
             if endpoint is None or deployment is None or not local:
                 raise UnavailableError(f"deployment '{deployment_name}' has no ready replica on this node")
