@@ -26,21 +26,16 @@ from pathlib import Path
 import httpx
 
 from tiffin.specs import OnlineDeployment, load_spec
-from tiffin.testing import serve_tiffin
+from tiffin.testing import command_lines, serve_tiffin
 
 PLAIN = Path(__file__).resolve().parents[1] / "tests" / "deployments" / "plain" / "deployment.yml"
 PROBES = ["readiness_probe.initial_delay=1", "readiness_probe.period=1"]
 
 
 def _replica_pid(home: Path, endpoint: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(home) in cmdline and f"/deployments/{endpoint}/" in cmdline:
-                return int(entry.name)
+    for pid, cmdline in command_lines():
+        if str(home) in cmdline and f"/deployments/{endpoint}/" in cmdline:
+            return pid
     raise RuntimeError(f"no replica of {endpoint}")
 
 

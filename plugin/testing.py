@@ -31,6 +31,7 @@ from tiffin.net import free_port  # re-exported: users' tests import it from her
 __all__ = [
     "ReplicaProcess",
     "TiffinProcess",
+    "command_lines",
     "free_port",
     "serve_command",
     "serve_deployment",
@@ -51,6 +52,21 @@ class ReplicaProcess:
     def log(self) -> str:
         """Everything the process printed so far (stdout and stderr)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+def command_lines() -> list[tuple[int, str]]:
+    """(pid, command line with its arguments joined by spaces) of every live process on this machine (Linux's
+    ``/proc``; empty elsewhere): how tests find the replicas and workers a server started, and what is left of them."""
+    found = []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                raw = (entry / "cmdline").read_bytes()
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
+    return found
 
 
 def wait_for_line(path: Path, process: subprocess.Popen[str], needle: str, timeout: float) -> None:

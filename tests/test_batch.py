@@ -37,7 +37,7 @@ from tiffin.batch.planner import MiniBatch, Progress, after_failure, over_thresh
 from tiffin.errors import ScoringError, SpecError
 from tiffin.runners.batch import ScriptBatchScorer, write_rows
 from tiffin.specs import with_job_settings
-from tiffin.testing import free_port, serve_tiffin, stop_process_group
+from tiffin.testing import command_lines, free_port, serve_tiffin, stop_process_group
 
 SCRIPTS = Path(__file__).parent / "batch_scripts"
 FACTOR = int((SCRIPTS / "model" / "factor.txt").read_text())
@@ -1010,12 +1010,10 @@ def ray_head() -> Iterator[str]:
             process.wait(10)
         # Whatever Ray daemonized outside the group still names our temp dir or port: stop those, by pid.
         marks = (str(temp), f"127.0.0.1:{port}", f"--gcs_server_port={port}")
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
+        for pid, cmdline in command_lines():
+            if pid != os.getpid() and any(m in cmdline for m in marks):
                 with contextlib.suppress(OSError):
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    if any(m in cmdline for m in marks):
-                        os.kill(int(entry.name), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
 
 

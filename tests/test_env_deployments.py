@@ -31,7 +31,7 @@ from tiffin.environments.conda import translate
 from tiffin.environments.runtime import PreparedEnvironment, prepare, runtime_key
 from tiffin.environments.sources import environment_of, mlflow_environment
 from tiffin.specs import OnlineDeployment, load_spec
-from tiffin.testing import serve_tiffin
+from tiffin.testing import command_lines, serve_tiffin
 
 pytestmark = pytest.mark.slow
 
@@ -129,16 +129,7 @@ def run_in(env: PreparedEnvironment | Path, *argv: str, timeout: float = 300) ->
 
 def replica_commands(home: Path) -> list[str]:
     """The command lines of the replicas the server started (they name their plan, which is under ``home``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "tiffin.replica.run" in cmdline and str(home) in cmdline:
-                found.append(cmdline)
-    return found
+    return [cmdline for _, cmdline in command_lines() if "tiffin.replica.run" in cmdline and str(home) in cmdline]
 
 
 def environment_log(server, endpoint: str, deployment: str) -> str:

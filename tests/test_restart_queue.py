@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tiffin.testing import serve_tiffin
+from tiffin.testing import command_lines, serve_tiffin
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,7 @@ def _spec(name: str, *overrides: str) -> dict:
 
 
 def _replica_pids(home: Path, endpoint: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(home) in cmdline and f"/deployments/{endpoint}/" in cmdline:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline in command_lines() if str(home) in cmdline and f"/deployments/{endpoint}/" in cmdline]
 
 
 class _Load:

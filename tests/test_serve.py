@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tiffin.auth import issue_token
-from tiffin.testing import serve_tiffin
+from tiffin.testing import command_lines, serve_tiffin
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +51,7 @@ def cli(server, *args: str, check: bool = True) -> subprocess.CompletedProcess[s
 
 def processes_of(home: Path) -> list[int]:
     """PIDs of live processes whose command line mentions ``home`` (replicas carry their spec path)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(home) in cmdline:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline in command_lines() if str(home) in cmdline]
 
 
 class Load:

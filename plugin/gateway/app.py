@@ -226,7 +226,7 @@ class Gateway:
         finally:
             admission.release()
 
-    async def _next_table(self, wait_ms: int) -> bool:
+    async def _next_table(self, wait_ms: float) -> bool:
         """Wait up to ``wait_ms`` for the next routing table; whether one came."""
         if self._table_waiter is None or self._table_waiter.done():
             self._table_waiter = asyncio.get_running_loop().create_future()
@@ -314,14 +314,15 @@ class Gateway:
         this node runs: to one of its replicas here, never on to another node (no loops between nodes)."""
         # The peer saw this node's replica in the store a moment before this node's own table may have the
         # deployment (its records re-read just after the replica became ready): wait that moment, bounded.
-        deadline = asyncio.get_running_loop().time() + _PEER_TABLE_WAIT_S
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _PEER_TABLE_WAIT_S
         while True:
             endpoint = self.table.endpoints.get(endpoint_name)
             deployment = endpoint.deployments.get(deployment_name) if endpoint is not None else None
             local = tuple(r for r in deployment.replicas if not r.remote) if deployment is not None else ()
-            if local or asyncio.get_running_loop().time() >= deadline:
+            left_ms = (deadline - loop.time()) * 1000
+            if local or left_ms <= 0 or not await self._next_table(left_ms):
                 break
-            await asyncio.sleep(0.02)
         try:
             if endpoint is None or deployment is None or not local:
                 raise UnavailableError(f"deployment '{deployment_name}' has no ready replica on this node")
