@@ -9,8 +9,10 @@
       deployments/ENDPOINT/DEPLOYMENT/deployment-N.yml   the spec of a deployment's generation N
       deployments/ENDPOINT/DEPLOYMENT/deployment-N.plan.json  what its replicas run (tiffin.replica.plan)
       deployments/ENDPOINT/DEPLOYMENT/replica-N.pid      a running replica's pid file
-      logs/ENDPOINT/DEPLOYMENT/replica-N.log      each replica's stdout and stderr
+      logs/server.log                             tiffin serve's own log (also on stderr); rotated (.1, .2, ...)
+      logs/ENDPOINT/DEPLOYMENT/replica-N.log      each replica's console: stdout, stderr, logging; rotated
       logs/ENDPOINT/DEPLOYMENT/environment.log    the deployment's environment: what was resolved, uv's output
+      logs/ENDPOINT/DEPLOYMENT/events.log         the deployment's lifecycle events, one JSON line each; rotated
       model-mounts/online/ENDPOINT/DEPLOYMENT/    an online deployment's model: current/ (AZUREML_MODEL_DIR) → copies/X
       model-mounts/batch/ENDPOINT/DEPLOYMENT/M/   a batch deployment's model M (a digest of its model field)
       model-mounts/local/F/DEPLOYMENT/            a replica run from the spec file F (a digest of its path)
@@ -58,6 +60,7 @@ __all__ = [
     "batch_mount_identity",
     "deployment_dir",
     "environment_log_path",
+    "events_log_path",
     "hold_home",
     "job_dir",
     "job_log_path",
@@ -70,6 +73,7 @@ __all__ = [
     "replica_log_path",
     "safe_name",
     "secret_key_path",
+    "server_log_path",
     "write_private_once",
 ]
 
@@ -176,6 +180,16 @@ def logs_dir(home: Path, endpoint: str, deployment: str) -> Path:
 def environment_log_path(home: Path, endpoint: str, deployment: str) -> Path:
     """The log of a deployment's environment: what was resolved, skipped, and uv's build output."""
     return logs_dir(home, endpoint, deployment) / "environment.log"
+
+
+def events_log_path(home: Path, endpoint: str, deployment: str) -> Path:
+    """The deployment's event log: its lifecycle as JSON lines (:mod:`tiffin.supervisor.logfiles`)."""
+    return logs_dir(home, endpoint, deployment) / "events.log"
+
+
+def server_log_path(home: Path) -> Path:
+    """``tiffin serve``'s own log file (rotated)."""
+    return home / "logs" / "server.log"
 
 
 def replica_log_path(home: Path, endpoint: str, deployment: str, index: int) -> Path:
