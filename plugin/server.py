@@ -5,6 +5,7 @@
     /api/...                 control plane (REST + OpenAPI), admin token required
     /endpoints/{name}/...    the gateway: scoring, swagger, any other route of the deployments
     /_tiffin/peer/...        replicas of this server, for the gateways of other servers sharing the store
+    /studio/                 the studio's static page (tiffin.studio); ``/`` redirects there for a browser
 
 The three parts share nothing but the store and the routing table: the API writes the store and says
 so (``on_change``); the supervisor starts, probes and stops replicas and says when the ready set
@@ -44,6 +45,8 @@ from tiffin.paths import admin_token_path, hold_home, prepare_home, write_privat
 from tiffin.replica.run import QuietServer
 from tiffin.routing_state import RoutingState
 from tiffin.store import Store
+from tiffin.studio import PREFIX as STUDIO_PREFIX
+from tiffin.studio import Studio, wants_html
 from tiffin.supervisor import Supervisor
 
 __all__ = ["TiffinServer", "ensure_admin_token", "serve"]
@@ -120,6 +123,7 @@ class TiffinServer:
             replacing=self.supervisor.replacing,
         )
         self._home_lock: IO[str] | None = None
+        self.studio = Studio()
         self.api = create_api(
             store,
             admin_token=admin_token,
@@ -191,6 +195,10 @@ class TiffinServer:
             elif path == "/api" or path.startswith("/api/"):
                 # Mount the API at /api the way Starlette's Mount does: path kept, root_path extended.
                 await self.api({**scope, "root_path": scope.get("root_path", "") + "/api"}, receive, send)
+            elif path == STUDIO_PREFIX or path.startswith(STUDIO_PREFIX + "/"):
+                await self.studio(scope, receive, send)  # static files only: the page signs in to /api itself
+            elif path == "/" and scope["method"] == "GET" and wants_html(scope["headers"]):
+                await send_bytes(send, 302, b"", b"text/plain", [(b"location", STUDIO_PREFIX.encode() + b"/")])
             elif path == "/" and scope["method"] == "GET":
                 document = {"service": "tiffin", "api": "/api/openapi.json", "endpoints": "/endpoints/{name}"}
                 await send_bytes(send, 200, json.dumps(document).encode())

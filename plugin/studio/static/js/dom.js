@@ -1,0 +1,62 @@
+// Building the page without innerHTML: every string from the API becomes a text node, never markup.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function fill(node, attrs, children) {
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") node.addEventListener(name.slice(2), value);
+    else if (name === "text") node.textContent = String(value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** An HTML element: h("a", {href: "#/x", class: "y"}, "text", otherNode). */
+export function h(tag, attrs = {}, ...children) {
+  return fill(document.createElement(tag), attrs, children);
+}
+
+/** An SVG element (charts). */
+export function s(tag, attrs = {}, ...children) {
+  return fill(document.createElementNS(SVG_NS, tag), attrs, children);
+}
+
+/** Replace the children of `node`. */
+export function put(node, ...children) {
+  node.replaceChildren();
+  return fill(node, {}, children);
+}
+
+/** A provisioning or job state as a coloured badge. */
+export function state(value) {
+  const text = value || "Unknown";
+  return h("span", { class: `state ${text}`, "data-state": text }, text);
+}
+
+/** A definition list of [label, value] pairs; values may be nodes. */
+export function kv(pairs) {
+  return h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" && !(v instanceof Node) ? JSON.stringify(v) : v)]));
+}
+
+/** A table from rows of cells (strings or nodes). */
+export function table(headers, rows, attrs = {}) {
+  return h("table", attrs,
+    h("thead", {}, h("tr", {}, headers.map((x) => h("th", {}, x)))),
+    h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))
+      : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, "none yet"))));
+}
+
+/** A progress bar, `done` of `total`. */
+export function bar(done, total) {
+  const percent = total > 0 ? Math.round((100 * done) / total) : 0;
+  const fillBar = h("span", {});
+  fillBar.style.width = `${percent}%`;  // CSSOM, not a style attribute: the CSP allows no inline styles
+  return h("div", { class: "bar", role: "progressbar", "aria-valuenow": percent, "aria-valuemin": 0, "aria-valuemax": 100 },
+    fillBar, h("b", {}, `${percent}%`));
+}
