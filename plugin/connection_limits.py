@@ -153,6 +153,7 @@ class ConnectionGuard:
         self._most_lingering = max(16, limits.max_connections // 10)
         self.evicted = 0
         self.refused = 0
+        self.accepted = 0  # connections let in since start: /metrics' tiffin_connections_total
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._interval = min(1.0, max(0.05, min(limits.header_timeout, limits.body_timeout) / 4))
@@ -179,6 +180,7 @@ class ConnectionGuard:
                 connection.refuse(self._refusal, linger=linger)
                 return False
         self.connections.add(connection)
+        self.accepted += 1
         self.waiting[connection] = None
         if self._timer is None:
             self._loop = loop
