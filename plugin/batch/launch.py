@@ -24,7 +24,11 @@ from tiffin.paths import model_mounts_dir
 from tiffin.replica.layout import stage_model
 from tiffin.runners.batch import scorer_settings
 
-__all__ = ["BuildInterrupted", "job_environment", "worker_settings"]
+__all__ = ["RAY_ADDRESS_ENV", "BuildInterrupted", "job_environment", "ray_address", "warm_model", "worker_settings"]
+
+RAY_ADDRESS_ENV = "TIFFIN_RAY_ADDRESS"
+"""Names a Ray cluster (``ray://host:10001``, ``auto``, or ``local`` for a Ray started here): mini-batches
+then run on Ray actors. Read from the deployment's environment_variables first, then tiffin serve's."""
 
 
 def worker_settings(deployment: Any, *, home: Path, identity: str, output_path: Path) -> dict[str, Any]:
@@ -39,6 +43,21 @@ def worker_settings(deployment: Any, *, home: Path, identity: str, output_path: 
         "output_path": str(output_path),
         "logging_level": str(deployment.settings.logging_level or "info").upper(),
     }
+
+
+def ray_address(deployment: Any, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The Ray cluster the deployment's mini-batches run on (:data:`RAY_ADDRESS_ENV`); None: workers here."""
+    overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
+    return overrides.get(RAY_ADDRESS_ENV) or environ.get(RAY_ADDRESS_ENV) or None
+
+
+def warm_model(scorer: Mapping[str, Any]) -> str | None:
+    """The local MLflow model folder whose flavour's imports spare workers warm (:meth:`tiffin.batch.pool.
+    LocalPool.keep_spares`); None for a scoring script or a ``runs:/``/``models:/`` URI (nothing local to read)."""
+    model = str(scorer.get("model_uri") or "") if scorer.get("kind") == "mlflow" else ""
+    if not model or model.startswith(("runs:/", "models:/")):
+        return None
+    return model[len("file://") :] if model.startswith("file://") else model
 
 
 class BuildInterrupted(Exception):

@@ -150,6 +150,7 @@ class LocalPool:
     python: str | None = None
     process_env: dict[str, str] | None = None
     warm_mlflow: str | None = None  # an MLflow model folder whose flavour's imports spares warm (keep_spares)
+    spares_taken: int = 0  # workers that were spares (started before the job: by the last job, or provisioning)
     _slots: list[_Slot] = field(default_factory=list)
 
     def start(self) -> None:
@@ -187,6 +188,7 @@ class LocalPool:
         spare = take_spare(self._spare_key(python, env))
         if spare is not None:
             child, conn = spare
+            self.spares_taken += 1
             with contextlib.suppress(OSError):  # it died meanwhile: wait() reads the end of the connection
                 conn.send(("settings", self.settings, str(self.log)))
             return child, conn
@@ -199,16 +201,21 @@ class LocalPool:
     def _spare_key(self, python: str, env: dict[str, str]) -> tuple:
         return (python, tuple(sorted(env.items())), self.warm_mlflow or "")
 
-    def keep_spares(self) -> None:
+    def keep_spares(self, *, ready_within: float | None = None) -> None:
         """Have ``size`` spare workers ready for this deployment's next job (one that runs in an environment: its
         workers are not forked from the preloaded fork server, and import MLflow and pandas themselves, seconds).
-        Each imports :data:`PRELOAD` and warms the MLflow model's flavour, then waits, idle, for a job to take it."""
+        Each imports :data:`PRELOAD` and warms the MLflow model's flavour, then waits, idle, for a job to take it.
+
+        With ``ready_within`` (a deployment being provisioned, :mod:`tiffin.batch.provision`), returns once the
+        spares' imports are done (at most that many seconds): a job then takes workers that are ready."""
         if self.python is None or os.environ.get(SPARES_ENV, "1").strip() == "0":
             return
         env = self.process_env if self.process_env is not None else {**os.environ, **self.env}
         options = ["--spare", "--preload", ",".join(PRELOAD)]
         if self.warm_mlflow:
             options += ["--warm-mlflow", self.warm_mlflow]
+        if ready_within is not None:
+            options.append("--say-warm")
         key = self._spare_key(self.python, env)
         with _SPARES_LOCK:
             others = [k for k in _SPARES if k != key]
@@ -218,13 +225,16 @@ class LocalPool:
         for child, conn in dropped:
             conn.close()
             _kill(child)
+        started = []
         for _ in range(max(0, self.size - have)):
             try:
-                spare = _start_worker(self.python, env, options, subprocess.DEVNULL)
+                started.append(_start_worker(self.python, env, options, subprocess.DEVNULL))
             except OSError:  # the environment went away: the next job starts its workers itself
-                return
-            with _SPARES_LOCK:
-                _SPARES.setdefault(key, []).append(spare)
+                break
+        if ready_within is not None:
+            _wait_warm(started, ready_within)
+        with _SPARES_LOCK:
+            _SPARES.setdefault(key, []).extend(started)
 
     def submit(self, slot: int, index: int, items: list[str], part: str | None) -> None:
         """Send the mini-batch to the slot's worker."""
@@ -318,6 +328,18 @@ def stop_spares() -> None:
     for child, conn in spares:
         conn.close()
         _kill(child)
+
+
+def _wait_warm(spares: list[tuple[_Child, Connection]], timeout: float) -> None:
+    """Wait until each spare (started with ``--say-warm``, not yet where a job can take it) says its imports are
+    done, or has died, or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    waiting = {conn: child for child, conn in spares}
+    while waiting and time.monotonic() < deadline:
+        for conn in wait(list(waiting), max(0.0, deadline - time.monotonic())):
+            with contextlib.suppress(EOFError, OSError):  # it died: take_spare skips it
+                conn.recv()  # ("warm",)
+            waiting.pop(conn, None)  # type: ignore[call-overload]
 
 
 def _start_worker(python: str, env: dict[str, str], options: list[str], out: Any) -> tuple[_Child, Connection]:

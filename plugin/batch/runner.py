@@ -27,9 +27,17 @@ from typing import IO, Any
 
 from tiffin import config
 from tiffin.batch.downloads import DownloadStopped, UrlLimits, fetch_url
-from tiffin.batch.launch import BuildInterrupted, job_environment, worker_settings
+from tiffin.batch.launch import (
+    RAY_ADDRESS_ENV,
+    BuildInterrupted,
+    job_environment,
+    ray_address,
+    warm_model,
+    worker_settings,
+)
 from tiffin.batch.planner import Progress, after_failure, over_threshold, plan
 from tiffin.batch.pool import LocalPool, Pool
+from tiffin.batch.provision import wait_for_provisioning
 from tiffin.environments.runtime import PreparedEnvironment
 from tiffin.environments.sources import environment_of
 from tiffin.errors import EnvironmentBuildError, SpecError, TiffinError
@@ -40,10 +48,6 @@ from tiffin.store import JobRecord, Store
 __all__ = ["RAY_ADDRESS_ENV", "JobRunner", "job_progress"]
 
 logger = logging.getLogger("tiffin.batch")
-
-RAY_ADDRESS_ENV = "TIFFIN_RAY_ADDRESS"
-"""Names a Ray cluster (``ray://host:10001``, ``auto``, or ``local`` for a Ray started here): mini-batches
-then run on Ray actors. Read from the deployment's environment_variables first, then tiffin serve's."""
 
 _CANCEL_POLL_S = 0.5
 _MAX_DEATHS_WHILE_LOADING = 3
@@ -202,6 +206,8 @@ class JobRunner:
         deaths_while_loading = 0
         next_cancel_check = 0.0
         pool.start()
+        if isinstance(pool, LocalPool) and pool.spares_taken:
+            self._say(f"took {pool.spares_taken} spare worker(s), started before the job with their imports done")
 
         def failure(index: int, message: str) -> None:
             nonlocal failed_items
@@ -299,7 +305,7 @@ class JobRunner:
         identity = batch_mount_identity(job.endpoint_name, deployment.name, (job.spec or {}).get("model"))
         settings = worker_settings(deployment, home=self.home, identity=identity, output_path=outputs)
         overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
-        address = overrides.get(RAY_ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)
+        address = ray_address(deployment)
         if address:
             from tiffin.batch.ray_pool import RayPool
 
@@ -308,14 +314,15 @@ class JobRunner:
             return RayPool(size=size, address=address, settings=settings)
         log, pids = job_log_path(self.home, self.name), job_dir(self.home, self.name) / "workers"
         pool = LocalPool(size=size, job=self.name, settings=settings, log=log, env=overrides, pid_dir=pids)
+        # A build its deployment's create or update started (tiffin.batch.provision) is waited for, not started
+        # again; its spare workers are then there for this job to take.
+        wait_for_provisioning(job.endpoint_name, deployment.name, self._interrupted)
         prepared = self._environment(deployment, settings["scorer"]["kind"], log)
         if prepared is None:
             self._say(f"starting {size} worker process(es)")
             return pool
         pool.python = str(prepared.python)
-        model = settings["scorer"].get("model_uri") if settings["scorer"]["kind"] == "mlflow" else None
-        if model and not str(model).startswith(("runs:/", "models:/")):
-            pool.warm_mlflow = str(model)[len("file://") :] if str(model).startswith("file://") else str(model)
+        pool.warm_mlflow = warm_model(settings["scorer"])
         pool.process_env = prepared.process_env({**os.environ, **overrides})
         self._say(
             f"starting {size} worker process(es) on Python {prepared.spec.python_minor} "

@@ -7,6 +7,8 @@ it
 
 * resumes every ``Running`` job this node owns that no thread of it runs (the server was restarted
   mid-job), and takes over (compare-and-set in the store) the ``Running`` jobs whose node stopped beating;
+* provisions the batch deployments created or updated since (``Creating``/``Updating``): their environments
+  built and spare workers started for their first jobs (:mod:`tiffin.batch.provision`);
 * starts ``Queued`` jobs oldest first, at most ``max_jobs_per_deployment`` at a time per deployment across
   every server sharing the store: a job over that waits ``Queued``, in order (a job can't jump the queue of
   its own deployment). While other servers are alive it takes one job per pass, so they share the queue.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from tiffin import config
 from tiffin.batch.pool import stop_spares, warm_fork_server
+from tiffin.batch.provision import start_provisioning
 from tiffin.batch.runner import JobRunner
 from tiffin.cluster import jobs_to_run
 from tiffin.store import Store
@@ -116,10 +119,22 @@ class BatchScheduler:
             runner.run()
         finally:
             # The deployment has room for its next Queued job now: schedule it without waiting for a poll.
-            loop = self._event_loop
-            if loop is not None and self._wake is not None and not loop.is_closed():
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(self._wake.set)
+            self._wake_from_thread()
+
+    def _wake_from_thread(self) -> None:
+        loop = self._event_loop
+        if loop is not None and self._wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _provision(self) -> None:
+        """Build the environment of each batch deployment created or updated since (tiffin.batch.provision)."""
+        for record in self.store.list_deployments():
+            if record.kind == "batch" and record.state in ("Creating", "Updating"):
+                start_provisioning(
+                    self.store, self.home, record, max_workers=self.max_workers, stop=self._stop,
+                    done=self._wake_from_thread,
+                )  # fmt: skip
 
     def schedule(self) -> None:
         """One pass: resume this node's and orphaned Running jobs, then start Queued ones within each
@@ -132,6 +147,7 @@ class BatchScheduler:
             # Once there is a batch endpoint, have the workers' fork server ready before its first job.
             self._warm = True
             threading.Thread(target=warm_fork_server, name="tiffin-batch-warm", daemon=True).start()
+        self._provision()
         live = self._live()
         resume, adopt = jobs_to_run(self.store.running_job_owners(), self.node_id, live, self._threads)
         for name in resume:

@@ -145,8 +145,9 @@ def main(argv: Any = None) -> int:
     connection is the inherited socket ``N``, whose first message is the settings.
 
     ``--spare`` starts it ahead of a job (:func:`tiffin.batch.pool.take_spare`): it imports ``--preload``'s
-    modules (comma-separated) and warms an MLflow model's imports (``--warm-mlflow PATH``) while no job waits, then
-    waits for ``("settings", settings, log_path)``: its output goes to the job's log from then on."""
+    modules (comma-separated) and warms an MLflow model's imports (``--warm-mlflow PATH``) while no job waits (then
+    sends ``("warm",)`` with ``--say-warm``), then waits for ``("settings", settings, log_path)``: its output goes
+    to the job's log from then on."""
     args = list(sys.argv[1:] if argv is None else argv)
     options = _options(args)
     if options is None:
@@ -158,6 +159,9 @@ def main(argv: Any = None) -> int:
         _exit_with_parent()  # before anything that can block: a pool gone while we wait must not leave us behind
     else:  # no watch thread while idle: the pool's end of the socket closing (EOF below) is its going away
         _warm(options.get("--preload", ""), options.get("--warm-mlflow"))
+        if "--say-warm" in options:  # a deployment being provisioned waits for this before it is Succeeded
+            with contextlib.suppress(OSError):
+                conn.send(("warm",))
     try:
         message = conn.recv()
     except (EOFError, OSError):
@@ -183,7 +187,7 @@ def _options(args: list) -> Any:
     options = {}
     while args:
         name = args.pop(0)
-        if name == "--spare":
+        if name in ("--spare", "--say-warm"):
             options[name] = ""
         elif name in ("--fd", "--preload", "--warm-mlflow") and args:
             options[name] = args.pop(0)

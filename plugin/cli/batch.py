@@ -193,7 +193,14 @@ def endpoint_get_credentials(name: NameOpt, output: OutputOpt = OutputFormat.jso
 # --- batch-deployment ----------------------------------------------------------------------------
 
 
-def _put(spec: dict[str, Any], *, create: bool, set_default: bool) -> dict[str, Any]:
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option("--no-wait", help="Return without waiting for the deployment's environment to be built (then "
+                 "`show` it)."),
+]  # fmt: skip
+
+
+def _put(spec: dict[str, Any], *, create: bool, set_default: bool, no_wait: bool = False) -> dict[str, Any]:
     name, endpoint = spec["name"], spec.get("endpoint_name")
     if not endpoint:
         raise TiffinError(f"say which batch endpoint deployment '{name}' belongs to: pass --endpoint-name E")
@@ -210,7 +217,7 @@ def _put(spec: dict[str, Any], *, create: bool, set_default: bool) -> dict[str, 
             )
         if not create and not exists:
             raise NotFoundError(f"batch deployment '{name}' not found on endpoint '{endpoint}'; create it first")
-        return client.batch_deployments.create_or_update(spec, set_default=set_default)
+        return client.batch_deployments.create_or_update(spec, set_default=set_default, wait=not no_wait)
 
 
 @batch_deployment_app.command("create")
@@ -219,14 +226,14 @@ def deployment_create(
     name: OptionalNameOpt = None,
     endpoint_name: OptionalEndpointOpt = None,
     set_default: SetDefaultOpt = False,
-    no_wait: InstantNoWaitOpt = False,
+    no_wait: NoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
 ) -> None:
     """Create a batch deployment (the endpoint's first becomes its default; --set-default makes any one so)."""
     spec = load_with_flags(BatchDeployment, file, set_, name=name, endpoint_name=endpoint_name).spec
-    emit(_put(spec.to_yaml_dict(), create=True, set_default=set_default), output, query)
+    emit(_put(spec.to_yaml_dict(), create=True, set_default=set_default, no_wait=no_wait), output, query)
 
 
 @batch_deployment_app.command("update")
@@ -235,7 +242,7 @@ def deployment_update(
     name: OptionalNameOpt = None,
     endpoint_name: OptionalEndpointOpt = None,
     set_default: SetDefaultOpt = False,
-    no_wait: InstantNoWaitOpt = False,
+    no_wait: NoWaitOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -249,7 +256,7 @@ def deployment_update(
         data = changed_here(current, set_, BatchDeployment, f"batch deployment '{name}'")
     else:
         raise typer.BadParameter("without --file, name the deployment with --name and --endpoint-name")
-    emit(_put(data, create=False, set_default=set_default), output, query)
+    emit(_put(data, create=False, set_default=set_default, no_wait=no_wait), output, query)
 
 
 @batch_deployment_app.command("show")

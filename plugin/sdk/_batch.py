@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tiffin.errors import NotFoundError, RequestTimeoutError, SpecError
+from tiffin.errors import NotFoundError, RequestTimeoutError, SpecError, TiffinError
 
+from ._poller import Poller
 from ._transport import Transport, path
 
 if TYPE_CHECKING:  # imported where used: get, list, invoke and stream need no spec models (pydantic)
@@ -150,8 +151,57 @@ class BatchDeploymentOperations:
         endpoint_name: str | None = None,
         *,
         set_default: bool = False,
+        wait: bool = True,
+        timeout: float = 1800,
     ) -> dict[str, Any]:
-        """Create or replace the deployment (ready at once: nothing runs until a job does)."""
+        """Create or replace the deployment and, with ``wait``, return once it is ``Succeeded``.
+
+        One that runs in an environment (declared, or its MLflow model's own) is ``Creating`` (``Updating``) while
+        the server builds it and starts workers for its first job; :class:`TiffinError` with uv's message if that
+        fails (``Failed``), or after ``timeout`` seconds. Any other is ``Succeeded`` at once. ``wait=False``
+        returns the deployment as just stored."""
+        if wait:
+            return self.begin_create_or_update(
+                deployment, endpoint_name, set_default=set_default, timeout=timeout
+            ).result()
+        return self._put(deployment, endpoint_name, set_default=set_default)
+
+    def begin_create_or_update(
+        self,
+        deployment: BatchDeployment | Mapping[str, Any],
+        endpoint_name: str | None = None,
+        *,
+        set_default: bool = False,
+        timeout: float = 1800,
+    ) -> Poller[dict[str, Any]]:
+        """Send the deployment now; ``.result()`` waits as :meth:`create_or_update` does."""
+        stored = self._put(deployment, endpoint_name, set_default=set_default)
+        return Poller(lambda: self.wait(stored["name"], stored["endpoint_name"], timeout=timeout))
+
+    def wait(self, name: str, endpoint_name: str, timeout: float = 1800) -> dict[str, Any]:
+        """Poll the deployment until it is ``Succeeded`` (returned) or ``Failed`` (raised, with why)."""
+        started = time.monotonic()
+        while True:
+            current = self.get(name, endpoint_name)
+            state = current.get("provisioning_state")
+            if state == "Succeeded":
+                return current
+            if state == "Failed":
+                raise TiffinError(
+                    f"batch deployment '{name}' on endpoint '{endpoint_name}' failed: "
+                    f"{current.get('reason') or 'no reason recorded'}; see its environment's build with "
+                    f"`tiffin batch-deployment show -n {name} -e {endpoint_name}`, fix it and update it"
+                )
+            if time.monotonic() - started >= timeout:
+                raise TiffinError(
+                    f"batch deployment '{name}' on endpoint '{endpoint_name}' is still {state} after {timeout:g}s; "
+                    f"follow it with `tiffin batch-deployment show -n {name} -e {endpoint_name}`"
+                )
+            time.sleep(0.1 if time.monotonic() - started < 5 else 0.5)
+
+    def _put(
+        self, deployment: BatchDeployment | Mapping[str, Any], endpoint_name: str | None, *, set_default: bool
+    ) -> dict[str, Any]:
         from tiffin.specs import BatchDeployment
 
         data = dict(deployment.to_yaml_dict() if isinstance(deployment, BatchDeployment) else deployment)
