@@ -48,6 +48,8 @@ from tiffin.store import Store
 from tiffin.studio import PREFIX as STUDIO_PREFIX
 from tiffin.studio import Studio, wants_html
 from tiffin.supervisor import Supervisor
+from tiffin.telemetry.service import METRICS_PATH, Telemetry
+from tiffin.telemetry.settings import TelemetrySettings
 
 __all__ = ["TiffinServer", "ensure_admin_token", "serve"]
 
@@ -82,6 +84,7 @@ class TiffinServer:
         admin_token: str,
         max_jobs_per_deployment: int = 1,
         node_url: str | None = None,
+        telemetry: TelemetrySettings | None = None,
     ) -> None:
         """``node_url`` is where the other servers sharing the store reach this one (default ``public_url``;
         ``TIFFIN_ADVERTISE_URL`` in :func:`serve`)."""
@@ -123,6 +126,14 @@ class TiffinServer:
             replacing=self.supervisor.replacing,
         )
         self._home_lock: IO[str] | None = None
+        self.telemetry = Telemetry(
+            telemetry or TelemetrySettings.from_environment(),
+            home=home,
+            gateway=self.gateway,
+            supervisor=self.supervisor,
+            store=store,
+            admin_token=admin_token,
+        )
         self.studio = Studio()
         self.api = create_api(
             store,
@@ -159,6 +170,7 @@ class TiffinServer:
         """Start the gateway's pool, the node's heartbeat, the routing table, the supervisor, the jobs."""
         self._home_lock = hold_home(self.home)
         await self.node.start()
+        self.telemetry.start()
         self._poll_routing()
         await self.gateway.start()
         await self.routing.start()
@@ -180,6 +192,7 @@ class TiffinServer:
             await self.node.stop()
             await self.routing.stop()
             await self.gateway.close()
+            self.telemetry.stop()
             if self._home_lock is not None:
                 self._home_lock.close()
                 self._home_lock = None
@@ -199,6 +212,8 @@ class TiffinServer:
                 await self.studio(scope, receive, send)  # static files only: the page signs in to /api itself
             elif path == "/" and scope["method"] == "GET" and wants_html(scope["headers"]):
                 await send_bytes(send, 302, b"", b"text/plain", [(b"location", STUDIO_PREFIX.encode() + b"/")])
+            elif path == METRICS_PATH:
+                await self.telemetry.metrics(scope, receive, send)
             elif path == "/" and scope["method"] == "GET":
                 document = {"service": "tiffin", "api": "/api/openapi.json", "endpoints": "/endpoints/{name}"}
                 await send_bytes(send, 200, json.dumps(document).encode())
@@ -276,6 +291,8 @@ def serve(
         max_jobs_per_deployment=max_jobs_per_deployment,
         node_url=config.advertise_url(),
     )
+    protocol = public_protocol(limits)
+    app.telemetry.use_connection_guard(getattr(protocol, "keywords", {}).get("guard"))
     uvicorn_config = uvicorn.Config(
         app,
         host=host,
@@ -283,7 +300,7 @@ def serve(
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         # Anyone who reaches the port is a client before any credential is checked: heads, bodies,
         # idle time and connections are bounded (tiffin.connection_limits). No WebSocket routes here.
-        http=public_protocol(limits),
+        http=protocol,
         ws="none",
         lifespan="on",
         access_log=False,

@@ -39,6 +39,8 @@ from tiffin.gateway.side import describe, send_mirror
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
+from tiffin.telemetry.meters import DeploymentMeter, Meters
+from tiffin.telemetry.traffic_log import TrafficLog
 
 __all__ = ["Gateway"]
 
@@ -59,6 +61,20 @@ _PEER_TABLE_WAIT_S = 1.0
 
 class _Unreachable(UnavailableError):
     """503: no replica could be connected to, so the request was not delivered (safe to send again)."""
+
+
+class _Outcome:
+    """What one request came to, for the meters and the traffic log (filled in as it goes)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "deployment", "headers", "meter", "status")
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.deployment = ""
+        self.meter: DeploymentMeter | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.headers: list[tuple[bytes, bytes]] | tuple[()] = ()
 
 
 def _no_replica(endpoint: str, deployment: str) -> str:
@@ -91,6 +107,10 @@ class Gateway:
         self._swagger_cache: dict[tuple[int, str, str, str], bytes] = {}
         self._peer_stats = EndpointStats()  # requests served for peer nodes: counted by the node they reached
         self._table_waiter: asyncio.Future[None] | None = None  # resolved by the next set_table
+        self.meters: Meters | None = None
+        """Per-deployment counters for /metrics and the stats API's recent window (None: TIFFIN_METRICS=0)."""
+        self.traffic: TrafficLog | None = None
+        """Where each request's traffic-log entry goes (None: TIFFIN_TRAFFIC_LOG=0)."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -126,6 +146,8 @@ class Gateway:
         for replica_id in [k for k in self._down_until if k not in listed]:
             del self._down_until[replica_id]
         self.table = table
+        if self.meters is not None:  # made here, not per request: a request's record is a few increments
+            self.meters.sync((e.name, d) for e in table.endpoints.values() for d in e.deployments)
         self._swagger_cache.clear()
         if self._table_waiter is not None and not self._table_waiter.done():
             self._table_waiter.set_result(None)
@@ -133,13 +155,19 @@ class Gateway:
     def endpoint_stats(self, name: str) -> dict[str, Any]:
         """The counters of endpoint ``name`` (see :class:`EndpointStats`)."""
         stats = self.stats.get(name)
-        return (stats or EndpointStats()).as_dict()
+        answer = (stats or EndpointStats()).as_dict()
+        if self.meters is not None:
+            endpoint = self.table.endpoints.get(name)
+            names = endpoint.deployments if endpoint is not None else ()
+            answer["recent"] = {d: self.meters.get(name, d).window() for d in names}
+        return answer
 
     # --- ASGI ----------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         path: str = scope["path"]
         rest = path[len(self.prefix) + 1 :] if path.startswith(self.prefix + "/") else ""
         name, slash, tail = rest.partition("/")
@@ -150,21 +178,61 @@ class Gateway:
             # which no endpoint has; answering as endpoint E would score where the client did not ask.
             name = self._name_as_sent(raw_path) or ""
             endpoint = self.table.endpoints.get(name)
+        outcome = _Outcome()
         if endpoint is None:
             message = f"endpoint '{name}' not found; list endpoints with `tiffin online-endpoint list`"
             await send_error(send, 404, message)
+            if self.meters is not None:
+                self.meters.unknown_endpoint += 1
+            if self.traffic is not None:
+                outcome.status = 404
+                self._log(scope, "", outcome, started)
             return
         stats = self.stats.get(name)
         if stats is None:
             stats = self.stats[name] = EndpointStats()
         try:
-            await self._handle(scope, receive, send, endpoint, stats, "/" + tail if slash else "/")
+            await self._handle(scope, receive, send, endpoint, stats, "/" + tail if slash else "/", outcome)
         except TiffinError as exc:
             stats.rejected[exc.status_code] += 1
+            outcome.status = exc.status_code
             await send_error(send, exc.status_code, exc.message)
+        if self.meters is not None:
+            meter = outcome.meter or self.meters.by_key.get((name, ""))
+            if meter is not None:
+                elapsed = time.perf_counter() - started
+                meter.answered(outcome.status, started, elapsed, outcome.bytes_in, outcome.bytes_out)
+        if self.traffic is not None:
+            self._log(scope, name, outcome, started)
+
+    def _log(self, scope: Scope, endpoint: str, outcome: _Outcome, started: float) -> None:
+        assert self.traffic is not None
+        self.traffic.add(
+            (
+                time.time(),
+                endpoint,
+                outcome.deployment,
+                scope["method"],
+                scope["path"],  # the query string is scope["query_string"]: never logged
+                outcome.status,
+                time.perf_counter() - started,
+                scope["headers"],  # only the request-id headers are read from these, by the writer thread
+                outcome.headers,
+                outcome.bytes_in,
+                outcome.bytes_out,
+                scope.get("client"),
+            )
+        )
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, endpoint: EndpointRoute, stats: EndpointStats, tail: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        endpoint: EndpointRoute,
+        stats: EndpointStats,
+        tail: str,
+        outcome: _Outcome,
     ) -> None:
         pinned = None
         content_length = -1
@@ -181,13 +249,17 @@ class Gateway:
         rng = self._rng
         decision = decide(endpoint, pinned, rng.random(), rng.random())
         deployment = endpoint.deployments[decision.deployment]
+        outcome.deployment = deployment.name
+        if self.meters is not None:
+            outcome.meter = self.meters.by_key.get((endpoint.name, deployment.name))
         if tail == "/swagger.json" and scope["method"] == "GET":
             await describe(self, scope, send, endpoint, deployment)
             return
         body = await self._read_body(receive)
+        outcome.bytes_in = len(body)
 
         try:
-            await self._admit_and_forward(scope, send, endpoint, deployment, tail, body, stats)
+            await self._admit_and_forward(scope, send, endpoint, deployment, tail, body, stats, outcome)
         except _Unreachable:
             # The replica died a moment ago and the table does not show it yet (the supervisor learns of an
             # exit within milliseconds). The request never reached it, so it is safe to send once more, under
@@ -199,13 +271,15 @@ class Gateway:
                 current = self._current(endpoint.name, deployment.name)
             if current is None:
                 raise
-            await self._admit_and_forward(scope, send, endpoint, current, tail, body, stats)
+            await self._admit_and_forward(scope, send, endpoint, current, tail, body, stats, outcome)
         if decision.mirror is not None and len(self._mirrors) < _MAX_MIRRORS_IN_FLIGHT:
             task = asyncio.create_task(send_mirror(self, scope, endpoint, decision.mirror, tail, body, stats))
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
         elif decision.mirror is not None:
             stats.mirror_of(decision.mirror).dropped += 1
+            if self.meters is not None:
+                self.meters.get(endpoint.name, decision.mirror).mirror_dropped += 1
 
     async def _admit_and_forward(
         self,
@@ -216,13 +290,22 @@ class Gateway:
         tail: str,
         body: bytes,
         stats: EndpointStats,
+        outcome: _Outcome,
     ) -> None:
         admission = self._admissions.get((endpoint.name, deployment.name))
         if admission is None or not (deployment.replicas or deployment.replacing):
             raise UnavailableError(_no_replica(endpoint.name, deployment.name))
-        deployment = await self._acquire(admission, endpoint, deployment)
+        meter = outcome.meter
+        if meter is None:
+            deployment = await self._acquire(admission, endpoint, deployment)
+        else:
+            queued_at = time.perf_counter()
+            try:
+                deployment = await self._acquire(admission, endpoint, deployment)
+            finally:
+                meter.waited(time.perf_counter() - queued_at)
         try:
-            await self._forward(scope, send, endpoint, deployment, tail, body, stats)
+            await self._forward(scope, send, endpoint, deployment, tail, body, stats, outcome)
         finally:
             admission.release()
 
@@ -332,7 +415,7 @@ class Gateway:
             inner = {**scope, "raw_path": prefix + path, "query_string": query}
             tail = unquote(path.decode("latin-1"))
             await self._forward(
-                inner, send, endpoint, replace(deployment, replicas=local), tail, body, self._peer_stats
+                inner, send, endpoint, replace(deployment, replicas=local), tail, body, self._peer_stats, _Outcome()
             )
         except TiffinError as exc:
             await send_error(send, exc.status_code, exc.message)
@@ -362,6 +445,7 @@ class Gateway:
         tail: str,
         body: bytes,
         stats: EndpointStats,
+        outcome: _Outcome,
     ) -> None:
         headers = forward_headers(scope)
         target = request_target(scope, self._prefix_of(endpoint.name), tail)
@@ -374,12 +458,16 @@ class Gateway:
         try:
             try:
                 url, path = upstream(replica, target, aliases)
-                status = await self._exchange(send, replica, url, method, path, headers, body, deployment, timeout_s)
+                status = await self._exchange(
+                    send, replica, url, method, path, headers, body, deployment, timeout_s, outcome
+                )
             except ConnectFailed:
                 # Never reached the replica, so retrying cannot run the request twice: once, elsewhere.
                 retry = self._choose(deployment, avoid=replica) or replica
                 url, path = upstream(retry, target, aliases)
-                status = await self._exchange(send, retry, url, method, path, headers, body, deployment, timeout_s)
+                status = await self._exchange(
+                    send, retry, url, method, path, headers, body, deployment, timeout_s, outcome
+                )
         except TimeoutError:
             raise RequestTimeoutError(
                 f"deployment '{deployment.name}' did not answer within request_timeout_ms "
@@ -389,8 +477,10 @@ class Gateway:
             raise _Unreachable(f"deployment '{deployment.name}' could not be reached: {exc}") from None
         except UpstreamError as exc:
             stats.rejected[502] += 1
+            outcome.status = 502
             await send_error(send, 502, f"deployment '{deployment.name}' failed to answer: {exc}")
             return
+        outcome.status = status
         stats.answered(deployment.name, status)
 
     async def _exchange(
@@ -404,6 +494,7 @@ class Gateway:
         body: bytes,
         deployment: DeploymentRoute,
         timeout_s: float,
+        outcome: _Outcome,
     ) -> int:
         """One request to one replica (at ``url``: the replica, or its own V2 server); returns the status sent
         to the client."""
@@ -431,7 +522,9 @@ class Gateway:
         status = response.status
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in DROP_RESPONSE]
         out_headers.append((_ANSWERED_BY, deployment.name.encode()))
+        outcome.headers = out_headers
         if data is not None:
+            outcome.bytes_out = len(data)
             out_headers.append((b"content-length", b"%d" % len(data)))
             await send({"type": "http.response.start", "status": status, "headers": out_headers})
             await send({"type": "http.response.body", "body": data})
@@ -440,6 +533,7 @@ class Gateway:
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
         try:
             async for chunk in response.iter_chunks():
+                outcome.bytes_out += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             logger.warning("response of deployment '%s' broke off: %s", deployment.name, exc)

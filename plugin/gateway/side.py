@@ -30,15 +30,20 @@ async def send_mirror(
 ) -> None:
     """Send a copy to deployment ``name``; record the outcome; never raise."""
     counters = stats.mirror_of(name)
+    meter = gateway.meters.get(endpoint.name, name) if gateway.meters is not None else None
     deployment = endpoint.deployments.get(name)
     admission = gateway._admissions.get((endpoint.name, name))
     replica = gateway._choose(deployment) if deployment is not None else None
     # A copy never waits: if the mirror deployment is busy or down, the copy is dropped and counted.
     if deployment is None or admission is None or replica is None or admission.in_flight >= admission.capacity:
         counters.dropped += 1
+        if meter is not None:
+            meter.mirror_dropped += 1
         return
     admission.in_flight += 1
     counters.sent += 1
+    if meter is not None:
+        meter.mirror_sent += 1
     started = time.perf_counter()
     response: UpstreamResponse | None = None
     try:
@@ -50,7 +55,10 @@ async def send_mirror(
             response = await gateway._pool.request(url, scope["method"], target, headers, body)
             await response.read()
         counters.statuses[response.status] += 1
-        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        counters.latencies_ms.append(elapsed * 1000)
+        if meter is not None:
+            meter.mirrored(elapsed)
     except asyncio.CancelledError:
         if response is not None:
             gateway._pool.abandon(response)
@@ -59,6 +67,8 @@ async def send_mirror(
         if response is not None:
             gateway._pool.abandon(response)
         counters.errors += 1
+        if meter is not None:
+            meter.mirrored(None)
         logger.warning("mirror copy to deployment '%s' of '%s' failed: %r", name, endpoint.name, exc)
     finally:
         admission.release()

@@ -1,0 +1,147 @@
+"""The traffic log: one JSON line per gateway request in ``TIFFIN_HOME/logs/traffic.log`` (Azure's
+AmlOnlineEndpointTrafficLog), rotated by size.
+
+The gateway only appends a tuple of what it already holds to a bounded deque (thread-safe, no lock taken
+by the caller); a writer thread turns them into JSON lines and writes them in batches, so the hot path never
+formats or touches the file. What is written: time, endpoint, deployment, method, the path without its query
+string, status, latency, the request ids of the answer, body sizes and the client address. Never headers
+(keys, tokens), bodies or query strings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["TrafficLog", "traffic_log_path"]
+
+logger = logging.getLogger("tiffin.telemetry")
+
+_MAX_PENDING = 100_000
+"""Entries waiting for the writer; past this (the disk cannot keep up) new ones are dropped and counted."""
+_FLUSH_EVERY_S = 0.05
+_ID_LIMIT = 128  # a request id is the client's text: bounded in the log as the replica bounds it
+
+Headers = Sequence[tuple[bytes, bytes]]
+# (time, endpoint, deployment, method, path, status, seconds, request headers, response headers, bytes in, out, client)
+Entry = tuple[float, str, str, str, str, int, float, Headers, Headers, int, int, Any]
+
+
+def traffic_log_path(home: Path) -> Path:
+    """Where ``tiffin serve`` writes its traffic log."""
+    return home / "logs" / "traffic.log"
+
+
+def _header(headers: Headers, name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value[:_ID_LIMIT].decode("latin-1")
+    return None
+
+
+def format_entry(entry: Entry) -> str:
+    """One JSON line (without its newline)."""
+    when, endpoint, deployment, method, path, status, seconds, request, response, bytes_in, bytes_out, client = entry
+    request_id = _header(response, b"x-request-id") or _header(request, b"x-request-id")
+    ms_request_id = _header(response, b"x-ms-request-id") or _header(request, b"x-ms-request-id")
+    record = {
+        "time": datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "endpoint": endpoint,
+        "deployment": deployment or None,
+        "method": method,
+        "path": path,
+        "status": status,
+        "latency_ms": round(seconds * 1000, 3),
+        "request_id": request_id,
+        "ms_request_id": ms_request_id,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "client": f"{client[0]}:{client[1]}" if client else None,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
+class TrafficLog:
+    """Appends entries from the event loop; a daemon thread writes them to ``path``, rotating at
+    ``max_bytes`` and keeping ``backups`` older files (``traffic.log.1`` newest)."""
+
+    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max(1024, max_bytes)
+        self.backups = max(0, backups)
+        self.pending: deque[Entry] = deque()
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._file: IO[str] | None = None
+        self._size = 0
+        self._thread = threading.Thread(target=self._run, name="tiffin-traffic-log", daemon=True)
+
+    def start(self) -> None:
+        """Open the file (0600, as everything under TIFFIN_HOME) and start the writer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+        self._thread.start()
+
+    def add(self, entry: Entry) -> None:
+        """Queue one request's entry (called on the hot path: an append, nothing else)."""
+        pending = self.pending
+        if len(pending) < _MAX_PENDING:
+            pending.append(entry)
+        else:
+            self.dropped += 1
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self._drain()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def _run(self) -> None:
+        while not self._stop.wait(_FLUSH_EVERY_S):
+            try:
+                self._drain()
+            except Exception:  # a full disk must not end the writer: the next batch tries again
+                logger.exception("could not write the traffic log %s", self.path)
+
+    def _drain(self) -> None:
+        pending = self.pending
+        if not pending or self._file is None:
+            return
+        lines = []
+        while pending:
+            lines.append(format_entry(pending.popleft()))
+        text = "\n".join(lines) + "\n"
+        if self._size and self._size + len(text) > self.max_bytes:
+            self._rotate()
+        self._file.write(text)
+        self._file.flush()
+        self._size += len(text)
+
+    def _rotate(self) -> None:
+        assert self._file is not None
+        self._file.close()
+        if self.backups:
+            for n in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._open()

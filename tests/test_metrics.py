@@ -1,0 +1,136 @@
+"""``/metrics`` of a real ``tiffin serve`` after real requests through a real endpoint (issue 15, item 1)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tiffin.testing import serve_tiffin
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent / "deployments"
+FAST_PROBES = ["readiness_probe.initial_delay=1", "readiness_probe.period=1"]
+
+
+def deployment_spec(name: str, *overrides: str) -> dict:
+    from tiffin.specs import OnlineDeployment, load_spec
+
+    path = HERE / "plain" / "deployment.yml"
+    return load_spec(path, OnlineDeployment, overrides=[f"name={name}", *FAST_PROBES, *overrides]).spec.to_yaml_dict()
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample by its name (``x_total``, ``x_bucket``...), with its labels."""
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found.setdefault(s.name, []).append((s.labels, s.value))
+    return found
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    matching = [v for got, v in found.get(name, []) if all(got.get(k) == w for k, w in labels.items())]
+    assert len(matching) == 1, (name, labels, found.get(name))
+    return matching[0]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve_tiffin() as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "obs", "auth_mode": "key"})
+        client.online_deployments.create_or_update(
+            deployment_spec("blue", "request_settings.max_concurrent_requests_per_instance=3"), "obs"
+        )
+        client.online_endpoints.set_traffic("obs", {"blue": 100})
+        running.key = client.online_endpoints.get_keys("obs")["primaryKey"]  # type: ignore[attr-defined]
+        yield running
+
+
+def scrape(server, token: str | None = None) -> httpx.Response:
+    return httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {token or server.admin_token}"})
+
+
+def test_metrics_after_real_requests(server):
+    url = f"{server.url}/endpoints/obs/score"
+    auth = {"Authorization": f"Bearer {server.key}"}
+    with httpx.Client(timeout=30) as http:
+        for _ in range(5):
+            assert http.post(url, json={"data": [[1, 2]]}, headers=auth).status_code == 200
+        assert http.post(url, json={"nodata": 1}, headers=auth).status_code == 500
+        assert http.post(url, json={"data": [[1]]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert http.post(f"{server.url}/endpoints/nope/score", json={}).status_code == 404
+
+    response = scrape(server)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert value(found, "tiffin_requests_total", endpoint="obs", deployment="blue", status_code="200") == 5
+    assert value(found, "tiffin_requests_total", deployment="blue", status_code="500", status_class="5xx") == 1
+    # Refused before a deployment was chosen: counted for the endpoint, deployment left empty.
+    assert value(found, "tiffin_requests_total", endpoint="obs", deployment="", status_code="401") == 1
+    assert value(found, "tiffin_unknown_endpoint_requests_total") == 1
+    # The latency histogram: cumulative buckets ending in +Inf == count == 6 answers of blue.
+    assert value(found, "tiffin_request_latency_seconds_count", endpoint="obs", deployment="blue") == 6
+    assert value(found, "tiffin_request_latency_seconds_bucket", deployment="blue", le="+Inf") == 6
+    buckets = [v for labels, v in found["tiffin_request_latency_seconds_bucket"] if labels["deployment"] == "blue"]
+    assert buckets == sorted(buckets) and buckets[0] < 6
+    assert value(found, "tiffin_request_queue_wait_seconds_count", deployment="blue") == 6
+    assert value(found, "tiffin_network_bytes_total", deployment="blue", direction="in") > 0
+    assert value(found, "tiffin_network_bytes_total", deployment="blue", direction="out") > 0
+    # One ready replica x max_concurrent_requests_per_instance 3.
+    assert value(found, "tiffin_deployment_capacity", endpoint="obs", deployment="blue") == 3
+    assert value(found, "tiffin_deployment_ready_instances", deployment="blue") == 1
+    assert value(found, "tiffin_request_timeouts_total", deployment="blue") == 0
+    assert value(found, "tiffin_requests_throttled_total", deployment="blue") == 0
+    assert value(found, "tiffin_connections_active") >= 0
+    # New connections: one more request on a connection of its own, then this scrape's own connection.
+    accepted = value(found, "tiffin_connections_total")
+    assert accepted >= 2
+    httpx.get(f"{server.url}/api/health")
+    assert value(samples(scrape(server).text), "tiffin_connections_total") == accepted + 2
+    # The replica process, read from /proc: CPU % and memory.
+    assert value(found, "tiffin_replica_memory_bytes", deployment="blue", instance="0") > 10_000_000
+    assert 0 <= value(found, "tiffin_replica_cpu_utilization_percent", deployment="blue", instance="0") < 1000
+    assert value(found, "tiffin_replica_cpu_seconds_total", deployment="blue", instance="0") > 0
+    assert 0 < value(found, "tiffin_replica_memory_utilization_percent", deployment="blue", instance="0") < 100
+    for name in ("tiffin_batch_jobs", "tiffin_mirror_copies_sent_total"):
+        assert f"# TYPE {name.removesuffix('_total')}" in response.text
+
+
+def test_stats_api_has_recent_latency_and_rate(server):
+    url = f"{server.url}/endpoints/obs/score"
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {server.key}"}) as http:
+        for _ in range(20):
+            http.post(url, json={"data": [[1, 2]]})
+            time.sleep(0.05)
+    stats = httpx.get(
+        f"{server.url}/api/online-endpoints/obs/stats", headers={"Authorization": f"Bearer {server.admin_token}"}
+    ).json()
+    recent = stats["recent"]["blue"]
+    assert recent["requests"] >= 20
+    assert recent["requests_per_s"] > 0
+    assert 0 < recent["latency_ms"]["p50"] <= recent["latency_ms"]["p99"]
+
+
+def test_metrics_refuse_a_wrong_or_missing_token(server):
+    assert scrape(server, "not-the-token").status_code == 401
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    # An endpoint key is not the admin token either.
+    assert scrape(server, server.key).status_code == 401
+    assert (
+        httpx.post(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_token}"}).status_code
+        == 405
+    )
+
+
+def test_metrics_can_be_turned_off(tmp_path):
+    with serve_tiffin(env={"TIFFIN_METRICS": "0"}) as running:
+        response = scrape(running)
+        assert response.status_code == 404
+        assert "TIFFIN_METRICS" in response.json()["message"]
