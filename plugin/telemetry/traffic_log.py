@@ -123,15 +123,25 @@ class TrafficLog:
         pending = self.pending
         if not pending or self._file is None:
             return
-        lines = []
+        chunk: list[str] = []
+        size = self._size
         while pending:
-            lines.append(format_entry(pending.popleft()))
-        text = "\n".join(lines) + "\n"
-        if self._size and self._size + len(text) > self.max_bytes:
-            self._rotate()
-        self._file.write(text)
-        self._file.flush()
-        self._size += len(text)
+            line = format_entry(pending.popleft()) + "\n"
+            if size and size + len(line) > self.max_bytes:  # this file is full: write what it takes, rotate
+                self._write(chunk)
+                self._rotate()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        self._write(chunk)
+
+    def _write(self, lines: list[str]) -> None:
+        assert self._file is not None
+        if lines:
+            text = "".join(lines)
+            self._file.write(text)
+            self._file.flush()
+            self._size += len(text)
 
     def _rotate(self) -> None:
         assert self._file is not None
