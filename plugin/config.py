@@ -16,6 +16,8 @@ __all__ = [
     "INPUT_URL_PREFIXES_ENV",
     "INPUT_URL_TIMEOUT_ENV",
     "JOBS_DIR_ENV",
+    "LOG_BACKUPS_ENV",
+    "LOG_MAX_BYTES_ENV",
     "MAX_INPUT_FILES_ENV",
     "MAX_INSTANCES_ENV",
     "MAX_WORKERS_ENV",
@@ -30,6 +32,8 @@ __all__ = [
     "input_url_prefixes",
     "input_url_timeout",
     "jobs_root",
+    "log_backups",
+    "log_max_bytes",
     "max_input_files",
     "max_instances",
     "max_workers",
@@ -41,6 +45,10 @@ __all__ = [
     "tiffin_url",
 ]
 
+LOG_MAX_BYTES_ENV = "TIFFIN_LOG_MAX_BYTES"
+"""The size at which a log file (server.log, replica-N.log, events.log) is rotated; default 10 MiB."""
+LOG_BACKUPS_ENV = "TIFFIN_LOG_BACKUPS"
+"""How many rotated copies of each log file are kept (FILE.1 newest); default 3."""
 REPLICA_CPUS_ENV = "TIFFIN_REPLICA_CPUS"
 """CPUs replicas run on (``taskset -c`` syntax, e.g. ``1-3``); set by ``tiffin serve --replica-cpus``."""
 
@@ -104,6 +112,16 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise TiffinError(f"{name}={value} must be at least 1")
     return value
+
+
+def log_max_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_LOG_MAX_BYTES``: a log file past this size is rotated (a server setting)."""
+    return _positive_int(environ, LOG_MAX_BYTES_ENV, 10 * 1024 * 1024)
+
+
+def log_backups(environ: Mapping[str, str] = os.environ) -> int:
+    """``$TIFFIN_LOG_BACKUPS``: rotated copies kept of each log file (a server setting)."""
+    return _positive_int(environ, LOG_BACKUPS_ENV, 3)
 
 
 def max_instances(environ: Mapping[str, str] = os.environ) -> int:
@@ -220,20 +238,33 @@ def tiffin_url(environ: Mapping[str, str] = os.environ) -> str:
     return (environ.get("TIFFIN_URL") or DEFAULT_URL).rstrip("/")
 
 
-def configure_logging() -> None:
-    """tiffin's own messages at INFO on stderr, with time and process; once per process.
+def configure_logging(log_file: Path | None = None, environ: Mapping[str, str] = os.environ) -> None:
+    """tiffin's own messages at INFO on stderr, with time and process; once per process. With ``log_file``
+    (``tiffin serve``: ``TIFFIN_HOME/logs/server.log``), also to that file, rotated at ``TIFFIN_LOG_MAX_BYTES``
+    with ``TIFFIN_LOG_BACKUPS`` copies kept.
 
-    Only the ``tiffin`` logger: the root logger (a scoring script's ``logging.info()``) keeps Python's
-    WARNING default, as under Azure's server, so per-request logging in ``run()`` costs nothing.
+    Only the ``tiffin`` logger here: a replica sets the root logger to INFO itself, as Azure's server does
+    (:mod:`tiffin.replica.console`), and ``tiffin serve``'s libraries keep Python's WARNING default.
     """
     logger = logging.getLogger("tiffin")
-    if logger.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    if log_file is not None and not any(
+        getattr(h, "baseFilename", None) == os.path.abspath(log_file) for h in logger.handlers
+    ):
+        from logging.handlers import RotatingFileHandler
+
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = RotatingFileHandler(
+            log_file, maxBytes=log_max_bytes(environ), backupCount=log_backups(environ), encoding="utf-8"
+        )
+        to_file.setFormatter(formatter)
+        logger.addHandler(to_file)
 
 
 def parse_cpu_list(text: str) -> frozenset[int]:

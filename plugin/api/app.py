@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tiffin.assets.registry import AssetRegistry
@@ -31,8 +31,9 @@ from .assets import ASSET_OPERATIONS, AssetHandlers
 from .batch import BatchControl
 from .control import ControlPlane
 from .environments import ENVIRONMENT_OPERATIONS, EnvironmentHandlers
+from .logs import LOG_OPERATIONS, LogHandlers
 from .openapi import openapi_document
-from .operations import LOG_INSTANCE, LOG_LINES, LOG_OFFSET, OPERATIONS, SET_DEFAULT, Operation, QueryParam
+from .operations import LOG_OFFSET, OPERATIONS, SET_DEFAULT, Operation, QueryParam
 
 __all__ = ["create_api"]
 
@@ -211,12 +212,6 @@ class _Handlers:
         params = request.path_params
         await run_in_threadpool(self.control.delete_deployment, params["name"], params["deployment"])
 
-    async def get_logs(self, request: Request) -> Any:
-        lines, instance = _query_int(request, LOG_LINES), _query_int(request, LOG_INSTANCE)
-        params = request.path_params
-        text = await run_in_threadpool(self.control.logs, params["name"], params["deployment"], lines, instance)
-        return PlainTextResponse(text)
-
     # --- batch ---------------------------------------------------------------------------------------
 
     async def list_batch_endpoints(self, request: Request) -> Any:
@@ -374,7 +369,8 @@ def create_api(
     if not admin_token:
         raise ValueError("admin_token must not be empty")
     batch = BatchControl(store, public_url=public_url, home=home)
-    handlers = _Handlers(ControlPlane(store, public_url=public_url, home=home), batch, stats)
+    control = ControlPlane(store, public_url=public_url, home=home)
+    handlers = _Handlers(control, batch, stats)
     token = admin_token.encode()
     by_path: dict[str, dict[str, RouteEndpoint]] = {}
     for op in OPERATIONS:
@@ -386,6 +382,9 @@ def create_api(
     environments = EnvironmentHandlers(store, home, _json_body)
     for op in ENVIRONMENT_OPERATIONS:  # built environments: build, prune, list
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, environments.handler(op), token, on_change, batch)
+    logs = LogHandlers(control, home)
+    for op in LOG_OPERATIONS:  # a deployment's console log, storage-initializer log and events
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, logs.handler(op), token, on_change, batch)
     # One route per path, so that a 405's Allow names every method of the path, not only the first route's.
     routes = [Route(path, _by_method(methods), methods=list(methods)) for path, methods in by_path.items()]
     return Starlette(

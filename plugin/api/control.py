@@ -224,7 +224,12 @@ class ControlPlane:
                 updates[field] = getattr(spec, field)
         if not local and spec.auth_mode != current.auth_mode:
             updates["auth_mode"] = spec.auth_mode
-        return self.endpoint_json(self.store.update_endpoint(name, kind="online", **updates))
+        updated = self.store.update_endpoint(name, kind="online", **updates)
+        from tiffin.supervisor.logfiles import record_traffic_change  # the deployments' event logs
+
+        splits = [(record.traffic, record.mirror_traffic) for record in (current, updated)]
+        record_traffic_change(self.home, name, *splits)
+        return self.endpoint_json(updated)
 
     def set_traffic(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Replace the live and/or mirror traffic split: ``{"traffic": {...}, "mirror_traffic": {...}}``."""

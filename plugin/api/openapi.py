@@ -16,6 +16,7 @@ from tiffin.specs._base import _NAME_RE
 
 from .assets import ASSET_OPERATIONS, ASSET_SCHEMAS, CREATED_OR_REPLACED, Flag, asset_path_schema
 from .environments import ENVIRONMENT_OPERATIONS, ENVIRONMENT_SCHEMAS
+from .logs import LOG_OPERATIONS, LOG_SCHEMAS, Choice
 from .operations import OPERATIONS, Operation
 
 __all__ = ["openapi_document"]
@@ -298,6 +299,8 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
             "description": q.description,
             "schema": {"type": "boolean", "default": q.default}
             if isinstance(q, Flag)
+            else {"type": "string", "enum": list(q.choices)}
+            if isinstance(q, Choice)
             else {"type": "integer", "minimum": q.minimum, "default": q.default},
         }
         for q in op.query
@@ -347,7 +350,7 @@ def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
 
 
 def openapi_document(
-    operations: Iterable[Operation] = OPERATIONS + ASSET_OPERATIONS + ENVIRONMENT_OPERATIONS,
+    operations: Iterable[Operation] = OPERATIONS + ASSET_OPERATIONS + ENVIRONMENT_OPERATIONS + LOG_OPERATIONS,
 ) -> dict[str, Any]:
     """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
     operations = tuple(operations)
@@ -370,7 +373,7 @@ def openapi_document(
         "security": [{"adminToken": []}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **ASSET_SCHEMAS, **ENVIRONMENT_SCHEMAS},
+            "schemas": {**SCHEMAS, **ASSET_SCHEMAS, **ENVIRONMENT_SCHEMAS, **LOG_SCHEMAS},
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "endpointCredential": {

@@ -130,14 +130,6 @@ OPERATIONS: tuple[Operation, ...] = (
         status=204,
         write=True,
     ),
-    Operation(
-        "GET",
-        _DEP + "/logs",
-        "get_logs",
-        "The last lines of a replica's log.",
-        returns="text",
-        query=(LOG_LINES, LOG_INSTANCE),
-    ),
     # --- batch endpoints, deployments and jobs ----------------------------------------------------
     Operation("GET", "/batch-endpoints", "list_batch_endpoints", "List batch endpoints.", returns="BatchEndpointList"),
     Operation(

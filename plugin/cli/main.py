@@ -143,15 +143,19 @@ def serve_command(
     """
     import os
 
-    from tiffin.config import tiffin_home
+    from tiffin.config import configure_logging, tiffin_home
+    from tiffin.paths import prepare_home, server_log_path
     from tiffin.server import serve
 
     store_url = os.environ.get("TIFFIN_STORE_URL")
     home = tiffin_home()
-    # Where to look when something goes wrong: this process logs to stderr, its replicas and jobs to files.
+    # The log file before anything is logged; the home made private first, as serve() would.
+    configure_logging(server_log_path(prepare_home(home)))
+    # Where to look when something goes wrong: one line, at start (it must not say "ready": scripts wait for that).
     err.print(
-        f"tiffin serve logs to stderr; replicas to {home / 'logs'}/ENDPOINT/DEPLOYMENT/replica-N.log "
-        f"(`tiffin online-deployment get-logs`), batch jobs to {home / 'jobs'}/JOB/job.log (`tiffin job stream`)",
+        f"tiffin serve logs to stderr and {server_log_path(home)}; replicas to {home / 'logs'}/ENDPOINT/DEPLOYMENT/"
+        f"replica-N.log and events.log (`tiffin online-deployment get-logs`), batch jobs to {home / 'jobs'}/JOB/"
+        "job.log (`tiffin job stream`)",
         highlight=False,
         soft_wrap=True,
     )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tiffin.cli.logs import register as register_get_logs
 from tiffin.cli.options import (
     DeploymentNameOpt,
     EndpointOpt,
@@ -44,6 +45,7 @@ online_endpoint_app = typer.Typer(help="Manage online endpoints (as `az ml onlin
 online_deployment_app = typer.Typer(
     help="Manage online deployments (as `az ml online-deployment`).", no_args_is_help=True
 )
+register_get_logs(online_endpoint_app, online_deployment_app)  # tiffin.cli.logs
 
 LocalOpt = Annotated[
     bool,
@@ -58,8 +60,6 @@ AllTrafficOpt = Annotated[
 DeploymentPinOpt = Annotated[
     str | None, typer.Option("--deployment-name", "-d", "--deployment", help="Name of one of its deployments.")
 ]
-LinesOpt = Annotated[int, typer.Option("--lines", "-l", min=1, help="How many log lines, from the end.")]
-InstanceOpt = Annotated[int, typer.Option("--instance", min=0, help="Which replica (0-based).")]
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -228,28 +228,6 @@ def endpoint_regenerate_keys(
     """Replace the primary or secondary key (token modes: revoke every token issued)."""
     with connect() as client:
         client.online_endpoints.regenerate_keys(name, key_type)
-
-
-@online_endpoint_app.command("get-logs")
-def endpoint_get_logs(
-    name: NameOpt,
-    deployment_name: DeploymentPinOpt = None,
-    lines: LinesOpt = 100,
-    instance: InstanceOpt = 0,
-    local: LocalOpt = False,
-) -> None:
-    """Print the last lines of a replica log of the endpoint's deployment (shorthand for online-deployment get-logs)."""
-    with connect() as client:
-        _require_local(client.online_endpoints.get(name), local)
-        if deployment_name is None:
-            names = [d["name"] for d in client.online_deployments.list(name)]
-            if len(names) != 1:
-                raise TiffinError(
-                    f"endpoint '{name}' has {len(names)} deployments ({', '.join(names) or 'none'}); "
-                    "say whose log with --deployment-name"
-                )
-            deployment_name = names[0]
-        sys.stdout.write(client.online_deployments.get_logs(deployment_name, name, lines=lines, instance=instance))
 
 
 # --- online-deployment ---------------------------------------------------------------------------
@@ -436,18 +414,3 @@ def deployment_delete(
         client.online_deployments.get(name, endpoint_name)  # a missing one is reported before the prompt
         confirm_delete(f"deployment '{name}' of endpoint '{endpoint_name}'", yes)
         client.online_deployments.delete(name, endpoint_name)
-
-
-@online_deployment_app.command("get-logs")
-def deployment_get_logs(
-    name: DeploymentNameOpt,
-    endpoint_name: EndpointOpt,
-    lines: LinesOpt = 100,
-    instance: InstanceOpt = 0,
-    local: LocalOpt = False,
-) -> None:
-    """Print the last lines of a deployment replica's log."""
-    with connect() as client:
-        if local:
-            _require_local(client.online_endpoints.get(endpoint_name), local)
-        sys.stdout.write(client.online_deployments.get_logs(name, endpoint_name, lines=lines, instance=instance))

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
+from tiffin.replica import console
 from tiffin.replica.plan import PLAN_ENV, ReplicaPlan, read_plan
 
 __all__ = ["QuietServer", "app_from_plan", "create_app", "main", "serve_plan"]
@@ -47,6 +48,7 @@ def app_from_plan(plan: ReplicaPlan) -> Any:
 def create_app() -> Any:
     """uvicorn's app factory: the plan in ``$TIFFIN_REPLICA_PLAN``."""
     configure_logging()
+    console.install()  # again in each uvicorn worker (a fresh process): init()'s output is stamped there too
     return app_from_plan(ReplicaPlan.from_json(os.environ[PLAN_ENV]))
 
 
@@ -188,6 +190,8 @@ def serve_plan(
     log_level: str = "warning",
 ) -> int:
     """Serve ``plan`` until interrupted; returns the process exit code."""
+    # Before uvicorn's Config, whose logging set-up takes sys.stderr as it is then.
+    console.install()
     _take_ready_fd()
     if os.environ.get("TIFFIN_EXIT_WITH_PARENT") == "1":
         _exit_with_parent()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,10 +76,50 @@ class OnlineDeploymentOperations:
         self.delete(name, endpoint_name)
         return Poller(lambda: None)
 
-    def get_logs(self, name: str, endpoint_name: str, lines: int = 100, instance: int = 0) -> str:
-        """The last ``lines`` lines of replica ``instance``'s log."""
-        route = path("online-endpoints", endpoint_name, "deployments", name, "logs")
-        return self._http.request("GET", route, params={"lines": lines, "instance": instance})
+    def get_logs(
+        self, name: str, endpoint_name: str, lines: int = 100, instance: int = 0, container: str | None = None
+    ) -> str:
+        """The last ``lines`` lines (at most 10,000) of the deployment's logs, as ``az ml online-deployment get-logs``:
+        ``container="inference-server"`` replica ``instance``'s console log (the scoring code's output and
+        ``logging``, each line with its time and instance), ``"storage-initializer"`` what prepared the deployment
+        (model, code, environment build); neither: both, that one first."""
+        params: dict[str, Any] = {"lines": lines, "instance": instance}
+        if container is not None:
+            params["container"] = container
+        return self._http.request("GET", self._route(name, endpoint_name, "logs"), params=params)
+
+    def read_logs(self, name: str, endpoint_name: str, offset: int | None, instance: int = 0) -> tuple[str, int]:
+        """Replica ``instance``'s console log after byte ``offset`` (None: its last 100 lines) and the offset to
+        read from next: call it again with that offset to follow the log."""
+        params: dict[str, Any] = {"instance": instance}
+        if offset is not None:
+            params["offset"] = offset
+        else:
+            params["container"] = "inference-server"
+        response = self._http.response("GET", self._route(name, endpoint_name, "logs"), params=params)
+        next_offset = int(response.headers.get("x-tiffin-log-offset", offset or 0))
+        return response.content.decode("utf-8", errors="replace"), next_offset
+
+    def follow_logs(self, name: str, endpoint_name: str, instance: int = 0, interval: float = 0.5) -> Iterator[str]:
+        """Replica ``instance``'s last 100 console lines, then each piece written after, as it comes (every
+        ``interval`` seconds); endless: stop iterating to stop following."""
+        text, offset = self.read_logs(name, endpoint_name, None, instance)
+        if text:
+            yield text
+        while True:
+            time.sleep(interval)
+            text, offset = self.read_logs(name, endpoint_name, offset, instance)
+            if text:
+                yield text
+
+    def get_events(self, name: str, endpoint_name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The deployment's last ``limit`` lifecycle events, oldest first: ``time``, ``name`` (ReplicaStarted,
+        ReplicaReady, ReplicaFailed, TrafficChanged…), ``message`` and, when about one replica, ``instance``."""
+        return self._http.request("GET", self._route(name, endpoint_name, "events"), params={"limit": limit})
+
+    @staticmethod
+    def _route(name: str, endpoint_name: str, what: str) -> str:
+        return path("online-endpoints", endpoint_name, "deployments", name, what)
 
     def create_or_update(
         self,

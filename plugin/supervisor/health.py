@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from .logfiles import record_event
 from .policy import liveness_failed, probe_due, readiness_after
 from .probes import ProbeResult
 from .process import ReplicaProcess
@@ -78,12 +79,19 @@ def _readiness_result(
         slot.became_ready = True
         slot.start_failures = 0
         logger.info("replica %s #%d (pid %d) is ready at %s", name, slot.index, process.pid, process.url)
+        _event(host, name, slot, "ReplicaReady", f"pid {process.pid} passed its readiness probe")
     elif was_ready and not ready:
         slot.state = "unready"
         slot.ready_since = None
         slot.last_error = f"readiness probe failed {slot.readiness.failures} times in a row ({result.detail})"
         logger.warning("replica %s #%d left routing: %s", name, slot.index, slot.last_error)
+        _event(host, name, slot, "ReplicaUnready", slot.last_error)
     else:
         return
     host.routing_changed()
     host.wake()  # a rollout may move on, the state may become Succeeded
+
+
+def _event(host: ReconcilerHost, name: str, slot: Slot, event: str, message: str) -> None:
+    endpoint, _, deployment = name.partition("/")
+    record_event(host.home, endpoint, deployment, event, message, instance=f"{deployment}-{slot.index}")

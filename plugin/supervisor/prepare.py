@@ -10,6 +10,7 @@ Runs in a thread (:func:`prepare_template` blocks on files and on uv), so the ev
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,17 @@ def prepare_template(
     plan_path = spec_path.with_suffix(".plan.json")
     write_plan(plan, plan_path)
     spec = environment_of(loaded.spec, kind=plan.kind, owner=f"deployment '{name}'")
-    if spec is None:
-        return Launch(plan=plan_path, python=python)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
+        # Azure's storage-initializer: where the model and code come from (a replica lays the model out at start).
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        log.write(f"--- deployment {name} ({spec_path.name}) at {when} ---\n[tiffin] runner: {plan.kind}\n")
+        for key in ("model_dir", "model_path", "code_dir", "scoring_script", "model_uri", "model_repository"):
+            if plan.runner.get(key):
+                log.write(f"[tiffin] {key}: {plan.runner[key]}\n")
+        if spec is None:
+            log.write(f"[tiffin] no environment to build: replicas run on tiffin's own Python ({python})\n")
+            return Launch(plan=plan_path, python=python)
         describe(spec, f"environment of deployment {name} ({spec_path.name})", log)
         prepared = prepare(spec, home, log=log, environ=environ)
     return Launch(plan=plan_path, python=str(prepared.python), environment=prepared)

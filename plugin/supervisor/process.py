@@ -3,7 +3,8 @@
 Each replica runs in a process group (session) of its own, so that stopping it also stops any worker
 processes it forked (``WORKER_COUNT``) and a signal sent to the supervisor's terminal does not reach
 it. Its stdout and stderr are appended to its log file directly (not piped through the supervisor),
-so a replica never blocks on, or dies with, a full pipe.
+so a replica never blocks on, or dies with, a full pipe; the replica stamps its lines itself
+(:mod:`tiffin.replica.console`) and the supervisor rotates the file (:mod:`.logfiles`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class ReplicaProcess:
             return True
         try:
             with open(self.log_path, "rb") as log:
+                if log.seek(0, os.SEEK_END) < self._scan_from:
+                    self._scan_from = 0  # rotated (copied and truncated) since the last look
                 log.seek(self._scan_from)
                 chunk = log.read()
         except OSError:

@@ -16,11 +16,13 @@ import time
 
 from tiffin import paths
 from tiffin.errors import SpecError, TiffinError
+from tiffin.replica.console import INSTANCE_ENV
 from tiffin.routing import Replica
 from tiffin.store.records import DeploymentRecord
 
 from .desired import Desired, DesiredSpecs
 from .health import launch_probes
+from .logfiles import record_event
 from .policy import (
     START_FAILURE_LIMIT,
     ProbeCounter,
@@ -64,6 +66,7 @@ class DeploymentReconciler:
         self._dir = paths.deployment_dir(host.home, endpoint, deployment)
         self._specs = DesiredSpecs(self._dir)
         self._preparing: str | None = None  # the template being prepared (plan, environment), if any
+        self._seen: tuple[int, int] | None = None  # (generation, instance count) last seen: events on change
 
     @property
     def name(self) -> str:
@@ -90,6 +93,9 @@ class DeploymentReconciler:
             self._specs.forget_parsed()
             self._written = None
             self._gate = None
+            self._seen = None
+            if record.state in ("Creating", "Updating"):  # not a deployment this server found on its start
+                self._event("DeploymentCreated", f"generation {record.generation}")
         if self._written is not None and self._written.generation > record.generation:
             record = self._written
         gated = self._gate is not None and record.generation <= self._gate
@@ -101,6 +107,7 @@ class DeploymentReconciler:
             if not gated:
                 await self._fail(record, f"the deployment's spec is invalid: {exc}")
             return
+        self._note_changes(record, desired)
         if self._specs.launch(desired.template) is None:
             # Its plan and environment first (a thread; an environment may take a while to build): the replicas
             # of the current template keep serving meanwhile, and a failed build fails the deployment at once.
@@ -121,6 +128,17 @@ class DeploymentReconciler:
         self._specs.forget_unused({slot.template for slot in self._slots.values()} | {desired.template})
         if not gated:
             await self._report(record, desired)
+
+    def _event(self, name: str, message: str, slot: Slot | None = None) -> None:
+        instance = None if slot is None else f"{self.deployment}-{slot.index}"
+        record_event(self._host.home, self.endpoint, self.deployment, name, message, instance=instance)
+
+    def _note_changes(self, record: DeploymentRecord, desired: Desired) -> None:
+        seen, self._seen = self._seen, (record.generation, desired.count)
+        if seen is not None and record.generation > seen[0]:
+            self._event("DeploymentUpdated", f"generation {record.generation}")
+        if seen is not None and desired.count != seen[1]:
+            self._event("InstancesChanged", f"instance_count {seen[1]} -> {desired.count}")
 
     def next_due(self, now: float) -> float:
         """The monotonic time at which this deployment next needs a pass (inf: only on events)."""
@@ -180,7 +198,9 @@ class DeploymentReconciler:
             slot.start_failures += 1
         if slot.retiring:
             self._remove(slot)
+            self._event("ReplicaFailed", f"{slot.last_error} while stopping (pid {process.pid})", slot)
         elif slot.start_failures >= START_FAILURE_LIMIT:
+            self._event("ReplicaFailed", f"{slot.last_error} before becoming ready; not restarted", slot)
             # Not restarted: _report marks the deployment Failed; an update lifts that (_lift_gate).
             slot.restart_at = None
             logger.warning(
@@ -194,6 +214,11 @@ class DeploymentReconciler:
             )
         else:
             slot.restart_at = now + restart_delay(slot.crashes)
+            self._event(
+                "ReplicaFailed",
+                f"{slot.last_error} (pid {process.pid}); restarting in {slot.restart_at - now:g}s",
+                slot,
+            )
             logger.warning(
                 "replica %s #%d (pid %d) %s%s; restarting it in %gs (log: %s)",
                 self.name,
@@ -227,12 +252,16 @@ class DeploymentReconciler:
                 environ=host.env,
             )
         except TiffinError as exc:
+            self._event("EnvironmentFailed", exc.message)
             await self._fail(record, f"the deployment's environment could not be prepared: {exc.message}")
         except Exception as exc:  # a bug or an I/O error: reported, never a supervisor crash
             logger.exception("preparing deployment %s failed", self.name)
+            self._event("EnvironmentFailed", f"{type(exc).__name__}: {exc}")
             await self._fail(record, f"the deployment could not be prepared: {type(exc).__name__}: {exc}")
         else:
             self._specs.set_launch(template, launch)
+            built = "tiffin's own Python" if launch.environment is None else f"its environment ({launch.python})"
+            self._event("EnvironmentReady", f"replicas of generation {record.generation} run on {built}")
         finally:
             self._preparing = None
             host.wake()
@@ -269,13 +298,14 @@ class DeploymentReconciler:
                 socket=socket,
                 log_path=log_path,
                 header=lambda pid: log_header(slot.index, slot.generation, pid),
-                env=slot.launch.env(host.env),
+                env={**slot.launch.env(host.env), INSTANCE_ENV: f"{self.deployment}-{slot.index}"},
                 cwd=self._dir,
                 pidfile=self._dir / f"replica-{slot.index}.pid",
             )
         except OSError as exc:  # the Python is missing, out of file descriptors…: a failed start
             logger.exception("could not start replica %s #%d", self.name, slot.index)
             slot.last_error = f"could not start: {exc}"
+            self._event("ReplicaFailed", slot.last_error, slot)
             slot.crashes += 1
             slot.start_failures += 1
             slot.state = "dead"
@@ -293,6 +323,7 @@ class DeploymentReconciler:
         loop = asyncio.get_running_loop()
         process.watch_exit(loop, lambda: self._on_process_event(slot, process))
         process.watch_ready(loop, lambda: self._on_process_event(slot, process))
+        self._event("ReplicaStarted", f"pid {process.pid}, generation {slot.generation}, start {slot.starts}", slot)
         logger.info(
             "started replica %s #%d (generation %d) pid %d on %s",
             self.name,
@@ -352,6 +383,7 @@ class DeploymentReconciler:
         logger.warning(
             "restarting replica %s #%d (pid %d): %s", self.name, slot.index, slot.process.pid, slot.last_error
         )
+        self._event("ReplicaRestarting", f"{slot.last_error} (pid {slot.process.pid})", slot)
         if serving:
             self._host.routing_changed()
         self._host.spawn(self._stop(slot, slot.process, 0.0), f"restart {self.name}#{slot.index}")
@@ -373,6 +405,7 @@ class DeploymentReconciler:
                     slot.restart_at = time.monotonic() + restart_delay(slot.crashes)
                 self._host.wake()
         outcome = "still running after SIGKILL" if code is None else describe_exit(code)
+        self._event("ReplicaStopped", f"pid {process.pid} {outcome}", slot)
         logger.info("stopped replica %s #%d (pid %d, %s)", self.name, slot.index, process.pid, outcome)
 
     def _remove(self, slot: Slot) -> None:
@@ -420,6 +453,7 @@ class DeploymentReconciler:
             if written is not None:
                 self._written = written
                 logger.info("deployment %s succeeded: %d ready replica(s)", self.name, ready)
+                self._event("DeploymentSucceeded", f"{ready} ready replica(s)")
 
     async def _fail(self, record: DeploymentRecord, reason: str) -> None:
         written = await self._host.write_state(record, "Failed", reason)
@@ -430,6 +464,7 @@ class DeploymentReconciler:
         # generation of our own write is the one to wait past.
         self._gate = written.generation
         logger.error("deployment %s failed: %s", self.name, reason)
+        self._event("DeploymentFailed", reason.split("\n", 1)[0])
 
     # --- views -------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from tiffin.runners.tritonserver import TRITONSERVER_ENV
 from tiffin.store import Store
 from tiffin.store.records import DeploymentRecord
 
+from .logfiles import rotate_logs
 from .policy import DRAIN_S
 from .probes import ProbeResult, http_probe, probe_session
 from .process import ReplicaProcess, reap_orphans
@@ -141,6 +142,11 @@ class _Host:
         self._supervisor._wake()
 
 
+_ROTATE_EVERY_S = 2.0
+"""How often replica logs are checked against ``TIFFIN_LOG_MAX_BYTES``: a log may pass it by what is written
+in this time before it is rotated."""
+
+
 class Supervisor:
     """Runs, probes, restarts and rolls the replica processes of the store's online deployments.
 
@@ -211,6 +217,7 @@ class Supervisor:
         self._routing: dict[_Key, tuple[tuple[Replica, ...], bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors = _ErrorLog()
+        self._log_limits = (config.log_max_bytes(), config.log_backups())  # a bad setting fails here, at start
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_event: asyncio.Event | None = None
@@ -319,6 +326,12 @@ class Supervisor:
         assert self._lock is not None
         return self._lock
 
+    async def _rotate_logs(self) -> None:
+        # Replicas append to their logs themselves and cannot rotate them (see .logfiles): done from here.
+        while True:
+            await asyncio.sleep(_ROTATE_EVERY_S)
+            await asyncio.to_thread(rotate_logs, self._home, *self._log_limits)
+
     async def _run(self) -> None:
         try:
             await reap_orphans(self._home)
@@ -326,6 +339,7 @@ class Supervisor:
         except Exception:
             logger.exception("stopping replicas left behind by an earlier supervisor failed")
         assert self._wake_event is not None
+        self._host.spawn(self._rotate_logs(), "rotate logs")
         while True:
             # Cleared before the pass: a wake-up that arrives during the pass is kept for the next one.
             self._wake_event.clear()
