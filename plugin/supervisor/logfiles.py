@@ -92,11 +92,13 @@ def record_event(
     line = json.dumps(event, ensure_ascii=False) + "\n"
     try:
         path = paths.events_log_path(home, endpoint, deployment)
+        limit = max(4096, config.log_max_bytes() // 10)  # events are few and small: a tenth of the size
         with _lock:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Rotated before the write that would take it past the limit, so no file ever holds more.
+            rotate_file(path, limit - len(line.encode()), config.log_backups())
             with open(path, "a", encoding="utf-8") as file:
                 file.write(line)
-            rotate_file(path, max(4096, config.log_max_bytes() // 10), config.log_backups())
     except (OSError, ValueError, TiffinError) as exc:
         logger.warning("could not record event %s of %s/%s: %s", name, endpoint, deployment, exc)
 
