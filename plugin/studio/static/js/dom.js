@@ -1,4 +1,4 @@
-// Building the page without innerHTML: every string from the API becomes a text node, never markup.
+// Building the page from nodes, never from HTML strings: every string from the API becomes a text node, never markup.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 

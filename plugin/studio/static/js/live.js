@@ -25,11 +25,11 @@ const sumErrors = (statuses) => Object.entries(statuses || {}).filter(([code]) =
   .reduce((total, [, n]) => total + n, 0);
 
 /**
- * A deployment's latency percentile in ms from whatever shape the stats carry (the gateway's latency fields
- * are newer than its counters): stats.latency_ms[d].p50, stats.deployments[d].latency_ms.p50, ...
+ * A deployment's latency percentile in ms from whatever shape the stats carry (the gateway's latency window
+ * is newer than its counters, and off with TIFFIN_METRICS=0): stats.recent[d].latency_ms.p50 first.
  */
 export function latency(stats, deployment, q) {
-  const places = [stats.latency_ms?.[deployment], stats.latency?.[deployment], stats.deployments?.[deployment]?.latency_ms,
+  const places = [stats.recent?.[deployment]?.latency_ms, stats.latency_ms?.[deployment], stats.latency?.[deployment], stats.deployments?.[deployment]?.latency_ms,
     stats.deployments?.[deployment]?.latency, stats.deployments?.[deployment]];
   for (const place of places) {
     if (place && typeof place === "object") {

@@ -88,7 +88,7 @@ function deploymentCard(endpoint, d, eventsRoute) {
       const found = await get(path);
       const list = Array.isArray(found) ? found : found.events || found.value || [];
       put(events, table(["Time", "Event", "Details"], list.slice(-15).map((e) => [
-        e.time || e.timestamp || "", e.event || e.type || e.kind || "",
+        e.time || e.timestamp || "", e.name || e.event || e.type || "",
         e.message || e.reason || e.detail || "",
       ])));
     } catch (error) {

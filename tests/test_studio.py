@@ -1,0 +1,384 @@
+"""The studio (``/studio``): its file server in-process, then the page itself in a real browser.
+
+The browser tests start a real ``tiffin serve`` with the quickstart endpoint (two deployments, blue and green),
+a batch endpoint of ``tests/batch_scripts/driver.py`` and a registered model, all made through the SDK; the
+page is then driven in Debian's Chromium (``/usr/bin/chromium``) by Playwright, as a user would: sign in,
+change the traffic split, send a test request, watch a batch job finish. What the page claims is checked
+against the gateway (``azureml-model-deployment`` of real requests) and the API.
+
+``TIFFIN_STUDIO_SCREENSHOTS=1`` saves the main pages to docs/images/studio-*.png (docs/studio.md shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import eventually
+
+from tiffin.specs.traffic import traffic_problem
+from tiffin.studio import Studio, wants_html
+from tiffin.testing import serve_tiffin
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart"
+BATCH_SCRIPTS = Path(__file__).parent / "batch_scripts"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "images" if os.environ.get("TIFFIN_STUDIO_SCREENSHOTS") else None
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--no-first-run"]  # fmt: skip
+
+
+# --- the file server, in-process -----------------------------------------------------------------
+
+
+async def _call(app: Studio, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def call(app: Studio, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    return asyncio.run(_call(app, method, path))
+
+
+def test_studio_serves_its_files_with_a_strict_csp_and_nothing_else():
+    app = Studio()
+    status, headers, body = call(app, "GET", "/studio/")
+    assert status == 200 and headers["content-type"].startswith("text/html") and b'src="js/app.js"' in body
+    csp = headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    status, headers, body = call(app, "GET", "/studio/js/traffic.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript") and b"trafficProblem" in body
+    assert call(app, "GET", "/studio") [:2] == (308, {"content-type": "text/plain", "content-length": "0",
+                                                        "location": "/studio/"})  # fmt: skip
+    assert call(app, "HEAD", "/studio/studio.css")[2] == b""
+    for path in ("/studio/../server.py", "/studio/js/../../__init__.py", "/studio/nope.js", "/studio/%2e%2e/x"):
+        assert call(app, "GET", path)[0] == 404, path
+    status, headers, _ = call(app, "POST", "/studio/")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+
+
+def test_the_page_has_no_inline_script_or_style_and_builds_no_markup_from_strings():
+    static = ROOT / "plugin" / "studio" / "static"
+    html = (static / "index.html").read_text()
+    assert re.findall(r"<script(?![^>]*\bsrc=)", html) == [] and "style=" not in html and "<style" not in html
+    for module in (static / "js").glob("*.js"):
+        text = module.read_text()
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function", text), (
+            module
+        )
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text, module
+
+
+def test_wants_html_is_a_browser_asking_for_a_page():
+    browser = [(b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")]
+    assert wants_html(browser)
+    assert (
+        not wants_html([(b"accept", b"application/json")])
+        and not wants_html([])
+        and not wants_html([(b"accept", b"*/*")])
+    )
+
+
+# --- a real server and a real browser ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    with serve_tiffin() as running:
+        with running.client() as client:
+            from tiffin.specs import OnlineDeployment, load_spec
+
+            client.online_endpoints.create_or_update({"name": "my-endpoint", "auth_mode": "key"})
+            for name in ("blue", "green"):
+                spec = load_spec(QUICKSTART / f"{name}-deployment.yml", OnlineDeployment).spec.to_yaml_dict()
+                client.online_deployments.create_or_update(spec, "my-endpoint")
+            client.online_endpoints.set_traffic("my-endpoint", {"blue": 100})
+            client.models.create_or_update(
+                {"name": "quickstart-model", "version": "1", "path": str(QUICKSTART / "model")}
+            )
+            client.batch_endpoints.create({"name": "words", "auth_mode": "aad_token"})
+            client.batch_deployments.create_or_update(_batch_deployment("words"))
+        yield running
+
+
+def _batch_deployment(endpoint: str) -> dict[str, Any]:
+    return {
+        "name": "driver",
+        "endpoint_name": endpoint,
+        "type": "model",
+        "model": {"path": str(BATCH_SCRIPTS / "model")},
+        "code_configuration": {"code": str(BATCH_SCRIPTS), "scoring_script": "driver.py"},
+        "compute": "azureml:batch-cluster",
+        "resources": {"instance_count": 1},
+        # Slow enough that the page sees the job running before it completes.
+        "settings": {
+            "mini_batch_size": 2,
+            "max_concurrency_per_instance": 1,
+            "output_action": "append_row",
+            "environment_variables": {"BATCH_SLEEP": "0.7"},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is missing (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=server.url)
+    opened = context.new_page()
+    opened.set_default_timeout(20_000)
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    opened.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert problems == [], problems  # no uncaught error, nothing the CSP had to block
+
+
+def sign_in(page: Any, token: str, where: str = "") -> None:
+    page.goto(f"/studio/{where}")
+    page.fill("#token", token)
+    page.click("#sign-in-form button[type=submit]")
+    page.wait_for_selector("#main:not([hidden])")
+
+
+def wait_until(page: Any, function: str, arg: Any = None, timeout: float = 20.0) -> Any:
+    """Poll the JavaScript ``function(arg)`` until it returns something true. Not page.wait_for_function: that
+    evaluates its predicate with eval() inside the page, which the studio's CSP (rightly) refuses."""
+    return eventually(lambda: page.evaluate(function, arg), timeout=timeout, interval=0.2)
+
+
+def shot(page: Any, name: str) -> None:
+    if SCREENSHOTS is not None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(300)  # let the last poll draw
+        page.screenshot(path=str(SCREENSHOTS / f"studio-{name}.png"), full_page=True)
+
+
+slow = pytest.mark.slow
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_a_browser_at_the_root_lands_on_the_studio_and_a_wrong_token_is_refused(page, server):
+    r = httpx.get(server.url + "/", headers={"Accept": "text/html"})
+    assert r.status_code == 302 and r.headers["location"] == "/studio/"
+    assert httpx.get(server.url + "/").json()["api"] == "/api/openapi.json"  # clients still get the document
+    assert "script-src 'self'" in httpx.get(server.url + "/studio/").headers["content-security-policy"]
+    page.goto("/")
+    assert page.url.endswith("/studio/")
+    page.wait_for_selector("#sign-in:not([hidden])")
+    page.fill("#token", "not-the-token")
+    page.click("#sign-in-form button[type=submit]")
+    wait_until(page, "() => document.querySelector('#sign-in-error').textContent.length > 0")
+    assert "admin token is not valid" in page.text_content("#sign-in-error")
+    assert page.is_hidden("#main") and page.evaluate("sessionStorage.length") == 0
+    shot(page, "sign-in")
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_endpoints_page_hides_keys_until_asked(page, server):
+    sign_in(page, server.admin_token)
+    page.wait_for_selector("#endpoints a[href='#/endpoints/my-endpoint']")
+    key = server.client().online_endpoints.get_keys("my-endpoint")["primaryKey"]
+    assert key not in page.content()
+    assert "/endpoints/my-endpoint/score" in page.text_content("#endpoints")
+    shot(page, "endpoints")
+    page.click("[data-action=show-keys]")
+    page.wait_for_selector(".keys dl")
+    assert key in page.text_content(".keys")
+    assert server.admin_token not in page.content()
+
+
+ABOVE_BASELINE = """(name) => {
+    const chart = "[data-chart='Requests per second']";
+    const line = document.querySelector(`${chart} polyline[data-series=${name}]`);
+    const base = Number(document.querySelector(`${chart} line.axis`).getAttribute('y1'));
+    return Boolean(line) && line.getAttribute('points').split(' ').some((p) => Number(p.split(',')[1]) < base);
+}"""
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_a_traffic_change_made_in_the_page_moves_the_gateways_split(page, server):
+    sign_in(page, server.admin_token, "#/endpoints/my-endpoint/traffic")
+    page.wait_for_selector("#traffic-editor")
+    # Azure's rules, checked before anything is sent: 100 + 30 is refused, and so is mirroring to a live one.
+    page.fill("[data-traffic=green]", "30")
+    assert "add up to 100" in page.text_content("#traffic-problem") and page.is_disabled("#traffic-save")
+    page.fill("[data-traffic=blue]", "70")
+    page.fill("[data-mirror=green]", "10")
+    assert "cannot also receive mirrored traffic" in page.text_content("#traffic-problem")
+    page.fill("[data-mirror=green]", "0")
+    page.fill("[data-mirror=blue]", "60")
+    assert "at most 50%" in page.text_content("#traffic-problem")
+    page.fill("[data-mirror=blue]", "0")
+    page.fill("[data-traffic=blue]", "40")
+    page.fill("[data-traffic=green]", "60")
+    assert page.text_content("#traffic-problem") == "" and page.is_enabled("#traffic-save")
+    shot(page, "traffic")
+    page.click("#traffic-save")
+    page.wait_for_selector("#traffic-result.ok")
+    assert "blue 40%, green 60%" in page.text_content("#traffic-result")
+
+    endpoint = server.client().online_endpoints.get("my-endpoint")
+    assert endpoint["traffic"] == {"blue": 40, "green": 60}
+    # The monitor tab is open while the requests go: its charts must show them arriving.
+    page.goto("/studio/#/endpoints/my-endpoint/monitor")
+    page.wait_for_selector("[data-chart='Requests per second']")
+    key = server.client().online_endpoints.get_keys("my-endpoint")["primaryKey"]
+    body = (QUICKSTART / "sample-request.json").read_bytes()
+    seen: Counter[str] = Counter()
+    with httpx.Client(headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}) as client:
+        for _ in range(600):
+            r = client.post(f"{server.url}/endpoints/my-endpoint/score", content=body)
+            assert r.status_code == 200, r.text
+            seen[r.headers["azureml-model-deployment"]] += 1
+    # 600 draws at 40/60: the standard deviation is 2%, so 6 points is a 3-sigma band.
+    assert abs(seen["green"] / 600 - 0.60) <= 0.06, seen
+
+    wait_until(page, "(n) => document.querySelector('#totals')?.textContent.includes(n)", f"{seen['green']} requests")
+    # A rate above zero drawn for both deployments: some point of each line is above the chart's baseline.
+    for name in ("blue", "green"):
+        wait_until(page, ABOVE_BASELINE, name)
+    shot(page, "monitor")
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_the_test_tab_sends_a_request_and_says_which_deployment_answered(page, server):
+    sign_in(page, server.admin_token, "#/endpoints/my-endpoint/test")
+    page.wait_for_selector("#test-body")
+    page.fill("#test-body", (QUICKSTART / "sample-request.json").read_text())
+    page.select_option("#test-deployment", "green")
+    page.click("#test-send")
+    page.wait_for_selector("#test-answered-by")
+    assert page.text_content("#test-status").startswith("200")
+    assert page.text_content("#test-answered-by") == "green"
+    answer = json.loads(page.text_content("#test-answer"))
+    assert isinstance(answer, list) and len(answer) == 2
+    shot(page, "test")
+    page.fill("#test-body", "{not json")
+    page.click("#test-send")
+    page.wait_for_selector("#test-result .error")
+    assert "not valid JSON" in page.text_content("#test-result")
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_deployments_tab_shows_state_settings_and_console_log(page, server):
+    sign_in(page, server.admin_token, "#/endpoints/my-endpoint/deployments")
+    page.wait_for_selector("[data-deployment=green] [data-state=Succeeded]")
+    # The console log's tail (the API's get-logs), whatever the scoring script printed last.
+    wait_until(page, "() => document.querySelector('[data-deployment=blue] pre.logs').textContent.includes('blue-0')")
+    # The event log, where the server has one (GET .../events): the replica became ready.
+    if any(p.endswith("/events") for p in httpx.get(server.url + "/api/openapi.json").json()["paths"]):
+        wait_until(
+            page, "() => document.querySelector('[data-deployment=blue] .events').textContent.includes('ReplicaReady')"
+        )
+    assert "max_concurrent_requests_per_instance" in page.text_content("[data-deployment=blue]")
+    shot(page, "deployments")
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_a_batch_jobs_bar_reaches_100_percent_and_its_output_downloads(page, server, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"doc{i}.txt").write_text(f"word{i} " * (i + 1))
+    sign_in(page, server.admin_token, "#/batch")
+    page.wait_for_selector("[data-batch-endpoint=words]")
+    job = server.client().batch_endpoints.invoke("words", folder)["name"]
+    bar = f"[data-job='{job}'] [role=progressbar]"
+    page.wait_for_selector(bar)
+    wait_until(page, "(bar) => document.querySelector(bar)?.getAttribute('aria-valuenow') === '100'", bar, 120)
+    row = page.locator(f"tr:has([data-job='{job}'])")
+    row.locator("[data-state=Completed]").wait_for()
+    assert "4/4 mini-batches, 8 rows" in row.text_content()
+    shot(page, "batch")
+    with page.expect_download() as download:
+        row.locator("[data-output]").click()
+    saved = tmp_path / "predictions.csv"
+    download.value.save_as(saved)
+    assert len(saved.read_text().splitlines()) == 8
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_assets_page_lists_the_registered_model(page, server):
+    sign_in(page, server.admin_token, "#/assets")
+    page.wait_for_selector("[data-assets=models] td")
+    assert "quickstart-model" in page.text_content("[data-assets=models]")
+    shot(page, "assets")
+
+
+TRAFFIC_CASES = [
+    ({"blue": 100}, {}, ["blue", "green"]),
+    ({"blue": 70, "green": 30}, {}, ["blue", "green"]),
+    ({"blue": 70, "green": 20}, {}, ["blue", "green"]),
+    ({"blue": 0, "green": 0}, {}, ["blue", "green"]),
+    ({"blue": 100}, {"green": 10}, ["blue", "green"]),
+    ({"blue": 100}, {"green": 51}, ["blue", "green"]),
+    ({"blue": 100}, {"blue": 10}, ["blue", "green"]),
+    ({"blue": 100, "green": 0}, {"green": 10, "red": 10}, ["blue", "green", "red"]),
+    ({"blue": 100}, {"green": 0, "red": 0}, ["blue", "green", "red"]),
+    ({"blue": 150}, {}, ["blue"]),
+    ({"blue": -5, "green": 105}, {}, ["blue", "green"]),
+    ({"blue": 1.5}, {}, ["blue"]),
+    ({"purple": 100}, {}, ["blue", "green"]),
+    ({"blue": 100}, {"gray": 5}, []),
+]
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_the_pages_traffic_rules_are_tiffins(page, server):
+    page.goto("/studio/")
+    found = page.evaluate(
+        """async (cases) => {
+            const { trafficProblem } = await import('/studio/js/traffic.js');
+            return cases.map(([t, m, d]) => trafficProblem(t, m, d));
+        }""",
+        TRAFFIC_CASES,
+    )
+    for (traffic, mirror, deployments), seen in zip(TRAFFIC_CASES, found, strict=True):
+        expected = traffic_problem(traffic, mirror, deployments)
+        assert seen == (None if expected is None else {"field": expected.field, "message": expected.message}), traffic
