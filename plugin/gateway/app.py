@@ -40,6 +40,7 @@ from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
 from tiffin.telemetry.meters import DeploymentMeter, Meters
+from tiffin.telemetry.tracing import GatewayTracing, RequestTrace
 from tiffin.telemetry.traffic_log import TrafficLog
 
 __all__ = ["Gateway"]
@@ -66,7 +67,7 @@ class _Unreachable(UnavailableError):
 class _Outcome:
     """What one request came to, for the meters and the traffic log (filled in as it goes)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "deployment", "headers", "meter", "status")
+    __slots__ = ("bytes_in", "bytes_out", "deployment", "headers", "meter", "status", "trace")
 
     def __init__(self) -> None:
         self.status = 200
@@ -75,6 +76,7 @@ class _Outcome:
         self.bytes_in = 0
         self.bytes_out = 0
         self.headers: list[tuple[bytes, bytes]] | tuple[()] = ()
+        self.trace: RequestTrace | None = None
 
 
 def _no_replica(endpoint: str, deployment: str) -> str:
@@ -111,6 +113,8 @@ class Gateway:
         """Per-deployment counters for /metrics and the stats API's recent window (None: TIFFIN_METRICS=0)."""
         self.traffic: TrafficLog | None = None
         """Where each request's traffic-log entry goes (None: TIFFIN_TRAFFIC_LOG=0)."""
+        self.tracing: GatewayTracing | None = None
+        """Spans of each request (None: no OTLP exporter configured, and no tracing code runs)."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -164,9 +168,24 @@ class Gateway:
 
     # --- ASGI ----------------------------------------------------------------------------------------
 
+    # The lines between "tracing:begin" and "tracing:end" markers are all the tracing code of the hot path:
+    # benchmarks/bench_gateway.py compares a gateway without them to this one with tracing off.
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        # tracing:begin
+        if self.tracing is not None:
+            trace = self.tracing.begin(scope)
+            try:
+                await self._serve(scope, receive, send, trace)
+            finally:
+                trace.finish()
+            return
+        # tracing:end
+        await self._serve(scope, receive, send, None)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, trace: RequestTrace | None) -> None:
         started = time.perf_counter()
         path: str = scope["path"]
         rest = path[len(self.prefix) + 1 :] if path.startswith(self.prefix + "/") else ""
@@ -179,6 +198,10 @@ class Gateway:
             name = self._name_as_sent(raw_path) or ""
             endpoint = self.table.endpoints.get(name)
         outcome = _Outcome()
+        # tracing:begin
+        if trace is not None:
+            outcome.trace, trace.outcome = trace, outcome
+        # tracing:end
         if endpoint is None:
             message = f"endpoint '{name}' not found; list endpoints with `tiffin online-endpoint list`"
             await send_error(send, 404, message)
@@ -191,6 +214,10 @@ class Gateway:
         stats = self.stats.get(name)
         if stats is None:
             stats = self.stats[name] = EndpointStats()
+        # tracing:begin
+        if trace is not None:
+            trace.endpoint = name
+        # tracing:end
         try:
             await self._handle(scope, receive, send, endpoint, stats, "/" + tail if slash else "/", outcome)
         except TiffinError as exc:
@@ -296,6 +323,10 @@ class Gateway:
         if admission is None or not (deployment.replicas or deployment.replacing):
             raise UnavailableError(_no_replica(endpoint.name, deployment.name))
         meter = outcome.meter
+        # tracing:begin
+        trace = outcome.trace
+        queued_ns = time.time_ns() if trace is not None else 0
+        # tracing:end
         if meter is None:
             deployment = await self._acquire(admission, endpoint, deployment)
         else:
@@ -304,6 +335,10 @@ class Gateway:
                 deployment = await self._acquire(admission, endpoint, deployment)
             finally:
                 meter.waited(time.perf_counter() - queued_at)
+        # tracing:begin
+        if trace is not None:
+            trace.queued(queued_ns, time.time_ns())
+        # tracing:end
         try:
             await self._forward(scope, send, endpoint, deployment, tail, body, stats, outcome)
         finally:
@@ -501,6 +536,10 @@ class Gateway:
         in_flight = self._in_flight
         in_flight[replica.id] = in_flight.get(replica.id, 0) + 1
         response: UpstreamResponse | None = None
+        # tracing:begin
+        if outcome.trace is not None:
+            headers = outcome.trace.upstream(headers, replica, deployment.name)
+        # tracing:end
         try:
             async with asyncio.timeout(timeout_s):
                 try:
@@ -520,6 +559,10 @@ class Gateway:
         finally:
             in_flight[replica.id] -= 1
         status = response.status
+        # tracing:begin
+        if outcome.trace is not None:
+            outcome.trace.upstream_done(status)
+        # tracing:end
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in DROP_RESPONSE]
         out_headers.append((_ANSWERED_BY, deployment.name.encode()))
         outcome.headers = out_headers

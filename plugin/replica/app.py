@@ -61,7 +61,12 @@ class ReplicaApp:
         max_body_bytes: int = 100 * 1024 * 1024,
         scoring_threads: int = 1,
         tune_gc: bool = True,
+        tracing: dict[str, Any] | None = None,
     ) -> None:
+        if tracing:  # OpenTelemetry is imported only now, and only if this environment has it
+            from tiffin.telemetry.replica import instrument
+
+            instrument(runner, tracing)
         self.dataplane = DataPlane(
             runner,
             name=name,

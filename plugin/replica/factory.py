@@ -15,6 +15,7 @@ from tiffin.replica.run import app_from_plan
 from tiffin.runners.factory import runner_config_for, serves_model_itself
 from tiffin.runners.kinds import runner_to_json
 from tiffin.specs import LoadedSpec, OnlineDeployment, load_spec
+from tiffin.telemetry.settings import TelemetrySettings
 
 __all__ = ["app_from_file", "plan_for", "plan_from_file", "replica_settings"]
 
@@ -51,6 +52,10 @@ def plan_for(
     config = runner_config_for(deployment, model_dir=model_dir, source=str(loaded.source), aliases=aliases)
     kind, runner = runner_to_json(config)
     settings = replica_settings({**environ, **(deployment.environment_variables or {})})
+    traces_url = TelemetrySettings.from_environment(environ).otlp_endpoint
+    tracing = None
+    if traces_url:  # the server's exporter, not the deployment's variables: every deployment is traced alike
+        tracing = {"traces_url": traces_url, "endpoint": deployment.endpoint_name, "deployment": deployment.name}
     return ReplicaPlan(
         kind=kind,
         runner=runner,
@@ -61,6 +66,7 @@ def plan_for(
         max_body_bytes=settings["max_body_bytes"],
         scoring_threads=settings["scoring_threads"],
         warnings=tuple(f"{Path(loaded.source).name}: {line}" for line in loaded.warnings()),
+        tracing=tracing,
     )
 
 

@@ -43,6 +43,8 @@ class ReplicaPlan:
     scoring_threads: int = 1
     warnings: tuple[str, ...] = ()
     """Printed by the replica as it starts (fields tiffin ignores, and the like)."""
+    tracing: dict[str, Any] | None = None
+    """``traces_url``, ``endpoint``, ``deployment`` when replicas trace scoring (:mod:`tiffin.telemetry.replica`)."""
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)

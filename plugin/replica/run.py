@@ -42,6 +42,7 @@ def app_from_plan(plan: ReplicaPlan) -> Any:
         version=plan.version,
         max_body_bytes=plan.max_body_bytes,
         scoring_threads=plan.scoring_threads,
+        tracing=plan.tracing,
     )
 
 

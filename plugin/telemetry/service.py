@@ -15,6 +15,7 @@ from tiffin.errors import TiffinError
 from tiffin.telemetry.meters import Meters
 from tiffin.telemetry.metrics import CONTENT_TYPE, TiffinCollector, batch_snapshot, new_registry, read_replicas, render
 from tiffin.telemetry.settings import TelemetrySettings
+from tiffin.telemetry.tracing import GatewayTracing
 from tiffin.telemetry.traffic_log import TrafficLog, traffic_log_path
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ class Telemetry:
                 backups=settings.traffic_log_backups,
             )
         self._scrape_lock = asyncio.Lock()
+        self.tracing: GatewayTracing | None = None
+        if settings.otlp_endpoint:
+            self.tracing = GatewayTracing(settings.otlp_endpoint)
+            gateway.tracing = self.tracing
 
     def use_connection_guard(self, guard: ConnectionGuard | None) -> None:
         """The public port's connection counts (ConnectionsActive, NewConnectionsPerSecond)."""
@@ -74,7 +79,10 @@ class Telemetry:
             self.gateway.traffic = self.traffic
 
     def stop(self) -> None:
-        """Write the traffic log's last entries."""
+        """Write the traffic log's last entries and export the last spans."""
+        if self.tracing is not None:
+            self.gateway.tracing = None
+            self.tracing.shutdown()
         if self.traffic is not None:
             self.gateway.traffic = None
             self.traffic.close()

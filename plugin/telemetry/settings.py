@@ -50,11 +50,16 @@ class TelemetrySettings:
     traffic_log_max_bytes: int = 50 * 1024 * 1024
     traffic_log_backups: int = 5
     otlp_endpoint: str | None = None
+    """Where spans go: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as given, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
+    ``/v1/traces`` (the OTLP/HTTP rule); None: nothing is traced."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> TelemetrySettings:
         """Read the settings; a malformed value is an error that names the variable."""
-        otlp = environ.get(OTLP_TRACES_ENDPOINT_ENV, "").strip() or environ.get(OTLP_ENDPOINT_ENV, "").strip()
+        otlp = environ.get(OTLP_TRACES_ENDPOINT_ENV, "").strip()
+        base = environ.get(OTLP_ENDPOINT_ENV, "").strip()
+        if not otlp and base:
+            otlp = base.rstrip("/") + "/v1/traces"
         return cls(
             metrics=_switch(environ, METRICS_ENV),
             traffic_log=_switch(environ, TRAFFIC_LOG_ENV),
