@@ -134,3 +134,49 @@ def test_metrics_can_be_turned_off(tmp_path):
         response = scrape(running)
         assert response.status_code == 404
         assert "TIFFIN_METRICS" in response.json()["message"]
+
+
+def test_batch_jobs_by_state_and_mini_batches_from_the_store(store):
+    """The batch part of /metrics, read from a real store (SQLite and PostgreSQL)."""
+    from datetime import timedelta
+
+    from tiffin.store.core import now_utc
+    from tiffin.telemetry.metrics import batch_snapshot
+
+    store.create_endpoint("batch", "nightly", {})
+    for name in ("j1", "j2", "j3"):
+        store.create_job(name, "nightly", "d1")
+    store.plan_job("j1", [["a"], ["b"], ["c"]])
+    store.update_job("j1", status="Running", started_at=now_utc() - timedelta(seconds=10))
+    store.update_mini_batch("j1", 0, status="done", rows=40)
+    store.update_mini_batch("j1", 1, status="failed")
+    store.update_job("j2", status="Completed", progress={"mini_batches_completed": 5, "mini_batches_failed": 0})
+    snap = batch_snapshot(store)
+    assert snap.jobs == {
+        ("nightly", "d1", "Running"): 1,
+        ("nightly", "d1", "Completed"): 1,
+        ("nightly", "d1", "Queued"): 1,
+    }
+    assert snap.mini_batches[("nightly", "d1", "done")] == 6
+    assert snap.mini_batches[("nightly", "d1", "failed")] == 1
+    assert 3 < snap.rows_per_s[("nightly", "d1")] < 4.1  # 40 rows over the 10 s it has been running
+
+
+def test_mirror_copies_sent_and_their_latency(server):
+    client = server.client()
+    client.online_deployments.create_or_update(deployment_spec("shadow"), "obs")
+    client.online_endpoints.set_traffic("obs", {"blue": 100}, mirror_traffic={"shadow": 50})
+    url = f"{server.url}/endpoints/obs/score"
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {server.key}"}) as http:
+        for _ in range(40):
+            assert http.post(url, json={"data": [[1, 2]]}).headers["azureml-model-deployment"] == "blue"
+    time.sleep(0.5)  # copies are sent after the answers
+    found = samples(scrape(server).text)
+    sent = value(found, "tiffin_mirror_copies_sent_total", deployment="shadow")
+    dropped = value(found, "tiffin_mirror_copies_dropped_total", deployment="shadow")
+    assert 5 <= sent + dropped <= 35 and sent >= 1  # about half of 40
+    assert value(found, "tiffin_mirror_copies_failed_total", deployment="shadow") == 0
+    assert value(found, "tiffin_mirror_latency_seconds_count", deployment="shadow") == sent
+    # Copies are not requests of the endpoint: shadow answered none of the callers.
+    assert not [v for labels, v in found["tiffin_requests_total"] if labels["deployment"] == "shadow"]
+    client.online_endpoints.set_traffic("obs", {"blue": 100}, mirror_traffic={})
