@@ -6,6 +6,18 @@
    deployment with the CLI exactly as an Azure user would (``online-endpoint create``,
    ``online-deployment create --all-traffic``), and loads its scoring URI with the endpoint key.
 
+3. The gateway three ways, each a fresh ``tiffin serve`` on the same home (the endpoint kept):
+
+   * ``gateway``: as shipped: metrics and the traffic log on, no OTLP exporter (tracing off);
+   * ``metrics off``: ``TIFFIN_METRICS=0 TIFFIN_TRAFFIC_LOG=0``;
+   * ``no tracing code``: as ``gateway``, but its Gateway class compiled from tiffin/gateway/app.py with every
+     ``# tracing:begin`` .. ``# tracing:end`` block deleted (benchmarks/no_tracing_code/sitecustomize.py does it
+     at the server's start), i.e. the gateway as it would be had tracing never been written.
+
+   Ratios: ``gateway / metrics off`` (the cost of metrics and the traffic log; issue 15 wants >= 0.97) and
+   ``gateway / no tracing code`` (the cost of tracing when off; >= 0.99). Paths alternate round by round and
+   the best round of each is compared; the load average is printed, as the machine may be shared.
+
 Each path runs alone on the machine. The deployment is given
 ``request_settings.max_concurrent_requests_per_instance=16`` so that the gateway lets through the same 16
 concurrent requests that wrk sends in the direct run (Azure's default of 1 would queue them: a different
@@ -21,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +90,30 @@ def timed(wrk: str, url: str, script: Path, args: argparse.Namespace, label: str
     return result
 
 
+VARIANTS: dict[str, dict[str, str]] = {
+    "gateway": {},
+    "metrics off": {"TIFFIN_METRICS": "0", "TIFFIN_TRAFFIC_LOG": "0"},
+    "no tracing code": {
+        "TIFFIN_BENCH_NO_TRACING_CODE": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parent / "no_tracing_code"),
+    },
+}
+
+
+def _ready_to_score(env: dict[str, str], request: Path, timeout: float = 120.0) -> Any:
+    """Invoke the endpoint until its (restarted) replica answers; the answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(
+                cli(env, "online-endpoint", "invoke", "-n", "my-endpoint", "--request-file", str(request))
+            )
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     args = parse_args(argv)
@@ -89,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     home = BENCH_DIR / "gateway-home"
     subprocess.run(["rm", "-rf", str(home)], check=True)
     logs = BENCH_DIR / "logs"
-    results: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+    results: dict[str, list[dict[str, Any]]] = {"direct": [], **{name: [] for name in VARIANTS}}
 
     port = free_port()
     env = {**os.environ, "TIFFIN_HOME": str(home), "TIFFIN_URL": f"http://{LOOPBACK}:{port}"}
+    for name in ("TIFFIN_ADMIN_TOKEN", "TIFFIN_STORE_URL", "TIFFIN_METRICS", "TIFFIN_TRAFFIC_LOG", "PYTHONPATH"):
+        env.pop(name, None)
+    for name in [k for k in env if k.startswith("OTEL_")]:
+        env.pop(name)  # no exporter: tracing off in every arm
     serve_cmd = [str(BIN / "tiffin"), "serve", "--port", str(port)]
     if args.pin:
         cpus = os.cpu_count() or 1
@@ -105,45 +146,45 @@ def main(argv: list[str] | None = None) -> int:
         env[REPLICA_CPUS_ENV] = replica_cpus
         serve_cmd += ["--replica-cpus", replica_cpus]
         log(f"pinned: wrk and the gateway on CPU 0, replicas on CPUs {replica_cpus}")
-    env.pop("TIFFIN_ADMIN_TOKEN", None)
-    env.pop("TIFFIN_STORE_URL", None)
-    tiffin_serve = Server("tiffin-serve", serve_cmd, port, logs / "tiffin-serve.log", env=env, cwd=work.root)
     direct_port = free_port()
     direct_cmd = [str(BIN / "tiffin"), "replica", "serve", "-f", str(deployment), "--port", str(direct_port)]
+    created = False
+    loads = [os.getloadavg()]
 
-    try:
-        for round_ in range(args.rounds):
-            with Server(
-                "replica", direct_cmd, direct_port, logs / "direct-replica.log", env=env, cwd=work.root
-            ) as replica:
-                replica.wait_ready()
-                script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
-                got = score(replica, work.request_body)
-                assert max_abs_diff(got, expected) < 1e-9, (got, expected)
-                results["direct"].append(
-                    timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})").to_dict()
-                )
-
-            if tiffin_serve.proc is None:
-                tiffin_serve.start()
-                tiffin_serve.wait_ready(path="/api/health")
-                cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
-                cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
-            scoring_uri = cli(
-                env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri"
-            ).strip()
-            key = cli(
-                env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
-            ).strip()
-            got = json.loads(cli(env, "online-endpoint", "invoke", "-n", "my-endpoint", "--request-file",
-                                 str(work.root / "sample-request.json")))  # fmt: skip
+    for round_ in range(args.rounds):
+        with Server("replica", direct_cmd, direct_port, logs / "direct-replica.log", env=env, cwd=work.root) as replica:
+            replica.wait_ready()
+            script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
+            got = score(replica, work.request_body)
             assert max_abs_diff(got, expected) < 1e-9, (got, expected)
-            script = write_wrk_script(
-                BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
+            results["direct"].append(
+                timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})").to_dict()
             )
-            results["gateway"].append(timed(wrk, scoring_uri, script, args, f"gateway (round {round_ + 1})").to_dict())
-    finally:
-        tiffin_serve.stop()  # also on failure: never leave a server behind
+        for variant, extra in VARIANTS.items():
+            variant_env = {**env, **extra}
+            log_name = "tiffin-serve-" + variant.replace(" ", "-") + ".log"
+            with Server("tiffin-serve", serve_cmd, port, logs / log_name, env=variant_env, cwd=work.root) as server:
+                server.wait_ready(path="/api/health")
+                if not created:
+                    cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
+                    cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
+                    created = True
+                got = _ready_to_score(env, work.root / "sample-request.json")
+                assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+                if variant == "no tracing code" and "tracing code (" not in server.tail(200):
+                    raise RuntimeError("the no-tracing-code arm did not strip the gateway; see " + log_name)
+                scoring_uri = cli(
+                    env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri"
+                ).strip()
+                key = cli(
+                    env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
+                ).strip()
+                script = write_wrk_script(
+                    BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
+                )
+                label = f"{variant} (round {round_ + 1})"
+                results[variant].append(timed(wrk, scoring_uri, script, args, label).to_dict())
+        loads.append(os.getloadavg())
 
     best = {path: max(runs, key=lambda r: r["requests_per_s"]) for path, runs in results.items()}
     print()
@@ -154,14 +195,22 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{path} (round {i + 1})"
             print(f"{label:<28} | {r['requests_per_s']:>9.1f} | {r['p50_ms']:>8.2f} | {r['p99_ms']:>8.2f}")
     d, g = best["direct"], best["gateway"]
-    ratio = g["requests_per_s"] / d["requests_per_s"]
+    ratios = {
+        "gateway/direct": g["requests_per_s"] / d["requests_per_s"],
+        "metrics on/metrics off": g["requests_per_s"] / best["metrics off"]["requests_per_s"],
+        "tracing off/no tracing code": g["requests_per_s"] / best["no tracing code"]["requests_per_s"],
+    }
     print()
     label = f"best of {args.rounds}" + (" (pinned)" if args.pin else "")
-    print(f"{label}: gateway/direct req/s = {ratio:.2f}x; added p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, "
-          f"added p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")  # fmt: skip
+    print(f"{label}: gateway/direct req/s = {ratios['gateway/direct']:.2f}x; added p50 "
+          f"{g['p50_ms'] - d['p50_ms']:+.2f} ms, added p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")  # fmt: skip
+    print(f"{label}: metrics and traffic log on / off req/s = {ratios['metrics on/metrics off']:.3f}x (want >= 0.97)")
+    print(f"{label}: tracing off / no tracing code req/s = {ratios['tracing off/no tracing code']:.3f}x (want >= 0.99)")
+    print("load average (1, 5, 15 min) before and after each round: " + "; ".join(
+        " ".join(f"{x:.2f}" for x in load) for load in loads))  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": results, "ratio": ratio}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"runs": results, "ratios": ratios, "load": loads}, indent=2) + "\n")
     return 0
 
 
