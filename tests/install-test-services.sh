@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Installs the real servers that some tests start: PostgreSQL (the store's tests run on it as well as
-# on SQLite). Where it cannot install (not root, no apt-get) it says so, and those tests skip with a reason.
+# Installs the real servers and programs that some tests start: PostgreSQL (the store's tests run on it as well
+# as on SQLite) and Debian's Chromium (the studio's browser tests drive it with Playwright, which must never
+# download a browser of its own). Where it cannot install (not root, no apt-get) it says so, and those tests skip
+# with a reason.
 set -u
-if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} = 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing PostgreSQL for the store tests (apt-get)..."
+  echo "installing ${missing[*]} for the store and studio tests (apt-get)..."
   export DEBIAN_FRONTEND=noninteractive
-  (apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
-    || echo "warning: could not install PostgreSQL; its store tests will be skipped"
+  apt-get update -qq || echo "warning: apt-get update failed; trying the install all the same"
+  for package in "${missing[@]}"; do  # one at a time: a package that cannot install does not stop the other
+    apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+      || echo "warning: could not install $package; the tests that need it will be skipped"
+  done
 else
-  echo "note: PostgreSQL is not installed and this is not a root shell with apt-get; its store tests will be skipped"
+  echo "note: ${missing[*]} not installed and this is not a root shell with apt-get; the tests that need them will be skipped"
 fi
 exit 0

@@ -171,8 +171,8 @@ def page(browser: Any, server: Any) -> Iterator[Any]:
     assert problems == [], problems  # no uncaught error, nothing the CSP had to block
 
 
-def sign_in(page: Any, token: str, where: str = "") -> None:
-    page.goto(f"/studio/{where}")
+def sign_in(page: Any, token: str, where: str = "", origin: str = "") -> None:
+    page.goto(f"{origin}/studio/{where}")
     page.fill("#token", token)
     page.click("#sign-in-form button[type=submit]")
     page.wait_for_selector("#main:not([hidden])")
@@ -208,8 +208,15 @@ def test_a_browser_at_the_root_lands_on_the_studio_and_a_wrong_token_is_refused(
     page.click("#sign-in-form button[type=submit]")
     wait_until(page, "() => document.querySelector('#sign-in-error').textContent.length > 0")
     assert "admin token is not valid" in page.text_content("#sign-in-error")
-    assert page.is_hidden("#main") and page.evaluate("sessionStorage.length") == 0
+    assert page.is_hidden("#main") and page.is_hidden("#nav") and page.evaluate("sessionStorage.length") == 0
     shot(page, "sign-in")
+    # Signed in, then the token stops being valid (replaced on the server): the next call brings the form back.
+    sign_in(page, server.admin_token)
+    page.wait_for_selector("#endpoints")
+    page.evaluate("sessionStorage.setItem('tiffin.adminToken', 'replaced')")
+    page.click("#nav a[data-page=assets]")
+    page.wait_for_selector("#sign-in:not([hidden])")
+    assert "admin token is not valid" in page.text_content("#sign-in-error") and page.is_hidden("#main")
 
 
 @slow
@@ -227,6 +234,10 @@ def test_endpoints_page_hides_keys_until_asked(page, server):
     assert server.admin_token not in page.content()
 
 
+POINTS_AT_LEAST = """([name, n]) => {
+    const line = document.querySelector(`[data-chart='Requests per second'] polyline[data-series=${name}]`);
+    return Boolean(line) && line.getAttribute('points').split(' ').length >= n;
+}"""
 ABOVE_BASELINE = """(name) => {
     const chart = "[data-chart='Requests per second']";
     const line = document.querySelector(`${chart} polyline[data-series=${name}]`);
@@ -253,10 +264,11 @@ def test_a_traffic_change_made_in_the_page_moves_the_gateways_split(page, server
     page.fill("[data-traffic=blue]", "40")
     page.fill("[data-traffic=green]", "60")
     assert page.text_content("#traffic-problem") == "" and page.is_enabled("#traffic-save")
-    shot(page, "traffic")
     page.click("#traffic-save")
     page.wait_for_selector("#traffic-result.ok")
     assert "blue 40%, green 60%" in page.text_content("#traffic-result")
+    assert page.text_content("#endpoint-traffic") == "blue 40%, green 60%"
+    shot(page, "traffic")
 
     endpoint = server.client().online_endpoints.get("my-endpoint")
     assert endpoint["traffic"] == {"blue": 40, "green": 60}
@@ -278,14 +290,51 @@ def test_a_traffic_change_made_in_the_page_moves_the_gateways_split(page, server
     # A rate above zero drawn for both deployments: some point of each line is above the chart's baseline.
     for name in ("blue", "green"):
         wait_until(page, ABOVE_BASELINE, name)
+    # and the fall back to zero once they stop: a line of at least three samples
+    wait_until(page, POINTS_AT_LEAST, ["green", 3])
     shot(page, "monitor")
 
 
 @slow
 @pytest.mark.timeout(300)
-def test_the_test_tab_sends_a_request_and_says_which_deployment_answered(page, server):
-    sign_in(page, server.admin_token, "#/endpoints/my-endpoint/test")
+def test_mirrored_traffic_set_in_the_page_shows_in_the_mirror_chart(page, server):
+    sign_in(page, server.admin_token, "#/endpoints/my-endpoint/traffic")
+    page.fill("[data-traffic=blue]", "100")
+    page.fill("[data-traffic=green]", "0")
+    page.fill("[data-mirror=green]", "20")
+    page.click("#traffic-save")
+    page.wait_for_selector("#traffic-result.ok")
+    try:
+        assert server.client().online_endpoints.get("my-endpoint")["mirror_traffic"] == {"blue": 0, "green": 20}
+        page.click("[data-tab=monitor]")
+        page.wait_for_selector("[data-chart='Requests per second']")
+        key = server.client().online_endpoints.get_keys("my-endpoint")["primaryKey"]
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        with httpx.Client(headers=headers) as client:
+            for _ in range(200):
+                r = client.post(
+                    f"{server.url}/endpoints/my-endpoint/score", content=b'{"data": [[1,2,3,4,5,6,7,8,9,10]]}'
+                )
+                assert r.headers["azureml-model-deployment"] == "blue"
+        chart = "[data-chart='Mirror copies answered 2xx (%)']"
+        wait_until(page, "(c) => Boolean(document.querySelector(`${c} polyline[data-series=green]`))", chart)
+        assert page.text_content(chart + " .legend").strip() == "green 100%"
+        wait_until(page, POINTS_AT_LEAST, ["blue", 3])  # the requests' rise and fall, for the picture
+        shot(page, "mirror")
+    finally:
+        server.client().online_endpoints.set_traffic("my-endpoint", {"blue": 40, "green": 60}, {"green": 0})
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_the_test_tab_sends_a_request_and_says_which_deployment_answered(page, server, tmp_path):
+    # Opened as localhost, while the API's scoring URI names 127.0.0.1: the page calls the gateway on its own
+    # origin (the CSP allows no other), by the URI's path.
+    sign_in(
+        page, server.admin_token, "#/endpoints/my-endpoint/test", origin=server.url.replace("127.0.0.1", "localhost")
+    )
     page.wait_for_selector("#test-body")
+    assert "127.0.0.1" in page.text_content("#main")
     page.fill("#test-body", (QUICKSTART / "sample-request.json").read_text())
     page.select_option("#test-deployment", "green")
     page.click("#test-send")
@@ -295,6 +344,20 @@ def test_the_test_tab_sends_a_request_and_says_which_deployment_answered(page, s
     answer = json.loads(page.text_content("#test-answer"))
     assert isinstance(answer, list) and len(answer) == 2
     shot(page, "test")
+    # a file instead of the text: sent as it is, with its type
+    sample = tmp_path / "request.json"
+    sample.write_bytes((QUICKSTART / "sample-request.json").read_bytes())
+    page.set_input_files("#test-file", str(sample))
+    page.select_option("#test-deployment", "blue")
+    page.click("#test-send")
+    wait_until(page, "() => document.querySelector('#test-answered-by')?.textContent === 'blue'")
+    assert len(json.loads(page.text_content("#test-answer"))) == 2
+    page.set_input_files("#test-file", [])
+    # the swagger document, fetched with the endpoint's key
+    page.click("#swagger")
+    wait_until(
+        page, "() => document.querySelector('#test-result pre')?.textContent.includes('/endpoints/my-endpoint/score')"
+    )
     page.fill("#test-body", "{not json")
     page.click("#test-send")
     page.wait_for_selector("#test-result .error")

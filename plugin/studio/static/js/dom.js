@@ -38,10 +38,17 @@ export function state(value) {
   return h("span", { class: `state ${text}`, "data-state": text }, text);
 }
 
+/** A setting for people: `{a: 1, b: {c: 2}}` as "a: 1, b: {c: 2}". */
+export function plain(value) {
+  if (value === null || typeof value !== "object") return String(value);
+  if (Array.isArray(value)) return value.map(plain).join(", ");
+  return Object.entries(value).map(([k, v]) => `${k}: ${typeof v === "object" && v !== null ? `{${plain(v)}}` : v}`).join(", ");
+}
+
 /** A definition list of [label, value] pairs; values may be nodes. */
 export function kv(pairs) {
   return h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "")
-    .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" && !(v instanceof Node) ? JSON.stringify(v) : v)]));
+    .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" && !(v instanceof Node) ? plain(v) : v)]));
 }
 
 /** A table from rows of cells (strings or nodes). */

@@ -1,7 +1,7 @@
 // One endpoint, live: charts from the gateway's statistics, and a "Test" tab that calls the scoring URI.
 
 import { get, messageOf, seg } from "./api.js";
-import { lineChart } from "./chart.js";
+import { COLORS, lineChart } from "./chart.js";
 import { h, kv, put } from "./dom.js";
 
 const POLL_MS = 2000;
@@ -82,14 +82,16 @@ export function monitorTab(body, endpoint, deployments) {
     error, charts, totals);
   const started = performance.now();
   const draw = () => {
-    const per = (key) => names.map((n) => ({ name: n, points: series.points[n][key] }));
+    // A deployment keeps its colour in every chart, the mirror chart (of some deployments only) included.
+    const line = (n, key) => ({ name: n, points: series.points[n][key], color: COLORS[names.indexOf(n) % COLORS.length] });
+    const per = (key) => names.map((n) => line(n, key));
     const mirrored = names.filter((n) => series.points[n].mirror.length);
     put(charts,
       lineChart("Requests per second", per("rps")),
       lineChart("Latency P50 (ms)", per("p50"), { unit: " ms" }),
       lineChart("Latency P99 (ms)", per("p99"), { unit: " ms" }),
       lineChart("Errors per second (4xx/5xx)", per("errors")),
-      mirrored.length ? lineChart("Mirror copies answered 2xx (%)", mirrored.map((n) => ({ name: n, points: series.points[n].mirror })), { unit: "%" }) : null);
+      mirrored.length ? lineChart("Mirror copies answered 2xx (%)", mirrored.map((n) => line(n, "mirror")), { unit: "%" }) : null);
   };
   const tick = async () => {
     try {

@@ -47,8 +47,9 @@ export async function endpointPage(main, name, tab) {
   const body = h("div", {});
   put(main,
     h("h1", {}, h("a", { href: "#/endpoints" }, "Online endpoints"), " / ", endpoint.name, " ", state(endpoint.provisioning_state)),
-    kv([["Scoring URI", endpoint.scoring_uri], ["Auth mode", endpoint.auth_mode], ["Traffic", split(endpoint.traffic) || "none"],
-      ["Mirror", split(endpoint.mirror_traffic) || "none"]]),
+    kv([["Scoring URI", endpoint.scoring_uri], ["Auth mode", endpoint.auth_mode],
+      ["Traffic", h("span", { id: "endpoint-traffic" }, split(endpoint.traffic) || "none")],
+      ["Mirror", h("span", { id: "endpoint-mirror" }, split(endpoint.mirror_traffic) || "none")]]),
     h("nav", { class: "tabs" }, TABS.map(([id, label]) =>
       h("a", { href: `#/endpoints/${seg(name)}/${id}`, class: id === tab ? "active" : "", "data-tab": id }, label))),
     body);
@@ -66,7 +67,7 @@ async function eventsPath() {
 
 async function deploymentsTab(body, endpoint, deployments) {
   const events = await eventsPath();
-  put(body, h("div", { class: "grid" }, deployments.map((d) => deploymentCard(endpoint, d, events))));
+  put(body, h("div", { class: "stack" }, deployments.map((d) => deploymentCard(endpoint, d, events))));
 }
 
 function deploymentCard(endpoint, d, eventsRoute) {
@@ -88,8 +89,9 @@ function deploymentCard(endpoint, d, eventsRoute) {
       const found = await get(path);
       const list = Array.isArray(found) ? found : found.events || found.value || [];
       put(events, table(["Time", "Event", "Details"], list.slice(-15).map((e) => [
-        e.time || e.timestamp || "", e.name || e.event || e.type || "",
-        e.message || e.reason || e.detail || "",
+        h("span", { title: e.time || "" }, e.time ? new Date(e.time).toLocaleTimeString() : ""),
+        e.name || e.event || e.type || "",
+        `${e.instance ? `${e.instance}: ` : ""}${e.message || e.reason || ""}`,
       ])));
     } catch (error) {
       put(events, h("p", { class: "muted" }, `no events: ${error.message}`));
@@ -150,6 +152,8 @@ function trafficTab(body, endpoint, deployments) {
     try {
       const saved = await api("PUT", `/online-endpoints/${seg(endpoint.name)}/traffic`, read());
       result.className = "ok";
+      document.getElementById("endpoint-traffic").textContent = split(saved.traffic) || "none";
+      document.getElementById("endpoint-mirror").textContent = split(saved.mirror_traffic) || "none";
       result.textContent = `Saved: ${split(saved.traffic) || "no live traffic"}${split(saved.mirror_traffic) ? `; mirror ${split(saved.mirror_traffic)}` : ""}`;
     } catch (error) {
       result.className = "error";
