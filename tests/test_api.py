@@ -499,6 +499,7 @@ EXPECTED_ROUTES = {
     (DEP, "PUT"),
     (DEP, "DELETE"),
     (DEP + "/logs", "GET"),
+    (DEP + "/events", "GET"),
     ("/batch-endpoints", "GET"),
     ("/batch-endpoints", "POST"),
     ("/batch-endpoints/{name}", "GET"),
@@ -564,7 +565,7 @@ def test_openapi_lists_every_route(api: Api) -> None:
             for ref in json.dumps(op).split('"$ref": "')[1:]:
                 assert ref.split('"')[0].rsplit("/", 1)[-1] in schemas
     logs = document["paths"][DEP + "/logs"]["get"]
-    assert {p["name"] for p in logs["parameters"]} == {"name", "deployment", "lines", "instance"}
+    assert {p["name"] for p in logs["parameters"]} == {"name", "deployment", "lines", "instance", "container", "offset"}
 
 
 def test_unknown_route_and_method_are_json_errors(api: Api) -> None:

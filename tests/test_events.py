@@ -94,6 +94,43 @@ def test_lifecycle_kill_traffic_and_scale_show_as_events(server, tmp_path: Path)
     assert missing.status_code == 404
 
 
+def test_a_failing_init_and_a_scale_down_show_as_events(server, tmp_path: Path):
+    from tiffin.errors import TiffinError
+
+    (tmp_path / "score.py").write_text(
+        "def init():\n    raise RuntimeError('no model here')\n\n\ndef run(d):\n    return d\n"
+    )
+    spec = {"name": "bad", "code_configuration": {"code": str(tmp_path), "scoring_script": "score.py"}, **FAST_PROBES}
+    client = server.client()
+    client.online_endpoints.create_or_update({"name": "evf", "auth_mode": "key"})
+    with pytest.raises(TiffinError, match="no model here"):
+        client.online_deployments.create_or_update(spec, "evf", timeout=120)
+    events = client.online_deployments.get_events("bad", "evf")
+    failures = [e["message"] for e in events if e["name"] == "ReplicaFailed"]
+    assert failures[0].startswith("exited with code 1") and "restarting in 1s" in failures[0], failures
+    assert failures[-1] == "exited with code 1 before becoming ready; not restarted", failures
+    assert names(events)[-1] == "DeploymentFailed" and "3 times in a row" in events[-1]["message"], events[-1]
+    # The traceback is in the console log, stamped like every line.
+    console = client.online_deployments.get_logs("bad", "evf", container="inference-server", lines=400)
+    assert re.search(r"Z bad-0 \| RuntimeError: no model here$", console, re.M), console
+
+    # Scaled down: the replica that goes is stopped, and says how it ended.
+    good = {**spec, "name": "two", "instance_count": 2}
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "score.py").write_text(SCORE)
+    good["code_configuration"] = {"code": str(tmp_path / "ok"), "scoring_script": "score.py"}
+    client.online_deployments.create_or_update(good, "evf", timeout=120)
+    client.online_deployments.create_or_update({**good, "instance_count": 1}, "evf", timeout=120)
+
+    def stopped() -> dict | None:
+        now = client.online_deployments.get_events("two", "evf")
+        return next((e for e in now if e["name"] == "ReplicaStopped"), None)
+
+    event = eventually(stopped, timeout=30)
+    assert event["instance"] == "two-1", event
+    assert re.match(r"pid \d+ (exited with code 0|killed by signal SIGTERM)$", event["message"]), event
+
+
 def test_the_event_log_rotates_and_reads_across_its_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from tiffin.supervisor.logfiles import read_events, record_event
 

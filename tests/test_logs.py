@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -156,10 +157,14 @@ def test_follow_prints_a_line_logged_after_it_started(server, marked):
     try:
         eventually(lambda: any("marker2-from-print" in line for line in seen), timeout=20)
         marker = f"follow-{uuid.uuid4().hex}"
-        for _ in range(2):  # two requests: with two replicas one of them lands on replica 0, the one followed
+
+        def followed() -> bool | None:
+            # Requests until one lands on replica 0, the one followed (two replicas share the traffic).
             score(server, "logs", marked["key"], f'"{marker}"')
-        if not any(marker in line for line in seen):
-            eventually(lambda: any(marker in line for line in seen) or None, timeout=10)
+            time.sleep(0.5)
+            return any(marker in line for line in seen) or None
+
+        eventually(followed, timeout=30)
     finally:
         follower.terminate()
         follower.wait(10)

@@ -3,7 +3,8 @@
 Azure's console log (``AmlOnlineEndpointConsoleLog``) is what the inference server and the scoring script write,
 ``init()`` included, with the time and the instance each line came from. A replica's stdout and stderr go straight
 to its ``replica-N.log`` (see :mod:`tiffin.supervisor.process`); :func:`install` wraps ``sys.stdout`` and
-``sys.stderr`` so each line written through Python starts with ``TIME INSTANCE |``, and sets the root logger to
+``sys.stderr`` so each line written through Python starts with ``TIME INSTANCE |`` (replicas ``tiffin serve``
+starts; one started by hand writes as it always did), and sets the root logger to
 INFO with azmlinfsrv's format, so ``logging.info()`` in ``score.py`` shows as it does under Azure's server.
 Output written to the file descriptors directly (C libraries, child processes) is kept, unstamped.
 
@@ -84,27 +85,31 @@ class StampedStream:
         return getattr(self._stream, name)
 
 
-def install(instance: str | None = None) -> str:
-    """Stamp this process's stdout and stderr and log the root logger at INFO through stderr; once per process.
+def install(instance: str | None = None) -> str | None:
+    """Stamp this process's stdout and stderr with ``instance`` (default ``$TIFFIN_INSTANCE_ID``) and log the root
+    logger at INFO through stderr; once per process. Returns the instance id.
 
-    ``instance`` defaults to ``$TIFFIN_INSTANCE_ID`` (``replica`` when unset: started by hand). Returns it.
+    A replica started by hand (no instance id: not under ``tiffin serve``) writes unstamped, as it always did,
+    and its ``logging`` lines carry their own time in azmlinfsrv's full format.
     """
-    instance = instance or os.environ.get(INSTANCE_ENV) or "replica"
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, StampedStream):
-            setattr(sys, name, StampedStream(stream, instance))
+    instance = instance or os.environ.get(INSTANCE_ENV) or None
+    if instance is not None:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None and not isinstance(stream, StampedStream):
+                setattr(sys, name, StampedStream(stream, instance))
+    formatter = logging.Formatter(_LOG_FORMAT if instance is not None else "%(asctime)s " + _LOG_FORMAT)
     root = logging.getLogger()
     if not any(getattr(handler, "_tiffin_console", False) for handler in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.setFormatter(formatter)
         handler._tiffin_console = True  # type: ignore[attr-defined]
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-    # tiffin's own replica messages: the same stamped stream, no second time of day.
-    own = logging.getLogger("tiffin")
-    for handler in own.handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
-            handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    if instance is not None:
+        # tiffin's own replica messages: the same stamped stream, no second time of day.
+        for handler in logging.getLogger("tiffin").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+                handler.setFormatter(formatter)
     return instance

@@ -143,8 +143,8 @@ class _Host:
 
 
 _ROTATE_EVERY_S = 2.0
-"""How often replica logs are checked against ``TIFFIN_LOG_MAX_BYTES``: a log may pass it by what is written
-in this time before it is rotated."""
+"""How often replica logs are checked against ``TIFFIN_LOG_MAX_BYTES`` while replicas run (a log may pass it by
+what is written in this time before it is rotated); an idle server without replicas only wakes to see there is none."""
 
 
 class Supervisor:
@@ -330,7 +330,8 @@ class Supervisor:
         # Replicas append to their logs themselves and cannot rotate them (see .logfiles): done from here.
         while True:
             await asyncio.sleep(_ROTATE_EVERY_S)
-            await asyncio.to_thread(rotate_logs, self._home, *self._log_limits)
+            if self._reconcilers:
+                await asyncio.to_thread(rotate_logs, self._home, *self._log_limits)
 
     async def _run(self) -> None:
         try:
