@@ -445,3 +445,18 @@ def test_the_pages_traffic_rules_are_tiffins(page, server):
     for (traffic, mirror, deployments), seen in zip(TRAFFIC_CASES, found, strict=True):
         expected = traffic_problem(traffic, mirror, deployments)
         assert seen == (None if expected is None else {"field": expected.field, "message": expected.message}), traffic
+
+
+def test_every_file_of_the_page_is_package_data():
+    """A file added to static/ that pyproject.toml's globs miss would be absent from the wheel (404 when installed);
+    tests/test_packaging.py builds the wheel, this checks the globs without building."""
+    import fnmatch
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "tiffin.studio" in setuptools["packages"]
+    globs = setuptools["package-data"]["tiffin.studio"]
+    package = ROOT / "plugin" / "studio"
+    files = [p.relative_to(package).as_posix() for p in (package / "static").rglob("*") if p.is_file()]
+    assert files and [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
+    assert sorted(Studio().assets) == sorted(f.removeprefix("static/") for f in files)
