@@ -29,11 +29,16 @@ _LOG_FORMAT = "%(levelname).1s [%(process)d] %(name)s - %(message)s"
 """azmlinfsrv's format less its time (the stream stamps every line)."""
 
 
+_second: list = [None, ""]  # the last whole second formatted, and its text: strftime once a second, not a line
+
+
 def stamp(instance: str, now: float | None = None) -> str:
     """``2026-12-01T23:19:20.123Z blue-0 | ``: what starts each console line."""
     now = time.time() if now is None else now
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-    return f"{whole}.{int(now % 1 * 1000):03d}Z {instance} | "
+    second = int(now)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z {instance} | "
 
 
 class StampedStream:
