@@ -18,10 +18,23 @@ import re
 
 from tiffin.errors import SpecError
 
-__all__ = ["DEFAULT_TAG", "IMAGE_PREFIX", "image_reference", "image_repository"]
+__all__ = [
+    "CONTAINER_PORT",
+    "DEFAULT_TAG",
+    "IMAGE_PREFIX",
+    "SERVER_IMAGE",
+    "image_reference",
+    "image_repository",
+    "server_image_reference",
+]
 
 IMAGE_PREFIX = "tiffin"
 DEFAULT_TAG = "latest"
+CONTAINER_PORT = 5001
+"""The port a deployment's image serves Azure's contract on (``GET /``, ``/score``): azmlinfsrv's, which Azure's
+own inference images listen on."""
+SERVER_IMAGE = "tiffin-server"
+"""The repository of an image running ``tiffin serve`` itself (the gateway and control plane in a cluster)."""
 
 # Docker's reference grammar (distribution/reference): a tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; a registry
 # is a host[:port] with an optional path of lower-case components.
@@ -38,11 +51,7 @@ def _component(name: str) -> str:
     return part.strip("-_")
 
 
-def image_repository(endpoint: str, deployment: str, registry: str | None = None) -> str:
-    """``{registry/}tiffin-{endpoint}-{deployment}``: where the deployment's image lives, without its tag."""
-    repository = "-".join(part for part in (IMAGE_PREFIX, _component(endpoint), _component(deployment)) if part)
-    if not registry:
-        return repository
+def _registry(registry: str) -> str:
     registry = registry.strip().rstrip("/")
     host, _, path = registry.partition("/")
     if not _HOST.fullmatch(host) or (path and not all(_COMPONENT.fullmatch(part) for part in path.split("/"))):
@@ -50,15 +59,31 @@ def image_repository(endpoint: str, deployment: str, registry: str | None = None
             f"image registry {registry!r} is not a registry reference: give HOST[:PORT][/PATH] with a lower-case "
             "path, e.g. ghcr.io/my-org or registry.example.com:5000/ml"
         )
-    return f"{registry}/{repository}"
+    return registry
 
 
-def image_reference(endpoint: str, deployment: str, tag: str | None = None, registry: str | None = None) -> str:
-    """``{registry/}tiffin-{endpoint}-{deployment}:{tag}`` (tag ``latest`` unless given)."""
+def _tag(tag: str | None) -> str:
     tag = tag or DEFAULT_TAG
     if not _TAG.fullmatch(tag):
         raise SpecError(
             f"image tag {tag!r} is not a valid tag: letters, digits, '_', '.' and '-', at most 128, not starting "
             "with '.' or '-'"
         )
-    return f"{image_repository(endpoint, deployment, registry)}:{tag}"
+    return tag
+
+
+def image_repository(endpoint: str, deployment: str, registry: str | None = None) -> str:
+    """``{registry/}tiffin-{endpoint}-{deployment}``: where the deployment's image lives, without its tag."""
+    repository = "-".join(part for part in (IMAGE_PREFIX, _component(endpoint), _component(deployment)) if part)
+    return f"{_registry(registry)}/{repository}" if registry else repository
+
+
+def image_reference(endpoint: str, deployment: str, tag: str | None = None, registry: str | None = None) -> str:
+    """``{registry/}tiffin-{endpoint}-{deployment}:{tag}`` (tag ``latest`` unless given)."""
+    return f"{image_repository(endpoint, deployment, registry)}:{_tag(tag)}"
+
+
+def server_image_reference(tag: str | None = None, registry: str | None = None) -> str:
+    """``{registry/}tiffin-server:{tag}``: the image that runs ``tiffin serve`` (``pip install 'tiffin[postgres]'``)."""
+    repository = f"{_registry(registry)}/{SERVER_IMAGE}" if registry else SERVER_IMAGE
+    return f"{repository}:{_tag(tag)}"
