@@ -180,3 +180,15 @@ def test_mirror_copies_sent_and_their_latency(server):
     # Copies are not requests of the endpoint: shadow answered none of the callers.
     assert not [v for labels, v in found["tiffin_requests_total"] if labels["deployment"] == "shadow"]
     client.online_endpoints.set_traffic("obs", {"blue": 100}, mirror_traffic={})
+
+
+def test_settings_refuse_what_is_neither_on_nor_off():
+    from tiffin.errors import ValidationError
+    from tiffin.telemetry.settings import TelemetrySettings
+
+    assert TelemetrySettings.from_environment({}) == TelemetrySettings()
+    off = TelemetrySettings.from_environment({"TIFFIN_METRICS": "0", "TIFFIN_TRAFFIC_LOG": "off"})
+    assert not off.metrics and not off.traffic_log
+    for bad in ({"TIFFIN_METRICS": "maybe"}, {"TIFFIN_TRAFFIC_LOG_MAX_BYTES": "10MB"}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            TelemetrySettings.from_environment(bad)
