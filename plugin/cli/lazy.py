@@ -48,6 +48,9 @@ LAZY_GROUPS: dict[str, LazySpec] = {
     ),
     "data": LazySpec("tiffin.cli.assets", "data_app", "Manage registered data assets (as `az ml data`)."),
     "compute": LazySpec("tiffin.cli.compute", "compute_app", "Manage computes (as `az ml compute`)."),
+    "export": LazySpec(
+        "tiffin.cli.export", "export_app", "Write what tiffin serves in another system's format (Kubernetes)."
+    ),
 }
 
 
