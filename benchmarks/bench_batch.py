@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
     p.add_argument("--rounds", type=int, default=2, help="alternate the two this many times (default 2)")
     p.add_argument("--baseline-engine", choices=["c", "pyarrow"], default="c", help="pandas.read_csv engine")
+    p.add_argument(
+        "--own-python",
+        action="store_true",
+        help="the deployment runs on tiffin's own Python (a copy of the model without its environment files)",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -215,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     args = parse_args(argv)
     data, model = prepare(args.files, args.rows)
+    if args.own_python:  # no python_env.yaml, requirements.txt or conda.yaml: no environment to build
+        own = ROOT / "model-own-python"
+        own.mkdir(exist_ok=True)
+        for name in ("MLmodel", "model.skops", "model.pkl"):
+            if (model / name).is_file():
+                (own / name).write_bytes((model / name).read_bytes())
+        model = own
     total_rows = args.files * args.rows
     home = ROOT / "home"
     subprocess.run(["rm", "-rf", str(home)], check=True)

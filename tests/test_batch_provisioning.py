@@ -195,3 +195,46 @@ def test_a_deployment_without_environment_is_succeeded_at_once(server: Any, tmp_
         client.batch_endpoints.create({"name": "prov-none"})
         stored = client.batch_deployments.create_or_update(spec, wait=False)
     assert stored["provisioning_state"] == "Succeeded", stored
+
+
+# A scikit-learn model saved by MLflow, then stripped of its environment files: it runs on tiffin's own Python.
+_SKLEARN = """
+import sys
+import mlflow.sklearn
+from sklearn.linear_model import Ridge
+model = Ridge().fit([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], [1.0, 2.0, 3.0])
+mlflow.sklearn.save_model(model, sys.argv[1])
+"""
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_mlflow_model_on_tiffins_python_gets_forked_spares_warmed_by_its_create(server: Any, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    done = subprocess.run([sys.executable, "-c", _SKLEARN, str(model)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    for name in ("conda.yaml", "python_env.yaml", "requirements.txt"):
+        (model / name).unlink(missing_ok=True)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (inputs / name).write_text("a,b\n0,1\n1,0\n")
+    spec = {
+        "name": "main", "endpoint_name": "prov-mlflow", "type": "model",
+        "model": {"path": str(model), "type": "mlflow_model"},
+        "resources": {"instance_count": 1},
+        "settings": {"mini_batch_size": 1, "max_concurrency_per_instance": 2, "retry_settings": {"max_retries": 0}},
+    }  # fmt: skip
+    before = built(server)
+    with server.client() as client:
+        client.batch_endpoints.create({"name": "prov-mlflow"})
+        stored = client.batch_deployments.create_or_update(spec, wait=False)
+        assert stored["provisioning_state"] == "Creating", "its spares are not warm yet"
+        assert client.batch_deployments.wait("main", "prov-mlflow", timeout=120)["provisioning_state"] == "Succeeded"
+        assert built(server) == before, "no environment is built for it"
+        job = client.batch_endpoints.invoke("prov-mlflow", str(inputs))
+        final = client.jobs.stream(job["name"], interval=0.2, timeout=120)
+        log = client.jobs.read_log(job["name"])[0]
+        assert final["status"] == "Completed", (final, log)
+        assert final["progress"]["rows_scored"] == 6, final
+        assert "took 2 spare worker(s)" in log, log

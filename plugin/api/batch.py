@@ -14,7 +14,7 @@ from typing import Any
 
 from tiffin.assets.resolve import check_compute, inline_assets, pin_references
 from tiffin.auth import Credentials
-from tiffin.batch.provision import runs_in_environment
+from tiffin.batch.provision import needs_provisioning
 from tiffin.errors import ConflictError, SpecError
 from tiffin.resource_ids import batch_deployment_id, batch_endpoint_id
 from tiffin.specs import BatchDeployment, BatchEndpoint, parse_spec
@@ -160,11 +160,11 @@ class BatchControl(BatchJobs):
         """Create or replace a batch deployment; returns it and whether it is new.
 
         One whose jobs run in an environment built here (it declares one, or its MLflow model has its own
-        requirements) stays ``Creating`` (``Updating``) until the scheduler has built that environment and started
-        spare workers for its first job (:mod:`tiffin.batch.provision`), then is ``Succeeded``, or ``Failed`` with
-        uv's message as ``reason``. Any other is ``Succeeded`` once its spec is valid and its code and model are
-        where it says: nothing runs until a job does. It becomes the endpoint's default with ``set_default``, or
-        when the endpoint has none yet.
+        requirements), or that has a local MLflow model, stays ``Creating`` (``Updating``) until the scheduler has
+        built that environment and started spare workers for its first job, their imports done
+        (:mod:`tiffin.batch.provision`), then is ``Succeeded``, or ``Failed`` with uv's message as ``reason``. Any
+        other is ``Succeeded`` once its spec is valid and its code and model are where it says. It becomes the
+        endpoint's default with ``set_default``, or when the endpoint has none yet.
         """
         body = _without(body, _ANSWER_FIELDS)
         for field, expected in (("name", name), ("endpoint_name", endpoint)):
@@ -182,7 +182,7 @@ class BatchControl(BatchJobs):
         check_compute(self.store, runnable.compute, runnable.instance_count, source=source)
         record = self.store.put_deployment(endpoint, name, "batch", stored)
         created = record.state == "Creating"
-        if not runs_in_environment(runnable):  # else the scheduler provisions it (on_change wakes it)
+        if not needs_provisioning(runnable):  # else the scheduler provisions it (on_change wakes it)
             record = self.store.set_deployment_state(endpoint, name, "Succeeded") or record
         defaults = target.spec.get("defaults") or {}
         if set_default or not defaults.get("deployment_name"):

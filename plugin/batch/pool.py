@@ -8,8 +8,10 @@ overran its timeout or died. Workers exist only while their job runs.
 A deployment that declares an environment has its local workers started on that environment's interpreter
 (``LocalPool.python``); Ray actors run in the Ray cluster's own Python, whatever the deployment declares.
 Such workers import MLflow, pandas and the model's flavour themselves (seconds), so when a job of such a
-deployment ends, spares for its next job are started (:meth:`LocalPool.keep_spares`): they do those imports
-while no job waits, then idle until a job of the same interpreter, variables and model takes them.
+deployment ends, or it is provisioned (:mod:`tiffin.batch.provision`), spares for its next job are started
+(:meth:`LocalPool.keep_spares`): they do those imports while no job waits, then idle until a job of the same
+interpreter, variables and model takes them. A forked worker still imports its MLflow model's flavour: such a
+deployment gets forked spares the same way.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-__all__ = ["PRELOAD", "Event", "LocalPool", "Pool", "stop_spares", "take_spare", "warm_fork_server"]
+__all__ = ["PRELOAD", "Event", "LocalPool", "Pool", "spares_wanted", "stop_spares", "take_spare", "warm_fork_server"]
 
 EventKind = Literal["ready", "load_failed", "done", "error", "died"]
 
@@ -51,6 +54,18 @@ class Pool(Protocol):
 
     def start(self) -> None:
         """Start every slot's worker (without waiting for them to be ready)."""
+
+    def _fork_spare(self, say_warm: bool) -> tuple[Any, Connection]:
+        from tiffin.batch.worker import run_spare
+
+        context = _context()
+        ours, theirs = context.Pipe(duplex=True)
+        process = context.Process(
+            target=run_spare, args=(theirs, self.env, self.warm_mlflow, say_warm), name="tiffin-batch-spare"
+        )
+        process.start()
+        theirs.close()
+        return process, ours
 
     def submit(self, slot: int, index: int, items: list[str], part: str | None) -> None:
         """Give an idle, ready slot a mini-batch; its output part goes to ``part`` (None: no output)."""
@@ -164,6 +179,12 @@ class LocalPool:
     def _spawn(self, slot: int) -> None:
         if self.python is not None:
             process, ours = self._start_in_environment(self.python)
+        elif (spare := take_spare(self._spare_key(None, self.env))) is not None:
+            # Forked ahead of the job with the model's flavour imported (keep_spares): it runs the job's settings.
+            process, ours = spare
+            self.spares_taken += 1
+            with contextlib.suppress(OSError):  # it died meanwhile: wait() reads the end of the connection
+                ours.send(("settings", self.settings, str(self.log)))
         else:
             from tiffin.batch.worker import run_worker
 
@@ -198,24 +219,35 @@ class LocalPool:
             conn.send(("settings", self.settings))
         return child, conn
 
-    def _spare_key(self, python: str, env: dict[str, str]) -> tuple:
-        return (python, tuple(sorted(env.items())), self.warm_mlflow or "")
+    def _spare_key(self, python: str | None, env: dict[str, str]) -> tuple:
+        return (python or "forkserver", tuple(sorted(env.items())), self.warm_mlflow or "")
 
     def keep_spares(self, *, ready_within: float | None = None) -> None:
-        """Have ``size`` spare workers ready for this deployment's next job (one that runs in an environment: its
-        workers are not forked from the preloaded fork server, and import MLflow and pandas themselves, seconds).
-        Each imports :data:`PRELOAD` and warms the MLflow model's flavour, then waits, idle, for a job to take it.
+        """Have ``size`` spare workers ready for this deployment's next job. In an environment, its workers are not
+        forked from the preloaded fork server and import MLflow and pandas themselves (seconds): each spare imports
+        :data:`PRELOAD` and warms the MLflow model's flavour. On tiffin's own Python, spares are forked (the fork
+        server's imports) only for a local MLflow model, whose flavour (scikit-learn...) they import. Then each
+        waits, idle, for a job to take it.
 
         With ``ready_within`` (a deployment being provisioned, :mod:`tiffin.batch.provision`), returns once the
         spares' imports are done (at most that many seconds): a job then takes workers that are ready."""
-        if self.python is None or os.environ.get(SPARES_ENV, "1").strip() == "0":
+        if not spares_wanted():
             return
-        env = self.process_env if self.process_env is not None else {**os.environ, **self.env}
-        options = ["--spare", "--preload", ",".join(PRELOAD)]
-        if self.warm_mlflow:
-            options += ["--warm-mlflow", self.warm_mlflow]
-        if ready_within is not None:
-            options.append("--say-warm")
+        # Forked workers start with the fork server's imports: a spare of theirs is worth it only for a model's.
+        if self.python is None and not self.warm_mlflow:
+            return
+        if self.python is None:
+            env = self.env
+            start: Callable[[], tuple[Any, Connection]] = lambda: self._fork_spare(ready_within is not None)  # noqa: E731
+        else:
+            env = self.process_env if self.process_env is not None else {**os.environ, **self.env}
+            options = ["--spare", "--preload", ",".join(PRELOAD)]
+            if self.warm_mlflow:
+                options += ["--warm-mlflow", self.warm_mlflow]
+            if ready_within is not None:
+                options.append("--say-warm")
+            python = self.python
+            start = lambda: _start_worker(python, env, options, subprocess.DEVNULL)  # noqa: E731
         key = self._spare_key(self.python, env)
         with _SPARES_LOCK:
             others = [k for k in _SPARES if k != key]
@@ -228,13 +260,25 @@ class LocalPool:
         started = []
         for _ in range(max(0, self.size - have)):
             try:
-                started.append(_start_worker(self.python, env, options, subprocess.DEVNULL))
+                started.append(start())
             except OSError:  # the environment went away: the next job starts its workers itself
                 break
         if ready_within is not None:
             _wait_warm(started, ready_within)
         with _SPARES_LOCK:
             _SPARES.setdefault(key, []).extend(started)
+
+    def _fork_spare(self, say_warm: bool) -> tuple[Any, Connection]:
+        from tiffin.batch.worker import run_spare
+
+        context = _context()
+        ours, theirs = context.Pipe(duplex=True)
+        process = context.Process(
+            target=run_spare, args=(theirs, self.env, self.warm_mlflow, say_warm), name="tiffin-batch-spare"
+        )
+        process.start()
+        theirs.close()
+        return process, ours
 
     def submit(self, slot: int, index: int, items: list[str], part: str | None) -> None:
         """Send the mini-batch to the slot's worker."""
@@ -300,12 +344,17 @@ class LocalPool:
 
 SPARES_ENV = "TIFFIN_BATCH_SPARE_WORKERS"
 """``0`` keeps no spare workers (each idles with MLflow and pandas imported: memory, no CPU)."""
-_SPARES: dict[tuple, list[tuple[_Child, Connection]]] = {}
+_SPARES: dict[tuple, list[tuple[Any, Connection]]] = {}  # a _Child, or a forked multiprocessing Process
 _SPARES_LOCK = threading.Lock()
 _MAX_SPARE_KINDS = 4  # interpreter + variables + model combinations kept warm; the least recently used go first
 
 
-def take_spare(key: tuple) -> tuple[_Child, Connection] | None:
+def spares_wanted() -> bool:
+    """Whether spare workers are kept (:data:`SPARES_ENV`)."""
+    return os.environ.get(SPARES_ENV, "1").strip() != "0"
+
+
+def take_spare(key: tuple) -> tuple[Any, Connection] | None:
     """A live spare worker started for ``key``, taken out of the spares; None if there is none."""
     while True:
         with _SPARES_LOCK:
@@ -330,7 +379,7 @@ def stop_spares() -> None:
         _kill(child)
 
 
-def _wait_warm(spares: list[tuple[_Child, Connection]], timeout: float) -> None:
+def _wait_warm(spares: list[tuple[Any, Connection]], timeout: float) -> None:
     """Wait until each spare (started with ``--say-warm``, not yet where a job can take it) says its imports are
     done, or has died, or ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout

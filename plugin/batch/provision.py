@@ -28,7 +28,7 @@ from tiffin.batch.launch import BuildInterrupted, job_environment, ray_address, 
 from tiffin.errors import EnvironmentBuildError, TiffinError
 from tiffin.store import DeploymentRecord, Store
 
-__all__ = ["SPARES_READY_S", "provision", "runs_in_environment", "start_provisioning", "wait_for_provisioning"]
+__all__ = ["SPARES_READY_S", "needs_provisioning", "provision", "start_provisioning", "wait_for_provisioning"]
 
 logger = logging.getLogger("tiffin.batch")
 
@@ -40,19 +40,24 @@ _BUSY: dict[tuple[str, str], threading.Event] = {}  # (endpoint, deployment) -> 
 _BUSY_LOCK = threading.Lock()
 
 
-def runs_in_environment(deployment: Any) -> bool:
-    """Whether the (loaded, assets inlined) batch deployment's jobs run in an environment built on this machine, which
-    its create then provisions. One whose environment cannot be read counts: provisioning fails it, saying why."""
+def needs_provisioning(deployment: Any) -> bool:
+    """Whether the (loaded, assets inlined) batch deployment is provisioned when it is created: its jobs run in an
+    environment built on this machine, or on tiffin's own Python with a local MLflow model whose flavour spare workers
+    import ahead of its first job. One whose environment cannot be read counts: provisioning fails it, saying why."""
+    from tiffin.batch.pool import spares_wanted
     from tiffin.environments.sources import environment_of
     from tiffin.runners.batch import scorer_settings
 
     if ray_address(deployment):  # Ray's actors run in the cluster's own Python
         return False
     try:
-        kind = scorer_settings(deployment, model_dir=None)["kind"]
-        return environment_of(deployment, kind=kind, owner=f"batch deployment '{deployment.name}'") is not None
+        scorer = scorer_settings(deployment, model_dir=None)
+        owner = f"batch deployment '{deployment.name}'"
+        if environment_of(deployment, kind=scorer["kind"], owner=owner) is not None:
+            return True
     except TiffinError:
         return True
+    return spares_wanted() and warm_model(scorer) is not None
 
 
 def start_provisioning(
@@ -118,14 +123,16 @@ def provision(store: Store, home: Path, record: DeploymentRecord, *, max_workers
     try:
         deployment = parse_spec(inline_assets(store, record.spec, source=owner), BatchDeployment, owner).spec
         scorer = scorer_settings(deployment, model_dir=None)
-        spec = None if ray_address(deployment) else environment_of(deployment, kind=scorer["kind"], owner=owner)
-        if spec is None:
+        if ray_address(deployment):
             return record_state("Succeeded")
+        spec = environment_of(deployment, kind=scorer["kind"], owner=owner)
         log = environment_log_path(home, record.endpoint_name, record.name)
         log.parent.mkdir(parents=True, exist_ok=True)
-        prepared = job_environment(
-            spec, home=home, log_path=log, title=f"environment of {owner}", interrupted=stop.is_set
-        )
+        prepared = None
+        if spec is not None:
+            prepared = job_environment(
+                spec, home=home, log_path=log, title=f"environment of {owner}", interrupted=stop.is_set
+            )
     except BuildInterrupted:  # the server stops: the next one provisions it (the build went on, in envs/)
         return record.state
     except EnvironmentBuildError as exc:  # uv's message, naming the environment's source
@@ -134,9 +141,11 @@ def provision(store: Store, home: Path, record: DeploymentRecord, *, max_workers
         return record_state("Failed", f"the environment of {owner} cannot be used: {exc.message}")
     overrides = {str(k): str(v) for k, v in deployment.environment_variables.items()}
     size = min(deployment.instance_count * deployment.settings.max_concurrency_per_instance, max_workers)
+    # On tiffin's own Python (no environment) spares are forked from the fork server, and warm the model's flavour.
     pool = LocalPool(
         size=max(1, size), job=f"{record.endpoint_name}-{record.name}", settings={}, log=log, env=overrides,
-        python=str(prepared.python), process_env=prepared.process_env({**os.environ, **overrides}),
+        python=str(prepared.python) if prepared else None,
+        process_env=prepared.process_env({**os.environ, **overrides}) if prepared else None,
         warm_mlflow=warm_model(scorer),
     )  # fmt: skip
     if not stop.is_set():

@@ -181,7 +181,7 @@ class JobRunner:
                 outcome = self._drive(pool, pending, items, attempts, failed_items, settings, parts if writes else None)
             finally:
                 pool.close()
-            if isinstance(pool, LocalPool) and pool.python is not None:
+            if isinstance(pool, LocalPool) and (pool.python is not None or pool.warm_mlflow):
                 self._warm_next = pool
             if outcome is not None:
                 return outcome
@@ -314,6 +314,7 @@ class JobRunner:
             return RayPool(size=size, address=address, settings=settings)
         log, pids = job_log_path(self.home, self.name), job_dir(self.home, self.name) / "workers"
         pool = LocalPool(size=size, job=self.name, settings=settings, log=log, env=overrides, pid_dir=pids)
+        pool.warm_mlflow = warm_model(settings["scorer"])
         # A build its deployment's create or update started (tiffin.batch.provision) is waited for, not started
         # again; its spare workers are then there for this job to take.
         wait_for_provisioning(job.endpoint_name, deployment.name, self._interrupted)
@@ -322,7 +323,6 @@ class JobRunner:
             self._say(f"starting {size} worker process(es)")
             return pool
         pool.python = str(prepared.python)
-        pool.warm_mlflow = warm_model(settings["scorer"])
         pool.process_env = prepared.process_env({**os.environ, **overrides})
         self._say(
             f"starting {size} worker process(es) on Python {prepared.spec.python_minor} "

@@ -36,7 +36,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Dict  # noqa: UP035
 
-__all__ = ["OUTPUT_PATH_ENV", "WorkerSettings", "main", "make_scorer", "run_worker", "serve", "write_part"]
+__all__ = [
+    "OUTPUT_PATH_ENV", "WorkerSettings", "main", "make_scorer", "run_spare", "run_worker", "serve", "write_part",
+]  # fmt: skip
 
 
 def write_part(path: Path, data: bytes) -> None:
@@ -136,6 +138,36 @@ def run_worker(conn: Connection, settings: WorkerSettings, log_path: str, env: d
     _enter(settings)
     with contextlib.suppress(BrokenPipeError, EOFError, OSError):
         os._exit(serve(conn, settings))
+    os._exit(1)
+
+
+def run_spare(conn: Connection, env: dict[str, str], mlflow_model: str | None, say_warm: bool) -> None:
+    """A spare forked by the pool ahead of a job (:meth:`tiffin.batch.pool.LocalPool.keep_spares`): a session of its
+    own, the deployment's variables set, the MLflow model's flavour imported (the fork server has the rest), then
+    ``("warm",)`` if asked, and idle until a job sends ``("settings", settings, log_path)``; from then on it is
+    :func:`run_worker`'s worker, its output on that job's log."""
+    os.setsid()
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)
+    os.close(quiet)
+    os.environ.update(env)
+    _warm("", mlflow_model)
+    try:
+        if say_warm:
+            conn.send(("warm",))
+        message = conn.recv()
+    except (EOFError, OSError):  # the pool went away: no job will take it
+        os._exit(0)
+    if not (isinstance(message, tuple) and len(message) == 3 and message[0] == "settings"):
+        os._exit(2)
+    log = os.open(message[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    _enter(message[1])
+    with contextlib.suppress(BrokenPipeError, EOFError, OSError):
+        os._exit(serve(conn, message[1]))
     os._exit(1)
 
 
