@@ -1,0 +1,140 @@
+"""``tiffin export kubernetes`` against a real ``tiffin serve`` holding the quickstart endpoint (examples/quickstart).
+
+The manifests it prints or writes are validated against Kubernetes' schemas (the pinned kubernetes-validate);
+tests/test_kubernetes.py checks their content in detail.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tiffin.testing import TiffinProcess, free_port, serve_tiffin
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+pytestmark = pytest.mark.slow
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
+K8S_VERSIONS = ("1.25.0", "1.37.0")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiffinProcess]:
+    from tiffin.specs import OnlineDeployment, OnlineEndpoint, load_spec
+
+    with serve_tiffin(tmp_path_factory.mktemp("k8s") / "home") as running, running.client() as client:
+        client.online_endpoints.create(load_spec(QUICKSTART / "endpoint.yml", OnlineEndpoint).spec)
+        # Stored is enough: export reads specs, whether or not the replicas are up yet.
+        client.online_deployments.create_or_update(
+            load_spec(QUICKSTART / "blue-deployment.yml", OnlineDeployment).spec, wait=False
+        )
+        client.online_endpoints.set_traffic("my-endpoint", {"blue": 100})
+        yield running
+
+
+def _tiffin(server: TiffinProcess, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tiffin.cli", *args],
+        env=env or server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _validate(items: list[dict[str, Any]]) -> None:
+    for item in items:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(item, version, strict=True)
+
+
+def test_yaml_on_stdout_validates_and_names_the_quickstart_image(server: TiffinProcess) -> None:
+    done = _tiffin(server, "export", "kubernetes", "-n", "my-endpoint", "--image-registry", "ghcr.io/me")
+    assert done.returncode == 0, done.stderr
+    items = list(yaml.safe_load_all(done.stdout))
+    _validate(items)
+    assert [(m["kind"], m["metadata"]["name"]) for m in items] == [
+        ("Secret", "my-endpoint-keys"),
+        ("Secret", "tiffin-store"),
+        ("Deployment", "tiffin-gateway"),
+        ("Service", "tiffin-gateway"),
+        ("Deployment", "my-endpoint-blue"),
+        ("Service", "my-endpoint-blue"),
+    ]
+    blue = items[4]
+    container = blue["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/me/tiffin-my-endpoint-blue:latest"
+    assert blue["spec"]["replicas"] == 1
+    # The quickstart's Standard_DS3_v2: 4 vCPUs, 14 GiB; Azure's default probe settings.
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "14336Mi"}
+    assert container["readinessProbe"]["failureThreshold"] == 30
+    assert blue["metadata"]["annotations"]["tiffin.ai/traffic"] == "100"
+    # Without --include-keys, the real keys are nowhere in the output.
+    with server.client() as client:
+        keys = client.online_endpoints.get_keys("my-endpoint")
+    assert keys["primaryKey"] not in done.stdout and keys["secondaryKey"] not in done.stdout
+
+
+def test_json_is_a_list_kubectl_reads(server: TiffinProcess) -> None:
+    done = _tiffin(server, "export", "kubernetes", "-n", "my-endpoint", "-o", "json", "--namespace", "ml")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["apiVersion"], document["kind"]) == ("v1", "List")
+    _validate(document["items"])
+    assert {item["metadata"]["namespace"] for item in document["items"]} == {"ml"}
+
+
+def test_output_dir_with_keys_writes_private_files_and_keys_only_in_the_secret(
+    server: TiffinProcess, tmp_path: Path
+) -> None:
+    out = tmp_path / "manifests"
+    done = _tiffin(
+        server, "export", "kubernetes", "-n", "my-endpoint", "--output-dir", str(out), "--include-keys",
+        "--store-secret", "prod-store", "-o", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    files = [Path(p) for p in json.loads(done.stdout)["files"]]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files)
+    assert files[0].name == "01-secret-my-endpoint-keys.yaml"
+    with server.client() as client:
+        keys = client.online_endpoints.get_keys("my-endpoint")
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        (item,) = yaml.safe_load_all(path.read_text())
+        _validate([item])
+        text = path.read_text()
+        if item["kind"] == "Secret":
+            assert item["stringData"] == {"primaryKey": keys["primaryKey"], "secondaryKey": keys["secondaryKey"]}
+        else:
+            assert keys["primaryKey"] not in text and keys["secondaryKey"] not in text, path
+    assert not [p for p in files if "tiffin-store" in p.name]  # the user's own Secret is named, not written
+
+
+def test_unknown_endpoint_is_a_clear_error(server: TiffinProcess) -> None:
+    done = _tiffin(server, "export", "kubernetes", "-n", "nope")
+    assert done.returncode == 1
+    assert "online endpoint 'nope' not found" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_bad_options_are_clear_errors(server: TiffinProcess) -> None:
+    bad_tag = _tiffin(server, "export", "kubernetes", "-n", "my-endpoint", "--image-tag", "-x")
+    assert bad_tag.returncode == 1 and "image tag '-x' is not a valid tag" in bad_tag.stderr
+    assert bad_tag.stdout == ""
+    table = _tiffin(server, "export", "kubernetes", "-n", "my-endpoint", "-o", "table")
+    assert table.returncode == 2 and "yaml or json" in table.stderr
+
+
+def test_no_server_is_a_clear_error(server: TiffinProcess) -> None:
+    env = {**server.env, "TIFFIN_URL": f"http://127.0.0.1:{free_port()}"}
+    done = _tiffin(server, "export", "kubernetes", "-n", "my-endpoint", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
