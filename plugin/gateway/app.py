@@ -19,7 +19,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -35,11 +34,12 @@ from tiffin.errors import (
 )
 from tiffin.gateway.forwarding import DROP_RESPONSE, forward_headers, request_target, upstream
 from tiffin.gateway.limits import Admission
+from tiffin.gateway.outcome import Outcome, traffic_entry
 from tiffin.gateway.side import describe, send_mirror
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
-from tiffin.telemetry.meters import DeploymentMeter, Meters
+from tiffin.telemetry.meters import Meters
 from tiffin.telemetry.tracing import GatewayTracing, RequestTrace
 from tiffin.telemetry.traffic_log import TrafficLog
 
@@ -56,27 +56,8 @@ _MAX_MIRRORS_IN_FLIGHT = 256
 _GONE = "the client went away before its request body was complete"
 
 
-_PEER_TABLE_WAIT_S = 1.0
-"""How long a request a peer routed here waits for this node's table to show the deployment's replica."""
-
-
 class _Unreachable(UnavailableError):
     """503: no replica could be connected to, so the request was not delivered (safe to send again)."""
-
-
-class _Outcome:
-    """What one request came to, for the meters and the traffic log (filled in as it goes)."""
-
-    __slots__ = ("bytes_in", "bytes_out", "deployment", "headers", "meter", "status", "trace")
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.deployment = ""
-        self.meter: DeploymentMeter | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.headers: list[tuple[bytes, bytes]] | tuple[()] = ()
-        self.trace: RequestTrace | None = None
 
 
 def _no_replica(endpoint: str, deployment: str) -> str:
@@ -197,7 +178,7 @@ class Gateway:
             # which no endpoint has; answering as endpoint E would score where the client did not ask.
             name = self._name_as_sent(raw_path) or ""
             endpoint = self.table.endpoints.get(name)
-        outcome = _Outcome()
+        outcome = Outcome()
         # tracing:begin
         if trace is not None:
             outcome.trace, trace.outcome = trace, outcome
@@ -209,7 +190,7 @@ class Gateway:
                 self.meters.unknown_endpoint += 1
             if self.traffic is not None:
                 outcome.status = 404
-                self._log(scope, "", outcome, started)
+                self.traffic.add(traffic_entry(scope, "", outcome, started))
             return
         stats = self.stats.get(name)
         if stats is None:
@@ -230,26 +211,7 @@ class Gateway:
                 elapsed = time.perf_counter() - started
                 meter.answered(outcome.status, started, elapsed, outcome.bytes_in, outcome.bytes_out)
         if self.traffic is not None:
-            self._log(scope, name, outcome, started)
-
-    def _log(self, scope: Scope, endpoint: str, outcome: _Outcome, started: float) -> None:
-        assert self.traffic is not None
-        self.traffic.add(
-            (
-                time.time(),
-                endpoint,
-                outcome.deployment,
-                scope["method"],
-                scope["path"],  # the query string is scope["query_string"]: never logged
-                outcome.status,
-                time.perf_counter() - started,
-                scope["headers"],  # only the request-id headers are read from these, by the writer thread
-                outcome.headers,
-                outcome.bytes_in,
-                outcome.bytes_out,
-                scope.get("client"),
-            )
-        )
+            self.traffic.add(traffic_entry(scope, name, outcome, started))
 
     async def _handle(
         self,
@@ -259,7 +221,7 @@ class Gateway:
         endpoint: EndpointRoute,
         stats: EndpointStats,
         tail: str,
-        outcome: _Outcome,
+        outcome: Outcome,
     ) -> None:
         pinned = None
         content_length = -1
@@ -317,7 +279,7 @@ class Gateway:
         tail: str,
         body: bytes,
         stats: EndpointStats,
-        outcome: _Outcome,
+        outcome: Outcome,
     ) -> None:
         admission = self._admissions.get((endpoint.name, deployment.name))
         if admission is None or not (deployment.replicas or deployment.replacing):
@@ -425,36 +387,6 @@ class Gateway:
     def _too_large(self) -> str:
         return f"request body is larger than {self.max_body_bytes} bytes; send smaller batches"
 
-    async def forward_local(
-        self, scope: Scope, receive: Receive, send: Send, endpoint_name: str, deployment_name: str, target: bytes
-    ) -> None:
-        """Serve a request a peer node's gateway already authenticated, admitted and routed to a deployment
-        this node runs: to one of its replicas here, never on to another node (no loops between nodes)."""
-        # The peer saw this node's replica in the store a moment before this node's own table may have the
-        # deployment (its records re-read just after the replica became ready): wait that moment, bounded.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _PEER_TABLE_WAIT_S
-        while True:
-            endpoint = self.table.endpoints.get(endpoint_name)
-            deployment = endpoint.deployments.get(deployment_name) if endpoint is not None else None
-            local = tuple(r for r in deployment.replicas if not r.remote) if deployment is not None else ()
-            left_ms = (deadline - loop.time()) * 1000
-            if local or left_ms <= 0 or not await self._next_table(left_ms):
-                break
-        try:
-            if endpoint is None or deployment is None or not local:
-                raise UnavailableError(f"deployment '{deployment_name}' has no ready replica on this node")
-            body = await self._read_body(receive)
-            prefix = self._prefix_of(endpoint.name)
-            path, _, query = target.partition(b"?")
-            inner = {**scope, "raw_path": prefix + path, "query_string": query}
-            tail = unquote(path.decode("latin-1"))
-            await self._forward(
-                inner, send, endpoint, replace(deployment, replicas=local), tail, body, self._peer_stats, _Outcome()
-            )
-        except TiffinError as exc:
-            await send_error(send, exc.status_code, exc.message)
-
     # --- forwarding ----------------------------------------------------------------------------------
 
     def _choose(self, deployment: DeploymentRoute, avoid: Replica | None = None) -> Replica | None:
@@ -480,7 +412,7 @@ class Gateway:
         tail: str,
         body: bytes,
         stats: EndpointStats,
-        outcome: _Outcome,
+        outcome: Outcome,
     ) -> None:
         headers = forward_headers(scope)
         target = request_target(scope, self._prefix_of(endpoint.name), tail)
@@ -529,7 +461,7 @@ class Gateway:
         body: bytes,
         deployment: DeploymentRoute,
         timeout_s: float,
-        outcome: _Outcome,
+        outcome: Outcome,
     ) -> int:
         """One request to one replica (at ``url``: the replica, or its own V2 server); returns the status sent
         to the client."""

@@ -13,15 +13,20 @@ secret key (``TIFFIN_SECRET_KEY``), which any other caller lacks. Without it the
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from urllib.parse import unquote
 
 from tiffin.asgi import Receive, Scope, Send, send_error
+from tiffin.errors import TiffinError, UnavailableError
 from tiffin.routing import Replica
 from tiffin.store import DeploymentRecord
 
 from .app import Gateway
 from .forwarding import PEER_HEADER
+from .outcome import Outcome
 
 __all__ = ["PEER_PREFIX", "PeerDirectory", "PeerRoute"]
 
@@ -71,6 +76,47 @@ class PeerRoute:
         deployment, _, path = rest.partition(b"/")
         query: bytes = scope.get("query_string", b"")
         target = b"/" + path + (b"?" + query if query else b"")
-        await self.gateway.forward_local(
-            scope, receive, send, endpoint.decode("latin-1"), deployment.decode("latin-1"), target
+        await forward_local(
+            self.gateway, scope, receive, send, endpoint.decode("latin-1"), deployment.decode("latin-1"), target
         )
+
+
+_PEER_TABLE_WAIT_S = 1.0
+"""How long a request a peer routed here waits for this node's table to show the deployment's replica."""
+
+
+async def forward_local(
+    gateway: Gateway,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    endpoint_name: str,
+    deployment_name: str,
+    target: bytes,
+) -> None:
+    """Serve a request a peer node's gateway already authenticated, admitted and routed to a deployment
+    this node runs: to one of its replicas here, never on to another node (no loops between nodes)."""
+    # The peer saw this node's replica in the store a moment before this node's own table may have the
+    # deployment (its records re-read just after the replica became ready): wait that moment, bounded.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _PEER_TABLE_WAIT_S
+    while True:
+        endpoint = gateway.table.endpoints.get(endpoint_name)
+        deployment = endpoint.deployments.get(deployment_name) if endpoint is not None else None
+        local = tuple(r for r in deployment.replicas if not r.remote) if deployment is not None else ()
+        left_ms = (deadline - loop.time()) * 1000
+        if local or left_ms <= 0 or not await gateway._next_table(left_ms):
+            break
+    try:
+        if endpoint is None or deployment is None or not local:
+            raise UnavailableError(f"deployment '{deployment_name}' has no ready replica on this node")
+        body = await gateway._read_body(receive)
+        prefix = gateway._prefix_of(endpoint.name)
+        path, _, query = target.partition(b"?")
+        inner = {**scope, "raw_path": prefix + path, "query_string": query}
+        tail = unquote(path.decode("latin-1"))
+        # Counted by the node the caller reached, not here (its own stats and meters).
+        only_here = replace(deployment, replicas=local)
+        await gateway._forward(inner, send, endpoint, only_here, tail, body, gateway._peer_stats, Outcome())
+    except TiffinError as exc:
+        await send_error(send, exc.status_code, exc.message)
