@@ -5,6 +5,7 @@
     /api/...                 control plane (REST + OpenAPI), admin token required
     /endpoints/{name}/...    the gateway: scoring, swagger, any other route of the deployments
     /_tiffin/peer/...        replicas of this server, for the gateways of other servers sharing the store
+    /metrics                 Prometheus metrics (tiffin.telemetry), admin token required
     /studio/                 the studio's static page (tiffin.studio); ``/`` redirects there for a browser
 
 The three parts share nothing but the store and the routing table: the API writes the store and says
