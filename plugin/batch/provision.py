@@ -1,13 +1,15 @@
 """A batch deployment provisioned when it is created or updated, as Azure does before ``az ml batch-deployment create``
 returns: its environment built, then spare workers started for its first job.
 
-A deployment whose jobs run in an environment (it declares one, or its MLflow model has its own requirements; not
-on Ray) is stored ``Creating`` (``Updating``) by the API (:meth:`tiffin.api.batch.BatchControl.put_deployment`); the
+A deployment whose jobs run in an environment (it declares one, or its MLflow model has its own requirements), or on
+tiffin's own Python with a local MLflow model (whose flavour forked spares import), and not on Ray, is stored
+``Creating`` (``Updating``) by the API (:meth:`tiffin.api.batch.BatchControl.put_deployment`); the
 scheduler (:class:`tiffin.batch.scheduler.BatchScheduler`) finds it and runs :func:`provision` in a thread: the
-environment is built as a job builds it (:func:`tiffin.batch.launch.job_environment`, uv's output in the
-deployment's ``environment.log``), spare workers are started on its interpreter and waited for until their imports
-are done (:meth:`tiffin.batch.pool.LocalPool.keep_spares`), and the deployment becomes ``Succeeded``, or ``Failed``
-with uv's message. The state is written only if no newer spec was stored meanwhile (the deployment's generation).
+environment (if any) is built as a job builds it (:func:`tiffin.batch.launch.job_environment`, uv's output in the
+deployment's ``environment.log``), spare workers are started (on its interpreter, or forked) and waited for until
+their imports are done (:meth:`tiffin.batch.pool.LocalPool.keep_spares`), and the deployment becomes
+``Succeeded``, or ``Failed`` with uv's message. The state is written only if no newer spec was stored meanwhile
+(the deployment's generation).
 
 A job invoked meanwhile waits for that provisioning (:func:`wait_for_provisioning`), then finds the environment
 built and takes the spares; two builds of one environment never run at once anyway (the builder's lock per key).
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.batch.launch import BuildInterrupted, job_environment, ray_address, warm_model
-from tiffin.errors import EnvironmentBuildError, TiffinError
+from tiffin.errors import EnvironmentBuildError, NotFoundError, TiffinError
 from tiffin.store import DeploymentRecord, Store
 
 __all__ = ["SPARES_READY_S", "needs_provisioning", "provision", "start_provisioning", "wait_for_provisioning"]
@@ -111,9 +113,12 @@ def provision(store: Store, home: Path, record: DeploymentRecord, *, max_workers
     owner = f"batch deployment '{record.name}'"
 
     def record_state(state: str, reason: str | None = None) -> str:
-        done = store.set_deployment_state(
-            record.endpoint_name, record.name, state, reason, expected_generation=record.generation
-        )
+        try:
+            done = store.set_deployment_state(
+                record.endpoint_name, record.name, state, reason, expected_generation=record.generation
+            )
+        except NotFoundError:  # deleted meanwhile
+            return "Deleted"
         if done is None:  # updated meanwhile: the newer spec is provisioned next
             return record.state
         logger.info("batch deployment %s/%s: %s%s", record.endpoint_name, record.name, state,
