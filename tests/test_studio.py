@@ -116,6 +116,13 @@ def server() -> Iterator[Any]:
             client.models.create_or_update(
                 {"name": "quickstart-model", "version": "1", "path": str(QUICKSTART / "model")}
             )
+            image = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"
+            conda = str(QUICKSTART / "environment" / "conda.yaml")
+            client.environments.create_or_update({"name": "quickstart-env", "version": "1", "image": image,
+                                                  "conda_file": conda})  # fmt: skip
+            # the compute the batch deployment names (once one is registered, a deployment must name one)
+            client.compute.create_or_update({"name": "batch-cluster", "type": "amlcompute", "size": "Standard_DS3_v2",
+                                             "max_instances": 2})  # fmt: skip
             client.batch_endpoints.create({"name": "words", "auth_mode": "aad_token"})
             client.batch_deployments.create_or_update(_batch_deployment("words"))
         yield running
@@ -135,7 +142,9 @@ def _batch_deployment(endpoint: str) -> dict[str, Any]:
             "mini_batch_size": 2,
             "max_concurrency_per_instance": 1,
             "output_action": "append_row",
-            "environment_variables": {"BATCH_SLEEP": "0.7"},
+            "retry_settings": {"max_retries": 1, "timeout": 60},
+            # a mini-batch holding a file named *bad* fails (the failures column)
+            "environment_variables": {"BATCH_SLEEP": "0.7", "BATCH_FAIL_BAD": "1"},
         },
     }
 
@@ -396,12 +405,21 @@ def test_a_batch_jobs_bar_reaches_100_percent_and_its_output_downloads(page, ser
     row = page.locator(f"tr:has([data-job='{job}'])")
     row.locator("[data-state=Completed]").wait_for()
     assert "4/4 mini-batches, 8 rows" in row.text_content()
-    shot(page, "batch")
     with page.expect_download() as download:
         row.locator("[data-output]").click()
     saved = tmp_path / "predictions.csv"
     download.value.save_as(saved)
     assert len(saved.read_text().splitlines()) == 8
+
+    # A job with a failing mini-batch: the bar still ends at 100% (done or failed), the failure is listed.
+    (folder / "doc0.txt").rename(folder / "bad.txt")
+    failing = server.client().batch_endpoints.invoke("words", folder)["name"]
+    row = page.locator(f"tr:has([data-job='{failing}'])")
+    row.locator("[data-state=Completed]").wait_for(timeout=120_000)
+    text = row.text_content()
+    assert "1 mini-batch(es) failed" in text and "bad.txt" in text and "cannot score" in text, text
+    assert row.locator("[role=progressbar]").get_attribute("aria-valuenow") == "100"
+    shot(page, "batch")
 
 
 @slow
@@ -410,6 +428,8 @@ def test_assets_page_lists_the_registered_model(page, server):
     sign_in(page, server.admin_token, "#/assets")
     page.wait_for_selector("[data-assets=models] td")
     assert "quickstart-model" in page.text_content("[data-assets=models]")
+    assert "quickstart-env" in page.text_content("[data-assets=environments]")
+    assert "batch-cluster" in page.text_content("[data-assets=computes]")
     shot(page, "assets")
 
 

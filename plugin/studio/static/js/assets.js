@@ -4,6 +4,7 @@ import { get } from "./api.js";
 import { h, put, table } from "./dom.js";
 
 const text = (v) => (v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+const cell = (v) => (text(v).length > 40 ? h("span", { class: "long" }, text(v)) : text(v));  // paths may break anywhere
 
 const KINDS = [
   ["models", "Models", ["Name", "Version", "Type", "Path", "Description"], (a) => [a.name, a.version, a.type, a.path, a.description]],
@@ -20,7 +21,7 @@ export async function assetsPage(main) {
     const found = lists[i];
     const items = Array.isArray(found) ? found : found?.value;
     return h("section", { class: "card", "data-assets": path }, h("h2", {}, title),
-      Array.isArray(items) ? table(headers, items.map((a) => cells(a).map(text)))
+      Array.isArray(items) ? table(headers, items.map((a) => cells(a).map(cell)))
         : h("p", { class: "error" }, found?.message || "could not be listed"));
   }));
 }

@@ -22,7 +22,13 @@ function failures(job) {
   const lines = [];
   if (p.mini_batches_failed) lines.push(`${p.mini_batches_failed} mini-batch(es) failed`);
   if (p.items_failed) lines.push(`${p.items_failed} item(s) failed`);
-  for (const e of (job.errors || []).slice(0, 5)) lines.push(typeof e === "string" ? e : e.message || JSON.stringify(e));
+  for (const e of (job.errors || []).slice(0, 5)) {
+    if (typeof e !== "object" || e === null) lines.push(String(e));
+    else if (e.mini_batch !== undefined) {
+      const items = Array.isArray(e.items) ? e.items.map((i) => String(i).split("/").pop()).join(", ") : "";
+      lines.push(`mini-batch ${e.mini_batch}${items ? ` (${items})` : ""}, ${e.attempts ?? "?"} attempt(s): ${e.error}`);
+    } else lines.push(e.message || JSON.stringify(e));
+  }
   if (job.error) lines.push(typeof job.error === "string" ? job.error : job.error.message || JSON.stringify(job.error));
   return lines.length ? h("div", { class: "error" }, lines.map((l) => h("div", {}, l))) : h("span", { class: "muted" }, "none");
 }
@@ -40,7 +46,7 @@ function jobRow(job) {
     h("span", { class: "mono" }, job.name),
     job.deployment_name || "",
     state(job.status),
-    h("div", { "data-job": job.name }, bar(job.status === "Completed" && !total ? 1 : done, job.status === "Completed" && !total ? 1 : total),
+    h("div", { "data-job": job.name }, bar(...(job.status === "Completed" && !total ? [1, 1] : [done, total, p.mini_batches_failed || 0])),
       h("span", { class: "muted" }, `${p.mini_batches_completed || 0}/${total} mini-batches, ${p.rows_scored || 0} rows`)),
     failures(job),
     job.start_time ? new Date(job.start_time).toLocaleTimeString() : "",

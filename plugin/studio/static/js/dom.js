@@ -59,11 +59,15 @@ export function table(headers, rows, attrs = {}) {
       : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, "none yet"))));
 }
 
-/** A progress bar, `done` of `total`. */
-export function bar(done, total) {
+/** A progress bar: `done` of `total` finished, the last `failed` of them in red. */
+export function bar(done, total, failed = 0) {
   const percent = total > 0 ? Math.round((100 * done) / total) : 0;
-  const fillBar = h("span", {});
-  fillBar.style.width = `${percent}%`;  // CSSOM, not a style attribute: the CSP allows no inline styles
+  const good = h("span", {});
+  const bad = h("span", { class: "failed" });
+  // CSSOM, not a style attribute: the CSP allows no inline styles
+  good.style.width = `${total > 0 ? (100 * (done - failed)) / total : 0}%`;
+  bad.style.left = good.style.width;
+  bad.style.width = `${total > 0 ? (100 * failed) / total : 0}%`;
   return h("div", { class: "bar", role: "progressbar", "aria-valuenow": percent, "aria-valuemin": 0, "aria-valuemax": 100 },
-    fillBar, h("b", {}, `${percent}%`));
+    good, bad, h("b", {}, `${percent}%`));
 }
