@@ -31,8 +31,9 @@ LAZY_GROUPS: dict[str, LazySpec] = {
     "online-endpoint": LazySpec(
         "tiffin.cli.online", "online_endpoint_app", "Manage online endpoints (as `az ml online-endpoint`)."
     ),
+    # tiffin.cli.containers adds package (a deployment's OCI image) to tiffin.cli.online's deployment group.
     "online-deployment": LazySpec(
-        "tiffin.cli.online", "online_deployment_app", "Manage online deployments (as `az ml online-deployment`)."
+        "tiffin.cli.containers", "online_deployment_app", "Manage online deployments (as `az ml online-deployment`)."
     ),
     "batch-endpoint": LazySpec(
         "tiffin.cli.batch", "batch_endpoint_app", "Manage batch endpoints (as `az ml batch-endpoint`)."
@@ -48,6 +49,11 @@ LAZY_GROUPS: dict[str, LazySpec] = {
     ),
     "data": LazySpec("tiffin.cli.assets", "data_app", "Manage registered data assets (as `az ml data`)."),
     "compute": LazySpec("tiffin.cli.compute", "compute_app", "Manage computes (as `az ml compute`)."),
+    "containerize": LazySpec(
+        "tiffin.cli.containers",
+        "containerize_app",
+        "Build a deployment's OCI image (its code, model and environment on tiffin's replica server).",
+    ),
     "export": LazySpec(
         "tiffin.cli.export", "export_app", "Write what tiffin serves in another system's format (Kubernetes)."
     ),
