@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+# A real container engine (dockerd started when need be) and tiffin's base image in it: tests/containers_fixture.py.
+from containers_fixture import base_image, container_engine  # noqa: F401
+
 T = TypeVar("T")
 
 # Deployments declaring an environment (Azure's samples, the quickstart) get it built with uv. Every test server

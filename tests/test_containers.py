@@ -1,0 +1,178 @@
+"""Deployments packaged as OCI images and run on a real container engine (issue 16, item 1).
+
+The engine tests build real images (on tiffin's base image, see tests/containers_fixture.py), run them with the
+port published on loopback, and compare the container's answers with the lean replica's on the host; they skip,
+with the reason, where no engine can be started.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tiffin.containers.engine import ENGINE_ENV, MANAGED_LABEL, ContainerEngineError, Engine, detect
+from tiffin.containers.image import APP_DIR, CONTAINER_PORT, build_image, write_image_context
+from tiffin.testing import free_port, serve_deployment
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "examples" / "quickstart" / "blue-deployment.yml"
+SAMPLE = json.loads((REPO / "examples" / "quickstart" / "sample-request.json").read_text())
+TEST_LABEL = "ai.tiffin.test"
+
+
+# --- without an engine ---------------------------------------------------------------------------------------
+
+
+def test_engine_none_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ContainerEngineError, match="unset it"):
+        detect({ENGINE_ENV: "none"})
+    assert detect({ENGINE_ENV: "none"}, require=False) is None
+    with pytest.raises(ContainerEngineError, match="docker, podman, none"):
+        detect({ENGINE_ENV: "kubernetes"})
+
+
+def test_no_engine_answering_says_how_to_get_one(tmp_path: Path) -> None:
+    # A podman-only detection with no podman on PATH: nothing answers.
+    with pytest.raises(ContainerEngineError, match=r"install docker\.io and start dockerd"):
+        detect({ENGINE_ENV: "podman", "PATH": str(tmp_path)})
+
+
+def test_image_context_has_the_environment_runtime_and_a_plan_inside_the_image(tmp_path: Path) -> None:
+    info = write_image_context(QUICKSTART, tmp_path / "ctx")
+    ctx = tmp_path / "ctx"
+    requirements = (ctx / "requirements.txt").read_text().splitlines()
+    # The conda file's pip translation (conda's own packages dropped), then tiffin's runtime requirements.
+    assert "scikit-learn" in requirements and "azureml-defaults" in requirements
+    assert any(line.startswith("uvicorn") for line in requirements)
+    assert info["python"] == "3.11" and info["notes"] == []
+    plan = json.loads((ctx / "app" / "plan.json").read_text())
+    assert plan["kind"] == "script"
+    assert plan["runner"]["code_dir"] == f"{APP_DIR}/code"
+    assert plan["runner"]["model_dir"] == f"{APP_DIR}/model"
+    assert (ctx / "app" / "model" / "model" / "sklearn_regression_model.pkl").is_file()
+    assert (ctx / "app" / "code" / "score.py").is_file()
+    assert (ctx / "runtime" / "tiffin" / "replica" / "run.py").is_file()
+    assert str(tmp_path) not in (ctx / "app" / "plan.json").read_text()
+
+
+# --- with a real engine --------------------------------------------------------------------------------------
+
+
+class Container:
+    def __init__(self, engine: Engine, cid: str, url: str) -> None:
+        self.engine, self.id, self.url = engine, cid, url
+
+
+def _wait_ready(container: Container, timeout: float = 60.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx.get(container.url + "/", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the container did not answer in {timeout} s:\n{container.engine.logs(container.id)}")
+
+
+@pytest.fixture
+def run_image(container_engine: Engine) -> Iterator:
+    started: list[str] = []
+
+    def run(image: str) -> Container:
+        port = free_port()
+        cid = container_engine.start(image, labels={TEST_LABEL: "1"}, publish={CONTAINER_PORT: port})
+        started.append(cid)
+        container = Container(container_engine, cid, f"http://127.0.0.1:{port}")
+        _wait_ready(container)
+        return container
+
+    yield run
+    for cid in started:
+        container_engine.run(["rm", "--force", cid], check=False)
+    assert container_engine.containers({TEST_LABEL: "1"}) == []
+
+
+def _check_contract_and_stop(container: Container, host_url: str, payload: object) -> None:
+    engine = container.engine
+    inside = httpx.post(container.url + "/score", json=payload, timeout=30)
+    on_host = httpx.post(host_url + "/score", json=payload, timeout=30)
+    assert inside.status_code == on_host.status_code == 200, inside.text
+    assert inside.json() == on_host.json()
+    assert httpx.get(container.url + "/").text == httpx.get(host_url + "/").text
+    assert httpx.get(container.url + "/swagger.json").json()["swagger"] == "2.0"
+    assert httpx.get(container.url + "/v2/health/ready").status_code == 200
+    # Not root inside, and nothing but the one port published, on loopback only.
+    uid = engine.run(["exec", container.id, "id", "-u"]).stdout.decode().strip()
+    assert uid == "1000"
+    ports = engine.inspect(container.id)["NetworkSettings"]["Ports"]  # type: ignore[index]
+    assert ports == {f"{CONTAINER_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": container.url.rsplit(":", 1)[1]}]}
+    # SIGTERM stops it cleanly within a few seconds (the grace before SIGKILL is 10 s).
+    started = time.monotonic()
+    code = engine.stop(container.id, grace=10)
+    assert time.monotonic() - started < 5, engine.logs(container.id)
+    assert code == 0
+    assert engine.containers({MANAGED_LABEL: "true", TEST_LABEL: "1"}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quickstart_image_answers_as_the_lean_replica_on_the_host(
+    base_image: str, run_image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
+    # Through the CLI, as a user runs it: the JSON result names the image.
+    done = subprocess.run(
+        [sys.executable, "-m", "tiffin.cli", "containerize", "-f", str(QUICKSTART), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    built = json.loads(done.stdout)
+    assert built["base"] == base_image and built["tag"].startswith("tiffin/my-endpoint-blue:")
+    container = run_image(built["tag"])
+    with serve_deployment(QUICKSTART) as host:
+        _check_contract_and_stop(container, host.url, SAMPLE)
+
+
+LOG_MLFLOW_MODEL = textwrap.dedent(
+    """
+    import sys
+    import mlflow, mlflow.sklearn, sklearn
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], [3.0, 2.0, 10.0])
+    # Requirements given, not inferred (inferring loads the model again in a subprocess).
+    pins = ["mlflow-skinny==" + mlflow.__version__, "scikit-learn==" + sklearn.__version__, "pandas"]
+    mlflow.sklearn.save_model(model, sys.argv[1], pip_requirements=pins)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_mlflow_image_answers_as_the_lean_replica_on_the_host(
+    base_image: str, run_image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
+    model = tmp_path / "mlflow-model"
+    subprocess.run([sys.executable, "-c", LOG_MLFLOW_MODEL, str(model)], check=True, timeout=300)
+    deployment = tmp_path / "deployment.yml"
+    deployment.write_text(
+        "name: ml\nendpoint_name: ep\nmodel:\n  path: mlflow-model\n  type: mlflow_model\ninstance_count: 1\n"
+    )
+    built = build_image(deployment)
+    assert any(line.startswith("mlflow-skinny==") for line in built["requirements"])
+    container = run_image(built["tag"])
+    payload = {"input_data": {"columns": [0, 1], "data": [[1.0, 2.0], [3.0, 0.5]]}}
+    with serve_deployment(deployment) as host:
+        _check_contract_and_stop(container, host.url, payload)
