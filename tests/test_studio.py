@@ -380,6 +380,13 @@ def test_deployments_tab_shows_state_settings_and_console_log(page, server):
     page.wait_for_selector("[data-deployment=green] [data-state=Succeeded]")
     # The console log's tail (the API's get-logs), whatever the scoring script printed last.
     wait_until(page, "() => document.querySelector('[data-deployment=blue] pre.logs').textContent.includes('blue-0')")
+    # az's --container: storage-initializer is what readied the deployment (its environment), not the replica
+    page.select_option("[data-deployment=blue] select.container", "storage-initializer")
+    wait_until(
+        page, "() => document.querySelector('[data-deployment=blue] pre.logs').textContent.includes('environment')"
+    )
+    assert "blue-0 |" not in page.text_content("[data-deployment=blue] pre.logs")
+    page.select_option("[data-deployment=blue] select.container", "inference-server")
     # The event log, where the server has one (GET .../events): the replica became ready.
     if any(p.endswith("/events") for p in httpx.get(server.url + "/api/openapi.json").json()["paths"]):
         wait_until(

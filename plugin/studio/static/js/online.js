@@ -65,18 +65,28 @@ async function eventsPath() {
   return paths.find((p) => p.includes("{deployment}") && p.endsWith("/events")) || null;
 }
 
-async function deploymentsTab(body, endpoint, deployments) {
-  const events = await eventsPath();
-  put(body, h("div", { class: "stack" }, deployments.map((d) => deploymentCard(endpoint, d, events))));
+/** The log route's `container` choices (az's --container), where this server has them. */
+async function logContainers() {
+  const logs = (await routes())["/online-endpoints/{name}/deployments/{deployment}/logs"];
+  const param = (logs?.get?.parameters || []).find((p) => p.name === "container");
+  return param?.schema?.enum || [];
 }
 
-function deploymentCard(endpoint, d, eventsRoute) {
+async function deploymentsTab(body, endpoint, deployments) {
+  const [events, containers] = await Promise.all([eventsPath(), logContainers()]);
+  put(body, h("div", { class: "stack" }, deployments.map((d) => deploymentCard(endpoint, d, events, containers))));
+}
+
+function deploymentCard(endpoint, d, eventsRoute, containers) {
   const where = `/online-endpoints/${seg(endpoint.name)}/deployments/${seg(d.name)}`;
   const logs = h("pre", { class: "logs" }, "…");
   const events = h("div", { class: "events" });
+  const container = containers.length
+    ? h("select", { class: "container" }, containers.map((c) => h("option", { value: c }, c))) : null;
   const load = async () => {
     try {
-      logs.textContent = (await get(`${where}/logs?lines=40`)) || "(empty)";
+      const query = container ? `&container=${encodeURIComponent(container.value)}` : "";
+      logs.textContent = (await get(`${where}/logs?lines=40${query}`)) || "(empty)";
     } catch (error) {
       logs.textContent = `no logs: ${error.message}`;
     }
@@ -97,6 +107,7 @@ function deploymentCard(endpoint, d, eventsRoute) {
       put(events, h("p", { class: "muted" }, `no events: ${error.message}`));
     }
   };
+  container?.addEventListener("change", load);
   load();
   const traffic = (endpoint.traffic || {})[d.name] || 0;
   const mirror = (endpoint.mirror_traffic || {})[d.name] || 0;
@@ -115,7 +126,7 @@ function deploymentCard(endpoint, d, eventsRoute) {
       ["Updated", d.updated_at],
     ]),
     h("h3", {}, "Recent events"), events,
-    h("div", { class: "row" }, h("h3", {}, "Console log"), h("button", { class: "quiet", onclick: load }, "Refresh")),
+    h("div", { class: "row" }, h("h3", {}, "Console log"), container, h("button", { class: "quiet", onclick: load }, "Refresh")),
     logs);
 }
 
