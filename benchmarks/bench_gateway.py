@@ -17,6 +17,8 @@
    Ratios: ``gateway / metrics off`` (the cost of metrics and the traffic log; issue 15 wants >= 0.97) and
    ``gateway / no tracing code`` (the cost of tracing when off; >= 0.99). Paths alternate round by round and
    the best round of each is compared; the load average is printed, as the machine may be shared.
+   On a shared machine req/s moves with the neighbours' load: the gateway process's CPU time per request
+   (``/proc/PID/stat`` around each timed run; median round) is printed too, and is the steadier measure.
 
 Each path runs alone on the machine. The deployment is given
 ``request_settings.max_concurrent_requests_per_instance=16`` so that the gateway lets through the same 16
@@ -43,7 +45,6 @@ from _harness import (
     BENCH_DIR,
     LOOPBACK,
     Server,
-    WrkResult,
     cli,
     ensure_wrk,
     free_port,
@@ -79,15 +80,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def timed(wrk: str, url: str, script: Path, args: argparse.Namespace, label: str) -> WrkResult:
-    """Warm up, then one timed wrk run."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(
+    wrk: str, url: str, script: Path, args: argparse.Namespace, label: str, pid: int | None = None
+) -> dict[str, Any]:
+    """Warm up, then one timed wrk run; with ``pid`` (the gateway's), also its CPU time per request, which a
+    busy shared machine disturbs far less than req/s."""
     if args.warmup > 0:
         run_wrk(wrk, url, script, args.warmup, 1, args.connections)
+    before = cpu_seconds(pid) if pid is not None else 0.0
     result = run_wrk(wrk, url, script, args.duration, 1, args.connections)
-    log(f"{label}: {result.requests_per_s:.1f} req/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms")
+    answer = result.to_dict()
+    cpu = ""
+    if pid is not None and result.requests:
+        answer["gateway_cpu_us_per_request"] = (cpu_seconds(pid) - before) / result.requests * 1e6
+        cpu = f", gateway CPU {answer['gateway_cpu_us_per_request']:.1f} us/request"
+    log(f"{label}: {result.requests_per_s:.1f} req/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms{cpu}")
     if result.errors:
         raise RuntimeError(f"{label}: {result.errors} failed requests")
-    return result
+    return answer
 
 
 VARIANTS: dict[str, dict[str, str]] = {
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             got = score(replica, work.request_body)
             assert max_abs_diff(got, expected) < 1e-9, (got, expected)
             results["direct"].append(
-                timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})").to_dict()
+                timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})")
             )
         for variant, extra in VARIANTS.items():
             variant_env = {**env, **extra}
@@ -183,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
                 )
                 label = f"{variant} (round {round_ + 1})"
-                results[variant].append(timed(wrk, scoring_uri, script, args, label).to_dict())
+                assert server.proc is not None
+                results[variant].append(timed(wrk, scoring_uri, script, args, label, server.proc.pid))
         loads.append(os.getloadavg())
 
     best = {path: max(runs, key=lambda r: r["requests_per_s"]) for path, runs in results.items()}
@@ -206,11 +224,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{g['p50_ms'] - d['p50_ms']:+.2f} ms, added p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")  # fmt: skip
     print(f"{label}: metrics and traffic log on / off req/s = {ratios['metrics on/metrics off']:.3f}x (want >= 0.97)")
     print(f"{label}: tracing off / no tracing code req/s = {ratios['tracing off/no tracing code']:.3f}x (want >= 0.99)")
+    # CPU per request: the median round of each arm (what a request costs the gateway process).
+    cpu = {v: sorted(r["gateway_cpu_us_per_request"] for r in results[v])[len(results[v]) // 2] for v in VARIANTS}
+    print("gateway CPU per request (median round): " + ", ".join(f"{v} {us:.1f} us" for v, us in cpu.items()))
+    print(f"  throughput these allow, on vs off: metrics {cpu['metrics off'] / cpu['gateway']:.3f}x, "
+          f"tracing {cpu['no tracing code'] / cpu['gateway']:.3f}x")  # fmt: skip
     print("load average (1, 5, 15 min) before and after each round: " + "; ".join(
         " ".join(f"{x:.2f}" for x in load) for load in loads))  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": results, "ratios": ratios, "load": loads}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"runs": results, "ratios": ratios, "cpu_us": cpu, "load": loads}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -190,7 +190,7 @@ class Gateway:
                 self.meters.unknown_endpoint += 1
             if self.traffic is not None:
                 outcome.status = 404
-                self.traffic.add(traffic_entry(scope, "", outcome, started))
+                self.traffic.add(traffic_entry(scope, "", outcome, time.perf_counter() - started))
             return
         stats = self.stats.get(name)
         if stats is None:
@@ -205,13 +205,15 @@ class Gateway:
             stats.rejected[exc.status_code] += 1
             outcome.status = exc.status_code
             await send_error(send, exc.status_code, exc.message)
-        if self.meters is not None:
-            meter = outcome.meter or self.meters.by_key.get((name, ""))
-            if meter is not None:
-                elapsed = time.perf_counter() - started
-                meter.answered(outcome.status, started, elapsed, outcome.bytes_in, outcome.bytes_out)
-        if self.traffic is not None:
-            self.traffic.add(traffic_entry(scope, name, outcome, started))
+        meters, traffic = self.meters, self.traffic
+        if meters is not None or traffic is not None:
+            elapsed = time.perf_counter() - started
+            if meters is not None:
+                meter = outcome.meter or meters.by_key.get((name, ""))
+                if meter is not None:
+                    meter.answered(outcome.status, started, elapsed, outcome.bytes_in, outcome.bytes_out)
+            if traffic is not None:
+                traffic.add(traffic_entry(scope, name, outcome, elapsed))
 
     async def _handle(
         self,
@@ -290,6 +292,9 @@ class Gateway:
         queued_ns = time.time_ns() if trace is not None else 0
         # tracing:end
         if meter is None:
+            deployment = await self._acquire(admission, endpoint, deployment)
+        elif admission.free and deployment.replicas:  # a slot now: no wait to time (the common case)
+            meter.queue[0] += 1
             deployment = await self._acquire(admission, endpoint, deployment)
         else:
             queued_at = time.perf_counter()

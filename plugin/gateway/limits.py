@@ -35,6 +35,11 @@ class Admission:
         """Requests waiting for a slot now."""
         return len(self._waiters)
 
+    @property
+    def free(self) -> bool:
+        """Whether :meth:`acquire` would take a slot at once (nobody queued, a slot unused)."""
+        return not self._waiters and self.in_flight < self.capacity
+
     def resize(self, capacity: int) -> None:
         """Change the number of slots (replicas came or went); wakes waiters if slots opened."""
         self.capacity = capacity

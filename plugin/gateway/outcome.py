@@ -30,7 +30,7 @@ class Outcome:
         self.trace: RequestTrace | None = None
 
 
-def traffic_entry(scope: Scope, endpoint: str, outcome: Outcome, started: float) -> Entry:
+def traffic_entry(scope: Scope, endpoint: str, outcome: Outcome, seconds: float) -> Entry:
     """The traffic log's entry of a request (formatted later, by the log's writer thread)."""
     return (
         time.time(),
@@ -39,7 +39,7 @@ def traffic_entry(scope: Scope, endpoint: str, outcome: Outcome, started: float)
         scope["method"],
         scope["path"],  # the query string is scope["query_string"]: never logged
         outcome.status,
-        time.perf_counter() - started,
+        seconds,
         scope["headers"],  # only the request-id headers are read from these, by the writer thread
         outcome.headers,
         outcome.bytes_in,
