@@ -33,11 +33,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiffinProcess]:
 
     with serve_tiffin(tmp_path_factory.mktemp("k8s") / "home") as running, running.client() as client:
         client.online_endpoints.create(load_spec(QUICKSTART / "endpoint.yml", OnlineEndpoint).spec)
-        # Stored is enough: export reads specs, whether or not the replicas are up yet.
+        # Waited for, although export reads only specs: a server stopped while it builds the deployment's
+        # environment would leave that build to be cleaned up.
         client.online_deployments.create_or_update(
-            load_spec(QUICKSTART / "blue-deployment.yml", OnlineDeployment).spec, wait=False
+            load_spec(QUICKSTART / "blue-deployment.yml", OnlineDeployment).spec, all_traffic=True
         )
-        client.online_endpoints.set_traffic("my-endpoint", {"blue": 100})
+        client.batch_endpoints.create({"name": "batch-ep"})
         yield running
 
 
@@ -119,10 +120,11 @@ def test_output_dir_with_keys_writes_private_files_and_keys_only_in_the_secret(
     assert not [p for p in files if "tiffin-store" in p.name]  # the user's own Secret is named, not written
 
 
-def test_unknown_endpoint_is_a_clear_error(server: TiffinProcess) -> None:
-    done = _tiffin(server, "export", "kubernetes", "-n", "nope")
+@pytest.mark.parametrize("name", ["nope", "batch-ep"])
+def test_unknown_or_batch_endpoint_is_a_clear_error(server: TiffinProcess, name: str) -> None:
+    done = _tiffin(server, "export", "kubernetes", "-n", name)
     assert done.returncode == 1
-    assert "online endpoint 'nope' not found" in done.stderr and "Traceback" not in done.stderr
+    assert f"online endpoint '{name}' not found" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
 
 
