@@ -440,6 +440,46 @@ def test_assets_page_lists_the_registered_model(page, server):
     shot(page, "assets")
 
 
+@slow
+@pytest.mark.timeout(300)
+def test_an_endpoint_that_does_not_exist_says_so_in_the_page(page, server):
+    sign_in(page, server.admin_token, "#/endpoints/no-such-endpoint/deployments")
+    page.wait_for_selector("#page-error")
+    assert "no-such-endpoint" in page.text_content("#page-error")
+
+
+@slow
+@pytest.mark.timeout(300)
+def test_the_pages_pure_functions(page, server):
+    """The chart's axis, and the monitor reading the stats defensively (the latency window may be absent)."""
+    page.goto("/studio/")
+    found = page.evaluate(
+        """async () => {
+            const { niceMax } = await import('/studio/js/chart.js');
+            const { latency, Series } = await import('/studio/js/live.js');
+            const { plain } = await import('/studio/js/dom.js');
+            const series = new Series(['blue', 'green']);
+            series.add({ requests: { blue: 10 }, statuses: { blue: { '200': 10 } } }, 0);
+            series.add({ requests: { blue: 30, green: 4 },
+                         statuses: { blue: { '200': 26, '503': 4 }, green: { '200': 4 } },
+                         recent: { blue: { latency_ms: { p50: 1.5, p99: 9 } } } }, 2);
+            return {
+                nice: [0, 0.3, 1, 7, 10, 120, 999].map(niceMax),
+                recent: latency({ recent: { blue: { latency_ms: { p50: 1.5 } } } }, 'blue', 'p50'),
+                absent: [latency({}, 'blue', 'p50'), latency({ recent: { blue: null } }, 'blue', 'p99')],
+                rps: series.points.blue.rps, errors: series.points.blue.errors, green: series.points.green.rps,
+                p99: series.points.blue.p99,
+                plain: plain({ request_timeout_ms: 5000, probe: { period: 10 } }),
+            };
+        }"""
+    )
+    assert found["nice"] == [1, 0.5, 1, 10, 10, 200, 1000]
+    assert found["recent"] == 1.5 and found["absent"] == [None, None]
+    assert found["rps"] == [[2, 10]] and found["errors"] == [[2, 2]] and found["green"] == [[2, 2]]
+    assert found["p99"] == [[0, None], [2, 9]]
+    assert found["plain"] == "request_timeout_ms: 5000, probe: {period: 10}"
+
+
 TRAFFIC_CASES = [
     ({"blue": 100}, {}, ["blue", "green"]),
     ({"blue": 70, "green": 30}, {}, ["blue", "green"]),

@@ -1,7 +1,7 @@
 // The studio's shell: sign-in, navigation by the URL's #fragment, and a page per route.
 
 import { api, session } from "./api.js";
-import { put } from "./dom.js";
+import { h, put } from "./dom.js";
 import { assetsPage } from "./assets.js";
 import { batchPage } from "./batch.js";
 import { endpointPage, endpointsPage } from "./online.js";
@@ -42,16 +42,9 @@ async function route() {
     const cleanup = await (pages[page] || pages.endpoints)();
     if (typeof cleanup === "function") leave = cleanup;
   } catch (error) {
-    if (error.status !== 401) flash(error.message);
+    if (error.status === 401) return;  // the sign-in form is back, with the message
+    put(main, h("p", { class: "error", id: "page-error" }, error.message));  // a 404 for a deleted endpoint...
   }
-}
-
-/** An error the page could not show in place. */
-export function flash(message) {
-  const box = $("flash");
-  box.textContent = message;
-  box.hidden = false;
-  setTimeout(() => { box.hidden = true; }, 8000);
 }
 
 $("sign-in-form").addEventListener("submit", async (event) => {

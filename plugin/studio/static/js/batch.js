@@ -1,7 +1,7 @@
 // Batch endpoints: deployments and jobs, with each job's progress, failures and output download.
 
 import { api, get, seg } from "./api.js";
-import { bar, h, put, state, table } from "./dom.js";
+import { action, bar, h, put, state, table } from "./dom.js";
 
 const ENDED = new Set(["Completed", "Failed", "Canceled"]);
 const POLL_MS = 1500;
@@ -37,7 +37,7 @@ function jobRow(job) {
   const p = job.progress || {};
   const outputs = Object.entries(job.outputs || {}).map(([name, o]) => {
     const button = h("button", { class: "quiet", "data-output": name }, `${o.output_file_name || name} ↓`);
-    button.addEventListener("click", () => download(job.name, name, o.output_file_name));
+    button.addEventListener("click", action(() => download(job.name, name, o.output_file_name)));
     return button;
   });
   const total = p.mini_batches_total || 0;
@@ -78,8 +78,17 @@ export async function batchPage(main) {
         table(["Job", "Deployment", "Status", "Progress", "Failures", "Started", "Output"],
           jobs.slice().reverse().slice(0, 20).map(jobRow), { class: "jobs" }))));
     const running = sections.some(({ jobs }) => jobs.some((j) => !ENDED.has(j.status)));
-    timer = setTimeout(render, running ? POLL_MS : POLL_MS * 4);
+    timer = setTimeout(again, running ? POLL_MS : POLL_MS * 4);
   };
+  // Later reads: a failure is flashed and retried (a 401 signs out, which stops this page's timer).
+  const again = action(async () => {
+    try {
+      await render();
+    } catch (error) {
+      timer = setTimeout(again, POLL_MS * 4);
+      throw error;
+    }
+  });
   await render();
   return () => clearTimeout(timer);
 }

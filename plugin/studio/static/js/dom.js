@@ -71,3 +71,23 @@ export function bar(done, total, failed = 0) {
   return h("div", { class: "bar", role: "progressbar", "aria-valuenow": percent, "aria-valuemin": 0, "aria-valuemax": 100 },
     good, bad, h("b", {}, `${percent}%`));
 }
+
+/** Show an error the page could not show in place (it fades after a while). */
+export function flash(message) {
+  const box = document.getElementById("flash");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(flash.timer);
+  flash.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+/** A click handler whose failure is flashed, not lost as an unhandled rejection (a 401 signs out instead). */
+export function action(handler) {
+  return async (event) => {
+    try {
+      await handler(event);
+    } catch (error) {
+      if (error.status !== 401) flash(error.message);
+    }
+  };
+}

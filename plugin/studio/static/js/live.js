@@ -2,7 +2,7 @@
 
 import { get, messageOf, seg } from "./api.js";
 import { COLORS, lineChart } from "./chart.js";
-import { h, kv, put } from "./dom.js";
+import { action, h, kv, put } from "./dom.js";
 
 const POLL_MS = 2000;
 const KEEP = 120;  // samples per series (four minutes at one every two seconds)
@@ -153,11 +153,11 @@ export function testTab(body, endpoint, deployments) {
     }
   });
   const swagger = h("button", { class: "quiet", id: "swagger" }, "Swagger document");
-  swagger.addEventListener("click", async () => {
+  swagger.addEventListener("click", action(async () => {
     const response = await gatewayFetch(endpoint, endpoint.openapi_uri);
     put(out, response.ok ? h("pre", {}, JSON.stringify(await response.json(), null, 2))
       : h("p", { class: "error" }, await messageOf(response)));
-  });
+  }));
   put(body,
     h("p", { class: "muted" }, "Sends a request to ", h("code", {}, endpoint.scoring_uri),
       " with the endpoint's key, fetched from the API when you press Send."),

@@ -1,7 +1,7 @@
 // Online endpoints: the list, and one endpoint's deployments and traffic editor (monitor and test: live.js).
 
 import { api, get, routes, seg } from "./api.js";
-import { h, kv, put, state, table } from "./dom.js";
+import { action, h, kv, put, state, table } from "./dom.js";
 import { monitorTab, testTab } from "./live.js";
 import { trafficProblem } from "./traffic.js";
 
@@ -11,7 +11,7 @@ const split = (shares) => Object.entries(shares || {}).filter(([, p]) => p > 0).
 function keysButton(name) {
   const out = h("div", { class: "keys mono" });
   const button = h("button", { class: "quiet", "data-action": "show-keys" }, "Show keys");
-  button.addEventListener("click", async () => {
+  button.addEventListener("click", action(async () => {
     if (out.childElementCount) {
       put(out);
       button.textContent = "Show keys";
@@ -20,7 +20,7 @@ function keysButton(name) {
     const creds = await get(`/online-endpoints/${seg(name)}/credentials`);
     put(out, kv(Object.entries(creds)));
     button.textContent = "Hide keys";
-  });
+  }));
   return h("div", {}, button, out);
 }
 
