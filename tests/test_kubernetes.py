@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tiffin.containers.instance_types import INSTANCE_TYPES
 from tiffin.containers.kubernetes import (
-    INSTANCE_TYPES,
     PLACEHOLDER,
     ExportOptions,
     Manifests,
@@ -196,7 +196,7 @@ def test_deployment_has_its_image_replicas_probes_resources_and_env() -> None:
         "tiffin.ai/traffic": "90",
         "tiffin.ai/instance-type": "Standard_DS3_v2",
     }
-    assert container["securityContext"]["runAsNonRoot"] is True
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
 def test_labels_select_the_right_pods() -> None:

@@ -7,6 +7,7 @@ tests/test_kubernetes.py checks their content in detail.
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from conftest import PgServer, pg_database
 
 from tiffin.testing import TiffinProcess, free_port, serve_tiffin
 
@@ -140,3 +143,63 @@ def test_no_server_is_a_clear_error(server: TiffinProcess) -> None:
     env = {**server.env, "TIFFIN_URL": f"http://127.0.0.1:{free_port()}"}
     done = _tiffin(server, "export", "kubernetes", "-n", "my-endpoint", env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+def _pod_env(container: dict[str, Any], secret: dict[str, str], fields: dict[str, str]) -> dict[str, str]:
+    """A container's environment as the kubelet makes it: Secret keys and pod fields filled in, ``$(VAR)`` expanded
+    from the variables before it."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+        elif "secretKeyRef" in item["valueFrom"]:
+            env[item["name"]] = secret[item["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def test_gateway_pod_as_written_serves_the_stores_endpoint_with_the_same_keys(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    """The gateway Deployment's init container and server, run as the manifest says (its volume a folder here, its
+    port a free loopback one), on the PostgreSQL store a first tiffin serve made the endpoint in: the admin token
+    is the Secret's, and the keys `get-credentials` showed before answer the same."""
+    from cryptography.fernet import Fernet
+
+    from tiffin.containers.kubernetes import endpoint_manifests
+
+    secret_key = Fernet.generate_key().decode()
+    with pg_database(pg_server) as url:
+        store_env = {"TIFFIN_STORE_URL": url, "TIFFIN_SECRET_KEY": secret_key}
+        with serve_tiffin(tmp_path / "first", env=store_env) as first, first.client() as client:
+            client.online_endpoints.create({"name": "kube-ep", "auth_mode": "key"})
+            keys = client.online_endpoints.get_keys("kube-ep")
+            manifests = endpoint_manifests(client.online_endpoints.get("kube-ep"), [])
+        (gateway,) = [m for m in manifests.items if m["kind"] == "Deployment"]
+        pod = gateway["spec"]["template"]["spec"]
+        (init,), (server,) = pod["initContainers"], pod["containers"]
+        assert server["command"] == ["tiffin", "serve", "--host", "0.0.0.0", "--port", "7700"]
+        mount = server["volumeMounts"][0]["mountPath"]
+        assert init["volumeMounts"][0]["mountPath"] == mount
+        volume = tmp_path / "volume"
+        volume.mkdir()
+        secret = {**store_env, "TIFFIN_ADMIN_TOKEN": "admin-token-from-the-secret-" + Fernet.generate_key().decode()}
+        fields = {"metadata.name": "tiffin-gateway-7d9f-abcde", "status.podIP": "127.0.0.1"}
+
+        def here(text: str) -> str:  # the volume's mount path, as this machine has it
+            return text.replace(mount, str(volume))
+
+        init_env = _pod_env(init, secret, fields)
+        subprocess.run([here(arg) for arg in init["command"]], env=init_env, check=True, timeout=30)
+        env = {name: here(value) for name, value in _pod_env(server, secret, fields).items()}
+        home = Path(env["TIFFIN_HOME"])
+        assert stat.S_IMODE((home / "admin-token").stat().st_mode) == 0o600
+        assert "TIFFIN_ADMIN_TOKEN" not in env
+        with serve_tiffin(home, env=env) as pod_server:
+            assert pod_server.admin_token == secret["TIFFIN_ADMIN_TOKEN"]
+            with pod_server.client() as client:
+                assert client.online_endpoints.get_keys("kube-ep") == keys
+            refused = httpx.get(f"{pod_server.url}/api/online-endpoints", headers={"Authorization": "Bearer wrong"})
+            assert refused.status_code == 401
+            assert httpx.get(f"{pod_server.url}/api/health").status_code == 200

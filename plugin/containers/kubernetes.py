@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tiffin.containers.instance_types import instance_size
 from tiffin.containers.naming import CONTAINER_PORT, image_reference, server_image_reference
 from tiffin.specs import OnlineDeployment, parse_spec
 from tiffin.specs.common import ProbeSettings, TargetUtilizationScaleSettings
@@ -34,12 +35,10 @@ from tiffin.specs.common import ProbeSettings, TargetUtilizationScaleSettings
 __all__ = [
     "GATEWAY_NAME",
     "GATEWAY_PORT",
-    "INSTANCE_TYPES",
     "LABEL_PREFIX",
     "PLACEHOLDER",
     "STORE_SECRET",
     "ExportOptions",
-    "InstanceSize",
     "Manifests",
     "dns_label",
     "endpoint_manifests",
@@ -52,59 +51,13 @@ GATEWAY_PORT = 7700
 STORE_SECRET = "tiffin-store"
 PLACEHOLDER = "REPLACE-ME"
 """Starts every placeholder value; a client sending it as a key is refused (401), so an unfilled Secret fails closed."""
-_HOME = "/var/lib/tiffin"
-
-
-@dataclass(frozen=True)
-class InstanceSize:
-    """An Azure VM size as Kubernetes resources: what one instance of a deployment has on Azure."""
-
-    cpu: int
-    memory_gib: float
-    gpus: int = 0
-
-    def resources(self) -> dict[str, dict[str, str]]:
-        """Requests equal to limits (a dedicated VM per instance on Azure; Guaranteed QoS here)."""
-        amount = {"cpu": str(self.cpu), "memory": f"{round(self.memory_gib * 1024)}Mi"}
-        if self.gpus:
-            amount["nvidia.com/gpu"] = str(self.gpus)
-        return {"requests": dict(amount), "limits": dict(amount)}
-
-
-# vCPUs and memory (GiB) of the sizes Azure's managed online endpoints offer, from Azure's VM size documentation
-# (Dv2/DSv2, Dsv3, Fsv2, Esv3, NCv3 and NCasT4_v3 series). docs/kubernetes.md lists them.
-INSTANCE_TYPES: dict[str, InstanceSize] = {
-    "Standard_DS1_v2": InstanceSize(1, 3.5),
-    "Standard_DS2_v2": InstanceSize(2, 7),
-    "Standard_DS3_v2": InstanceSize(4, 14),
-    "Standard_DS4_v2": InstanceSize(8, 28),
-    "Standard_DS5_v2": InstanceSize(16, 56),
-    "Standard_D2s_v3": InstanceSize(2, 8),
-    "Standard_D4s_v3": InstanceSize(4, 16),
-    "Standard_D8s_v3": InstanceSize(8, 32),
-    "Standard_D16s_v3": InstanceSize(16, 64),
-    "Standard_D32s_v3": InstanceSize(32, 128),
-    "Standard_F2s_v2": InstanceSize(2, 4),
-    "Standard_F4s_v2": InstanceSize(4, 8),
-    "Standard_F8s_v2": InstanceSize(8, 16),
-    "Standard_F16s_v2": InstanceSize(16, 32),
-    "Standard_F32s_v2": InstanceSize(32, 64),
-    "Standard_F48s_v2": InstanceSize(48, 96),
-    "Standard_F64s_v2": InstanceSize(64, 128),
-    "Standard_F72s_v2": InstanceSize(72, 144),
-    "Standard_E2s_v3": InstanceSize(2, 16),
-    "Standard_E4s_v3": InstanceSize(4, 32),
-    "Standard_E8s_v3": InstanceSize(8, 64),
-    "Standard_E16s_v3": InstanceSize(16, 128),
-    "Standard_NC6s_v3": InstanceSize(6, 112, 1),
-    "Standard_NC12s_v3": InstanceSize(12, 224, 2),
-    "Standard_NC24s_v3": InstanceSize(24, 448, 4),
-    "Standard_NC4as_T4_v3": InstanceSize(4, 28, 1),
-    "Standard_NC8as_T4_v3": InstanceSize(8, 56, 1),
-    "Standard_NC16as_T4_v3": InstanceSize(16, 110, 1),
-    "Standard_NC64as_T4_v3": InstanceSize(64, 440, 4),
-}
-_SIZES_BY_KEY = {name.lower(): size for name, size in INSTANCE_TYPES.items()}
+# The pod's emptyDir is mounted at _DATA, and TIFFIN_HOME is a folder in it: tiffin serve makes its home 0700, which
+# only the folder's owner may, and the emptyDir itself belongs to root.
+_DATA = "/var/lib/tiffin"
+_HOME = f"{_DATA}/home"
+# Every pod runs as uid/gid 1000, the user tiffin's deployment images declare (USER 1000:1000); given here too, so
+# that runAsNonRoot holds for a server image whose USER is a name the kubelet cannot check.
+_POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}
 
 
 @dataclass(frozen=True)
@@ -209,7 +162,7 @@ def _resources(deployment: OnlineDeployment, warnings: list[str]) -> dict[str, A
         return {key: dict(value) for key, value in deployment.resources.items() if key in ("requests", "limits")}
     if deployment.instance_type is None:
         return None
-    size = _SIZES_BY_KEY.get(deployment.instance_type.lower())
+    size = instance_size(deployment.instance_type)
     if size is None:
         warnings.append(
             f"deployment '{deployment.name}': instance_type '{deployment.instance_type}' is not in tiffin's table "
@@ -235,7 +188,7 @@ def _deployment_manifests(
         "env": _env(deployment),
         "readinessProbe": _probe(deployment.readiness_probe, liveness=False),
         "livenessProbe": _probe(deployment.liveness_probe, liveness=True),
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
+        "securityContext": {"allowPrivilegeEscalation": False},
     }
     if deployment.liveness_probe.success_threshold != 1:
         warnings.append(
@@ -264,7 +217,11 @@ def _deployment_manifests(
                 "selector": {"matchLabels": selector},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": {"containers": [container], "automountServiceAccountToken": False},
+                    "spec": {
+                        "containers": [container],
+                        "securityContext": _POD_SECURITY,
+                        "automountServiceAccountToken": False,
+                    },
                 },
             },
         },
@@ -346,15 +303,19 @@ def _gateway_manifests(options: ExportOptions) -> list[dict[str, Any]]:
         _secret_env("TIFFIN_STORE_URL", secret),
         _secret_env("TIFFIN_SECRET_KEY", secret),
     ]
-    security = {"runAsNonRoot": True, "allowPrivilegeEscalation": False}
+    security = {"allowPrivilegeEscalation": False}
     # tiffin serve reads its admin token from TIFFIN_HOME/admin-token (0600); every pod gets the same one from the
     # Secret, written by an init container so that the token is not in the server's own environment.
     init = {
         "name": "admin-token",
         "image": image,
-        "command": ["sh", "-c", f'umask 077 && printf "%s\\n" "$TIFFIN_ADMIN_TOKEN" > {_HOME}/admin-token'],
+        "command": [
+            "sh",
+            "-c",
+            f'umask 077 && mkdir -p {_HOME} && printf "%s\\n" "$TIFFIN_ADMIN_TOKEN" > {_HOME}/admin-token',
+        ],
         "env": [_secret_env("TIFFIN_ADMIN_TOKEN", secret)],
-        "volumeMounts": [{"name": "home", "mountPath": _HOME}],
+        "volumeMounts": [{"name": "home", "mountPath": _DATA}],
         "securityContext": security,
     }
     server = {
@@ -365,7 +326,7 @@ def _gateway_manifests(options: ExportOptions) -> list[dict[str, Any]]:
         "env": env,
         "readinessProbe": {**probe, "initialDelaySeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**probe, "initialDelaySeconds": 30, "failureThreshold": 6},
-        "volumeMounts": [{"name": "home", "mountPath": _HOME}],
+        "volumeMounts": [{"name": "home", "mountPath": _DATA}],
         "securityContext": security,
     }
     return [
@@ -380,6 +341,7 @@ def _gateway_manifests(options: ExportOptions) -> list[dict[str, Any]]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "initContainers": [init],
+                        "securityContext": _POD_SECURITY,
                         "containers": [server],
                         "volumes": [{"name": "home", "emptyDir": {}}],
                         "automountServiceAccountToken": False,
