@@ -23,7 +23,8 @@ model (scikit-learn Ridge on the diabetes data, with a signature) under .bench/b
 
 Both outputs are checked to hold the same rows. Prints rows/s of both, the ratio, and the first-row latency.
 
-    .venv/bin/python benchmarks/bench_batch.py [--files 200] [--rows 5000] [--workers N] [--rounds 2] [--json PATH]
+    .venv/bin/python benchmarks/bench_batch.py [--files 200] [--rows 5000] [--workers N] [--rounds 2] [--own-python]
+        [--json PATH]
 """
 
 from __future__ import annotations
