@@ -14,9 +14,9 @@ it
   its own deployment). While other servers are alive it takes one job per pass, so they share the queue.
 
 Each job runs in a thread of its own (:class:`~tiffin.batch.runner.JobRunner`), its workers in processes
-of their own; no worker runs while no job does. Once a batch endpoint exists, the fork server the workers
-are forked from is started (see :class:`~tiffin.batch.pool.LocalPool`), so a first job does not wait for
-its imports.
+of their own; no worker runs while no job does (spares aside: idle, their imports done, see
+:mod:`tiffin.batch.provision`). Once a batch endpoint exists, the fork server the workers are forked from is
+started (see :class:`~tiffin.batch.pool.LocalPool`), so a first job does not wait for its imports.
 """
 
 from __future__ import annotations
