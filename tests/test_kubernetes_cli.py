@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kubernetes_validate  # the test extra pins it: missing, these tests fail rather than skip
 import pytest
 import yaml
 from conftest import PgServer, pg_database
 
 from tiffin.testing import TiffinProcess, free_port, serve_tiffin
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 pytestmark = pytest.mark.slow
 
