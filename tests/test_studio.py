@@ -307,6 +307,25 @@ def test_a_traffic_change_made_in_the_page_moves_the_gateways_split(page, server
 
 @slow
 @pytest.mark.timeout(300)
+def test_the_servers_422_is_shown_when_it_refuses_what_the_page_allowed(page, server):
+    from tiffin.specs import OnlineDeployment, load_spec
+
+    client = server.client()
+    spec = load_spec(QUICKSTART / "blue-deployment.yml", OnlineDeployment, overrides=["name=red"]).spec.to_yaml_dict()
+    client.online_deployments.create_or_update(spec, "my-endpoint")
+    sign_in(page, server.admin_token, "#/endpoints/my-endpoint/traffic")
+    page.wait_for_selector("[data-traffic=red]")
+    before = client.online_endpoints.get("my-endpoint")["traffic"]
+    client.online_deployments.delete("red", "my-endpoint")  # meanwhile, elsewhere
+    page.fill("[data-traffic=red]", "0")  # the page's own check passes: it still lists red
+    page.click("#traffic-save")
+    page.wait_for_selector("#traffic-result.error")
+    assert "deployment 'red' does not exist on this endpoint" in page.text_content("#traffic-result")
+    assert client.online_endpoints.get("my-endpoint")["traffic"] == before
+
+
+@slow
+@pytest.mark.timeout(300)
 def test_mirrored_traffic_set_in_the_page_shows_in_the_mirror_chart(page, server):
     sign_in(page, server.admin_token, "#/endpoints/my-endpoint/traffic")
     page.fill("[data-traffic=blue]", "100")
