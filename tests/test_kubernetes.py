@@ -209,6 +209,14 @@ def test_labels_select_the_right_pods() -> None:
         assert deployment["metadata"]["labels"] == pod_labels == service["metadata"]["labels"]
         assert pod_labels["tiffin.ai/endpoint"] == "my-endpoint"
         assert pod_labels["app.kubernetes.io/managed-by"] == "tiffin"
+    mirrored = endpoint_manifests(
+        {**ENDPOINT, "traffic": {"blue": 100}, "mirror_traffic": {"green": 10}}, [BLUE, GREEN]
+    )
+    assert _by(mirrored, "Deployment", "my-endpoint-green")["metadata"]["annotations"] == {
+        "tiffin.ai/traffic": "0",
+        "tiffin.ai/mirror-traffic": "10",
+        "tiffin.ai/instance-type": "Standard_F4s_v2",
+    }
     blue = _by(manifests, "Deployment", "my-endpoint-blue")["spec"]["selector"]["matchLabels"]
     green = _by(manifests, "Deployment", "my-endpoint-green")["spec"]["selector"]["matchLabels"]
     assert blue != green
