@@ -85,6 +85,12 @@ def test_yaml_on_stdout_validates_and_names_the_quickstart_image(server: TiffinP
     with server.client() as client:
         keys = client.online_endpoints.get_keys("my-endpoint")
     assert keys["primaryKey"] not in done.stdout and keys["secondaryKey"] not in done.stdout
+    # A client given the unfilled placeholder is refused: the Secret fails closed.
+    placeholder = items[0]["stringData"]["primaryKey"]
+    refused = httpx.post(
+        f"{server.url}/endpoints/my-endpoint/score", content=b"{}", headers={"Authorization": f"Bearer {placeholder}"}
+    )
+    assert refused.status_code == 401
 
 
 def test_json_is_a_list_kubectl_reads(server: TiffinProcess) -> None:
