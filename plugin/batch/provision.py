@@ -19,6 +19,7 @@ run on any of them; they share the build when they share ``envs/``): the first t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -77,8 +78,11 @@ def start_provisioning(
     def run() -> None:
         try:
             provision(store, home, record, max_workers=max_workers, stop=stop)
-        except Exception:  # a bug of ours: the deployment stays Creating, and the next pass tries again
+        except Exception as exc:  # a bug of ours: Failed with why (not Creating, tried again at every pass)
             logger.exception("provisioning batch deployment %s/%s failed", *key)
+            with contextlib.suppress(Exception):
+                reason = f"internal error while provisioning: {type(exc).__name__}: {exc}"
+                store.set_deployment_state(*key, "Failed", reason, expected_generation=record.generation)
         finally:
             with _BUSY_LOCK:
                 _BUSY.pop(key, None)
