@@ -87,6 +87,7 @@ function deploymentCard(endpoint, d, eventsRoute, containers) {
     try {
       const query = container ? `&container=${encodeURIComponent(container.value)}` : "";
       logs.textContent = (await get(`${where}/logs?lines=40${query}`)) || "(empty)";
+      logs.scrollTop = logs.scrollHeight;  // the newest lines in view, as a terminal shows them
     } catch (error) {
       logs.textContent = `no logs: ${error.message}`;
     }
