@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tiffin.containers.engine import ENGINE_ENV, MANAGED_LABEL, ContainerEngineError, Engine, detect
 from tiffin.containers.image import APP_DIR, CONTAINER_PORT, build_image, write_image_context
@@ -63,6 +64,18 @@ def test_image_context_has_the_environment_runtime_and_a_plan_inside_the_image(t
     assert str(tmp_path) not in (ctx / "app" / "plan.json").read_text()
 
 
+def test_bento_carries_the_environment_of_the_deployment(tmp_path: Path) -> None:
+    from tiffin.replica.bento import write_build_context
+
+    write_build_context(QUICKSTART, tmp_path / "bento")
+    bentofile = yaml.safe_load((tmp_path / "bento" / "bentofile.yaml").read_text())
+    packages = bentofile["python"]["packages"]
+    assert "scikit-learn" in packages and "inference-schema[numpy-support]" in packages
+    assert bentofile["docker"] == {"python_version": "3.11"}
+    # tiffin itself travels as a wheel of this checkout (or the release, outside a checkout).
+    assert bentofile["python"].get("wheels") or any(p.startswith("tiffin==") for p in packages)
+
+
 # --- with a real engine --------------------------------------------------------------------------------------
 
 
@@ -79,8 +92,11 @@ def _wait_ready(container: Container, timeout: float = 60.0) -> float:
                 return time.monotonic() - started
         except httpx.HTTPError:
             pass
+        if not container.engine.inspect(container.id)["State"]["Running"]:  # type: ignore[index]
+            break  # exited: its log says why
         time.sleep(0.1)
-    raise AssertionError(f"the container did not answer in {timeout} s:\n{container.engine.logs(container.id)}")
+    logs = container.engine.logs(container.id)
+    raise AssertionError(f"the container did not answer (waited up to {timeout} s):\n{logs}")
 
 
 @pytest.fixture
@@ -152,7 +168,8 @@ LOG_MLFLOW_MODEL = textwrap.dedent(
 
     model = LinearRegression().fit([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], [3.0, 2.0, 10.0])
     # Requirements given, not inferred (inferring loads the model again in a subprocess).
-    pins = ["mlflow-skinny==" + mlflow.__version__, "scikit-learn==" + sklearn.__version__, "pandas"]
+    # skops: MLflow 3 saves scikit-learn models in its format (MLflow infers it as a requirement too).
+    pins = ["mlflow-skinny==" + mlflow.__version__, "scikit-learn==" + sklearn.__version__, "pandas", "skops"]
     mlflow.sklearn.save_model(model, sys.argv[1], pip_requirements=pins)
     """
 )
