@@ -1204,4 +1204,4 @@ def test_sdk_round_trip_and_default_deployment_switch(batch_server: Any, tmp_pat
         assert unknown.returncode != 0 and "nope" in unknown.stderr, unknown.stderr
 
         web = cli(server, "job", "show", "-n", blue_jobs[0], "--web", "--query", "status", "-o", "tsv")
-        assert web.stdout.strip() == "Completed" and f"/api/jobs/{blue_jobs[0]}" in web.stderr
+        assert web.stdout.strip() == "Completed" and f"{server.url}/studio/#/batch" in web.stderr, web.stderr

@@ -304,16 +304,17 @@ def job_show(
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
     web: Annotated[
-        bool, typer.Option("--web", "-w", help="Azure opens the studio; tiffin has none and says where to look.")
+        bool, typer.Option("--web", "-w", help="Print the studio page of the job's endpoint (Azure opens its studio).")
     ] = False,
 ) -> None:
     """Show a job: status, progress, outputs and mini-batch errors."""
     with connect() as client:
         job = client.jobs.get(name)
         if web:  # Azure's scripts pass --web; the job is still shown, as there
+            # Printed, not opened: a server shell has no browser, and Python's webbrowser would start a text one.
             err.print(
-                f"tiffin has no studio to open: follow the job with `tiffin job stream -n {name}`; "
-                f"its REST resource is {client.url}/api/jobs/{name}",
+                f"studio: {client.url}/studio/#/batch (sign in with the admin token); "
+                f"follow the job here with `tiffin job stream -n {name}`",
                 highlight=False,
             )
         emit(job, output, query)
