@@ -6,7 +6,7 @@
    deployment with the CLI exactly as an Azure user would (``online-endpoint create``,
    ``online-deployment create --all-traffic``), and loads its scoring URI with the endpoint key.
 
-3. The gateway three ways, each a fresh ``tiffin serve`` on the same home (the endpoint kept):
+3. The gateway three ways, three ``tiffin serve`` side by side (a TIFFIN_HOME each, the same deployment):
 
    * ``gateway``: as shipped: metrics and the traffic log on, no OTLP exporter (tracing off);
    * ``metrics off``: ``TIFFIN_METRICS=0 TIFFIN_TRAFFIC_LOG=0``;
@@ -14,18 +14,18 @@
      ``# tracing:begin`` .. ``# tracing:end`` block deleted (benchmarks/no_tracing_code/sitecustomize.py does it
      at the server's start), i.e. the gateway as it would be had tracing never been written.
 
-   Ratios: ``gateway / metrics off`` (the cost of metrics and the traffic log; issue 15 wants >= 0.97) and
-   ``gateway / no tracing code`` (the cost of tracing when off; >= 0.99). Paths alternate round by round and
-   the best round of each is compared; the load average is printed, as the machine may be shared.
-   On a shared machine req/s moves with the neighbours' load: the gateway process's CPU time per request
-   (``/proc/PID/stat`` around each timed run; median round) is printed too, and is the steadier measure.
+   They take turns, one timed wrk burst each per round (each arm first in turn), and each ratio is the median
+   over rounds of two arms' bursts of the same round: ``gateway / metrics off`` (the cost of metrics and the
+   traffic log; issue 15 wants >= 0.97) and ``gateway / no tracing code`` (the cost of tracing when off;
+   >= 0.99). On a shared machine req/s moves with the neighbours' load, so the gateway process's CPU time
+   per request (``/proc/PID/stat`` around each burst) is compared too, and the load average printed.
 
-Each path runs alone on the machine. The deployment is given
+Each burst runs alone (the other servers idle). The deployment is given
 ``request_settings.max_concurrent_requests_per_instance=16`` so that the gateway lets through the same 16
 concurrent requests that wrk sends in the direct run (Azure's default of 1 would queue them: a different
 experiment). Prints req/s, p50, p99 of both, their ratio and the latency the hop adds.
 
-    .venv/bin/python benchmarks/bench_gateway.py [--duration 15] [--warmup 3] [--json PATH]
+    .venv/bin/python benchmarks/bench_gateway.py [--duration 8] [--warmup 3] [--rounds 6] [--json PATH]
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ BIN = Path(sys.executable).parent
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=15.0, help="timed seconds per path (default 15)")
+    p.add_argument("--duration", type=float, default=8.0, help="timed seconds per path and round (default 8)")
     p.add_argument("--warmup", type=float, default=3.0, help="untimed seconds before each timed run (default 3)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    p.add_argument("--rounds", type=int, default=2, help="alternate direct/gateway this many times (default 2)")
+    p.add_argument("--rounds", type=int, default=6, help="rounds of the three gateways taking turns (default 6)")
     p.add_argument(
         "--pin",
         action="store_true",
@@ -140,18 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     deployment = work.root / "bench-deployment.yml"
     text = work.deployment.read_text()
     deployment.write_text(text + "request_settings:\n  max_concurrent_requests_per_instance: 16\n")
-    home = BENCH_DIR / "gateway-home"
-    subprocess.run(["rm", "-rf", str(home)], check=True)
     logs = BENCH_DIR / "logs"
     results: dict[str, list[dict[str, Any]]] = {"direct": [], **{name: [] for name in VARIANTS}}
 
-    port = free_port()
-    env = {**os.environ, "TIFFIN_HOME": str(home), "TIFFIN_URL": f"http://{LOOPBACK}:{port}"}
+    base = dict(os.environ)
     for name in ("TIFFIN_ADMIN_TOKEN", "TIFFIN_STORE_URL", "TIFFIN_METRICS", "TIFFIN_TRAFFIC_LOG", "PYTHONPATH"):
-        env.pop(name, None)
-    for name in [k for k in env if k.startswith("OTEL_")]:
-        env.pop(name)  # no exporter: tracing off in every arm
-    serve_cmd = [str(BIN / "tiffin"), "serve", "--port", str(port)]
+        base.pop(name, None)
+    for name in [k for k in base if k.startswith("OTEL_")]:
+        base.pop(name)  # no exporter: tracing off in every arm
+    extra_args: list[str] = []
     if args.pin:
         cpus = os.cpu_count() or 1
         if cpus < 2:
@@ -160,82 +157,108 @@ def main(argv: list[str] | None = None) -> int:
         # This process and so wrk on CPU 0; the direct replica pins itself to the rest (the same
         # mechanism tiffin serve --replica-cpus gives its replicas), tiffin serve stays on CPU 0.
         os.sched_setaffinity(0, {0})
-        env[REPLICA_CPUS_ENV] = replica_cpus
-        serve_cmd += ["--replica-cpus", replica_cpus]
-        log(f"pinned: wrk and the gateway on CPU 0, replicas on CPUs {replica_cpus}")
-    direct_port = free_port()
-    direct_cmd = [str(BIN / "tiffin"), "replica", "serve", "-f", str(deployment), "--port", str(direct_port)]
-    created = False
+        base[REPLICA_CPUS_ENV] = replica_cpus
+        extra_args = ["--replica-cpus", replica_cpus]
+        log(f"pinned: wrk and the gateways on CPU 0, replicas on CPUs {replica_cpus}")
     loads = [os.getloadavg()]
 
-    for round_ in range(args.rounds):
-        with Server("replica", direct_cmd, direct_port, logs / "direct-replica.log", env=env, cwd=work.root) as replica:
-            replica.wait_ready()
-            script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
-            got = score(replica, work.request_body)
-            assert max_abs_diff(got, expected) < 1e-9, (got, expected)
-            results["direct"].append(
-                timed(wrk, replica.base_url + "/score", script, args, f"direct (round {round_ + 1})")
-            )
-        for variant, extra in VARIANTS.items():
-            variant_env = {**env, **extra}
-            log_name = "tiffin-serve-" + variant.replace(" ", "-") + ".log"
-            with Server("tiffin-serve", serve_cmd, port, logs / log_name, env=variant_env, cwd=work.root) as server:
-                server.wait_ready(path="/api/health")
-                if not created:
-                    cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
-                    cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
-                    created = True
-                got = _ready_to_score(env, work.root / "sample-request.json")
-                assert max_abs_diff(got, expected) < 1e-9, (got, expected)
-                if variant == "no tracing code" and "tracing code (" not in server.tail(200):
-                    raise RuntimeError("the no-tracing-code arm did not strip the gateway; see " + log_name)
-                scoring_uri = cli(
-                    env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri"
-                ).strip()
-                key = cli(
-                    env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
-                ).strip()
-                script = write_wrk_script(
-                    BENCH_DIR / "wrk" / "post_auth.lua", work.request_body, headers={"Authorization": f"Bearer {key}"}
-                )
-                label = f"{variant} (round {round_ + 1})"
-                assert server.proc is not None
-                results[variant].append(timed(wrk, scoring_uri, script, args, label, server.proc.pid))
-        loads.append(os.getloadavg())
+    direct_port = free_port()
+    direct_cmd = [str(BIN / "tiffin"), "replica", "serve", "-f", str(deployment), "--port", str(direct_port)]
+    with Server("replica", direct_cmd, direct_port, logs / "direct-replica.log", env=base, cwd=work.root) as replica:
+        replica.wait_ready()
+        script = write_wrk_script(BENCH_DIR / "wrk" / "post.lua", work.request_body)
+        got = score(replica, work.request_body)
+        assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+        for round_ in range(args.rounds):
+            results["direct"].append(timed(wrk, replica.base_url + "/score", script, args, f"direct ({round_ + 1})"))
 
-    best = {path: max(runs, key=lambda r: r["requests_per_s"]) for path, runs in results.items()}
+    # The three gateways run side by side (a home each) and take turns, round after round, so that each
+    # comparison is between bursts a few seconds apart, under the same neighbours' load.
+    servers: dict[str, Server] = {}
+    targets: dict[str, tuple[str, Path]] = {}
+    try:
+        for variant, extra in VARIANTS.items():
+            slug = variant.replace(" ", "-")
+            home = BENCH_DIR / f"gateway-home-{slug}"
+            subprocess.run(["rm", "-rf", str(home)], check=True)
+            port = free_port()
+            env = {**base, "TIFFIN_HOME": str(home), "TIFFIN_URL": f"http://{LOOPBACK}:{port}"}
+            cmd = [str(BIN / "tiffin"), "serve", "--port", str(port), *extra_args]
+            server = servers[variant] = Server(
+                "tiffin-serve", cmd, port, logs / f"tiffin-serve-{slug}.log", env={**env, **extra}, cwd=work.root
+            )
+            server.start()
+            server.wait_ready(path="/api/health")
+            cli(env, "online-endpoint", "create", "-f", str(work.root / "endpoint.yml"))
+            cli(env, "online-deployment", "create", "-f", str(deployment), "--all-traffic")
+            got = _ready_to_score(env, work.root / "sample-request.json")
+            assert max_abs_diff(got, expected) < 1e-9, (got, expected)
+            if variant == "no tracing code" and "tracing code (" not in server.tail(200):
+                raise RuntimeError(f"the no-tracing-code arm did not strip the gateway; see {server.log_path}")
+            uri = cli(env, "online-endpoint", "show", "-n", "my-endpoint", "-o", "tsv", "--query", "scoring_uri")
+            key = cli(
+                env, "online-endpoint", "get-credentials", "-n", "my-endpoint", "-o", "tsv", "--query", "primaryKey"
+            ).strip()
+            auth_script = write_wrk_script(
+                BENCH_DIR / "wrk" / f"post_auth_{slug}.lua",
+                work.request_body,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            targets[variant] = (uri.strip(), auth_script)
+        names = list(VARIANTS)
+        for round_ in range(args.rounds):
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]  # each arm goes first in turn
+            for variant in order:
+                server = servers[variant]
+                assert server.proc is not None
+                uri, auth_script = targets[variant]
+                label = f"{variant} ({round_ + 1})"
+                results[variant].append(timed(wrk, uri, auth_script, args, label, server.proc.pid))
+            loads.append(os.getloadavg())
+    finally:
+        for server in servers.values():
+            server.stop()  # also on failure: never leave a server behind
+
     print()
-    print(f"{'path':<28} | {'req/s':>9} | {'p50 ms':>8} | {'p99 ms':>8}")
-    print(f"{'-' * 28}-+-{'-' * 9}-+-{'-' * 8}-+-{'-' * 8}")
+    print(f"{'path':<28} | {'req/s':>9} | {'p50 ms':>8} | {'p99 ms':>8} | {'gw CPU us/req':>13}")
+    print(f"{'-' * 28}-+-{'-' * 9}-+-{'-' * 8}-+-{'-' * 8}-+-{'-' * 13}")
     for path, runs in results.items():
         for i, r in enumerate(runs):
-            label = f"{path} (round {i + 1})"
-            print(f"{label:<28} | {r['requests_per_s']:>9.1f} | {r['p50_ms']:>8.2f} | {r['p99_ms']:>8.2f}")
-    d, g = best["direct"], best["gateway"]
+            label = f"{path} ({i + 1})"
+            cpu_us = r.get("gateway_cpu_us_per_request")
+            cpu_text = f"{cpu_us:>13.1f}" if cpu_us is not None else f"{'':>13}"
+            print(f"{label:<28} | {r['requests_per_s']:>9.1f} | {r['p50_ms']:>8.2f} | {r['p99_ms']:>8.2f} | {cpu_text}")
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    def paired(a: str, b: str, key: str) -> float:
+        """The median over rounds of arm a's value over arm b's in the same round."""
+        return median([x[key] / y[key] for x, y in zip(results[a], results[b], strict=True)])
+
+    d, g = results["direct"], results["gateway"]
     ratios = {
-        "gateway/direct": g["requests_per_s"] / d["requests_per_s"],
-        "metrics on/metrics off": g["requests_per_s"] / best["metrics off"]["requests_per_s"],
-        "tracing off/no tracing code": g["requests_per_s"] / best["no tracing code"]["requests_per_s"],
+        "gateway/direct": median([r["requests_per_s"] for r in g]) / median([r["requests_per_s"] for r in d]),
+        "metrics on/metrics off": paired("gateway", "metrics off", "requests_per_s"),
+        "tracing off/no tracing code": paired("gateway", "no tracing code", "requests_per_s"),
+        "metrics on/off by CPU": 1 / paired("gateway", "metrics off", "gateway_cpu_us_per_request"),
+        "tracing off/no code by CPU": 1 / paired("gateway", "no tracing code", "gateway_cpu_us_per_request"),
     }
     print()
-    label = f"best of {args.rounds}" + (" (pinned)" if args.pin else "")
-    print(f"{label}: gateway/direct req/s = {ratios['gateway/direct']:.2f}x; added p50 "
-          f"{g['p50_ms'] - d['p50_ms']:+.2f} ms, added p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")  # fmt: skip
-    print(f"{label}: metrics and traffic log on / off req/s = {ratios['metrics on/metrics off']:.3f}x (want >= 0.97)")
-    print(f"{label}: tracing off / no tracing code req/s = {ratios['tracing off/no tracing code']:.3f}x (want >= 0.99)")
-    # CPU per request: the median round of each arm (what a request costs the gateway process).
-    cpu = {v: sorted(r["gateway_cpu_us_per_request"] for r in results[v])[len(results[v]) // 2] for v in VARIANTS}
-    print("gateway CPU per request (median round): " + ", ".join(f"{v} {us:.1f} us" for v, us in cpu.items()))
-    print(f"  throughput these allow, on vs off: metrics {cpu['metrics off'] / cpu['gateway']:.3f}x, "
-          f"tracing {cpu['no tracing code'] / cpu['gateway']:.3f}x")  # fmt: skip
-    print("load average (1, 5, 15 min) before and after each round: " + "; ".join(
+    label = f"median of {args.rounds} rounds" + (" (pinned)" if args.pin else "")
+    print(f"{label}: gateway/direct req/s = {ratios['gateway/direct']:.2f}x")
+    print(f"{label}, paired by round (want >= 0.97 and >= 0.99):")
+    print(f"  metrics and traffic log on / off:   req/s {ratios['metrics on/metrics off']:.3f}x, "
+          f"by gateway CPU per request {ratios['metrics on/off by CPU']:.3f}x")  # fmt: skip
+    print(f"  tracing off / no tracing code:      req/s {ratios['tracing off/no tracing code']:.3f}x, "
+          f"by gateway CPU per request {ratios['tracing off/no code by CPU']:.3f}x")  # fmt: skip
+    print("load average (1, 5, 15 min) at the start and after each round: " + "; ".join(
         " ".join(f"{x:.2f}" for x in load) for load in loads))  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"runs": results, "ratios": ratios, "cpu_us": cpu, "load": loads}, indent=2) + "\n"
-        )
+        args.json.write_text(json.dumps({"runs": results, "ratios": ratios, "load": loads}, indent=2) + "\n")
     return 0
 
 
