@@ -23,8 +23,8 @@ from tiffin import config
 from tiffin.assets.resolve import inline_assets, pin_references
 from tiffin.auth import TOKEN_MODES, issue_token, new_key, new_token_secret
 from tiffin.environments.sources import environment_of
-from tiffin.errors import ConflictError, NotFoundError, SpecError
-from tiffin.paths import environment_log_path, model_mount, online_mount_identity, replica_log_path
+from tiffin.errors import ConflictError, SpecError
+from tiffin.paths import model_mount, online_mount_identity
 from tiffin.resource_ids import online_deployment_id, online_endpoint_id
 from tiffin.runners.factory import check_model, runner_kind
 from tiffin.specs import OnlineDeployment, OnlineEndpoint, parse_spec
@@ -342,17 +342,3 @@ class ControlPlane:
         shutil.rmtree(mount, ignore_errors=True)
         with contextlib.suppress(OSError):  # other deployments' mounts are still there
             mount.parent.rmdir()
-
-    def logs(self, endpoint: str, name: str, lines: int, instance: int) -> str:
-        """The last ``lines`` lines of the deployment's environment log (its build, before any replica started)
-        followed by replica ``instance``'s log."""
-        self.get_deployment(endpoint, name)
-        files = [environment_log_path(self.home, endpoint, name), replica_log_path(self.home, endpoint, name, instance)]
-        found = [path for path in files if path.is_file()]
-        if not found:
-            raise NotFoundError(
-                f"no log yet for replica {instance} of deployment '{name}' on endpoint '{endpoint}': it appears "
-                f"once the replica starts; check its state with `tiffin online-deployment show -n {name} -e {endpoint}`"
-            )
-        text = "".join(tail_lines(path, lines) for path in found)
-        return "".join(text.splitlines(keepends=True)[-lines:])
