@@ -131,6 +131,32 @@ def test_a_failing_init_and_a_scale_down_show_as_events(server, tmp_path: Path):
     assert re.match(r"pid \d+ (exited with code 0|killed by signal SIGTERM)$", event["message"]), event
 
 
+def test_an_environment_that_cannot_be_built_shows_as_environment_failed(server, tmp_path: Path):
+    from tiffin.errors import TiffinError
+
+    (tmp_path / "score.py").write_text(SCORE)
+    (tmp_path / "conda.yml").write_text(
+        "dependencies:\n  - python=3.12\n  - pip\n  - pip:\n    - tiffin-no-such-pkg-xyz==1.0\n"
+    )
+    spec = {
+        "name": "nobuild",
+        "code_configuration": {"code": str(tmp_path), "scoring_script": "score.py"},
+        "environment": {"conda_file": str(tmp_path / "conda.yml")},
+    }
+    client = server.client()
+    client.online_endpoints.create_or_update({"name": "evb", "auth_mode": "key"})
+    with pytest.raises(TiffinError, match="tiffin-no-such-pkg-xyz"):
+        client.online_deployments.create_or_update(spec, "evb", timeout=120)
+    events = client.online_deployments.get_events("nobuild", "evb")
+    assert names(events) == ["DeploymentCreated", "EnvironmentFailed", "DeploymentFailed"], events
+    assert "tiffin-no-such-pkg-xyz" in events[1]["message"], events[1]
+    # The storage-initializer log has the build's own words; there is no console log: no replica started.
+    built = client.online_deployments.get_logs("nobuild", "evb", container="storage-initializer", lines=400)
+    assert "tiffin-no-such-pkg-xyz" in built and "[tiffin] runner: script" in built, built
+    with pytest.raises(TiffinError, match="no log yet of replica 0"):
+        client.online_deployments.get_logs("nobuild", "evb", container="inference-server")
+
+
 def test_the_event_log_rotates_and_reads_across_its_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from tiffin.supervisor.logfiles import read_events, record_event
 
