@@ -6,19 +6,22 @@
    deployment with the CLI exactly as an Azure user would (``online-endpoint create``,
    ``online-deployment create --all-traffic``), and loads its scoring URI with the endpoint key.
 
-3. The gateway three ways, three ``tiffin serve`` side by side (a TIFFIN_HOME each, the same deployment):
+3. The gateway four ways, four ``tiffin serve`` side by side (a TIFFIN_HOME each, the same deployment):
 
    * ``gateway``: as shipped: metrics and the traffic log on, no OTLP exporter (tracing off);
    * ``metrics off``: ``TIFFIN_METRICS=0 TIFFIN_TRAFFIC_LOG=0``;
+   * ``traffic log off``: metrics on, ``TIFFIN_TRAFFIC_LOG=0``;
    * ``no tracing code``: as ``gateway``, but its Gateway class compiled from tiffin/gateway/app.py with every
      ``# tracing:begin`` .. ``# tracing:end`` block deleted (benchmarks/no_tracing_code/sitecustomize.py does it
      at the server's start), i.e. the gateway as it would be had tracing never been written.
 
    They take turns, one timed wrk burst each per round (each arm first in turn), and each ratio is the median
-   over rounds of two arms' bursts of the same round: ``gateway / metrics off`` (the cost of metrics and the
-   traffic log; issue 15 wants >= 0.97) and ``gateway / no tracing code`` (the cost of tracing when off;
-   >= 0.99). On a shared machine req/s moves with the neighbours' load, so the gateway process's CPU time
-   per request (``/proc/PID/stat`` around each burst) is compared too, and the load average printed.
+   over rounds of two arms' bursts of the same round: ``traffic log off / metrics off`` (the cost of metrics;
+   issue 15 wants >= 0.97), ``gateway / traffic log off`` (the traffic log's), ``gateway / metrics off`` (both)
+   and ``gateway / no tracing code`` (the cost of tracing when off; >= 0.99; the two arms differ by a few
+   ``is None`` tests, so this ratio also shows how far the machine's noise goes). On a shared machine req/s
+   moves with the neighbours' load, so the gateway process's CPU time per request (``/proc/PID/stat`` around
+   each burst) is compared too, and the load average printed.
 
 Each burst runs alone (the other servers idle). The deployment is given
 ``request_settings.max_concurrent_requests_per_instance=16`` so that the gateway lets through the same 16
@@ -69,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=8.0, help="timed seconds per path and round (default 8)")
     p.add_argument("--warmup", type=float, default=3.0, help="untimed seconds before each timed run (default 3)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    p.add_argument("--rounds", type=int, default=6, help="rounds of the three gateways taking turns (default 6)")
+    p.add_argument("--rounds", type=int, default=6, help="rounds of the four gateways taking turns (default 6)")
     p.add_argument(
         "--pin",
         action="store_true",
@@ -110,6 +113,7 @@ def timed(
 VARIANTS: dict[str, dict[str, str]] = {
     "gateway": {},
     "metrics off": {"TIFFIN_METRICS": "0", "TIFFIN_TRAFFIC_LOG": "0"},
+    "traffic log off": {"TIFFIN_TRAFFIC_LOG": "0"},
     "no tracing code": {
         "TIFFIN_BENCH_NO_TRACING_CODE": "1",
         "PYTHONPATH": str(Path(__file__).resolve().parent / "no_tracing_code"),
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             results["direct"].append(timed(wrk, replica.base_url + "/score", script, args, f"direct ({round_ + 1})"))
 
-    # The three gateways run side by side (a home each) and take turns, round after round, so that each
+    # The gateways run side by side (a home each) and take turns, round after round, so that each
     # comparison is between bursts a few seconds apart, under the same neighbours' load.
     servers: dict[str, Server] = {}
     targets: dict[str, tuple[str, Path]] = {}
@@ -241,17 +245,23 @@ def main(argv: list[str] | None = None) -> int:
     d, g = results["direct"], results["gateway"]
     ratios = {
         "gateway/direct": median([r["requests_per_s"] for r in g]) / median([r["requests_per_s"] for r in d]),
-        "metrics on/metrics off": paired("gateway", "metrics off", "requests_per_s"),
+        "metrics on/metrics off": paired("traffic log off", "metrics off", "requests_per_s"),
+        "traffic log on/off": paired("gateway", "traffic log off", "requests_per_s"),
+        "metrics and traffic log on/off": paired("gateway", "metrics off", "requests_per_s"),
         "tracing off/no tracing code": paired("gateway", "no tracing code", "requests_per_s"),
-        "metrics on/off by CPU": 1 / paired("gateway", "metrics off", "gateway_cpu_us_per_request"),
+        "metrics on/off by CPU": 1 / paired("traffic log off", "metrics off", "gateway_cpu_us_per_request"),
+        "traffic log on/off by CPU": 1 / paired("gateway", "traffic log off", "gateway_cpu_us_per_request"),
         "tracing off/no code by CPU": 1 / paired("gateway", "no tracing code", "gateway_cpu_us_per_request"),
     }
     print()
     label = f"median of {args.rounds} rounds" + (" (pinned)" if args.pin else "")
     print(f"{label}: gateway/direct req/s = {ratios['gateway/direct']:.2f}x")
     print(f"{label}, paired by round (want >= 0.97 and >= 0.99):")
-    print(f"  metrics and traffic log on / off:   req/s {ratios['metrics on/metrics off']:.3f}x, "
+    print(f"  metrics on / off (traffic log off): req/s {ratios['metrics on/metrics off']:.3f}x, "
           f"by gateway CPU per request {ratios['metrics on/off by CPU']:.3f}x")  # fmt: skip
+    print(f"  traffic log on / off (metrics on):  req/s {ratios['traffic log on/off']:.3f}x, "
+          f"by gateway CPU per request {ratios['traffic log on/off by CPU']:.3f}x")  # fmt: skip
+    print(f"  metrics and traffic log on / off:   req/s {ratios['metrics and traffic log on/off']:.3f}x")
     print(f"  tracing off / no tracing code:      req/s {ratios['tracing off/no tracing code']:.3f}x, "
           f"by gateway CPU per request {ratios['tracing off/no code by CPU']:.3f}x")  # fmt: skip
     print("load average (1, 5, 15 min) at the start and after each round: " + "; ".join(
