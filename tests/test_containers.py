@@ -193,3 +193,35 @@ def test_mlflow_image_answers_as_the_lean_replica_on_the_host(
     payload = {"input_data": {"columns": [0, 1], "data": [[1.0, 2.0], [3.0, 0.5]]}}
     with serve_deployment(deployment) as host:
         _check_contract_and_stop(container, host.url, payload)
+
+
+PLAIN = Path(__file__).parent / "deployments" / "plain" / "deployment.yml"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_package_builds_the_image_of_a_deployment_tiffin_serve_has(base_image: str, run_image) -> None:
+    from tiffin.testing import serve_tiffin
+
+    with serve_tiffin() as server:
+
+        def cli(*args: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "tiffin.cli", *args],
+                capture_output=True,
+                text=True,
+                env=server.env,
+                timeout=900,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        cli("online-endpoint", "create", "--name", "tests")
+        cli("online-deployment", "create", "-f", str(PLAIN), "--all-traffic")
+        built = json.loads(cli("online-deployment", "package", "-n", "plain", "-e", "tests", "-o", "json"))
+        assert built["tag"].startswith("tiffin/tests-plain:")
+        container = run_image(built["tag"])
+        payload = {"data": [[1, 2], [3, 4]]}
+        inside = httpx.post(container.url + "/score", json=payload, timeout=30)
+        assert inside.status_code == 200, inside.text
+        assert inside.json() == {"sums": [6, 14], "raw_type": "str"}

@@ -14,7 +14,8 @@ which needs BentoML and a base with its own Python layout; see docs/containers.m
   and ``plan.json``, the replica plan written on the build machine with paths inside the image.
 
 The container runs ``python -m tiffin.replica.run --plan /var/azureml-app/plan.json --host 0.0.0.0 --port 5001``
-as user ``tiffin`` (uid 1000): Azure's contract (``GET /``, ``/score``, swagger, V2) on one port; uvicorn stops on
+(through ``/opt/tiffin/serve``, which sends its output to ``$TIFFIN_REPLICA_LOG`` when set) as user ``tiffin``
+(uid 1000): Azure's contract (``GET /``, ``/score``, swagger, V2) on one port; uvicorn stops on
 SIGTERM. Layers go from the least to the most often changed (uv, requirements, runtime, app), so a rebuild after a
 code change reuses the environment's layer. Requirements are installed and tiffin's runtime and the code compiled
 to bytecode at build time: the container, whose files are read-only to its user, starts without compiling.
@@ -47,6 +48,7 @@ RUN python3 -m venv --without-pip /opt/venv \\
  && uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /opt/tiffin/requirements.txt
 COPY runtime/ /opt/tiffin/runtime/
 COPY app/ {app}/
+COPY serve /opt/tiffin/serve
 RUN /opt/venv/bin/python -m compileall -q /opt/tiffin/runtime {app}/code
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     VIRTUAL_ENV=/opt/venv PYTHONPATH=/opt/tiffin/runtime PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\
@@ -55,7 +57,21 @@ USER 1000:1000
 WORKDIR {app}
 EXPOSE {port}
 STOPSIGNAL SIGTERM
-CMD ["python", "-m", "tiffin.replica.run", "--plan", "{app}/plan.json", "--host", "0.0.0.0", "--port", "{port}"]
+ENTRYPOINT ["/opt/tiffin/serve"]
+CMD ["--host", "0.0.0.0", "--port", "{port}"]
+"""
+
+# The container's entry point (arguments: the replica's; `--host 0.0.0.0 --port 5001` by default). Its output (the
+# scoring script's logging included) goes to the engine's log (`docker logs`) unless TIFFIN_REPLICA_LOG names a
+# file: a script that logs per request halves the container's throughput on a 2-core machine when every line
+# travels through the engine's log pipe (docs/containers.md has the figures). `exec`: the replica is PID 1 and
+# gets SIGTERM itself.
+_SERVE = """\
+#!/bin/sh
+if [ -n "${{TIFFIN_REPLICA_LOG:-}}" ]; then
+  exec python -m tiffin.replica.run --plan {app}/plan.json "$@" >>"$TIFFIN_REPLICA_LOG" 2>&1
+fi
+exec python -m tiffin.replica.run --plan {app}/plan.json "$@"
 """
 
 
@@ -120,8 +136,10 @@ def build_image(
     overrides: Sequence[str] = (),
     log: Path | None = None,
     timeout: float = 1800.0,
+    no_cache: bool = False,
 ) -> dict[str, Any]:
-    """Build the image of the deployment YAML ``path``; its tag, size and build time, and what was decided."""
+    """Build the image of the deployment YAML ``path``; its tag, size and build time, and what was decided.
+    ``no_cache``: build every layer again (a cold build, as benchmarks/bench_container.py measures it)."""
     from tiffin.config import tiffin_home
 
     engine = engine or detect()
@@ -130,6 +148,8 @@ def build_image(
     work = Path(tempfile.mkdtemp(prefix="tiffin-image-"))
     try:
         info = write_image_context(path, work, overrides)
+        (work / "serve").write_text(_SERVE.format(app=APP_DIR), encoding="utf-8")
+        (work / "serve").chmod(0o755)  # COPY keeps the mode (the classic builder has no --chmod)
         (work / "Dockerfile").write_text(
             _DOCKERFILE.format(base=base, app=APP_DIR, port=CONTAINER_PORT), encoding="utf-8"
         )
@@ -145,7 +165,9 @@ def build_image(
         label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
         started = time.monotonic()
         with log.open("ab") if log else tempfile.TemporaryFile() as output:
-            engine.run(["build", "--quiet", *label_args, "-t", tag, str(work)], timeout=timeout, stdout=output.fileno())
+            cache = ["--no-cache"] if no_cache else []
+            command = ["build", "--quiet", *cache, *label_args, "-t", tag, str(work)]
+            engine.run(command, timeout=timeout, stdout=output.fileno())
         info.update(tag=tag, base=base, seconds=round(time.monotonic() - started, 1), size=engine.image_size(tag))
         return info
     finally:
