@@ -157,6 +157,38 @@ def test_an_environment_that_cannot_be_built_shows_as_environment_failed(server,
         client.online_deployments.get_logs("nobuild", "evb", container="inference-server")
 
 
+def test_a_hung_replica_shows_restarting_with_the_probe_failure(server, tmp_path: Path):
+    (tmp_path / "score.py").write_text(SCORE)
+    probe = {"initial_delay": 1, "period": 1, "timeout": 1, "failure_threshold": 2}
+    spec = {
+        "name": "hung",
+        "code_configuration": {"code": str(tmp_path), "scoring_script": "score.py"},
+        "readiness_probe": probe,
+        "liveness_probe": probe,
+    }
+    client = server.client()
+    client.online_endpoints.create_or_update({"name": "evh", "auth_mode": "key"})
+    client.online_deployments.create_or_update(spec, "evh", timeout=120)
+    started = next(e for e in client.online_deployments.get_events("hung", "evh") if e["name"] == "ReplicaStarted")
+    pid = int(re.search(r"pid (\d+)", started["message"]).group(1))
+    os.killpg(pid, signal.SIGSTOP)  # alive, answering nothing: the probes time out
+
+    def back() -> list[dict] | None:
+        now = client.online_deployments.get_events("hung", "evh")
+        return now if names(now).count("ReplicaReady") >= 2 else None
+
+    events = eventually(back, timeout=40)
+    order = names(events)
+    assert "ReplicaRestarting" in order, events
+    restarting = events[order.index("ReplicaRestarting")]
+    assert "liveness probe failed 2 times in a row" in restarting["message"] and f"pid {pid}" in restarting["message"]
+    # Out of routing first when the readiness probe's failures count up before the liveness probe's (they race).
+    for unready in (e for e in events if e["name"] == "ReplicaUnready"):
+        assert "readiness probe failed 2 times in a row" in unready["message"], unready
+    last_start = max(i for i, name in enumerate(order) if name == "ReplicaStarted")
+    assert order.index("ReplicaRestarting") < order.index("ReplicaStopped") < last_start, order
+
+
 def test_the_event_log_rotates_and_reads_across_its_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from tiffin.supervisor.logfiles import read_events, record_event
 
