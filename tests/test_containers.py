@@ -225,3 +225,7 @@ def test_package_builds_the_image_of_a_deployment_tiffin_serve_has(base_image: s
         inside = httpx.post(container.url + "/score", json=payload, timeout=30)
         assert inside.status_code == 200, inside.text
         assert inside.json() == {"sums": [6, 14], "raw_type": "str"}
+        # What this home's tiffin made goes with one command: the running container, then the image.
+        pruned = json.loads(cli("containerize", "prune", "--images", "-o", "json"))
+        assert container.id in pruned["containers"] and len(pruned["images"]) == 1
+        assert not container.engine.image_exists(built["tag"])

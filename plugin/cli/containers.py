@@ -44,7 +44,8 @@ def _build(file: Path, tag: str | None, overrides: list[str] | None, log: Path |
 
 @containerize_app.callback(invoke_without_command=True)
 def containerize(
-    file: Annotated[Path, typer.Option("--file", "-f", help="The deployment's Azure ML YAML file.")],
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="The deployment's Azure ML YAML file.")] = None,
     tag: TagOpt = None,
     log: LogOpt = None,
     set_: SetOpt = None,
@@ -52,7 +53,30 @@ def containerize(
     query: QueryOpt = None,
 ) -> None:
     """Build the OCI image of a deployment YAML (needs Docker or Podman: see docs/containers.md)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if file is None:
+        raise typer.BadParameter("give the deployment's YAML file with --file", param_hint="--file")
     emit(_build(file, tag, set_, log), output, query)
+
+
+@containerize_app.command("prune")
+def prune(
+    images: Annotated[bool, typer.Option("--images", help="Remove the images too, not only containers.")] = False,
+    output: OutputOpt = OutputFormat.json,
+    query: QueryOpt = None,
+) -> None:
+    """Remove the containers (and with --images the images) this TIFFIN_HOME's tiffin made."""
+    from tiffin.config import tiffin_home
+    from tiffin.containers.engine import HOME_LABEL, detect, home_digest
+
+    engine = detect()
+    assert engine is not None
+    labels = {HOME_LABEL: home_digest(tiffin_home())}
+    removed: dict[str, list[str]] = {"containers": engine.remove_containers(labels), "images": []}
+    if images:
+        removed["images"] = engine.remove_images(labels)
+    emit(removed, output, query)
 
 
 @online_deployment_app.command("package")

@@ -165,6 +165,14 @@ class Engine:
         done = self.run(["logs", "--tail", str(tail), container], timeout=30, check=False, stdout=subprocess.PIPE)
         return (done.stdout + done.stderr).decode(errors="replace")
 
+    def remove_images(self, labels: Mapping[str, str]) -> list[str]:
+        """Remove the images carrying all of ``labels`` (their containers first); their ids."""
+        filters = [arg for key, value in labels.items() for arg in ("--filter", f"label={key}={value}")]
+        ids = sorted(set(self.run(["images", "-q", "--no-trunc", *filters], timeout=30).stdout.decode().split()))
+        if ids:
+            self.run(["rmi", "--force", *ids], timeout=120)
+        return ids
+
     def remove_containers(self, labels: Mapping[str, str]) -> list[str]:
         """Remove (killing first) every container carrying all of ``labels``; their ids."""
         ids = self.containers(labels)
