@@ -6,6 +6,8 @@ Measures, for the quickstart deployment (Azure's model-1 score.py and its conda 
 * the deployment's image build: cold (``--no-cache``: every layer, the environment installed by uv from PyPI)
   and warm (the same context again: every layer cached), and the image's size;
 * container start to ready: ``docker run`` until ``GET /`` answers 200;
+* with ``--bentoml``: the image built with ``bentoml serve`` as its server (build time, size), loaded as
+  the container-logfile arm is;
 * req/s, p50 and p99 with ``wrk -t1 -c16`` against ``tiffin replica serve`` on the host and three ways of running
   the image: as ``docker run`` runs it (port published on loopback, relayed by dockerd's default userland proxy;
   the replica's output, two lines a request for this score.py, in the engine's log), the same with the output in
@@ -56,6 +58,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per arm, alternated")
     parser.add_argument("--skip-cold", action="store_true", help="skip the --no-cache build")
+    parser.add_argument(
+        "--bentoml", action="store_true", help="also build the image with `bentoml serve` as its server and load it"
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     engine = detect()
@@ -78,12 +83,20 @@ def main() -> int:
     results.update(image=image, build_warm_s=warm["seconds"], image_size_mb=round(warm["size"] / 1e6, 1))
     log(f"warm build: {warm['seconds']} s; {image}: {results['image_size_mb']} MB")
 
+    images = {"replica": image}
+    if args.bentoml:
+        bento = build_image(DEPLOYMENT, server="bentoml", log=work / "build.log")
+        images["bentoml"] = bento["tag"]
+        results.update(bentoml_build_warm_s=bento["seconds"], bentoml_image_size_mb=round(bento["size"] / 1e6, 1))
+        log(f"bentoml image: {bento['seconds']} s; {bento['tag']}: {results['bentoml_image_size_mb']} MB")
     body = (QUICKSTART_DIR / "sample-request.json").read_bytes()
     wrk = ensure_wrk()
     script = write_wrk_script(work / "score.lua", body)
     arms: dict[str, list[dict[str, Any]]] = {
         "container": [], "container-logfile": [], "container-hostnet": [], "host": []
     }  # fmt: skip
+    if args.bentoml:
+        arms["container-bentoml"] = []
     answers: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
         order = list(arms) if round_ % 2 == 0 else list(reversed(arms))
@@ -101,6 +114,9 @@ def main() -> int:
             elif arm == "container-logfile":
                 # The same, the replica's output in a file inside the container instead.
                 command = [*docker_run, *publish, *logfile, image]
+            elif arm == "container-bentoml":
+                # The same as container-logfile, BentoML's server (`bentoml serve`) in front of the same app.
+                command = [*docker_run, *publish, *logfile, images["bentoml"]]
             elif arm == "container-hostnet":
                 # The host's network namespace, the replica bound to loopback itself (no relay), output to a file.
                 command = [*docker_run, "--network", "host", *logfile, image, "--host", LOOPBACK, "--port", str(port)]

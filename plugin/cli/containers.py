@@ -31,12 +31,22 @@ TagOpt = Annotated[
     str | None, typer.Option("--tag", "-t", help="Image name:tag (default: tiffin/ENDPOINT-NAME:DIGEST).")
 ]
 LogOpt = Annotated[Path | None, typer.Option("--log", help="Append the engine's build output to this file.")]
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        help="replica: tiffin's lean replica server (default); bentoml: `bentoml serve` (adds BentoML and tiffin's "
+        "dependencies to the image).",
+    ),
+]
 
 
-def _build(file: Path, tag: str | None, overrides: list[str] | None, log: Path | None) -> dict:
+def _build(file: Path, tag: str | None, overrides: list[str] | None, log: Path | None, server: str) -> dict:
     from tiffin.containers.image import build_image
 
-    result = build_image(file, tag=tag, overrides=overrides or (), log=log)
+    if server not in ("replica", "bentoml"):
+        raise typer.BadParameter("replica or bentoml", param_hint="--server")
+    result = build_image(file, tag=tag, overrides=overrides or (), log=log, server=server)
     for note in result.get("notes", ()):
         warn(note)
     return result
@@ -48,6 +58,7 @@ def containerize(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="The deployment's Azure ML YAML file.")] = None,
     tag: TagOpt = None,
     log: LogOpt = None,
+    server: ServerOpt = "replica",
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -57,7 +68,7 @@ def containerize(
         return
     if file is None:
         raise typer.BadParameter("give the deployment's YAML file with --file", param_hint="--file")
-    emit(_build(file, tag, set_, log), output, query)
+    emit(_build(file, tag, set_, log, server), output, query)
 
 
 @containerize_app.command("prune")
@@ -85,6 +96,7 @@ def deployment_package(
     endpoint_name: EndpointOpt,
     tag: TagOpt = None,
     log: LogOpt = None,
+    server: ServerOpt = "replica",
     set_: SetOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
@@ -97,4 +109,4 @@ def deployment_package(
     with tempfile.TemporaryDirectory(prefix="tiffin-package-") as tmp:
         file = Path(tmp) / "deployment.yml"
         file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-        emit(_build(file, tag, None, log), output, query)
+        emit(_build(file, tag, None, log, server), output, query)

@@ -43,6 +43,7 @@ CONTAINER_PORT = 5001
 _DOCKERFILE = """\
 FROM {base}
 COPY uv /usr/local/bin/uv
+COPY wheels/ /opt/tiffin/wheels/
 COPY requirements.txt /opt/tiffin/requirements.txt
 RUN python3 -m venv --without-pip /opt/venv \\
  && uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /opt/tiffin/requirements.txt
@@ -52,7 +53,7 @@ COPY serve /opt/tiffin/serve
 RUN /opt/venv/bin/python -m compileall -q /opt/tiffin/runtime {app}/code
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     VIRTUAL_ENV=/opt/venv PYTHONPATH=/opt/tiffin/runtime PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\
-    AZUREML_MODEL_DIR={app}/model
+    AZUREML_MODEL_DIR={app}/model TIFFIN_SERVER={server}
 USER 1000:1000
 WORKDIR {app}
 EXPOSE {port}
@@ -66,18 +67,27 @@ CMD ["--host", "0.0.0.0", "--port", "{port}"]
 # file: a script that logs per request halves the container's throughput on a 2-core machine when every line
 # travels through the engine's log pipe (docs/containers.md has the figures). `exec`: the replica is PID 1 and
 # gets SIGTERM itself.
+# TIFFIN_SERVER=bentoml (an image built with server="bentoml") serves the same app with `bentoml serve` instead.
 _SERVE = """\
 #!/bin/sh
-if [ -n "${{TIFFIN_REPLICA_LOG:-}}" ]; then
-  exec python -m tiffin.replica.run --plan {app}/plan.json "$@" >>"$TIFFIN_REPLICA_LOG" 2>&1
+if [ "${{TIFFIN_SERVER:-replica}}" = bentoml ]; then
+  set -- bentoml serve service:Deployment "$@"
+else
+  set -- python -m tiffin.replica.run --plan {app}/plan.json "$@"
 fi
-exec python -m tiffin.replica.run --plan {app}/plan.json "$@"
+if [ -n "${{TIFFIN_REPLICA_LOG:-}}" ]; then
+  exec "$@" >>"$TIFFIN_REPLICA_LOG" 2>&1
+fi
+exec "$@"
 """
 
 
-def write_image_context(path: str | Path, target: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def write_image_context(
+    path: str | Path, target: Path, overrides: Sequence[str] = (), *, server: str = "replica"
+) -> dict[str, Any]:
     """Write the build context of the deployment YAML ``path``'s image into ``target`` (Dockerfile, uv, the
-    requirements, tiffin's runtime copy, the app); what was decided (requirements, notes)."""
+    requirements, tiffin's runtime copy, the app); what was decided (requirements, notes). ``server="bentoml"``
+    adds BentoML and a wheel of tiffin with all its dependencies, and the service ``bentoml serve`` runs."""
     from tiffin.config import tiffin_home
     from tiffin.environments.runtime import RUNTIME_REQUIREMENTS, runtime_path
     from tiffin.replica.bento import environment_of_spec, lay_out
@@ -98,6 +108,15 @@ def write_image_context(path: str | Path, target: Path, overrides: Sequence[str]
             "(Debian bookworm's, its base): pin python=3.11 in the conda file to match"
         )
     requirements = [*(environment.requirements if environment else ()), *RUNTIME_REQUIREMENTS]
+    (target / "wheels").mkdir(parents=True, exist_ok=True)
+    if server == "bentoml":
+        from tiffin.replica.bento import _SERVICE_PY, _tiffin_requirement
+
+        tiffin = _tiffin_requirement(target)  # a wheel of this checkout in wheels/, else the release
+        requirements += [f"/opt/tiffin/{wheel}" for wheel in tiffin.get("wheels", [])] + tiffin.get("packages", [])
+        (app / "service.py").write_text(_SERVICE_PY, encoding="utf-8")
+    elif server != "replica":
+        raise ValueError(f"server is replica or bentoml, not {server!r}")
     (target / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     # The plan is made from the copy, so its paths are the copy's; then moved under APP_DIR.
     copied = load_spec(app / "deployment.yml", OnlineDeployment).spec
@@ -137,6 +156,7 @@ def build_image(
     log: Path | None = None,
     timeout: float = 1800.0,
     no_cache: bool = False,
+    server: str = "replica",
 ) -> dict[str, Any]:
     """Build the image of the deployment YAML ``path``; its tag, size and build time, and what was decided.
     ``no_cache``: build every layer again (a cold build, as benchmarks/bench_container.py measures it)."""
@@ -147,11 +167,11 @@ def build_image(
     base = ensure_base_image(engine)
     work = Path(tempfile.mkdtemp(prefix="tiffin-image-"))
     try:
-        info = write_image_context(path, work, overrides)
+        info = write_image_context(path, work, overrides, server=server)
         (work / "serve").write_text(_SERVE.format(app=APP_DIR), encoding="utf-8")
         (work / "serve").chmod(0o755)  # COPY keeps the mode (the classic builder has no --chmod)
         (work / "Dockerfile").write_text(
-            _DOCKERFILE.format(base=base, app=APP_DIR, port=CONTAINER_PORT), encoding="utf-8"
+            _DOCKERFILE.format(base=base, app=APP_DIR, port=CONTAINER_PORT, server=server), encoding="utf-8"
         )
         if tag is None:
             name = re.sub(r"[^a-z0-9-]+", "-", f"{info['endpoint'] or 'local'}-{info['deployment']}".lower())
@@ -168,7 +188,9 @@ def build_image(
             cache = ["--no-cache"] if no_cache else []
             command = ["build", "--quiet", *cache, *label_args, "-t", tag, str(work)]
             engine.run(command, timeout=timeout, stdout=output.fileno())
-        info.update(tag=tag, base=base, seconds=round(time.monotonic() - started, 1), size=engine.image_size(tag))
+        info.update(
+            server=server, tag=tag, base=base, seconds=round(time.monotonic() - started, 1), size=engine.image_size(tag)
+        )
         return info
     finally:
         shutil.rmtree(work, ignore_errors=True)
