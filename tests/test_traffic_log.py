@@ -86,3 +86,15 @@ def test_one_line_per_request_through_a_real_endpoint():
         assert "q=1" not in lines[-2] and key not in path.read_text()
         assert second["status"] == 401 and second["deployment"] is None  # refused before one was chosen
         assert path.stat().st_mode & 0o077 == 0
+
+
+def test_lines_are_json_whatever_the_path_and_ids_hold():
+    from tiffin.telemetry.traffic_log import _Clock
+
+    clock = _Clock()
+    path = '/endpoints/e/a"b\\c\u00e9\n\x00'
+    request = [(b"X-Request-Id", 'q"\\\u00ff'.encode("latin-1"))]
+    for _ in range(2):  # the second line comes from the writer's cache of repeated parts
+        record = json.loads(format_entry((1.5, "e", "", "GET", path, 401, 0.0, request, (), 0, 0, None), clock))
+        assert (record["path"], record["request_id"], record["deployment"]) == (path, 'q"\\\u00ff', None)
+        assert record["time"] == "1970-01-01T00:00:01.500Z"

@@ -28,6 +28,7 @@ logger = logging.getLogger("tiffin.telemetry")
 _MAX_PENDING = 100_000
 """Entries waiting for the writer; past this (the disk cannot keep up) new ones are dropped and counted."""
 _FLUSH_EVERY_S = 0.05
+_FRAGMENTS = 4096
 _ID_LIMIT = 128  # a request id is the client's text: bounded in the log as the replica bounds it
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -69,6 +70,8 @@ class _Clock:
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self.fragments: dict[tuple[str, str, str, str, int], str] = {}
+        """Formatted endpoint .. status parts of recent lines (the writer thread's own)."""
 
     def iso(self, when: float) -> str:
         second = int(when)
@@ -87,14 +90,24 @@ def format_entry(entry: Entry, clock: _Clock | None = None) -> str:
         asked, asked_ms = _ids(request)
         request_id = request_id or asked
         ms_request_id = ms_request_id or asked_ms
+    clock = clock or _Clock()
     # Endpoint and deployment names are validated names and the method an HTTP token: safe in JSON as they
-    # are. The path and the request ids are the caller's text: escaped when they need it.
+    # are. The path and the request ids are the caller's text: escaped when they need it. The part that
+    # repeats from request to request is made once (the writer's cache, bounded).
+    key = (endpoint, deployment, method, path, status)
+    middle = clock.fragments.get(key)
+    if middle is None:
+        if len(clock.fragments) >= _FRAGMENTS:
+            clock.fragments.clear()
+        middle = clock.fragments[key] = (
+            f'"endpoint":"{endpoint}","deployment":{f"{chr(34)}{deployment}{chr(34)}" if deployment else "null"},'
+            f'"method":"{method}","path":{_string(path)},"status":{status},'
+        )
+    ids = _string(request_id)
+    ms_ids = ids if ms_request_id == request_id else _string(ms_request_id)
     return (
-        f'{{"time":"{(clock or _Clock()).iso(when)}","endpoint":"{endpoint}",'
-        f'"deployment":{f"{chr(34)}{deployment}{chr(34)}" if deployment else "null"},"method":"{method}",'
-        f'"path":{_string(path)},"status":{status},"latency_ms":{seconds * 1000:.3f},'
-        f'"request_id":{_string(request_id)},"ms_request_id":{_string(ms_request_id)},'
-        f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
+        f'{{"time":"{clock.iso(when)}",{middle}"latency_ms":{seconds * 1000:.3f},"request_id":{ids},'
+        f'"ms_request_id":{ms_ids},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
         f'"client":{f"{chr(34)}{client[0]}:{client[1]}{chr(34)}" if client else "null"}}}'
     )
 
