@@ -153,7 +153,6 @@ def test_serve_says_where_it_logs(tmp_path):
         ("online-deployment", "delete"),
         ("batch-endpoint", "create"),
         ("batch-endpoint", "delete"),
-        ("batch-deployment", "create"),
         ("batch-deployment", "delete"),
         ("job", "cancel"),
     ],
@@ -166,6 +165,17 @@ def test_no_wait_says_what_it_does(command):
     )
     assert done.returncode == 0, done.stderr
     assert "nothing to wait for" in done.stdout, done.stdout
+
+
+def test_batch_deployment_create_no_wait_skips_the_environment_build():
+    """A batch deployment is provisioned (its environment built, workers warmed) before it is Succeeded, as Azure
+    builds its image: --no-wait returns before that, and the help says so."""
+    done = subprocess.run(
+        [*TIFFIN, "batch-deployment", "create", "--help"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "environment to be built" in done.stdout, done.stdout
 
 
 def test_no_wait_of_a_deployment_returns_before_it_is_ready():
