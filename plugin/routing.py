@@ -86,6 +86,9 @@ class DeploymentRoute:
     replacing: bool = False
     """A replica is starting or due to restart: with none ready, requests wait for it (up to
     ``max_queue_wait_ms``) rather than being answered 503 at once."""
+    traced: bool = False
+    """Its YAML says ``app_insights_enabled: true``: the gateway traces the requests it answers when the server
+    has an exporter (:mod:`tiffin.telemetry.tracing`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ def _deployment_route(record: DeploymentRecord, replicas: tuple[Replica, ...], r
         max_concurrent_requests_per_instance=int(settings.get("max_concurrent_requests_per_instance", 1)),
         max_queue_wait_ms=int(settings.get("max_queue_wait_ms", 500)),
         replacing=replacing,
+        traced=record.spec.get("app_insights_enabled") is True,
     )
 
 
