@@ -11,8 +11,9 @@
 Modules: :mod:`.policy` (pure decisions: probe thresholds, backoff, rollout plan), :mod:`.probes`
 (HTTP probes), :mod:`.process` (one replica process), :mod:`.sockets` (where replicas listen: Unix
 sockets in a 0700 folder), :mod:`.reconciler` (one deployment), with :mod:`.slots` (its replicas and
-what it asks of the supervisor), :mod:`.desired` (its parsed spec and spec files) and :mod:`.health` (its
-replicas' probes), :mod:`.supervisor` (the loop, the store, the public class).
+what it asks of the supervisor), :mod:`.desired` (its parsed spec and spec files), :mod:`.health` (its
+replicas' probes) and :mod:`.provisioning` (the state it writes), :mod:`.supervisor` (the loop, the store, the
+public class) with :mod:`.host` (what it offers the reconcilers).
 """
 
 from .slots import ReplicaState, ReplicaStatus

@@ -35,7 +35,8 @@ from .policy import (
     restart_delay,
 )
 from .prepare import prepare_template, replica_command
-from .process import ReplicaProcess, log_header, read_tail, spawn_replica
+from .process import ReplicaProcess, log_header, spawn_replica
+from .provisioning import Provisioning
 from .slots import RUNNING, ReconcilerHost, ReplicaStatus, Slot, describe_exit
 
 __all__ = ["DeploymentReconciler"]
@@ -57,11 +58,7 @@ class DeploymentReconciler:
         self.number = number  # names its replicas' sockets: short, and unique in the supervisor
         self._host = host
         self._slots: dict[int, Slot] = {}
-        # The record as this reconciler last wrote it: newer than a reload that raced with the write.
-        self._written: DeploymentRecord | None = None
-        # Set when we wrote Failed: the generation that write produced. Nothing is retried until the
-        # record's generation moves past it (someone changed the deployment).
-        self._gate: int | None = None
+        self._state = Provisioning(host, endpoint, deployment, self._event)
         self._record_id: str | None = None
         self._dir = paths.deployment_dir(host.home, endpoint, deployment)
         self._specs = DesiredSpecs(self._dir)
@@ -91,21 +88,19 @@ class DeploymentReconciler:
             # earlier deployment of that name applies (generations start again at 1).
             self._record_id = record.id
             self._specs.forget_parsed()
-            self._written = None
-            self._gate = None
+            self._state.reset()
             self._seen = None
             if record.state in ("Creating", "Updating"):  # not a deployment this server found on its start
                 self._event("DeploymentCreated", f"generation {record.generation}")
-        if self._written is not None and self._written.generation > record.generation:
-            record = self._written
-        gated = self._gate is not None and record.generation <= self._gate
-        if self._gate is not None and not gated:
+        record = self._state.newest(record)
+        gated = self._state.gated(record)
+        if self._state.gate is not None and not gated:
             self._lift_gate(now)
         try:
             desired = self._specs.desired(record, self.name, self._host.max_instances, self._host.inline_assets)
         except SpecError as exc:
             if not gated:
-                await self._fail(record, f"the deployment's spec is invalid: {exc}")
+                await self._state.fail(record, f"the deployment's spec is invalid: {exc}")
             return
         self._note_changes(record, desired)
         if self._specs.launch(desired.template) is None:
@@ -127,7 +122,8 @@ class DeploymentReconciler:
         launch_probes(self._host, self.name, self._slots.values(), now)
         self._specs.forget_unused({slot.template for slot in self._slots.values()} | {desired.template})
         if not gated:
-            await self._report(record, desired)
+            current = [s for s in self._slots.values() if s.template == desired.template and not s.retiring]
+            await self._state.report(record, current, desired.count)
 
     def _event(self, name: str, message: str, slot: Slot | None = None) -> None:
         instance = None if slot is None else f"{self.deployment}-{slot.index}"
@@ -201,7 +197,7 @@ class DeploymentReconciler:
             self._event("ReplicaFailed", f"{slot.last_error} while stopping (pid {process.pid})", slot)
         elif slot.start_failures >= START_FAILURE_LIMIT:
             self._event("ReplicaFailed", f"{slot.last_error} before becoming ready; not restarted", slot)
-            # Not restarted: _report marks the deployment Failed; an update lifts that (_lift_gate).
+            # Not restarted: Provisioning.report marks the deployment Failed; an update lifts that (_lift_gate).
             slot.restart_at = None
             logger.warning(
                 "replica %s #%d (pid %d) %s before becoming ready, %d times in a row; giving up (log: %s)",
@@ -253,11 +249,11 @@ class DeploymentReconciler:
             )
         except TiffinError as exc:
             self._event("EnvironmentFailed", exc.message)
-            await self._fail(record, f"the deployment's environment could not be prepared: {exc.message}")
+            await self._state.fail(record, f"the deployment's environment could not be prepared: {exc.message}")
         except Exception as exc:  # a bug or an I/O error: reported, never a supervisor crash
             logger.exception("preparing deployment %s failed", self.name)
             self._event("EnvironmentFailed", f"{type(exc).__name__}: {exc}")
-            await self._fail(record, f"the deployment could not be prepared: {type(exc).__name__}: {exc}")
+            await self._state.fail(record, f"the deployment could not be prepared: {type(exc).__name__}: {exc}")
         else:
             self._specs.set_launch(template, launch)
             built = "tiffin's own Python" if launch.environment is None else f"its environment ({launch.python})"
@@ -346,7 +342,7 @@ class DeploymentReconciler:
 
     def _lift_gate(self, now: float) -> None:
         # The deployment changed since we marked it Failed: give every replica a fresh start.
-        self._gate = None
+        self._state.gate = None
         for slot in self._slots.values():
             slot.start_failures = 0
             slot.crashes = 0
@@ -431,40 +427,6 @@ class DeploymentReconciler:
         """Drop all slots (their processes are stopped) and the spec files written for them."""
         self._slots.clear()
         self._specs.forget()
-
-    # --- provisioning state ------------------------------------------------------------------------
-
-    async def _report(self, record: DeploymentRecord, desired: Desired) -> None:
-        current = [s for s in self._slots.values() if s.template == desired.template and not s.retiring]
-        failing = [s for s in current if s.start_failures >= START_FAILURE_LIMIT]
-        if failing:
-            slot = failing[0]
-            log_path = paths.replica_log_path(self._host.home, self.endpoint, self.deployment, slot.index)
-            reason = (
-                f"replica {slot.index} stopped {slot.start_failures} times in a row before becoming ready "
-                f"(last: {slot.last_error}); not retrying until the deployment is updated. "
-                f"Last lines of {log_path}:\n{read_tail(log_path)}"
-            )
-            await self._fail(record, reason)
-            return
-        ready = sum(1 for s in current if s.state == "ready")
-        if ready >= desired.count and (record.state != "Succeeded" or record.reason is not None):
-            written = await self._host.write_state(record, "Succeeded", None)
-            if written is not None:
-                self._written = written
-                logger.info("deployment %s succeeded: %d ready replica(s)", self.name, ready)
-                self._event("DeploymentSucceeded", f"{ready} ready replica(s)")
-
-    async def _fail(self, record: DeploymentRecord, reason: str) -> None:
-        written = await self._host.write_state(record, "Failed", reason)
-        if written is None:
-            return  # the deployment changed meanwhile: the next pass judges the new spec
-        self._written = written
-        # write_state wrote only if nobody changed the deployment since ``record`` was read, so the
-        # generation of our own write is the one to wait past.
-        self._gate = written.generation
-        logger.error("deployment %s failed: %s", self.name, reason)
-        self._event("DeploymentFailed", reason.split("\n", 1)[0])
 
     # --- views -------------------------------------------------------------------------------------
 

@@ -19,127 +19,35 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Hashable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from tiffin import config
-from tiffin.assets.resolve import inline_assets
 from tiffin.environments.builder import stop_builds
-from tiffin.errors import NotFoundError
 from tiffin.routing import Replica
 from tiffin.runners.tritonserver import TRITONSERVER_ENV
 from tiffin.store import Store
 from tiffin.store.records import DeploymentRecord
 
+from .host import ErrorLog, Host
 from .logfiles import rotate_logs
 from .policy import DRAIN_S
-from .probes import ProbeResult, http_probe, probe_session
+from .probes import probe_session
 from .process import ReplicaProcess, reap_orphans
 from .reconciler import DeploymentReconciler, ReplicaStatus
-from .sockets import SocketFolder, remove_stale_folders
+from .sockets import remove_stale_folders
 
 __all__ = ["Supervisor"]
 
 logger = logging.getLogger("tiffin.supervisor")
 
 _Key = tuple[str, str]  # (endpoint, deployment)
-# The same error from the same place is logged with its traceback once, then summarised this often.
-_REPEAT_LOG_S = 60.0
 # Linux tells the event loop when a replica exits (ReplicaProcess.watch_exit, a pidfd); elsewhere passes must poll.
 _EXITS_NOTIFIED = sys.platform == "linux" and hasattr(os, "pidfd_open")
 _PATH_VARIABLES = (TRITONSERVER_ENV,)  # environment variables holding a path, made absolute for replicas
-
-
-class _ErrorLog:
-    """Logs failures with their traceback without flooding the log when one repeats every pass."""
-
-    def __init__(self) -> None:
-        self._seen: dict[Hashable, tuple[str, float, int]] = {}
-
-    def report(self, key: Hashable, what: str, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        now = time.monotonic()
-        previous = self._seen.get(key)
-        if previous is None or previous[0] != text:
-            logger.error("%s failed", what, exc_info=exc)
-            self._seen[key] = (text, now, 0)
-        elif now - previous[1] >= _REPEAT_LOG_S:
-            logger.error("%s still failing (%d more times): %s", what, previous[2] + 1, text)
-            self._seen[key] = (text, now, 0)
-        else:
-            self._seen[key] = (text, previous[1], previous[2] + 1)
-
-    def clear(self, key: Hashable) -> None:
-        self._seen.pop(key, None)
-
-
-class _Host:
-    """The supervisor's side of :class:`~tiffin.supervisor.slots.ReconcilerHost`."""
-
-    def __init__(
-        self,
-        supervisor: Supervisor,
-        home: Path,
-        python: str,
-        env: Mapping[str, str],
-        drain_s: float,
-        limits: tuple[int, int],
-    ):
-        self._supervisor = supervisor
-        self.home = home
-        self.python = python
-        self.env = env
-        self.drain_s = drain_s
-        self.max_instances, self.max_starts = limits
-        self.sockets = SocketFolder(home)
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        return self._supervisor._spawn(coro, name)
-
-    def inline_assets(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        # Reads the store only for a spec that holds references, once per generation: a primary-key lookup,
-        # cheap enough for the event loop.
-        return inline_assets(self._supervisor._store, spec)
-
-    def socket_path(self, deployment: int, index: int) -> Path:
-        return self.sockets.path_for(deployment, index)
-
-    def may_start(self) -> bool:
-        # A replica's start (imports, init()) is CPU-bound: a burst of them, e.g. instance_count: 16 or
-        # a server restarting with many deployments, would starve the gateway and each other.
-        return sum(r.starting() for r in self._supervisor._reconcilers.values()) < self.max_starts
-
-    async def probe(self, url: str, timeout: float) -> ProbeResult:
-        return await http_probe(self._supervisor._probe_session(), url, timeout)
-
-    async def write_state(self, record: DeploymentRecord, state: str, reason: str | None) -> DeploymentRecord | None:
-        store = self._supervisor._store
-
-        def write() -> DeploymentRecord | None:
-            # Compare-and-set on the generation: a state computed for an older spec must not
-            # overwrite the Creating/Updating that a newer put_deployment wrote meanwhile.
-            return store.set_deployment_state(
-                record.endpoint_name, record.name, state, reason, expected_generation=record.generation
-            )
-
-        try:
-            written = await asyncio.to_thread(write)
-        except NotFoundError:  # deleted meanwhile; the next pass stops its replicas
-            return None
-        if written is not None:
-            # The state is observed, not desired (the generation does not move): the supervisor's copy takes it
-            # now, or each pass until the next reload would see the old state and write the new one again.
-            self._supervisor._remember(written)
-        return written
-
-    def routing_changed(self) -> None:
-        self._supervisor._emit_if_changed()
-
-    def wake(self) -> None:
-        self._supervisor._wake()
 
 
 _ROTATE_EVERY_S = 2.0
@@ -210,13 +118,13 @@ class Supervisor:
         )
         if limits[1] < 1:
             raise ValueError("max_starts must be at least 1")
-        self._host = _Host(self, self._home, python, replica_env, drain_seconds, limits)
+        self._host = Host(self, self._home, python, replica_env, drain_seconds, limits)
         self._reconcilers: dict[_Key, DeploymentReconciler] = {}
         self._numbers = itertools.count(1)  # names deployments' sockets (see sockets.py)
         self._records: dict[_Key, DeploymentRecord] = {}
         self._routing: dict[_Key, tuple[tuple[Replica, ...], bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._errors = _ErrorLog()
+        self._errors = ErrorLog()
         self._log_limits = (config.log_max_bytes(), config.log_backups())  # a bad setting fails here, at start
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
