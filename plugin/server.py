@@ -40,6 +40,7 @@ from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, p
 from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
 from tiffin.gateway import Gateway
 from tiffin.gateway.peers import PEER_PREFIX, PeerDirectory, PeerRoute
+from tiffin.gateway.services import DeploymentServices, ServiceURLs
 from tiffin.http_protocol import public_protocol
 from tiffin.node import Node
 from tiffin.paths import admin_token_path, hold_home, prepare_home, write_private_once
@@ -86,9 +87,11 @@ class TiffinServer:
         max_jobs_per_deployment: int = 1,
         node_url: str | None = None,
         telemetry: TelemetrySettings | None = None,
+        service_urls: ServiceURLs | None = None,
     ) -> None:
         """``node_url`` is where the other servers sharing the store reach this one (default ``public_url``;
-        ``TIFFIN_ADVERTISE_URL`` in :func:`serve`)."""
+        ``TIFFIN_ADVERTISE_URL`` in :func:`serve`). With ``service_urls`` no replica runs here: each deployment
+        is routed to the Service at its URL (:mod:`tiffin.gateway.services`)."""
         self.home = home
         self.store = store
         self.public_url = public_url
@@ -119,12 +122,17 @@ class TiffinServer:
             live=self.node.live,
         )
         peers = PeerDirectory(self.node.id, self.node.peers, peer_secret)
+        # Deployments served by Services (Kubernetes): the supervisor is built (telemetry reads it) but never started.
+        self.services = (
+            DeploymentServices(store, service_urls, on_change=self._replicas_changed) if service_urls else None
+        )
+        self.replicas: Supervisor | DeploymentServices = self.services or self.supervisor
         self.routing = RoutingState(
             store,
-            self.supervisor.ready_replicas,
+            self.replicas.ready_replicas,
             self.gateway.set_table,
-            remote=peers.replicas,
-            replacing=self.supervisor.replacing,
+            remote=None if self.services else peers.replicas,
+            replacing=self.replicas.replacing,
         )
         self._home_lock: IO[str] | None = None
         self.telemetry = Telemetry(
@@ -158,13 +166,13 @@ class TiffinServer:
         # table must stop listing (or start listing) its replicas.
         self._poll_routing()
         self.routing.changed()
-        self.supervisor.notify()
+        self.replicas.notify()
         self.batch.notify()
 
     async def _desired_state_changed(self) -> None:
         # Awaited on the event loop after a committed write: the table is current before the API answers.
         await self.routing.rebuild_now()
-        self.supervisor.notify()
+        self.replicas.notify()
         self.batch.notify()
 
     async def startup(self) -> None:
@@ -175,7 +183,7 @@ class TiffinServer:
         self._poll_routing()
         await self.gateway.start()
         await self.routing.start()
-        await self.supervisor.start()
+        await self.replicas.start()
         await self.batch.start()
         # As in replicas: freeze what start-up allocated and collect the young generation less often,
         # so the gateway's p99 is not made of garbage-collection pauses over long-lived objects.
@@ -187,7 +195,7 @@ class TiffinServer:
         """Stop every replica and batch worker, then the rest (running jobs resume at the next start)."""
         try:
             await self.batch.stop()
-            await self.supervisor.stop()
+            await self.replicas.stop()
         finally:
             # Left once nothing runs here any more: the other nodes take the deployments and jobs over now.
             await self.node.stop()
@@ -269,6 +277,7 @@ def serve(
     then :class:`~tiffin.connection_limits.ConnectionLimits`' defaults fill the rest).
     """
     configure_logging()
+    service_urls = ServiceURLs.from_environment()  # a bad template stops the start before anything is written
     # Before anything is written: the store, its WAL, logs, job outputs and model copies are the user's alone.
     prepare_home(home)
     if replica_cpus:
@@ -291,6 +300,7 @@ def serve(
         admin_token=token,
         max_jobs_per_deployment=max_jobs_per_deployment,
         node_url=config.advertise_url(),
+        service_urls=service_urls,
     )
     protocol = public_protocol(limits)
     app.telemetry.use_connection_guard(getattr(protocol, "keywords", {}).get("guard"))

@@ -13,8 +13,9 @@ For an endpoint and its deployments, as ``tiffin serve`` stores them::
     Service     ENDPOINT-D
     HorizontalPodAutoscaler ENDPOINT-D when its scale_settings are ``target_utilization``
 
-Keys appear in the keys Secret only, never in another manifest (a test checks). docs/kubernetes.md says what
-these manifests do and do not do in a cluster (the gateway does not forward to the per-deployment Services).
+Keys appear in the keys Secret only, never in another manifest (a test checks). The gateway routes each deployment's
+requests to its Service: its pods get ``TIFFIN_DEPLOYMENT_URL_TEMPLATE`` (:mod:`tiffin.gateway.services`), whose
+``{service}`` is :func:`dns_label`'s name of the Service. docs/kubernetes.md says what was and was not run.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from tiffin.specs import OnlineDeployment, parse_spec
 from tiffin.specs.common import ProbeSettings, TargetUtilizationScaleSettings
 
 __all__ = [
+    "DEPLOYMENT_URL_TEMPLATE",
+    "DEPLOYMENT_URL_TEMPLATE_ENV",
     "GATEWAY_NAME",
     "GATEWAY_PORT",
     "LABEL_PREFIX",
@@ -49,6 +52,12 @@ LABEL_PREFIX = "tiffin.ai/"
 GATEWAY_NAME = "tiffin-gateway"
 GATEWAY_PORT = 7700
 STORE_SECRET = "tiffin-store"
+SERVICE_PORT = 80
+"""The port of every Service written here."""
+DEPLOYMENT_URL_TEMPLATE_ENV = "TIFFIN_DEPLOYMENT_URL_TEMPLATE"
+"""Set on the gateway: ``tiffin serve`` then runs no replica and sends each deployment's requests to this URL."""
+DEPLOYMENT_URL_TEMPLATE = f"http://{{service}}:{SERVICE_PORT}"
+"""Each per-deployment Service, by its name (the gateway and the Services share a namespace)."""
 PLACEHOLDER = "REPLACE-ME"
 """Starts every placeholder value; a client sending it as a key is refused (401), so an unfilled Secret fails closed."""
 # The pod's emptyDir is mounted at _DATA, and TIFFIN_HOME is a folder in it: tiffin serve makes its home 0700, which
@@ -232,7 +241,7 @@ def _deployment_manifests(
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector,
-                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
             },
         },
     ]
@@ -302,6 +311,8 @@ def _gateway_manifests(options: ExportOptions) -> list[dict[str, Any]]:
         {"name": "TIFFIN_ADVERTISE_URL", "value": f"http://$(POD_IP):{GATEWAY_PORT}"},
         _secret_env("TIFFIN_STORE_URL", secret),
         _secret_env("TIFFIN_SECRET_KEY", secret),
+        # No replica runs in these pods: each deployment is served by its own Deployment + Service.
+        {"name": DEPLOYMENT_URL_TEMPLATE_ENV, "value": DEPLOYMENT_URL_TEMPLATE},
     ]
     security = {"allowPrivilegeEscalation": False}
     # tiffin serve reads its admin token from TIFFIN_HOME/admin-token (0600); every pod gets the same one from the
@@ -358,7 +369,7 @@ def _gateway_manifests(options: ExportOptions) -> list[dict[str, Any]]:
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector,
-                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
             },
         },
     ]

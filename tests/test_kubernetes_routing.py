@@ -1,0 +1,162 @@
+"""The gateway routing to per-deployment Services (``TIFFIN_DEPLOYMENT_URL_TEMPLATE``, tiffin.gateway.services).
+
+No cluster runs here: a Service is stood in for by a real replica (``tiffin replica serve``) on a loopback port,
+reached through the same template and mapping code the cluster's gateway uses. Each stand-in has an environment
+variable of its own (``STANDIN``), so an answer says which one served it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import eventually
+
+from tiffin.containers.kubernetes import endpoint_manifests
+from tiffin.errors import TiffinError
+from tiffin.gateway.services import TEMPLATE_ENV, URLS_ENV, ServiceURLs
+from tiffin.testing import command_lines, serve_deployment, serve_tiffin
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent / "deployments"
+PLAIN = HERE / "plain" / "deployment.yml"
+FAST = [
+    "readiness_probe.initial_delay=1",
+    "readiness_probe.period=1",
+    "readiness_probe.timeout=1",
+    "readiness_probe.failure_threshold=2",
+]
+
+
+def spec(name: str, *overrides: str) -> dict:
+    from tiffin.specs import OnlineDeployment, load_spec
+
+    return load_spec(PLAIN, OnlineDeployment, overrides=[f"name={name}", *FAST, *overrides]).spec.to_yaml_dict()
+
+
+def standin(name: str):
+    return serve_deployment(PLAIN, env={"STANDIN": name})
+
+
+# --- the URL of a deployment -------------------------------------------------------------------------
+
+
+def test_the_gateways_template_names_the_service_the_export_writes():
+    """The exported gateway's template, filled in, is the exported Service's name and port."""
+    endpoint = {"name": "My-Endpoint", "auth_mode": "key", "traffic": {"blue_1": 100}}
+    deployment = {"name": "blue_1", "endpoint_name": "My-Endpoint", "instance_count": 1}
+    items = endpoint_manifests(endpoint, [deployment]).items
+    service = next(i for i in items if i["kind"] == "Service" and i["metadata"]["name"] != "tiffin-gateway")
+    gateway = next(i for i in items if i["kind"] == "Deployment" and i["metadata"]["name"] == "tiffin-gateway")
+    env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    urls = ServiceURLs(env[TEMPLATE_ENV])
+    base, prefix = urls.base_and_prefix("My-Endpoint", "blue_1")
+    assert base == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert prefix == b""
+
+
+def test_templates_and_mappings():
+    urls = ServiceURLs("http://{service}.ml.svc.cluster.local/x/", {"e/d": "http://127.0.0.1:9/"})
+    assert urls.base_and_prefix("e", "d") == ("http://127.0.0.1:9", b"")
+    assert urls.base_and_prefix("ep", "green") == ("http://ep-green.ml.svc.cluster.local:80", b"/x")
+    assert ServiceURLs("http://[::1]:5001").base_and_prefix("e", "d") == ("http://[::1]:5001", b"")
+    for bad in ("https://{service}", "http://{nope}:80", "http://u:p@{service}", "{service}:80", "http://{service}:x"):
+        with pytest.raises(TiffinError, match=TEMPLATE_ENV):
+            ServiceURLs(bad)
+    with pytest.raises(TiffinError, match=URLS_ENV):
+        ServiceURLs.from_environment({URLS_ENV: "[1]"})
+    with pytest.raises(TiffinError, match="ENDPOINT/DEPLOYMENT"):
+        ServiceURLs(None, {"e": "http://127.0.0.1:9"})
+    assert ServiceURLs.from_environment({}) is None
+
+
+def test_a_bad_template_stops_tiffin_serve_with_the_reason(tmp_path):
+    with (
+        pytest.raises(RuntimeError, match=TEMPLATE_ENV),
+        serve_tiffin(env={TEMPLATE_ENV: "ftp://{service}"}, timeout=30),
+    ):
+        pass
+
+
+# --- through the gateway -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three stand-in Services: blue reached through the template, green and red through the mapping."""
+    with standin("blue") as blue, standin("green") as green, standin("red") as red:
+        mapping = {"split/green": green.url, "gone/red": red.url}
+        with serve_tiffin(env={TEMPLATE_ENV: blue.url, URLS_ENV: json.dumps(mapping)}) as server:
+            client = server.client()
+            for endpoint in ("split", "gone"):
+                client.online_endpoints.create_or_update({"name": endpoint, "auth_mode": "key"})
+            for name in ("blue", "green"):
+                client.online_deployments.create_or_update(spec(name), "split", timeout=60)
+            client.online_endpoints.set_traffic("split", {"blue": 50, "green": 50})
+            client.online_deployments.create_or_update(spec("red"), "gone", timeout=60, all_traffic=True)
+            key = client.online_endpoints.get_keys("split")["primaryKey"]
+            yield {"server": server, "url": f"{server.url}/endpoints/split/score", "key": key, "red": red}
+
+
+def score(cluster, key: str | None = None, **headers: str) -> httpx.Response:
+    auth = {"Authorization": f"Bearer {key or cluster['key']}"}
+    return httpx.post(cluster["url"], json={"echo_env": ["STANDIN"]}, headers={**auth, **headers}, timeout=30)
+
+
+def test_keys_are_checked_by_the_gateway(cluster):
+    assert score(cluster, key="wrong-key-0123456789").status_code == 401
+    assert httpx.post(cluster["url"], json={"data": [[1]]}).status_code == 401
+    answer = score(cluster)
+    assert answer.status_code == 200
+    assert answer.json() == {"STANDIN": answer.headers["azureml-model-deployment"]}
+
+
+def test_no_replica_runs_in_the_gateway_and_the_state_is_what_the_service_answers(cluster):
+    server = cluster["server"]
+    assert [pid for pid, line in command_lines() if str(server.home) in line and "replica" in line] == []
+    states = {d["name"]: d["provisioning_state"] for d in server.client().online_deployments.list("split")}
+    assert states == {"blue": "Succeeded", "green": "Succeeded"}
+
+
+def test_split_50_50_over_two_services_and_pinning(cluster):
+    seen = Counter()
+    with httpx.Client(headers={"Authorization": f"Bearer {cluster['key']}"}, timeout=30) as client:
+        for _ in range(400):
+            answer = client.post(cluster["url"], json={"echo_env": ["STANDIN"]})
+            assert answer.status_code == 200
+            # The stand-in that answered is the one of the deployment the gateway named.
+            assert answer.json()["STANDIN"] == answer.headers["azureml-model-deployment"]
+            seen[answer.json()["STANDIN"]] += 1
+        pinned = {client.post(cluster["url"], json={"echo_env": ["STANDIN"]},
+                              headers={"azureml-model-deployment": "green"}).json()["STANDIN"]
+                  for _ in range(20)}  # fmt: skip
+    assert abs(seen["blue"] / 400 - 0.5) <= 0.08, seen
+    assert pinned == {"green"}
+
+
+def test_a_stopped_service_takes_its_deployment_out_and_its_requests_get_503_at_once(cluster):
+    client = cluster["server"].client()
+    key = client.online_endpoints.get_keys("gone")["primaryKey"]
+    url, auth = f"{cluster['server'].url}/endpoints/gone/score", {"Authorization": f"Bearer {key}"}
+    assert httpx.post(url, json={"echo_env": ["STANDIN"]}, headers=auth).json() == {"STANDIN": "red"}
+    red = cluster["red"]
+    red.process.terminate()
+    red.process.wait(10)
+
+    def failed() -> str:
+        deployment = client.online_deployments.get("red", "gone")
+        assert deployment["provisioning_state"] == "Failed", deployment
+        return deployment.get("reason") or "?"
+
+    assert red.url in eventually(failed, timeout=15)
+    started = time.monotonic()
+    answer = httpx.post(url, json={"echo_env": ["STANDIN"]}, headers=auth, timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert time.monotonic() - started < 2
+    # The other endpoint is untouched.
+    assert score(cluster).status_code == 200
