@@ -8,6 +8,7 @@ variable of its own (``STANDIN``), so an answer says which one served it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent / "deployments"
 PLAIN = HERE / "plain" / "deployment.yml"
+SLOW = HERE / "slow" / "deployment.yml"
+SLOW_SETTINGS = ("max_concurrent_requests_per_instance=1", "max_queue_wait_ms=100", "request_timeout_ms=2000")
 FAST = [
     "readiness_probe.initial_delay=1",
     "readiness_probe.period=1",
@@ -33,14 +36,14 @@ FAST = [
 ]
 
 
-def spec(name: str, *overrides: str) -> dict:
+def spec(name: str, *overrides: str, file: Path = PLAIN) -> dict:
     from tiffin.specs import OnlineDeployment, load_spec
 
-    return load_spec(PLAIN, OnlineDeployment, overrides=[f"name={name}", *FAST, *overrides]).spec.to_yaml_dict()
+    return load_spec(file, OnlineDeployment, overrides=[f"name={name}", *FAST, *overrides]).spec.to_yaml_dict()
 
 
-def standin(name: str):
-    return serve_deployment(PLAIN, env={"STANDIN": name})
+def standin(name: str, file: Path = PLAIN):
+    return serve_deployment(file, env={"STANDIN": name})
 
 
 # --- the URL of a deployment -------------------------------------------------------------------------
@@ -89,16 +92,18 @@ def test_a_bad_template_stops_tiffin_serve_with_the_reason(tmp_path):
 @pytest.fixture(scope="module")
 def cluster():
     """Three stand-in Services: blue reached through the template, green and red through the mapping."""
-    with standin("blue") as blue, standin("green") as green, standin("red") as red:
-        mapping = {"split/green": green.url, "gone/red": red.url}
+    with standin("blue") as blue, standin("green") as green, standin("red") as red, standin("slow", SLOW) as slow:
+        mapping = {"split/green": green.url, "gone/red": red.url, "slow/slow": slow.url}
         with serve_tiffin(env={TEMPLATE_ENV: blue.url, URLS_ENV: json.dumps(mapping)}) as server:
             client = server.client()
-            for endpoint in ("split", "gone"):
+            for endpoint in ("split", "gone", "slow"):
                 client.online_endpoints.create_or_update({"name": endpoint, "auth_mode": "key"})
             for name in ("blue", "green"):
                 client.online_deployments.create_or_update(spec(name), "split", timeout=60)
             client.online_endpoints.set_traffic("split", {"blue": 50, "green": 50})
             client.online_deployments.create_or_update(spec("red"), "gone", timeout=60, all_traffic=True)
+            slow_spec = spec("slow", "instance_count=2", *(f"request_settings.{s}" for s in SLOW_SETTINGS), file=SLOW)
+            client.online_deployments.create_or_update(slow_spec, "slow", timeout=60, all_traffic=True)
             key = client.online_endpoints.get_keys("split")["primaryKey"]
             yield {"server": server, "url": f"{server.url}/endpoints/split/score", "key": key, "red": red}
 
@@ -137,6 +142,26 @@ def test_split_50_50_over_two_services_and_pinning(cluster):
                   for _ in range(20)}  # fmt: skip
     assert abs(seen["blue"] / 400 - 0.5) <= 0.08, seen
     assert pinned == {"green"}
+
+
+def test_capacity_is_instance_count_times_max_concurrent_and_timeouts_are_408(cluster):
+    """instance_count 2 x 1 concurrent request: two of three at once are served, the third waits 100 ms: 429."""
+    client = cluster["server"].client()
+    key = client.online_endpoints.get_keys("slow")["primaryKey"]
+    url, auth = f"{cluster['server'].url}/endpoints/slow/score", {"Authorization": f"Bearer {key}"}
+    statuses: list[int] = []
+
+    def call() -> None:
+        statuses.append(httpx.post(url, json={"sleep": 0.4}, headers=auth, timeout=30).status_code)
+
+    callers = [threading.Thread(target=call) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert sorted(statuses) == [200, 200, 429]
+    answer = httpx.post(url, json={"sleep": 2.5}, headers=auth, timeout=30)
+    assert answer.status_code == 408 and "request_timeout_ms" in answer.json()["message"]
 
 
 def test_a_stopped_service_takes_its_deployment_out_and_its_requests_get_503_at_once(cluster):
