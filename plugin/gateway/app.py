@@ -40,7 +40,7 @@ from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
 from tiffin.routing import DeploymentRoute, EndpointRoute, Replica, RoutingTable, decide, pick_replica
 from tiffin.telemetry.meters import Meters
-from tiffin.telemetry.tracing import GatewayTracing, RequestTrace
+from tiffin.telemetry.tracing import GatewayTracing, RequestTrace, untraced_asks
 from tiffin.telemetry.traffic_log import TrafficLog
 
 __all__ = ["Gateway"]
@@ -95,7 +95,8 @@ class Gateway:
         self.traffic: TrafficLog | None = None
         """Where each request's traffic-log entry goes (None: TIFFIN_TRAFFIC_LOG=0)."""
         self.tracing: GatewayTracing | None = None
-        """Spans of each request (None: no OTLP exporter configured, and no tracing code runs)."""
+        """Spans of the requests of traced deployments (None: no OTLP exporter configured, no tracing code runs)."""
+        self._untraced_warned: set[tuple[str, str]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -131,6 +132,14 @@ class Gateway:
         for replica_id in [k for k in self._down_until if k not in listed]:
             del self._down_until[replica_id]
         self.table = table
+        if self.tracing is None:
+            for endpoint_name, name in untraced_asks(table, self._untraced_warned):
+                logger.warning(
+                    "deployment '%s' of endpoint '%s' asks for traces (app_insights_enabled: true) but this server "
+                    "has no exporter: nothing is traced; start tiffin serve with OTEL_EXPORTER_OTLP_ENDPOINT set",
+                    name,
+                    endpoint_name,
+                )
         if self.meters is not None:  # made here, not per request: a request's record is a few increments
             self.meters.sync((e.name, d) for e in table.endpoints.values() for d in e.deployments)
         self._swagger_cache.clear()
@@ -157,7 +166,7 @@ class Gateway:
             return
         # tracing:begin
         if self.tracing is not None:
-            trace = self.tracing.begin(scope)
+            trace = self.tracing.arrived(scope)
             try:
                 await self._serve(scope, receive, send, trace)
             finally:
@@ -180,7 +189,7 @@ class Gateway:
             endpoint = self.table.endpoints.get(name)
         outcome = Outcome()
         # tracing:begin
-        if trace is not None:
+        if trace is not None:  # outcome.trace stays set only if the deployment is traced (_handle)
             outcome.trace, trace.outcome = trace, outcome
         # tracing:end
         if endpoint is None:
@@ -241,6 +250,10 @@ class Gateway:
         decision = decide(endpoint, pinned, rng.random(), rng.random())
         deployment = endpoint.deployments[decision.deployment]
         outcome.deployment = deployment.name
+        # tracing:begin
+        if outcome.trace is not None and not outcome.trace.begin(deployment):
+            outcome.trace = None  # not traced: no span, and the caller's traceparent goes on as it came
+        # tracing:end
         if self.meters is not None:
             outcome.meter = self.meters.by_key.get((endpoint.name, deployment.name))
         if tail == "/swagger.json" and scope["method"] == "GET":

@@ -52,10 +52,15 @@ def plan_for(
     config = runner_config_for(deployment, model_dir=model_dir, source=str(loaded.source), aliases=aliases)
     kind, runner = runner_to_json(config)
     settings = replica_settings({**environ, **(deployment.environment_variables or {})})
-    traces_url = TelemetrySettings.from_environment(environ).otlp_endpoint
+    # The server's exporter (not the deployment's variables) says where spans go; the YAML whether to send them.
+    telemetry = TelemetrySettings.from_environment(environ)
     tracing = None
-    if traces_url:  # the server's exporter, not the deployment's variables: every deployment is traced alike
-        tracing = {"traces_url": traces_url, "endpoint": deployment.endpoint_name, "deployment": deployment.name}
+    if telemetry.otlp_endpoint and telemetry.traces(deployment.app_insights_enabled):
+        tracing = {
+            "traces_url": telemetry.otlp_endpoint,
+            "endpoint": deployment.endpoint_name,
+            "deployment": deployment.name,
+        }
     return ReplicaPlan(
         kind=kind,
         runner=runner,

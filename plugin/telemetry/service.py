@@ -64,8 +64,15 @@ class Telemetry:
         self._scrape_lock = asyncio.Lock()
         self.tracing: GatewayTracing | None = None
         if settings.otlp_endpoint:
-            self.tracing = GatewayTracing(settings.otlp_endpoint)
+            self.tracing = GatewayTracing(settings.otlp_endpoint, all_deployments=settings.trace_all_deployments)
             gateway.tracing = self.tracing
+            which = "every deployment" if settings.trace_all_deployments else "deployments with app_insights_enabled"
+            logger.info("traces of %s go to %s", which, settings.otlp_endpoint)
+        elif settings.trace_all_deployments:
+            logger.warning(
+                "TIFFIN_TRACE_ALL_DEPLOYMENTS is set but no exporter is: nothing is traced; set "
+                "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) to where spans should go"
+            )
 
     def use_connection_guard(self, guard: ConnectionGuard | None) -> None:
         """The public port's connection counts (ConnectionsActive, NewConnectionsPerSecond)."""

@@ -1,10 +1,17 @@
 """Traces of the gateway (OpenTelemetry SDK, exported over OTLP/HTTP), made only when an exporter is configured.
 
+As on Azure, the exporter says where spans go and a deployment is traced when its YAML says
+``app_insights_enabled: true`` (:attr:`~tiffin.routing.DeploymentRoute.traced`), or every deployment when the
+server is started with ``TIFFIN_TRACE_ALL_DEPLOYMENTS=1``. So a request's trace begins once the gateway knows
+the deployment that answers it; its ``gateway routing`` span still starts when the request arrived.
+
 A traced request gets a ``gateway routing`` span (a child of the caller's W3C ``traceparent`` when it sent
 one), a ``queue wait`` span (the wait for a slot of the deployment) and an ``upstream call`` span per attempt,
 whose context goes to the replica in the ``traceparent`` header; the replica's ``replica scoring`` span
-(:mod:`tiffin.telemetry.replica`) is its child. Without an exporter the gateway holds no tracer and its hot
-path pays one ``is None`` test per hook (this module imports OpenTelemetry only when a tracer is made).
+(:mod:`tiffin.telemetry.replica`) is its child. A request to an untraced deployment makes no span, and the
+caller's ``traceparent`` reaches the replica as it was sent. Without an exporter the gateway holds no tracer
+and its hot path pays one ``is None`` test per hook (this module imports OpenTelemetry only when a tracer is
+made).
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tiffin.routing import Replica
+    from tiffin.routing import DeploymentRoute, Replica, RoutingTable
 
-__all__ = ["GatewayTracing", "RequestTrace"]
+__all__ = ["GatewayTracing", "RequestTrace", "untraced_asks"]
 
 logger = logging.getLogger("tiffin.telemetry")
 
@@ -25,9 +32,10 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class GatewayTracing:
-    """The gateway's tracer provider, exporting in batches to ``traces_url`` (an OTLP/HTTP ``/v1/traces``)."""
+    """The gateway's tracer provider, exporting in batches to ``traces_url`` (an OTLP/HTTP ``/v1/traces``);
+    ``all_deployments``: trace every deployment, not only those with ``app_insights_enabled: true``."""
 
-    def __init__(self, traces_url: str, service_name: str = "tiffin-gateway") -> None:
+    def __init__(self, traces_url: str, service_name: str = "tiffin-gateway", *, all_deployments: bool = False) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -42,9 +50,10 @@ class GatewayTracing:
         self.kinds = SpanKind
         self.error = Status(StatusCode.ERROR)
         self.in_context = set_span_in_context
+        self.all_deployments = all_deployments
 
-    def begin(self, scope: dict[str, Any]) -> RequestTrace:
-        """The trace of one request, started now."""
+    def arrived(self, scope: dict[str, Any]) -> RequestTrace:
+        """The trace of a request that arrives now; no span yet (see :meth:`RequestTrace.begin`)."""
         return RequestTrace(self, scope)
 
     def shutdown(self) -> None:
@@ -53,12 +62,27 @@ class GatewayTracing:
 
 
 class RequestTrace:
-    """The spans of one gateway request (see the module docstring)."""
+    """The spans of one gateway request (see the module docstring): none until :meth:`begin`."""
 
-    __slots__ = ("context", "endpoint", "outcome", "span", "tracing", "upstream_span")
+    __slots__ = ("arrived_ns", "context", "endpoint", "outcome", "scope", "span", "tracing", "upstream_span")
 
     def __init__(self, tracing: GatewayTracing, scope: dict[str, Any]) -> None:
         self.tracing = tracing
+        self.scope = scope
+        self.arrived_ns = time.time_ns()
+        self.span: Any = None
+        self.context: Any = None
+        self.upstream_span: Any = None
+        self.outcome: Any = None
+        self.endpoint = ""
+        """The endpoint's name once the gateway found it (the caller's text before: never recorded)."""
+
+    def begin(self, deployment: DeploymentRoute) -> bool:
+        """Start the request's spans if ``deployment`` (the one that answers) is traced; whether it is."""
+        if not (deployment.traced or self.tracing.all_deployments):
+            return False
+        tracing = self.tracing
+        scope = self.scope
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _CONTEXT_HEADERS}
         parent = tracing.propagator.extract(carrier)
         self.span = tracing.tracer.start_span(
@@ -66,12 +90,10 @@ class RequestTrace:
             context=parent,
             kind=tracing.kinds.SERVER,
             attributes={"http.request.method": scope["method"]},
+            start_time=self.arrived_ns,  # routing began when the request arrived, not when its deployment was known
         )
         self.context = tracing.in_context(self.span, parent)
-        self.upstream_span: Any = None
-        self.outcome: Any = None
-        self.endpoint = ""
-        """The endpoint's name once the gateway found it (the caller's text before: never recorded)."""
+        return True
 
     def queued(self, start_ns: int, end_ns: int) -> None:
         """The request's wait for a slot of its deployment."""
@@ -105,9 +127,11 @@ class RequestTrace:
         span.end()
 
     def finish(self) -> None:
-        """End every span of the request (after the answer is sent)."""
+        """End every span of the request (after the answer is sent); nothing when none began."""
         outcome = self.outcome
         span = self.span
+        if span is None:
+            return
         span.set_attribute("tiffin.endpoint", self.endpoint)
         if outcome is not None:
             if self.upstream_span is not None:
@@ -117,3 +141,16 @@ class RequestTrace:
             if outcome.status >= 500:
                 span.set_status(self.tracing.error)
         span.end(end_time=time.time_ns())
+
+
+def untraced_asks(table: RoutingTable, warned: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (endpoint, deployment) pairs of ``table`` asking for traces (``app_insights_enabled: true``) that are
+    not in ``warned`` yet, now added to it: a server without an exporter says so once per deployment."""
+    asks = [
+        (endpoint.name, deployment.name)
+        for endpoint in table.endpoints.values()
+        for deployment in endpoint.deployments.values()
+        if deployment.traced and (endpoint.name, deployment.name) not in warned
+    ]
+    warned.update(asks)
+    return asks
