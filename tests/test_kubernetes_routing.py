@@ -144,6 +144,25 @@ def test_split_50_50_over_two_services_and_pinning(cluster):
     assert pinned == {"green"}
 
 
+def test_mirrored_copies_go_to_the_other_service(cluster):
+    client = cluster["server"].client()
+    client.online_endpoints.set_traffic("split", {"blue": 100, "green": 0}, {"green": 50})
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {cluster['key']}"}, timeout=30) as http:
+            answered = {http.post(cluster["url"], json={"echo_env": ["STANDIN"]}).json()["STANDIN"] for _ in range(40)}
+        assert answered == {"blue"}
+
+        def copies() -> dict:
+            mirror = client.online_endpoints.stats("split")["mirror"]["green"]
+            # Each copy reached green's stand-in and was answered there.
+            assert mirror["sent"] > 5 and mirror["statuses"] == {"200": mirror["sent"]}, mirror
+            return mirror
+
+        eventually(copies, timeout=10)
+    finally:
+        client.online_endpoints.set_traffic("split", {"blue": 50, "green": 50}, {})
+
+
 def test_capacity_is_instance_count_times_max_concurrent_and_timeouts_are_408(cluster):
     """instance_count 2 x 1 concurrent request: two of three at once are served, the third waits 100 ms: 429."""
     client = cluster["server"].client()
