@@ -9,6 +9,7 @@ container engine exists.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,8 @@ def _tiffin_requirement(target: Path) -> dict[str, Any]:
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
             capture_output=True,
             text=True,
+            # Fixed timestamps in the wheel: the same sources give the same bytes, so an image's layers stay cached.
+            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
         )
         if done.returncode == 0:
             return {"wheels": [f"wheels/{w.name}" for w in sorted(wheels.glob("tiffin-*.whl"))]}
