@@ -8,6 +8,7 @@ variable of its own (``STANDIN``), so an answer says which one served it.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from conftest import eventually
 from tiffin.containers.kubernetes import endpoint_manifests
 from tiffin.errors import TiffinError
 from tiffin.gateway.services import TEMPLATE_ENV, URLS_ENV, ServiceURLs
-from tiffin.testing import command_lines, serve_deployment, serve_tiffin
+from tiffin.testing import command_lines, free_port, serve_command, serve_deployment, serve_tiffin
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,8 @@ def test_a_bad_template_stops_tiffin_serve_with_the_reason(tmp_path):
 def cluster():
     """Three stand-in Services: blue reached through the template, green and red through the mapping."""
     with standin("blue") as blue, standin("green") as green, standin("red") as red, standin("slow", SLOW) as slow:
-        mapping = {"split/green": green.url, "gone/red": red.url, "slow/slow": slow.url}
+        nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        mapping = {"split/green": green.url, "gone/red": red.url, "slow/slow": slow.url, "gone/nowhere": nowhere}
         with serve_tiffin(env={TEMPLATE_ENV: blue.url, URLS_ENV: json.dumps(mapping)}) as server:
             client = server.client()
             for endpoint in ("split", "gone", "slow"):
@@ -105,7 +107,8 @@ def cluster():
             slow_spec = spec("slow", "instance_count=2", *(f"request_settings.{s}" for s in SLOW_SETTINGS), file=SLOW)
             client.online_deployments.create_or_update(slow_spec, "slow", timeout=60, all_traffic=True)
             key = client.online_endpoints.get_keys("split")["primaryKey"]
-            yield {"server": server, "url": f"{server.url}/endpoints/split/score", "key": key, "red": red}
+            yield {"server": server, "url": f"{server.url}/endpoints/split/score", "key": key, "red": red,
+                   "nowhere": nowhere}  # fmt: skip
 
 
 def score(cluster, key: str | None = None, **headers: str) -> httpx.Response:
@@ -204,3 +207,21 @@ def test_a_stopped_service_takes_its_deployment_out_and_its_requests_get_503_at_
     assert time.monotonic() - started < 2
     # The other endpoint is untouched.
     assert score(cluster).status_code == 200
+    # The Service answers again (a new pod behind the same address): routed to, Succeeded.
+    port = red.url.rsplit(":", 1)[1]
+    again = ["-m", "tiffin.cli", "replica", "serve", "-f", str(PLAIN), "--host", "127.0.0.1", "--port", port]
+    env = {"STANDIN": "red-again", "TIFFIN_HOME": str(cluster["server"].home.parent / "red-again")}
+    with serve_command([sys.executable, *again], red.url + "/", env=env):
+        eventually(lambda: client.online_deployments.get("red", "gone")["provisioning_state"] == "Succeeded", 15)
+        answer = httpx.post(url, json={"echo_env": ["STANDIN"]}, headers=auth, timeout=30)
+        assert answer.json() == {"STANDIN": "red-again"}
+
+
+def test_a_deployment_whose_service_never_answers_fails_with_the_reason(cluster):
+    client = cluster["server"].client()
+    started = time.monotonic()
+    with pytest.raises(TiffinError, match="did not answer") as failed:
+        client.online_deployments.create_or_update(spec("nowhere"), "gone", timeout=60)
+    assert cluster["nowhere"] in failed.value.message
+    # initial_delay 1 s, then failure_threshold 2 probes 1 s apart.
+    assert time.monotonic() - started < 10
