@@ -229,3 +229,18 @@ def test_package_builds_the_image_of_a_deployment_tiffin_serve_has(base_image: s
         pruned = json.loads(cli("containerize", "prune", "--images", "-o", "json"))
         assert container.id in pruned["containers"] and len(pruned["images"]) == 1
         assert not container.engine.image_exists(built["tag"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_bentoml_serve_in_the_image_answers_as_the_lean_replica(
+    base_image: str, run_image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The documented option: the same app behind `bentoml serve` (BentoML and tiffin's dependencies in the image).
+    monkeypatch.setenv("TIFFIN_HOME", str(tmp_path / "home"))
+    built = build_image(QUICKSTART, server="bentoml")
+    assert built["server"] == "bentoml"
+    container = run_image(built["tag"])
+    assert httpx.get(container.url + "/livez").status_code == 200  # BentoML's own probe: it is BentoML serving
+    with serve_deployment(QUICKSTART) as host:
+        _check_contract_and_stop(container, host.url, SAMPLE)

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tiffin.containers.engine import MANAGED_LABEL, ContainerEngineError, Engine
+from tiffin.containers.engine import IMAGE_LABEL, ContainerEngineError, Engine
 
 __all__ = ["BASE_PYTHON", "RECIPE", "base_image_tag", "cache_dir", "ensure_base_image"]
 
@@ -48,11 +48,25 @@ def _host_certificates() -> list[Path]:
     return sorted(_HOST_CERTS.glob("*.crt")) if _HOST_CERTS.is_dir() else []
 
 
-def base_image_tag() -> str:
-    """``tiffin/base:DIGEST``: 16 hex digits of the recipe's and the host certificates' sha256."""
+_IMPORT_CHANGES = (
+    f"LABEL {IMAGE_LABEL}=base",
+    "ENV LANG=C.UTF-8 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_NATIVE_TLS=1",
+    'CMD ["python3"]',
+)
+"""What `docker import` adds to the root file system: part of the image's tag, not of the tarball's name."""
+
+
+def _rootfs_digest() -> str:
     digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode())
     for cert in _host_certificates():
         digest.update(cert.name.encode() + b"\0" + cert.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def base_image_tag() -> str:
+    """``tiffin/base:DIGEST``: 16 hex digits of the sha256 of the recipe, the host certificates and the import's
+    changes."""
+    digest = hashlib.sha256((_rootfs_digest() + json.dumps(_IMPORT_CHANGES)).encode())
     return f"tiffin/base:{digest.hexdigest()[:16]}"
 
 
@@ -61,26 +75,13 @@ def ensure_base_image(engine: Engine, *, timeout: float = 900.0) -> str:
     tag = base_image_tag()
     if engine.image_exists(tag):
         return tag
-    tarball = cache_dir() / f"base-{tag.rpartition(':')[2]}.tar"
+    tarball = cache_dir() / f"base-{_rootfs_digest()}.tar"
     if not tarball.is_file():
         _build_rootfs(tarball, timeout=timeout)
+    changes = [arg for change in _IMPORT_CHANGES for arg in ("--change", change)]
     with tarball.open("rb") as stream:
-        # `docker import -` reads the tarball from stdin; the label lets a clean-up find it.
-        engine.run(
-            [
-                "import",
-                "--change",
-                f"LABEL {MANAGED_LABEL}=true",
-                "--change",
-                "ENV LANG=C.UTF-8 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_NATIVE_TLS=1",
-                "--change",
-                'CMD ["python3"]',
-                "-",
-                tag,
-            ],
-            input=stream.read(),
-            timeout=300,
-        )
+        # `docker import -` reads the tarball from stdin.
+        engine.run(["import", *changes, "-", tag], input=stream.read(), timeout=300)
     return tag
 
 

@@ -6,8 +6,9 @@ Detection, in order: ``TIFFIN_CONTAINER_ENGINE`` (``docker``, ``podman`` or ``no
 its daemon answers (``docker version``). Commands run as subprocesses with timeouts, and their failures become
 :class:`ContainerEngineError` whose message says what to do next.
 
-Everything tiffin creates (images, containers) carries the label :data:`HOME_LABEL` (a digest of the tiffin
-home that made it) and :data:`MANAGED_LABEL`, so a later start can find and remove what a killed one left.
+Containers tiffin starts carry :data:`MANAGED_LABEL` and images it builds :data:`IMAGE_LABEL`; both carry
+:data:`HOME_LABEL` (a digest of the tiffin home that made them), so a later start can find and remove what a
+killed one left.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tiffin.errors import TiffinError
 __all__ = [
     "ENGINE_ENV",
     "HOME_LABEL",
+    "IMAGE_LABEL",
     "MANAGED_LABEL",
     "ContainerEngineError",
     "Engine",
@@ -35,7 +37,10 @@ __all__ = [
 
 ENGINE_ENV = "TIFFIN_CONTAINER_ENGINE"
 MANAGED_LABEL = "ai.tiffin.managed"
-"""``true`` on every image and container tiffin makes."""
+"""``true`` on every container tiffin starts (:meth:`Engine.start` adds it). Not on images: a container inherits its
+image's labels, and the engine's own build containers must not look like tiffin's to a clean-up."""
+IMAGE_LABEL = "ai.tiffin.image"
+"""On every image tiffin makes: ``base`` (:mod:`tiffin.containers.base_image`) or ``deployment``."""
 HOME_LABEL = "ai.tiffin.home"
 """A digest of the tiffin home (:func:`home_digest`): whose containers they are, without naming the path."""
 

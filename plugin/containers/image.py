@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.containers.base_image import BASE_PYTHON, ensure_base_image
-from tiffin.containers.engine import HOME_LABEL, MANAGED_LABEL, Engine, detect, home_digest
+from tiffin.containers.engine import HOME_LABEL, IMAGE_LABEL, Engine, detect, home_digest
 
 __all__ = ["APP_DIR", "CONTAINER_PORT", "build_image", "write_image_context"]
 
@@ -177,7 +177,7 @@ def build_image(
             name = re.sub(r"[^a-z0-9-]+", "-", f"{info['endpoint'] or 'local'}-{info['deployment']}".lower())
             tag = f"tiffin/{name.strip('-')}:{_context_digest(work)[:12]}"
         labels = {
-            MANAGED_LABEL: "true",
+            IMAGE_LABEL: "deployment",
             HOME_LABEL: home_digest(tiffin_home()),
             "ai.tiffin.deployment": str(info["deployment"]),
             "ai.tiffin.endpoint": str(info["endpoint"] or ""),
