@@ -16,6 +16,10 @@ gateway. SIGINT/SIGTERM stop uvicorn, whose lifespan shutdown stops every replic
 Several servers may share one PostgreSQL store: each is a :class:`~tiffin.node.Node` that runs the
 deployments and jobs it owns, takes over those of a node that stops beating, and routes to the others'
 replicas through their peer route (:mod:`tiffin.gateway.peers`).
+
+With ``TIFFIN_DEPLOYMENT_URL_TEMPLATE`` set (the gateway of ``tiffin export kubernetes``) no replica runs here:
+:class:`~tiffin.gateway.services.DeploymentServices` takes the supervisor's place and each deployment is routed to
+its Service's URL.
 """
 
 from __future__ import annotations
