@@ -98,7 +98,6 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
         OnlineDeployment,
         [
             "instance_type",
-            "app_insights_enabled",
             "scale_settings",
             "resources",
             "environment.image",
@@ -705,7 +704,6 @@ def test_everything_azure_only_is_reported() -> None:
     loaded = parse_spec(data, OnlineDeployment)
     assert loaded.ignored == [
         "instance_type",
-        "app_insights_enabled",
         "data_collector",
         "egress_public_network_access",
         "private_network_connection",

@@ -104,7 +104,6 @@ def test_a_field_like_no_other_lists_the_fields_instead() -> None:
     "extra",
     [
         {"instance_type": "Standard_DS3_v2"},
-        {"app_insights_enabled": True},
         {"egress_public_network_access": "disabled"},
         {"data_collector": {"collections": {"model_inputs": {"enabled": "true"}}}},
         {"environment": {"image": "mcr.microsoft.com/x:latest", "datastore": "workspaceblobstore"}},

@@ -93,7 +93,6 @@ class OnlineDeployment(SpecModel):
         {
             "model_mount_path",
             "instance_type",
-            "app_insights_enabled",
             "resources",
             "data_collector",
             "egress_public_network_access",
