@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from tiffin.containers.run import model_mount_path
 from tiffin.errors import SpecError
 from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.runners.mlflow import MLflowRunner, MLflowRunnerConfig
@@ -177,11 +178,11 @@ def runner_for(
 
 
 def _has_own_server(deployment: Any) -> bool:
-    """The user's own server: ``environment.command``, or an image with ``inference_config``."""
+    """The user's own server: ``environment.command``, or an image (or a build context) with ``inference_config``."""
     environment = deployment.environment
     if environment is None or isinstance(environment, str):
         return False
-    return bool(environment.command or (environment.image and environment.inference_config))
+    return bool(environment.command or ((environment.image or environment.build) and environment.inference_config))
 
 
 def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -> ByocRunnerConfig:
@@ -190,9 +191,14 @@ def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -
     routes = environment.inference_config
     scoring = routes.scoring_route if routes else None
     readiness = (routes.readiness_route or routes.liveness_route) if routes else None
+    build = None if environment.command else environment.build
+    model = deployment.model
     return ByocRunnerConfig(
         command=environment.command,
-        image=None if environment.command else environment.image,
+        image=None if environment.command or build else environment.image,
+        build_context=Path(build.path) if build else None,
+        dockerfile=build.dockerfile_path if build else "Dockerfile",
+        model_mount=model_mount_path(getattr(model, "name", None), str(getattr(model, "version", None) or "1")),
         scoring_path=scoring.path if scoring else "/score",
         readiness_path=readiness.path if readiness else "/",
         liveness_path=routes.liveness_route.path if routes and routes.liveness_route else None,

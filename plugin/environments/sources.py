@@ -2,10 +2,11 @@
 
 1. The deployment's ``environment``: its ``conda_file`` (a path, or the mapping inline; a registered or curated
    environment arrives inlined so by :func:`tiffin.assets.resolve.inline_assets`); an ``image`` with it is not
-   run (tiffin runs no containers) and only the conda file counts. An ``image`` alone that is one of Azure's
-   curated images stands for that curated environment; any other image alone runs in tiffin's own environment,
-   as before (the spec reports ``image`` as ignored). ``build`` (a Docker context) needs a container engine:
-   refused with a message saying so.
+   run (a scoring script runs in tiffin's replica) and only the conda file counts. An ``image`` alone that is one
+   of Azure's curated images stands for that curated environment; any other image alone (without
+   ``inference_config``) runs in tiffin's own environment, as before (the spec reports ``image`` as ignored).
+   ``build`` (a Docker context) is built and run as a custom container (:mod:`tiffin.containers.run`; with
+   ``inference_config``, no scoring script); with a scoring script it is refused with a message saying so.
 2. With no ``environment``, an MLflow model's own files, as ``mlflow models serve`` reads them:
    ``python_env.yaml``; else ``requirements.txt`` with the python version of ``conda.yaml`` (or of ``MLmodel``);
    else ``conda.yaml``.
@@ -134,9 +135,10 @@ def curated_for_image(image: str) -> str | None:
 def _inline(environment: Mapping[str, Any], owner: str, base_dir: Path | None) -> EnvironmentSpec | None:
     if environment.get("build"):
         raise SpecError(
-            f"the environment of {owner} is a Docker build context (build:), which needs a container engine to "
-            "build and run, and tiffin runs none yet; give the environment as a conda_file (with or without "
-            "image:), or use a curated environment (azureml://registries/azureml/environments/NAME/labels/latest)",
+            f"the environment of {owner} is a Docker build context (build:), which tiffin builds and runs as a "
+            "custom container only (with inference_config routes, no scoring script); give the environment as a "
+            "conda_file (with or without image:), or use a curated environment "
+            "(azureml://registries/azureml/environments/NAME/labels/latest)",
             field="environment.build",
         )
     conda_file = environment.get("conda_file")

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from tiffin import config
+from tiffin.containers.run import remove_leftovers
 from tiffin.environments.builder import stop_builds
 from tiffin.routing import Replica
 from tiffin.runners.tritonserver import TRITONSERVER_ENV
@@ -245,6 +246,8 @@ class Supervisor:
         try:
             await reap_orphans(self._home)
             remove_stale_folders(self._home)
+            # Containers outlive a replica killed with its server (the engine runs them): removed by their labels.
+            await asyncio.to_thread(remove_leftovers, self._home)
         except Exception:
             logger.exception("stopping replicas left behind by an earlier supervisor failed")
         assert self._wake_event is not None

@@ -1,0 +1,189 @@
+"""Image deployments (Azure's custom containers) on a real container engine: built from an ``environment.build``
+context, served through an endpoint with keys and a traffic split beside a scoring-script deployment, the container's
+output in get-logs, and no container left after delete, after ``tiffin serve`` stops, or after it is SIGKILLed and
+started again. Skipped, with the reason, where no engine can be had (``container_engine`` in containers_fixture.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tiffin.containers.engine import HOME_LABEL, Engine, home_digest
+from tiffin.specs import OnlineDeployment, load_spec
+from tiffin.testing import serve_tiffin
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent / "deployments"
+FAST_READINESS = ["readiness_probe.initial_delay=1", "readiness_probe.period=1"]
+
+SERVER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if os.environ.get("IGNORE_SIGTERM") == "1":  # a server slow to stop: only SIGKILL ends it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    MODEL_DIR = os.environ["AZUREML_MODEL_DIR"]
+    WEIGHT = open(os.path.join(MODEL_DIR, "model", "weight.txt")).read().strip()
+    print(f"byoc server up, model {WEIGHT} in {MODEL_DIR}", flush=True)
+
+    class Handler(BaseHTTPRequestHandler):
+        def reply(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self.reply(200 if self.path in ("/live", "/ready") else 404, {"path": self.path})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path != "/predict":
+                self.reply(404, {"path": self.path})
+                return
+            print(f"scored {len(body['data'])} rows", flush=True)
+            self.reply(200, {"weight": WEIGHT, "sum": sum(sum(row) for row in body["data"]), "model_dir": MODEL_DIR})
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+    """
+)
+
+
+def byoc_deployment(tmp_path: Path, base_image: str, name: str = "own", **env: str) -> dict[str, Any]:
+    """Azure's custom-container form: a build context, inference_config routes on port 8080, a model folder."""
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "server.py").write_text(SERVER)
+    (context / "Dockerfile").write_text(
+        f'FROM {base_image}\nCOPY server.py /opt/server.py\nCMD ["python3", "/opt/server.py"]\n'
+    )
+    (tmp_path / "model").mkdir(exist_ok=True)
+    (tmp_path / "model" / "weight.txt").write_text("42\n")
+    spec = {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json",
+        "name": name,
+        "endpoint_name": "byoc",
+        "model": {"name": "weights", "version": "3", "path": "model"},
+        "environment": {
+            "build": {"path": "context", "dockerfile_path": "Dockerfile"},
+            "inference_config": {
+                "liveness_route": {"path": "/live", "port": 8080},
+                "readiness_route": {"path": "/ready", "port": 8080},
+                "scoring_route": {"path": "/predict", "port": 8080},
+            },
+        },
+        "environment_variables": env,
+        "instance_count": 1,
+    }
+    file = tmp_path / f"{name}.yml"
+    file.write_text(yaml.safe_dump(spec))
+    return load_spec(file, OnlineDeployment, overrides=FAST_READINESS).spec.to_yaml_dict()
+
+
+def plain_deployment(name: str) -> dict[str, Any]:
+    path = HERE / "plain" / "deployment.yml"
+    return load_spec(path, OnlineDeployment, overrides=[f"name={name}", *FAST_READINESS]).spec.to_yaml_dict()
+
+
+def containers_of(engine: Engine, home: Path) -> list[str]:
+    return engine.containers({HOME_LABEL: home_digest(home)})
+
+
+def eventually_none(engine: Engine, home: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while containers_of(engine, home) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert containers_of(engine, home) == []
+
+
+def test_build_context_behind_keys_and_a_split_then_deleted(tmp_path, container_engine, base_image):
+    home = tmp_path / "home"
+    with serve_tiffin(home, timeout=120) as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "byoc", "auth_mode": "key"})
+        client.online_deployments.create_or_update(plain_deployment("blue"), "byoc")
+        client.online_deployments.create_or_update(byoc_deployment(tmp_path, base_image), "byoc", timeout=300)
+        client.online_endpoints.set_traffic("byoc", {"blue": 50, "own": 50})
+        key = client.online_endpoints.get_keys("byoc")["primaryKey"]
+        url = f"{running.url}/endpoints/byoc/score"
+
+        (container,) = containers_of(container_engine, home)
+        ports = container_engine.inspect(container)["NetworkSettings"]["Ports"]["8080/tcp"]  # type: ignore[index]
+        assert [binding["HostIp"] for binding in ports] == ["127.0.0.1"]  # loopback only
+
+        assert httpx.post(url, json={"data": [[1]]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        seen: Counter[str] = Counter()
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            for _ in range(200):
+                r = http.post(url, json={"data": [[1, 2, 3]]})
+                assert r.status_code == 200, r.text
+                seen[r.headers["azureml-model-deployment"]] += 1
+            own = http.post(url, json={"data": [[1, 2, 3]]}, headers={"azureml-model-deployment": "own"})
+        assert seen["blue"] > 50 and seen["own"] > 50, seen
+        assert own.json() == {"weight": "42", "sum": 6, "model_dir": "/var/azureml-app/azureml-models/weights/3"}
+
+        logs = client.online_deployments.get_logs("own", "byoc", lines=1000, container="inference-server")
+        assert "byoc server up, model 42" in logs and "scored 1 rows" in logs, logs
+
+        client.online_endpoints.set_traffic("byoc", {"blue": 100, "own": 0})
+        client.online_deployments.delete("own", "byoc")
+        eventually_none(container_engine, home)
+        assert httpx.post(url, json={"data": [[1]]}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_no_container_left_after_the_server_stops(tmp_path, container_engine, base_image):
+    home = tmp_path / "home"
+    with serve_tiffin(home, timeout=120) as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "byoc", "auth_mode": "key"})
+        client.online_deployments.create_or_update(byoc_deployment(tmp_path, base_image), "byoc", timeout=300)
+        assert len(containers_of(container_engine, home)) == 1
+    eventually_none(container_engine, home, timeout=5)  # SIGTERM: the server removed it before it exited
+
+
+def test_sigkill_then_restart_removes_the_leftover(tmp_path, container_engine, base_image):
+    home = tmp_path / "home"
+    # A server that ignores SIGTERM keeps its container alive after the replica goes with the killed server.
+    with serve_tiffin(home, timeout=120) as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "byoc", "auth_mode": "key"})
+        spec = byoc_deployment(tmp_path, base_image, IGNORE_SIGTERM="1")
+        client.online_deployments.create_or_update(spec, "byoc", all_traffic=True, timeout=300)
+        (left,) = containers_of(container_engine, home)
+        running.process.send_signal(signal.SIGKILL)
+        running.process.wait(10)
+        time.sleep(2)
+        assert containers_of(container_engine, home) == [left], "the container should outlive the killed server"
+    with serve_tiffin(home, timeout=120) as running:
+        client = running.client()
+        deadline = time.monotonic() + 60
+        while left in containers_of(container_engine, home) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert left not in containers_of(container_engine, home)
+        # The deployment is still in the store: the restarted server runs it again, in a new container.
+        key = client.online_endpoints.get_keys("byoc")["primaryKey"]
+        url, headers = f"{running.url}/endpoints/byoc/score", {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 120
+        while (r := httpx.post(url, json={"data": [[2]]}, headers=headers, timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        assert json.loads(r.text)["sum"] == 2
+        assert containers_of(container_engine, home) != [left]
+    eventually_none(container_engine, home, timeout=15)
