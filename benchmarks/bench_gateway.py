@@ -11,9 +11,10 @@
    * ``gateway``: as shipped: metrics and the traffic log on, no OTLP exporter (tracing off);
    * ``metrics off``: ``TIFFIN_METRICS=0 TIFFIN_TRAFFIC_LOG=0``;
    * ``traffic log off``: metrics on, ``TIFFIN_TRAFFIC_LOG=0``;
-   * ``no tracing code``: as ``gateway``, but its Gateway class compiled from tiffin/gateway/app.py with every
-     ``# tracing:begin`` .. ``# tracing:end`` block deleted (benchmarks/no_tracing_code/sitecustomize.py does it
-     at the server's start), i.e. the gateway as it would be had tracing never been written.
+   * ``no tracing code``: as ``gateway``, but its Gateway class compiled from tiffin/gateway/app.py and
+     exchange.py with every ``# tracing:begin`` .. ``# tracing:end`` block deleted
+     (benchmarks/no_tracing_code/sitecustomize.py does it at the server's start), i.e. the gateway as it would
+     be had tracing never been written.
 
    They take turns, one timed wrk burst each per round (each arm first in turn), and each ratio is the median
    over rounds of two arms' bursts of the same round: ``traffic log off / metrics off`` (the cost of metrics;
