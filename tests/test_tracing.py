@@ -201,6 +201,34 @@ def test_the_gateway_traces_only_deployments_that_ask_and_passes_traceparent_on_
     assert len(receiver.spans) == sum(len(v) for v in by_trace.values())
 
 
+def test_requests_refused_before_a_deployment_is_chosen_make_no_span(receiver, echo):
+    gateway = Gateway()
+    gateway.tracing = tracing = GatewayTracing(f"{receiver.url}/v1/traces", all_deployments=True)
+    gateway.set_table(_two_deployments(echo.url))
+    caller = {"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN}-01"}
+    refused = [
+        ("/endpoints/nowhere/score", {**caller, "Authorization": f"Bearer {KEYS.primary_key}"}, 404),
+        ("/endpoints/ep/score", {**caller, "Authorization": "Bearer wrong-key"}, 401),
+        (
+            "/endpoints/ep/score",
+            {**caller, "Authorization": f"Bearer {KEYS.primary_key}", "azureml-model-deployment": "red"},
+            404,
+        ),
+    ]
+
+    async def send() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gateway") as client:
+            statuses = [
+                (await client.post(path, content=b"{}", headers=headers)).status_code for path, headers, _ in refused
+            ]
+        await gateway.close()
+        return statuses
+
+    assert asyncio.run(send()) == [status for _, _, status in refused]
+    tracing.shutdown()
+    assert receiver.spans == []
+
+
 def test_a_deployment_asking_for_traces_on_a_server_without_exporter_is_warned_of_once(echo, caplog):
     gateway = Gateway()
     with caplog.at_level(logging.WARNING, logger="tiffin.gateway"):
@@ -349,3 +377,11 @@ def test_the_all_deployments_switch_is_off_unless_set_and_only_counts_with_an_ex
     assert nowhere.traces(app_insights_enabled=True) is False
     with pytest.raises(TiffinError, match="TIFFIN_TRACE_ALL_DEPLOYMENTS='maybe'"):
         TelemetrySettings.from_environment({"TIFFIN_TRACE_ALL_DEPLOYMENTS": "maybe"})
+
+
+def test_app_insights_enabled_is_honoured_not_reported_as_ignored():
+    from tiffin.specs import OnlineDeployment, parse_spec
+
+    loaded = parse_spec({"name": "blue", "app_insights_enabled": True}, OnlineDeployment)
+    assert loaded.spec.app_insights_enabled is True
+    assert "app_insights_enabled" not in loaded.ignored and not loaded.warnings()
