@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections import Counter
@@ -18,7 +20,10 @@ import httpx
 import pytest
 import yaml
 
-from tiffin.containers.engine import HOME_LABEL, Engine, home_digest
+from tiffin.containers.engine import ENGINE_ENV, HOME_LABEL, ContainerEngineError, Engine, home_digest
+from tiffin.containers.run import byoc_image
+from tiffin.errors import RunnerLoadError
+from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.specs import OnlineDeployment, load_spec
 from tiffin.testing import serve_tiffin
 
@@ -91,15 +96,23 @@ def byoc_deployment(tmp_path: Path, base_image: str, name: str = "own", **env: s
         },
         "environment_variables": env,
         "instance_count": 1,
+        "readiness_probe": {"initial_delay": 1, "period": 1},
     }
     file = tmp_path / f"{name}.yml"
     file.write_text(yaml.safe_dump(spec))
-    return load_spec(file, OnlineDeployment, overrides=FAST_READINESS).spec.to_yaml_dict()
+    return load_spec(file, OnlineDeployment).spec.to_yaml_dict()
 
 
 def plain_deployment(name: str) -> dict[str, Any]:
     path = HERE / "plain" / "deployment.yml"
     return load_spec(path, OnlineDeployment, overrides=[f"name={name}", *FAST_READINESS]).spec.to_yaml_dict()
+
+
+def cli(running: Any, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tiffin.cli", *args], capture_output=True, text=True, env=running.env, timeout=300
+    )
+    assert done.returncode == 0, f"tiffin {' '.join(args)} -> {done.returncode}\n{done.stderr}"
 
 
 def containers_of(engine: Engine, home: Path) -> list[str]:
@@ -148,12 +161,15 @@ def test_build_context_behind_keys_and_a_split_then_deleted(tmp_path, container_
         assert httpx.post(url, json={"data": [[1]]}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
-def test_no_container_left_after_the_server_stops(tmp_path, container_engine, base_image):
+def test_local_endpoint_then_no_container_left_after_the_server_stops(tmp_path, container_engine, base_image):
     home = tmp_path / "home"
+    byoc_deployment(tmp_path, base_image)
     with serve_tiffin(home, timeout=120) as running:
-        client = running.client()
-        client.online_endpoints.create_or_update({"name": "byoc", "auth_mode": "key"})
-        client.online_deployments.create_or_update(byoc_deployment(tmp_path, base_image), "byoc", timeout=300)
+        # As Azure's local endpoints (which Azure runs on Docker): `--local`, no key, the deployment takes all traffic.
+        cli(running, "online-endpoint", "create", "--local", "-n", "byoc")
+        cli(running, "online-deployment", "create", "--local", "-f", str(tmp_path / "own.yml"))
+        r = httpx.post(f"{running.url}/endpoints/byoc/score", json={"data": [[4, 5]]}, timeout=30)
+        assert r.status_code == 200 and r.json()["sum"] == 9, r.text
         assert len(containers_of(container_engine, home)) == 1
     eventually_none(container_engine, home, timeout=5)  # SIGTERM: the server removed it before it exited
 
@@ -187,3 +203,25 @@ def test_sigkill_then_restart_removes_the_leftover(tmp_path, container_engine, b
         assert json.loads(r.text)["sum"] == 2
         assert containers_of(container_engine, home) != [left]
     eventually_none(container_engine, home, timeout=15)
+
+
+def test_no_engine_keeps_the_clear_error(monkeypatch):
+    monkeypatch.setenv(ENGINE_ENV, "none")
+    runner = ByocRunner(ByocRunnerConfig(image="myregistry/my-model:1", container_port=8080))
+    with pytest.raises(RunnerLoadError, match=r"needs a container engine.*environment\.command"):
+        runner.load()
+
+
+def test_an_image_not_in_the_engine_is_never_pulled(container_engine):
+    with pytest.raises(ContainerEngineError, match=r"never pulls images: run `docker pull tiffin/absent:1`"):
+        byoc_image(container_engine, image="tiffin/absent:1", context=None)
+
+
+def test_a_build_context_is_built_once_per_digest(tmp_path, container_engine, base_image):
+    byoc_deployment(tmp_path, base_image)
+    first = byoc_image(container_engine, image=None, context=tmp_path / "context")
+    created = container_engine.inspect(first)["Created"]
+    assert byoc_image(container_engine, image=None, context=tmp_path / "context") == first
+    assert container_engine.inspect(first)["Created"] == created  # not built again
+    (tmp_path / "context" / "server.py").write_text(SERVER + "\n# changed\n")
+    assert byoc_image(container_engine, image=None, context=tmp_path / "context") != first

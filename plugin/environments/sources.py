@@ -135,9 +135,9 @@ def curated_for_image(image: str) -> str | None:
 def _inline(environment: Mapping[str, Any], owner: str, base_dir: Path | None) -> EnvironmentSpec | None:
     if environment.get("build"):
         raise SpecError(
-            f"the environment of {owner} is a Docker build context (build:), which tiffin builds and runs as a "
-            "custom container only (with inference_config routes, no scoring script); give the environment as a "
-            "conda_file (with or without image:), or use a curated environment "
+            f"the environment of {owner} is a Docker build context (build:), which needs a container engine and "
+            "runs only as a custom container (with inference_config routes, without a scoring script); give the "
+            "environment as a conda_file (with or without image:), or use a curated environment "
             "(azureml://registries/azureml/environments/NAME/labels/latest)",
             field="environment.build",
         )
