@@ -89,6 +89,14 @@ def test_missing_file_and_bad_query_are_user_errors(tmp_path):
     assert done.returncode == 1 and "JMESPath" in done.stderr
 
 
+def test_a_message_with_brackets_is_printed_as_text(tmp_path):
+    """Rich would read "[/nope]" in a path as a closing tag and crash with a traceback."""
+    missing = f"{tmp_path}/[/nope].yml"
+    done = tiffin("validate", "-f", missing)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "[/nope].yml" in done.stderr and "not found" in done.stderr, done.stderr
+
+
 def test_usage_errors_exit_2():
     assert tiffin("validate", "--bogus").returncode == 2
     assert tiffin("no-such-command").returncode == 2

@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="tiffin", standalone_mode=True)
     except TiffinError as exc:
-        err.print(f"[red]ERROR[/]: {exc.message}", highlight=False)
+        from rich.markup import escape  # a message naming [/PATH] or [extra] is text, not markup
+
+        err.print(f"[red]ERROR[/]: {escape(exc.message)}", highlight=False)
         return 1
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -79,4 +79,6 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for con
 
 def warn(line: str) -> None:
     """Print a warning on stderr."""
-    err.print(f"[yellow]WARNING[/]: {line}", highlight=False)
+    from rich.markup import escape  # a path like [/data] in the line is text, not markup
+
+    err.print(f"[yellow]WARNING[/]: {escape(line)}", highlight=False)
