@@ -97,6 +97,13 @@ def test_a_message_with_brackets_is_printed_as_text(tmp_path):
     assert "[/nope].yml" in done.stderr and "not found" in done.stderr, done.stderr
 
 
+def test_a_table_prints_brackets_in_values_as_text(capsys):
+    from tiffin.cli.output import _table
+
+    _table({"name": "blue", "description": "see [/docs] and [bold]this[/bold]"})
+    assert "see [/docs] and [bold]this[/bold]" in capsys.readouterr().out
+
+
 def test_usage_errors_exit_2():
     assert tiffin("validate", "--bogus").returncode == 2
     assert tiffin("no-such-command").returncode == 2

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except TiffinError as exc:
         from rich.markup import escape  # a message naming [/PATH] or [extra] is text, not markup
 
-        err.print(f"[red]ERROR[/]: {escape(exc.message)}", highlight=False)
+        err.print(f"[red]ERROR[/]: {escape(exc.message)}", highlight=False, markup=True)
         return 1
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

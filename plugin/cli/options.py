@@ -45,7 +45,9 @@ class _Stderr:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=True, soft_wrap=True)
+            # No markup by default: messages carry paths and user text ("[/data]" would be read as a tag); the
+            # two styled prefixes (ERROR, WARNING) ask for it and escape what follows.
+            self._console = Console(stderr=True, soft_wrap=True, markup=False)
         return getattr(self._console, name)
 
 
@@ -81,4 +83,4 @@ def warn(line: str) -> None:
     """Print a warning on stderr."""
     from rich.markup import escape  # a path like [/data] in the line is text, not markup
 
-    err.print(f"[yellow]WARNING[/]: {escape(line)}", highlight=False)
+    err.print(f"[yellow]WARNING[/]: {escape(line)}", highlight=False, markup=True)

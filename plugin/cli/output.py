@@ -79,7 +79,7 @@ def _table(value: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False)  # cells are data: "[/x]" in a description is text, not a closing tag
     items = value if isinstance(value, list) else [value]
     if not isinstance(value, list) and isinstance(value, dict):
         table = Table(show_edge=False, header_style="bold")
