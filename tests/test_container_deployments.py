@@ -22,7 +22,7 @@ import yaml
 
 from tiffin.containers.engine import ENGINE_ENV, HOME_LABEL, ContainerEngineError, Engine, home_digest
 from tiffin.containers.run import byoc_image
-from tiffin.errors import RunnerLoadError
+from tiffin.errors import RunnerLoadError, TiffinError
 from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.specs import OnlineDeployment, load_spec
 from tiffin.testing import serve_tiffin
@@ -154,6 +154,8 @@ def test_build_context_behind_keys_and_a_split_then_deleted(tmp_path, container_
 
         logs = client.online_deployments.get_logs("own", "byoc", lines=1000, container="inference-server")
         assert "byoc server up, model 42" in logs and "scored 1 rows" in logs, logs
+        prepared = client.online_deployments.get_logs("own", "byoc", container="storage-initializer")
+        assert "[tiffin] image: tiffin/byoc:" in prepared, prepared  # built (or found) before the replica started
 
         client.online_endpoints.set_traffic("byoc", {"blue": 100, "own": 0})
         client.online_deployments.delete("own", "byoc")
@@ -225,3 +227,14 @@ def test_a_build_context_is_built_once_per_digest(tmp_path, container_engine, ba
     assert container_engine.inspect(first)["Created"] == created  # not built again
     (tmp_path / "context" / "server.py").write_text(SERVER + "\n# changed\n")
     assert byoc_image(container_engine, image=None, context=tmp_path / "context") != first
+
+
+def test_without_an_engine_the_deployment_fails_at_once_saying_so(tmp_path):
+    with serve_tiffin(tmp_path / "home", env={ENGINE_ENV: "none"}, timeout=120) as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "byoc", "auth_mode": "key"})
+        started = time.monotonic()
+        with pytest.raises(TiffinError, match=r"needs a container engine .* give environment\.command"):
+            spec = byoc_deployment(tmp_path, "tiffin/base:never-built")
+            client.online_deployments.create_or_update(spec, "byoc", timeout=60)
+        assert time.monotonic() - started < 30  # failed when prepared, not after replicas failed to start

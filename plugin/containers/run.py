@@ -20,6 +20,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from tiffin.containers.engine import HOME_LABEL, MANAGED_LABEL, ContainerEngineError, Engine, detect, home_digest
 
@@ -30,6 +31,7 @@ __all__ = [
     "container_command",
     "container_name",
     "model_mount_path",
+    "prepare_byoc_image",
     "remove_leftovers",
 ]
 
@@ -59,12 +61,19 @@ def context_digest(context: Path, dockerfile: str) -> str:
     return digest.hexdigest()
 
 
-def byoc_image(engine: Engine, *, image: str | None, context: Path | None, dockerfile: str = "Dockerfile") -> str:
+def byoc_image(
+    engine: Engine,
+    *,
+    image: str | None,
+    context: Path | None,
+    dockerfile: str = "Dockerfile",
+    log: TextIO | None = None,
+) -> str:
     """The image a custom-container deployment runs: built from ``context`` (``environment.build``; the build's
-    output goes to this process's stdout, the replica's log) unless an image of the same context digest exists,
+    output goes to ``log``, else to this process's stdout) unless an image of the same context digest exists,
     else ``image`` as given, which must already be in the engine: tiffin never pulls one."""
     if context is not None:
-        return _build(engine, context, dockerfile)
+        return _build(engine, context, dockerfile, log)
     if not image:
         raise ContainerEngineError("a custom-container deployment needs environment.image or environment.build")
     if not engine.image_exists(image):
@@ -76,7 +85,7 @@ def byoc_image(engine: Engine, *, image: str | None, context: Path | None, docke
     return image
 
 
-def _build(engine: Engine, context: Path, dockerfile: str) -> str:
+def _build(engine: Engine, context: Path, dockerfile: str, log: TextIO | None) -> str:
     context = context.resolve()
     if not context.is_dir():
         raise ContainerEngineError(f"environment.build.path {context} is not a folder; give the Docker build context")
@@ -89,12 +98,38 @@ def _build(engine: Engine, context: Path, dockerfile: str) -> str:
     if engine.image_exists(tag):
         logger.info("image %s of build context %s is already built", tag, context)
         return tag
-    print(f"[tiffin] building {tag} from {context} ({dockerfile}) with {engine.kind}", flush=True)
+    print(f"[tiffin] building {tag} from {context} ({dockerfile}) with {engine.kind}", file=log, flush=True)
     labels = {MANAGED_LABEL: "true", HOME_LABEL: _home_digest()}
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-    # stdout=None: the build's steps go to the replica's log as they happen; its errors end in the exception.
-    engine.run(["build", *label_args, "-t", tag, "-f", str(file), str(context)], timeout=1800.0, stdout=None)
+    # The build's steps go to the log as they happen; its errors end in the exception.
+    output = None if log is None else log.fileno()
+    engine.run(["build", *label_args, "-t", tag, "-f", str(file), str(context)], timeout=1800.0, stdout=output)
     return tag
+
+
+def prepare_byoc_image(runner: Mapping[str, Any], log: TextIO, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Before a custom-container deployment's replicas start (``runner``: its BYOC runner config as JSON): the
+    engine found and the image built (its output in ``log``) or found, so that a missing engine, a missing image or a
+    failed build fails the deployment at once with the reason; its tag. None for a server run as a command."""
+    if runner.get("command") or not (runner.get("image") or runner.get("build_context")):
+        return None
+    engine = detect(environ, require=False)
+    if engine is None:
+        what = f"environment.image {runner['image']}" if runner.get("image") else "environment.build"
+        raise ContainerEngineError(
+            f"{what} needs a container engine (docker or podman) and none runs here (or TIFFIN_CONTAINER_ENGINE is "
+            "none); start one, or give environment.command (a command serving HTTP on $PORT) instead"
+        )
+    context = runner.get("build_context")
+    image = byoc_image(
+        engine,
+        image=runner.get("image"),
+        context=Path(context) if context else None,
+        dockerfile=runner.get("dockerfile") or "Dockerfile",
+        log=log,
+    )
+    print(f"[tiffin] image: {image} ({engine.kind}, {engine.client})", file=log, flush=True)
+    return image
 
 
 def _home_digest() -> str:

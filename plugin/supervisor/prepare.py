@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiffin.containers.run import prepare_byoc_image
 from tiffin.environments.runtime import PreparedEnvironment, describe, prepare
 from tiffin.environments.sources import environment_of
 from tiffin.replica.factory import plan_for
@@ -71,6 +72,9 @@ def prepare_template(
         for key in ("model_dir", "model_path", "code_dir", "scoring_script", "model_uri", "model_repository"):
             if plan.runner.get(key):
                 log.write(f"[tiffin] {key}: {plan.runner[key]}\n")
+        if plan.kind == "byoc":
+            # An image deployment: its image built (or found) here, so that its replicas start at once.
+            prepare_byoc_image(plan.runner, log, environ)
         if spec is None:
             log.write(f"[tiffin] no environment to build: replicas run on tiffin's own Python ({python})\n")
             return Launch(plan=plan_path, python=python)
