@@ -7,6 +7,7 @@ started again. Skipped, with the reason, where no engine can be had (``container
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from tiffin.containers.engine import ENGINE_ENV, HOME_LABEL, ContainerEngineError, Engine, home_digest
-from tiffin.containers.run import byoc_image
+from tiffin.containers.run import SUPERVISOR_LABEL, byoc_image, remove_leftovers
 from tiffin.errors import RunnerLoadError, TiffinError
 from tiffin.runners.byoc import ByocRunner, ByocRunnerConfig
 from tiffin.specs import OnlineDeployment, load_spec
@@ -138,6 +139,8 @@ def test_build_context_behind_keys_and_a_split_then_deleted(tmp_path, container_
         url = f"{running.url}/endpoints/byoc/score"
 
         (container,) = containers_of(container_engine, home)
+        labels = container_engine.inspect(container)["Config"]["Labels"]  # type: ignore[index]
+        assert labels["ai.tiffin.supervisor"] == str(running.process.pid)  # whose it is: kept while that one runs
         ports = container_engine.inspect(container)["NetworkSettings"]["Ports"]["8080/tcp"]  # type: ignore[index]
         assert [binding["HostIp"] for binding in ports] == ["127.0.0.1"]  # loopback only
 
@@ -238,3 +241,19 @@ def test_without_an_engine_the_deployment_fails_at_once_saying_so(tmp_path):
             spec = byoc_deployment(tmp_path, "tiffin/base:never-built")
             client.online_deployments.create_or_update(spec, "byoc", timeout=60)
         assert time.monotonic() - started < 30  # failed when prepared, not after replicas failed to start
+
+
+def test_leftovers_are_the_containers_of_a_server_that_is_gone(tmp_path, container_engine, base_image):
+    home = tmp_path / "home"
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    labels = {HOME_LABEL: home_digest(home)}
+    running = container_engine.start(
+        base_image, labels={**labels, SUPERVISOR_LABEL: str(os.getpid())}, args=["sleep", "60"]
+    )
+    left = container_engine.start(base_image, labels={**labels, SUPERVISOR_LABEL: str(ended.pid)}, args=["sleep", "60"])
+    try:
+        assert remove_leftovers(home, container_engine) == [left]
+        assert containers_of(container_engine, home) == [running]  # its server (this process) still runs
+    finally:
+        container_engine.run(["rm", "--force", running, left], check=False)

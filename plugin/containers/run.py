@@ -198,8 +198,8 @@ def remove_leftovers(home: Path, engine: Engine | None = None) -> list[str]:
     gone = []
     for line in listing.stdout.decode().splitlines():
         container, _, owner = line.partition(" ")
-        if owner.strip().isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
-            continue  # another tiffin serve on this home still runs it
+        if owner.strip().isdigit() and _alive(int(owner)):
+            continue  # its tiffin serve still runs it (this one, or another on this home)
         gone.append(container)
     if gone:
         logger.warning("removing %d container(s) left behind by an earlier tiffin serve", len(gone))

@@ -246,11 +246,10 @@ class Supervisor:
         try:
             await reap_orphans(self._home)
             remove_stale_folders(self._home)
-            # Containers outlive a replica killed with its server (the engine runs them): removed by their labels.
-            await asyncio.to_thread(remove_leftovers, self._home)
         except Exception:
             logger.exception("stopping replicas left behind by an earlier supervisor failed")
         assert self._wake_event is not None
+        self._host.spawn(self._remove_leftover_containers(), "remove leftover containers")
         self._host.spawn(self._rotate_logs(), "rotate logs")
         while True:
             # Cleared before the pass: a wake-up that arrives during the pass is kept for the next one.
@@ -262,6 +261,15 @@ class Supervisor:
                 self._errors.report("pass", "a supervisor pass", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_event.wait(), self._sleep_for())
+
+    async def _remove_leftover_containers(self) -> None:
+        # A container outlives a replica killed with its server (the engine runs it): removed by its labels, beside
+        # the first passes (a slow engine must not hold up deployments that need none; new containers are not
+        # touched: their server, this one, is alive).
+        try:
+            await asyncio.to_thread(remove_leftovers, self._home)
+        except Exception:
+            logger.exception("removing containers left behind by an earlier supervisor failed")
 
     def _poll_every(self) -> float:
         if self._alone is not None and self._alone():
