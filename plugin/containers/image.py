@@ -43,10 +43,12 @@ CONTAINER_PORT = 5001
 _DOCKERFILE = """\
 FROM {base}
 COPY uv /usr/local/bin/uv
-COPY wheels/ /opt/tiffin/wheels/
 COPY requirements.txt /opt/tiffin/requirements.txt
 RUN python3 -m venv --without-pip /opt/venv \\
  && uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python -r /opt/tiffin/requirements.txt
+COPY wheels/ /opt/tiffin/wheels/
+RUN if ls /opt/tiffin/wheels/*.whl >/dev/null 2>&1; then \\
+      uv pip install --no-cache --no-deps --python /opt/venv/bin/python /opt/tiffin/wheels/*.whl; fi
 COPY runtime/ /opt/tiffin/runtime/
 COPY app/ {app}/
 COPY serve /opt/tiffin/serve
@@ -113,7 +115,11 @@ def write_image_context(
         from tiffin.replica.bento import _SERVICE_PY, _tiffin_requirement
 
         tiffin = _tiffin_requirement(target)  # a wheel of this checkout in wheels/, else the release
-        requirements += [f"/opt/tiffin/{wheel}" for wheel in tiffin.get("wheels", [])] + tiffin.get("packages", [])
+        if tiffin.get("wheels"):
+            # tiffin's dependencies with the environment's (a layer that changes when they do); the wheel itself,
+            # which changes with every edit of tiffin, in a small layer of its own after them.
+            requirements += _dependencies_of_tiffin()
+        requirements += tiffin.get("packages", [])
         (app / "service.py").write_text(_SERVICE_PY, encoding="utf-8")
     elif server != "replica":
         raise ValueError(f"server is replica or bentoml, not {server!r}")
@@ -205,6 +211,13 @@ def _moved(value: Any, old: str, new: str) -> Any:
     if isinstance(value, dict):
         return {key: _moved(item, old, new) for key, item in value.items()}
     return value
+
+
+def _dependencies_of_tiffin() -> list[str]:
+    """tiffin's own requirements (not its extras'), as its installed metadata lists them."""
+    from importlib import metadata
+
+    return [line for line in metadata.requires("tiffin") or [] if "extra ==" not in line]
 
 
 def _uv_binary() -> Path:
