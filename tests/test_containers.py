@@ -244,3 +244,29 @@ def test_bentoml_serve_in_the_image_answers_as_the_lean_replica(
     assert httpx.get(container.url + "/livez").status_code == 200  # BentoML's own probe: it is BentoML serving
     with serve_deployment(QUICKSTART) as host:
         _check_contract_and_stop(container, host.url, SAMPLE)
+
+
+def test_an_environment_on_another_python_is_built_on_the_base_python_with_a_note(tmp_path: Path) -> None:
+    source = Path(__file__).parent / "deployments" / "plain"
+    (tmp_path / "env.yml").write_text("dependencies:\n  - python=3.10\n  - pip\n  - pip:\n    - six\n")
+    deployment = tmp_path / "deployment.yml"
+    deployment.write_text(
+        f"name: py310\nendpoint_name: ep\nmodel:\n  path: {source / 'model'}\ncode_configuration:\n"
+        f"  code: {source / 'code'}\n  scoring_script: score.py\nenvironment:\n  conda_file: env.yml\n"
+    )
+    info = write_image_context(deployment, tmp_path / "ctx")
+    assert "six" in info["requirements"]
+    assert any("Python 3.10" in note and "3.11" in note for note in info["notes"]), info["notes"]
+
+
+def test_a_server_of_its_own_cannot_be_packaged(tmp_path: Path) -> None:
+    from tiffin.errors import SpecError
+
+    deployment = tmp_path / "deployment.yml"
+    deployment.write_text(
+        "name: own\nendpoint_name: ep\nenvironment:\n  image: example/server:1\n"
+        "  inference_config:\n    liveness_route: {port: 8080, path: /}\n    readiness_route: {port: 8080, path: /}\n"
+        "    scoring_route: {port: 8080, path: /score}\n  command: [python, -m, http.server, '8080']\n"
+    )
+    with pytest.raises(SpecError, match="cannot be packaged"):
+        write_image_context(deployment, tmp_path / "ctx")

@@ -1,9 +1,11 @@
-"""Package a deployment into a Bento: code, model and spec in one BentoML build context.
+"""Package a deployment into a Bento: code, model, spec and environment in one BentoML build context.
 
 The build context is an ordinary BentoML project (``service.py`` + ``bentofile.yaml``), so
 ``bentoml build`` inside it works as well as :func:`build_bento`; ``bentoml serve TAG`` then serves
-the deployment with the same scoring contract, and ``bentoml containerize TAG`` makes an image where a
-container engine exists.
+the deployment with the same scoring contract. The bentofile lists the deployment's environment (its Python
+minor and requirements, as :mod:`tiffin.environments` resolves them) and tiffin itself (a wheel of this checkout).
+:func:`lay_out` is shared with :mod:`tiffin.containers.image`, which builds the deployment's OCI image
+(``tiffin containerize``; docs/containers.md).
 """
 
 from __future__ import annotations
