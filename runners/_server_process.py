@@ -10,10 +10,11 @@ import logging
 import shlex
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tiffin.errors import RunnerLoadError
 
@@ -92,6 +93,19 @@ class ServerProcess:
         raise RunnerLoadError(
             f"{self.what} did not answer {url} within {timeout_s:g}s; its output is in this replica's log"
         )
+
+    def on_exit(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(returncode)`` from a thread when the process exits on its own (not by :meth:`stop`)."""
+        process = self._process
+        if process is None:
+            return
+
+        def wait() -> None:
+            code = process.wait()
+            if self._process is process:  # stop() clears it first: an exit it caused is not reported
+                callback(code)
+
+        threading.Thread(target=wait, name=f"tiffin-watch-{process.pid}", daemon=True).start()
 
     def running(self) -> bool:
         """True while the process runs (also True when none was started: nothing to have died)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class ByocRunnerConfig:
     model_dir: Path | None = None
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     start_timeout_s: float = 300.0
+
+
+def _stop_this_replica(code: int) -> None:
+    logger.error("the deployment's container exited with code %d; this replica stops so that it is restarted", code)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ByocRunner(Runner):
@@ -100,6 +106,10 @@ class ByocRunner(Runner):
         except BaseException:
             self.close()  # a container outlives its client: removed here, not left to the next start
             raise
+        if self._container is not None:
+            # A container that exits ends its replica, as a pod's container exit restarts it on Azure: the supervisor
+            # then starts a new one at once rather than after the liveness probe's failure threshold.
+            self._server.on_exit(_stop_this_replica)
         if self.config.command and listens_beyond_loopback(self.port):
             logger.warning(
                 "the deployment's server listens on port %d beyond loopback, where anyone on the network can "

@@ -63,6 +63,8 @@ SERVER = textwrap.dedent(
                 return
             print(f"scored {len(body['data'])} rows", flush=True)
             self.reply(200, {"weight": WEIGHT, "sum": sum(sum(row) for row in body["data"]), "model_dir": MODEL_DIR})
+            if os.environ.get("EXIT_AFTER_SCORE") == "1":  # a server that crashes
+                os._exit(3)
 
         def log_message(self, *args):
             pass
@@ -257,3 +259,26 @@ def test_leftovers_are_the_containers_of_a_server_that_is_gone(tmp_path, contain
         assert containers_of(container_engine, home) == [running]  # its server (this process) still runs
     finally:
         container_engine.run(["rm", "--force", running, left], check=False)
+
+
+def test_a_container_that_exits_is_replaced_at_once(tmp_path, container_engine, base_image):
+    home = tmp_path / "home"
+    with serve_tiffin(home, timeout=120) as running:
+        client = running.client()
+        client.online_endpoints.create_or_update({"name": "byoc", "auth_mode": "key"})
+        spec = byoc_deployment(tmp_path, base_image, EXIT_AFTER_SCORE="1")
+        client.online_deployments.create_or_update(spec, "byoc", all_traffic=True, timeout=300)
+        (first,) = containers_of(container_engine, home)
+        key = client.online_endpoints.get_keys("byoc")["primaryKey"]
+        r = httpx.post(
+            f"{running.url}/endpoints/byoc/score", json={"data": [[1]]}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 200, r.text
+        # Not after the liveness failure threshold (Azure: 10 s + 30 x 10 s): the replica ends with its container.
+        started = time.monotonic()
+        while containers_of(container_engine, home) in ([first], []) and time.monotonic() - started < 30:
+            time.sleep(0.3)
+        (second,) = containers_of(container_engine, home)
+        assert second != first
+        events = [e["name"] for e in client.online_deployments.get_events("own", "byoc")]
+        assert "ReplicaFailed" in events, events
