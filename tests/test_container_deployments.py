@@ -103,7 +103,9 @@ def byoc_deployment(tmp_path: Path, base_image: str, name: str = "own", **env: s
     }
     file = tmp_path / f"{name}.yml"
     file.write_text(yaml.safe_dump(spec))
-    return load_spec(file, OnlineDeployment).spec.to_yaml_dict()
+    loaded = load_spec(file, OnlineDeployment)
+    assert loaded.ignored == []  # the image, its build and its routes are all honoured
+    return loaded.spec.to_yaml_dict()
 
 
 def plain_deployment(name: str) -> dict[str, Any]:

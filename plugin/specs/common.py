@@ -118,9 +118,10 @@ class Environment(SpecModel):
     """An inline environment (Azure's environment YAML schema).
 
     Its ``conda_file`` is built into a Python environment the deployment runs in (:mod:`tiffin.environments`);
-    an image is not run (no container engine), so ``image`` is reported as ignored unless it is one of Azure's
-    curated images, which stands for that curated environment. Build context and container routes are kept for
-    round trips but reported as ignored.
+    an image alone is not run, so ``image`` is reported as ignored unless it is one of Azure's curated images,
+    which stands for that curated environment. An image or build context with ``inference_config`` (a custom
+    container) runs on a container engine (:mod:`tiffin.containers.run`); otherwise build context and routes are
+    kept for round trips but reported as ignored.
     """
 
     LOCAL_IGNORED = frozenset({"image", "build", "inference_config", "os_type"})
@@ -150,6 +151,9 @@ class Environment(SpecModel):
 
             if curated_for_image(self.image) is not None:
                 out = [n for n in out if n != "image"]
+        if self.inference_config and (self.image or self.build) and not self.command:
+            # A custom container: run on the container engine (tiffin.containers.run), refused where none answers.
+            return [n for n in out if n not in ("image", "build", "inference_config")]
         return [n for n in out if n != "inference_config"] if self.command else out
 
 
