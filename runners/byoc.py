@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiffin.containers.engine import ContainerEngineError, Engine, detect
-from tiffin.containers.run import byoc_image, container_command, container_name
+from tiffin.containers.engine import ContainerEngineError, Engine
+from tiffin.containers.run import byoc_image, container_command, container_name, engine_for
 from tiffin.errors import RunnerLoadError, UnavailableError
 from tiffin.net import free_port
 from tiffin.runners._forward import Forwarder
@@ -133,17 +133,8 @@ class ByocRunner(Runner):
         """The engine's ``run`` of the deployment's image (built first from ``build``), and the client's
         environment, which holds the values of the variables passed into the container."""
         config = self.config
-        what = f"environment.image {config.image}" if config.image else f"environment.build {config.build_context}"
         try:
-            engine = detect(require=False)
-        except ContainerEngineError as exc:
-            raise RunnerLoadError(exc.message) from exc
-        if engine is None:
-            raise RunnerLoadError(
-                f"{what} needs a container engine (docker or podman) and none runs here (or TIFFIN_CONTAINER_ENGINE "
-                "is none); start one, or give environment.command (a command serving HTTP on $PORT) instead"
-            )
-        try:
+            engine = engine_for(config.image)
             image = byoc_image(engine, image=config.image, context=config.build_context, dockerfile=config.dockerfile)
         except ContainerEngineError as exc:
             raise RunnerLoadError(exc.message) from exc

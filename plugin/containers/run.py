@@ -30,6 +30,7 @@ __all__ = [
     "byoc_image",
     "container_command",
     "container_name",
+    "engine_for",
     "model_mount_path",
     "prepare_byoc_image",
     "remove_leftovers",
@@ -113,13 +114,7 @@ def prepare_byoc_image(runner: Mapping[str, Any], log: TextIO, environ: Mapping[
     failed build fails the deployment at once with the reason; its tag. None for a server run as a command."""
     if runner.get("command") or not (runner.get("image") or runner.get("build_context")):
         return None
-    engine = detect(environ, require=False)
-    if engine is None:
-        what = f"environment.image {runner['image']}" if runner.get("image") else "environment.build"
-        raise ContainerEngineError(
-            f"{what} needs a container engine (docker or podman) and none runs here (or TIFFIN_CONTAINER_ENGINE is "
-            "none); start one, or give environment.command (a command serving HTTP on $PORT) instead"
-        )
+    engine = engine_for(runner.get("image"), environ)
     context = runner.get("build_context")
     image = byoc_image(
         engine,
@@ -136,6 +131,19 @@ def _home_digest() -> str:
     from tiffin.config import tiffin_home
 
     return home_digest(tiffin_home())
+
+
+def engine_for(image: str | None, environ: Mapping[str, str] = os.environ) -> Engine:
+    """The engine that runs the image deployment (of ``image``, None: of a build context); otherwise the clear error
+    tiffin has always given, which says what to do instead."""
+    engine = detect(environ, require=False)
+    if engine is None:
+        what = f"environment.image {image}" if image else "environment.build"
+        raise ContainerEngineError(
+            f"{what} needs a container engine (docker or podman) and none runs here (or TIFFIN_CONTAINER_ENGINE is "
+            "none); start one, or give environment.command (a command serving HTTP on $PORT) instead"
+        )
+    return engine
 
 
 def container_name() -> str:
