@@ -198,7 +198,11 @@ def _byoc_config(deployment: Any, model_dir: Path | None, env: dict[str, str]) -
         image=None if environment.command or build else environment.image,
         build_context=Path(build.path) if build else None,
         dockerfile=build.dockerfile_path if build else "Dockerfile",
-        model_mount=model_mount_path(getattr(model, "name", None), str(getattr(model, "version", None) or "1")),
+        model_mount=model_mount_path(
+            getattr(model, "name", None),
+            str(getattr(model, "version", None) or "1"),
+            getattr(deployment, "model_mount_path", None),
+        ),
         scoring_path=scoring.path if scoring else "/score",
         readiness_path=readiness.path if readiness else "/",
         liveness_path=routes.liveness_route.path if routes and routes.liveness_route else None,

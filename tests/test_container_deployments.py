@@ -74,7 +74,9 @@ SERVER = textwrap.dedent(
 )
 
 
-def byoc_deployment(tmp_path: Path, base_image: str, name: str = "own", **env: str) -> dict[str, Any]:
+def byoc_deployment(
+    tmp_path: Path, base_image: str, name: str = "own", mount: str | None = None, **env: str
+) -> dict[str, Any]:
     """Azure's custom-container form: a build context, inference_config routes on port 8080, a model folder."""
     context = tmp_path / "context"
     context.mkdir(exist_ok=True)
@@ -101,6 +103,8 @@ def byoc_deployment(tmp_path: Path, base_image: str, name: str = "own", **env: s
         "instance_count": 1,
         "readiness_probe": {"initial_delay": 1, "period": 1},
     }
+    if mount:
+        spec["model_mount_path"] = mount
     file = tmp_path / f"{name}.yml"
     file.write_text(yaml.safe_dump(spec))
     loaded = load_spec(file, OnlineDeployment)
@@ -172,13 +176,14 @@ def test_build_context_behind_keys_and_a_split_then_deleted(tmp_path, container_
 
 def test_local_endpoint_then_no_container_left_after_the_server_stops(tmp_path, container_engine, base_image):
     home = tmp_path / "home"
-    byoc_deployment(tmp_path, base_image)
+    byoc_deployment(tmp_path, base_image, mount="/var/model-mount")
     with serve_tiffin(home, timeout=120) as running:
         # As Azure's local endpoints (which Azure runs on Docker): `--local`, no key, the deployment takes all traffic.
         cli(running, "online-endpoint", "create", "--local", "-n", "byoc")
         cli(running, "online-deployment", "create", "--local", "-f", str(tmp_path / "own.yml"))
         r = httpx.post(f"{running.url}/endpoints/byoc/score", json={"data": [[4, 5]]}, timeout=30)
         assert r.status_code == 200 and r.json()["sum"] == 9, r.text
+        assert r.json()["model_dir"] == "/var/model-mount/weights/3"  # model_mount_path/NAME/VERSION, as on Azure
         assert len(containers_of(container_engine, home)) == 1
     eventually_none(container_engine, home, timeout=5)  # SIGTERM: the server removed it before it exited
 

@@ -346,8 +346,9 @@ def test_custom_container_environment() -> None:
     assert isinstance(env, Environment) and env.inference_config is not None
     assert env.inference_config.scoring_route is not None
     assert env.inference_config.scoring_route.port == 8501
-    # The image and its routes run on a container engine (tests/test_container_deployments.py).
-    assert loaded.ignored == ["model_mount_path", "instance_type"]
+    # The image, its routes and the model's mount path are a custom container's, run on a container engine
+    # (tests/test_container_deployments.py).
+    assert loaded.ignored == ["instance_type"]
     # No base_dir: relative paths are left for the caller.
     assert isinstance(loaded.spec.model, Model) and loaded.spec.model.path == "./half_plus_two"
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tiffin.containers.engine import HOME_LABEL, MANAGED_LABEL, ContainerEngineError, Engine, detect, home_digest
+from tiffin.errors import SpecError
 
 __all__ = [
     "APP_ROOT",
@@ -46,9 +47,12 @@ BYOC_REPOSITORY = "tiffin/byoc"
 """Images built from an ``environment.build`` context are tagged ``tiffin/byoc:DIGEST`` (the context's digest)."""
 
 
-def model_mount_path(name: str | None, version: str | None) -> str:
-    """Azure's ``AZUREML_MODEL_DIR`` in a custom container: ``/var/azureml-app/azureml-models/NAME/VERSION``."""
-    return f"{APP_ROOT}/azureml-models/{name or 'model'}/{version or '1'}"
+def model_mount_path(name: str | None, version: str | None, root: str | None = None) -> str:
+    """Azure's ``AZUREML_MODEL_DIR`` in a custom container: ``/var/azureml-app/azureml-models/NAME/VERSION``, or
+    ``ROOT/NAME/VERSION`` under the deployment's ``model_mount_path`` (as Azure's custom-container guide says)."""
+    if root is not None and not root.startswith("/"):
+        raise SpecError(f"model_mount_path {root!r} is not an absolute path; give one such as /var/model-mount")
+    return f"{(root or APP_ROOT + '/azureml-models').rstrip('/')}/{name or 'model'}/{version or '1'}"
 
 
 def context_digest(context: Path, dockerfile: str) -> str:

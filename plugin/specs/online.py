@@ -11,6 +11,7 @@ from ._base import EnvVars, Int, Name, Percent, SpecModel, choice_of
 from .common import (
     CodeConfiguration,
     DefaultScaleSettings,
+    Environment,
     EnvironmentRef,
     ModelRef,
     ProbeSettings,
@@ -129,6 +130,10 @@ class OnlineDeployment(SpecModel):
     def ignored_here(self) -> list[str]:
         """As :meth:`SpecModel.ignored_here`, plus autoscaling, which tiffin does not do."""
         out = super().ignored_here()
+        env = self.environment
+        if isinstance(env, Environment) and env.inference_config and (env.image or env.build) and not env.command:
+            # A custom container, run on a container engine, has its model mounted there (tiffin.containers.run).
+            out = [name for name in out if name != "model_mount_path"]
         if isinstance(self.scale_settings, TargetUtilizationScaleSettings):
             # Inserted in field order, so reports read like the file.
             order = list(type(self).model_fields)
