@@ -154,7 +154,8 @@ def test_quickstart_image_answers_as_the_lean_replica_on_the_host(
     )
     assert done.returncode == 0, done.stderr
     built = json.loads(done.stdout)
-    assert built["base"] == base_image and built["tag"].startswith("tiffin/my-endpoint-blue:")
+    assert built["base"] == base_image and built["tag"].startswith("tiffin-my-endpoint-blue:")
+    assert built["tags"] == [built["tag"], "tiffin-my-endpoint-blue:latest"]  # export kubernetes' names
     container = run_image(built["tag"])
     with serve_deployment(QUICKSTART) as host:
         _check_contract_and_stop(container, host.url, SAMPLE)
@@ -219,7 +220,7 @@ def test_package_builds_the_image_of_a_deployment_tiffin_serve_has(base_image: s
         cli("online-endpoint", "create", "--name", "tests")
         cli("online-deployment", "create", "-f", str(PLAIN), "--all-traffic")
         built = json.loads(cli("online-deployment", "package", "-n", "plain", "-e", "tests", "-o", "json"))
-        assert built["tag"].startswith("tiffin/tests-plain:")
+        assert built["tag"].startswith("tiffin-tests-plain:")
         container = run_image(built["tag"])
         payload = {"data": [[1, 2], [3, 4]]}
         inside = httpx.post(container.url + "/score", json=payload, timeout=30)

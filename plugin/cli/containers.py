@@ -28,7 +28,7 @@ containerize_app = typer.Typer(
 )
 
 TagOpt = Annotated[
-    str | None, typer.Option("--tag", "-t", help="Image name:tag (default: tiffin/ENDPOINT-NAME:DIGEST).")
+    str | None, typer.Option("--tag", "-t", help="Image name:tag (default: tiffin-ENDPOINT-NAME:DIGEST, also tagged :latest).")
 ]
 LogOpt = Annotated[Path | None, typer.Option("--log", help="Append the engine's build output to this file.")]
 ServerOpt = Annotated[

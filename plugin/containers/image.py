@@ -24,7 +24,6 @@ to bytecode at build time: the container, whose files are read-only to its user,
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import tempfile
 import time
@@ -34,11 +33,11 @@ from typing import Any
 
 from tiffin.containers.base_image import BASE_PYTHON, ensure_base_image
 from tiffin.containers.engine import HOME_LABEL, IMAGE_LABEL, Engine, detect, home_digest
+from tiffin.containers.naming import CONTAINER_PORT, image_reference
 
 __all__ = ["APP_DIR", "CONTAINER_PORT", "build_image", "write_image_context"]
 
 APP_DIR = "/var/azureml-app"
-CONTAINER_PORT = 5001
 
 _DOCKERFILE = """\
 FROM {base}
@@ -179,9 +178,11 @@ def build_image(
         (work / "Dockerfile").write_text(
             _DOCKERFILE.format(base=base, app=APP_DIR, port=CONTAINER_PORT, server=server), encoding="utf-8"
         )
-        if tag is None:
-            name = re.sub(r"[^a-z0-9-]+", "-", f"{info['endpoint'] or 'local'}-{info['deployment']}".lower())
-            tag = f"tiffin/{name.strip('-')}:{_context_digest(work)[:12]}"
+        tags = [tag] if tag else []
+        if tag is None:  # the names `tiffin export kubernetes` writes into its manifests (tiffin.containers.naming)
+            endpoint, deployment = str(info["endpoint"] or "local"), str(info["deployment"])
+            tag = image_reference(endpoint, deployment, _context_digest(work)[:12])
+            tags = [tag, image_reference(endpoint, deployment)]  # and :latest, export kubernetes' default tag
         labels = {
             IMAGE_LABEL: "deployment",
             HOME_LABEL: home_digest(tiffin_home()),
@@ -192,10 +193,16 @@ def build_image(
         started = time.monotonic()
         with log.open("ab") if log else tempfile.TemporaryFile() as output:
             cache = ["--no-cache"] if no_cache else []
-            command = ["build", "--quiet", *cache, *label_args, "-t", tag, str(work)]
+            names = [arg for name in tags for arg in ("-t", name)]
+            command = ["build", "--quiet", *cache, *label_args, *names, str(work)]
             engine.run(command, timeout=timeout, stdout=output.fileno())
         info.update(
-            server=server, tag=tag, base=base, seconds=round(time.monotonic() - started, 1), size=engine.image_size(tag)
+            server=server,
+            tag=tag,
+            tags=tags,
+            base=base,
+            seconds=round(time.monotonic() - started, 1),
+            size=engine.image_size(tag),
         )
         return info
     finally:
