@@ -123,6 +123,7 @@ class TrafficLog:
         self.pending: deque[Entry] = deque()
         self.dropped = 0
         self._stop = threading.Event()
+        self._ready = threading.Event()  # set when an entry arrives in an empty queue: an idle writer sleeps
         self._file: IO[str] | None = None
         self._size = 0
         self._clock = _Clock()
@@ -137,7 +138,10 @@ class TrafficLog:
     def add(self, entry: Entry) -> None:
         """Queue one request's entry (called on the hot path: an append, nothing else)."""
         pending = self.pending
-        if len(pending) < _MAX_PENDING:
+        if not pending:  # the first of a batch wakes the writer (once per batch, not per request)
+            pending.append(entry)
+            self._ready.set()
+        elif len(pending) < _MAX_PENDING:
             pending.append(entry)
         else:
             self.dropped += 1
@@ -145,6 +149,7 @@ class TrafficLog:
     def close(self) -> None:
         """Write what is queued and stop the writer."""
         self._stop.set()
+        self._ready.set()
         if self._thread.is_alive():
             self._thread.join(10)
         self._drain()
@@ -158,7 +163,14 @@ class TrafficLog:
         self._size = self._file.tell()
 
     def _run(self) -> None:
-        while not self._stop.wait(_FLUSH_EVERY_S):
+        # Asleep until an entry arrives (an idle server wakes no thread), then a batch's worth of requests is let
+        # gather for _FLUSH_EVERY_S and written at once. The event is cleared before the drain, so an entry added
+        # after the queue was emptied sets it again.
+        while True:
+            self._ready.wait()
+            if self._stop.wait(_FLUSH_EVERY_S):
+                return  # close() drains what is left
+            self._ready.clear()
             try:
                 self._drain()
             except Exception:  # a full disk must not end the writer: the next batch tries again
