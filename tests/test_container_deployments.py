@@ -163,6 +163,15 @@ def test_build_context_behind_keys_and_a_split_then_deleted(tmp_path, container_
         assert seen["blue"] > 50 and seen["own"] > 50, seen
         assert own.json() == {"weight": "42", "sum": 6, "model_dir": "/var/azureml-app/azureml-models/weights/3"}
 
+        # `containerize prune` leaves a running server's replica containers alone (deleting them is its job).
+        pruned = subprocess.run(
+            [sys.executable, "-m", "tiffin.cli", "containerize", "prune", "-o", "json"],
+            capture_output=True, text=True, env=running.env, timeout=120,
+        )  # fmt: skip
+        assert pruned.returncode == 0, pruned.stderr
+        assert json.loads(pruned.stdout)["kept_serving"] == [container], pruned.stdout
+        assert containers_of(container_engine, home) == [container]
+
         logs = client.online_deployments.get_logs("own", "byoc", lines=1000, container="inference-server")
         assert "byoc server up, model 42" in logs and "scored 1 rows" in logs, logs
         prepared = client.online_deployments.get_logs("own", "byoc", container="storage-initializer")

@@ -28,7 +28,8 @@ containerize_app = typer.Typer(
 )
 
 TagOpt = Annotated[
-    str | None, typer.Option("--tag", "-t", help="Image name:tag (default: tiffin-ENDPOINT-NAME:DIGEST, also tagged :latest).")
+    str | None,
+    typer.Option("--tag", "-t", help="Image name:tag (default: tiffin-ENDPOINT-NAME:DIGEST, also tagged :latest)."),
 ]
 LogOpt = Annotated[Path | None, typer.Option("--log", help="Append the engine's build output to this file.")]
 ServerOpt = Annotated[
@@ -77,14 +78,22 @@ def prune(
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
 ) -> None:
-    """Remove the containers (and with --images the images) this TIFFIN_HOME's tiffin made."""
+    """Remove the containers (and with --images the images) this TIFFIN_HOME's tiffin made; a running tiffin
+    serve's replica containers are kept."""
     from tiffin.config import tiffin_home
     from tiffin.containers.engine import HOME_LABEL, detect, home_digest
+    from tiffin.containers.run import supervised_containers
 
     engine = detect()
     assert engine is not None
-    labels = {HOME_LABEL: home_digest(tiffin_home())}
-    removed: dict[str, list[str]] = {"containers": engine.remove_containers(labels), "images": []}
+    home = tiffin_home()
+    labels = {HOME_LABEL: home_digest(home)}
+    # A running tiffin serve's replica containers are its deployments': deleting them is `online-deployment delete`.
+    serving = {container for container, alive in supervised_containers(home, engine) if alive}
+    stale = [container for container in engine.containers(labels) if container not in serving]
+    if stale:
+        engine.run(["rm", "-f", *stale], timeout=60)
+    removed: dict[str, list[str]] = {"containers": stale, "images": [], "kept_serving": sorted(serving)}
     if images:
         removed["images"] = engine.remove_images(labels)
     emit(removed, output, query)

@@ -191,6 +191,16 @@ def remove_leftovers(home: Path, engine: Engine | None = None) -> list[str]:
         return []
     if engine is None:
         return []
+    gone = [container for container, alive in supervised_containers(home, engine) if not alive]
+    if gone:
+        logger.warning("removing %d container(s) left behind by an earlier tiffin serve", len(gone))
+        engine.run(["rm", "--force", *gone], timeout=60, check=False)
+    return gone
+
+
+def supervised_containers(home: Path, engine: Engine) -> list[tuple[str, bool]]:
+    """The replica containers of ``home`` (full ids), each with whether the ``tiffin serve`` that runs it (this
+    one, or another on this home) is alive."""
     listing = engine.run(
         [
             "ps",
@@ -207,16 +217,11 @@ def remove_leftovers(home: Path, engine: Engine | None = None) -> list[str]:
         ],
         timeout=30,
     )
-    gone = []
+    found = []
     for line in listing.stdout.decode().splitlines():
         container, _, owner = line.partition(" ")
-        if owner.strip().isdigit() and _alive(int(owner)):
-            continue  # its tiffin serve still runs it (this one, or another on this home)
-        gone.append(container)
-    if gone:
-        logger.warning("removing %d container(s) left behind by an earlier tiffin serve", len(gone))
-        engine.run(["rm", "--force", *gone], timeout=60, check=False)
-    return gone
+        found.append((container, owner.strip().isdigit() and _alive(int(owner))))
+    return found
 
 
 def _alive(pid: int) -> bool:
