@@ -100,8 +100,8 @@ def test_in_memory_sqlite_works() -> None:
 
 
 def test_open_migrates_to_head(store: Store) -> None:
-    assert head_revision() == "0005"
-    assert store.schema_revision() == "0005"
+    assert head_revision() == "0006"
+    assert store.schema_revision() == "0006"
     tables = {"endpoints", "deployments", "jobs", "counters", "mini_batches"}
     assert set(inspect(store.engine).get_table_names()) >= tables
 
@@ -132,7 +132,7 @@ def test_migration_0001_to_head_keeps_rows(store_url: str) -> None:
         generation = old.routing_generation()
 
     with Store.open(store_url) as new:
-        assert new.schema_revision() == "0005"
+        assert new.schema_revision() == "0006"
         endpoint = new.get_endpoint("scorer")
         assert endpoint.spec == {"description": "kept"}
         assert endpoint.primary_key == "pk-1"

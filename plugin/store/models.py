@@ -225,3 +225,32 @@ class Compute(Base):
     spec: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class AutoscaleSetting(Base):
+    """An Azure Monitor autoscale setting (migration 0006): profiles and rules (``spec``) for one online
+    deployment, the ``--resource`` of ``tiffin monitor autoscale create``."""
+
+    __tablename__ = "autoscale_settings"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint_name: Mapped[str] = mapped_column(String(255))
+    deployment_name: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Rollout(Base):
+    """An endpoint's guarded rollout (migration 0006): what was asked (``spec``), where it is (``status``, and
+    ``state``: step, traffic before, guard readings, why it stopped), written compare-and-set on ``generation``."""
+
+    __tablename__ = "rollouts"
+
+    endpoint_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(32))
+    state: Mapped[dict[str, Any]]
+    generation: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
