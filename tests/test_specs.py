@@ -98,7 +98,6 @@ FIXTURES: list[tuple[str, type | None, type, list[str], list[str]]] = [
         OnlineDeployment,
         [
             "instance_type",
-            "scale_settings",
             "resources",
             "environment.image",
         ],
@@ -254,7 +253,7 @@ def test_kubernetes_deployment_without_schema() -> None:
     assert spec.model.path == here(ONLINE, "../model-1/model")
 
 
-def test_kubernetes_autoscaling_is_kept_but_ignored() -> None:
+def test_kubernetes_autoscaling_is_kept_and_honoured() -> None:
     spec = load_spec(ONLINE / "kubernetes-green-deployment.yml", OnlineDeployment).spec
     assert spec.type == "kubernetes"
     assert spec.app_insights_enabled is True
@@ -525,7 +524,7 @@ DEPLOYMENT = "name: blue\nendpoint_name: my-endpoint\n"
         (
             "scale_settings:\n  type: auto\n",
             "scale_settings.type",
-            "must be one of default, target_utilization (got 'auto')",
+            "must be one of default, target_utilization, target_concurrency (got 'auto')",
         ),
         (
             "scale_settings:\n  type: target_utilization\n  min_instances: 4\n  max_instances: 2\n",

@@ -42,6 +42,7 @@ from .common import (
     ResourceConfiguration,
     Route,
     ScaleSettings,
+    TargetConcurrencyScaleSettings,
     TargetUtilizationScaleSettings,
 )
 from .loader import SPEC_KINDS, LoadedSpec, Spec, kind_from_schema, load_spec, parse_spec
@@ -87,6 +88,7 @@ __all__ = [
     "ScaleSettings",
     "Spec",
     "SpecModel",
+    "TargetConcurrencyScaleSettings",
     "TargetUtilizationScaleSettings",
     "apply_overrides",
     "is_remote_path",

@@ -40,6 +40,7 @@ __all__ = [
     "ResourceConfiguration",
     "Route",
     "ScaleSettings",
+    "TargetConcurrencyScaleSettings",
     "TargetUtilizationScaleSettings",
     "check_min_not_above_max",
 ]
@@ -198,7 +199,7 @@ class DefaultScaleSettings(SpecModel):
 
 
 class TargetUtilizationScaleSettings(SpecModel):
-    """Kubernetes autoscaling by utilisation; kept, but tiffin does not autoscale."""
+    """Azure's Kubernetes autoscaling by CPU utilisation per instance; tiffin serve honours it (docs/autoscale.md)."""
 
     type: Literal["target_utilization"] = "target_utilization"
     min_instances: Int = Field(1, ge=0)
@@ -212,7 +213,28 @@ class TargetUtilizationScaleSettings(SpecModel):
         return self
 
 
-_SCALE_TYPES = ("default", "target_utilization")
+class TargetConcurrencyScaleSettings(SpecModel):
+    """tiffin's autoscaling by requests in flight per instance (as Knative's KPA), with a panic mode for bursts."""
+
+    type: Literal["target_concurrency"] = "target_concurrency"
+    min_instances: Int = Field(1, ge=0)
+    max_instances: Int = Field(1, ge=1)
+    polling_interval: Int = Field(1, ge=1)
+    target_concurrency_per_instance: float = Field(1.0, gt=0)
+    stable_window: Int = Field(60, ge=1)
+    panic_window: Int = Field(6, ge=1)
+    # Panic mode starts when the panic window's average asks for this share of the current instances.
+    panic_threshold_percentage: float = Field(200.0, gt=100)
+    scale_up_delay: Int = Field(0, ge=0)
+    scale_down_delay: Int = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> TargetConcurrencyScaleSettings:
+        check_min_not_above_max(self.min_instances, self.max_instances)
+        return self
+
+
+_SCALE_TYPES = ("default", "target_utilization", "target_concurrency")
 
 
 def check_min_not_above_max(min_instances: int, max_instances: int) -> None:
@@ -235,9 +257,9 @@ def _check_scale_settings(value: Any) -> Any:
     if kind is None:
         raise PydanticCustomError(
             "literal_error",
-            "Input should be 'default' or 'target_utilization'",
+            "Input should be 'default', 'target_utilization' or 'target_concurrency'",
             {
-                "expected": "'default' or 'target_utilization'",
+                "expected": "'default', 'target_utilization' or 'target_concurrency'",
                 "got": given,
                 "field_suffix": "type",
             },
@@ -247,16 +269,17 @@ def _check_scale_settings(value: Any) -> Any:
 
 def _scale_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "<target_utilization>" if kind == "target_utilization" else "<default>"
+    return f"<{kind}>" if kind in ("target_utilization", "target_concurrency") else "<default>"
 
 
 ScaleSettings = Annotated[
     Annotated[DefaultScaleSettings, Tag("<default>")]
-    | Annotated[TargetUtilizationScaleSettings, Tag("<target_utilization>")],
+    | Annotated[TargetUtilizationScaleSettings, Tag("<target_utilization>")]
+    | Annotated[TargetConcurrencyScaleSettings, Tag("<target_concurrency>")],
     Discriminator(_scale_tag),
     BeforeValidator(_check_scale_settings),
 ]
-"""Scale settings, chosen by ``type`` (``default`` or ``target_utilization``)."""
+"""Scale settings, chosen by ``type`` (``default``, ``target_utilization`` or ``target_concurrency``)."""
 
 
 class ResourceConfiguration(SpecModel):

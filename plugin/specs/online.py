@@ -17,7 +17,6 @@ from .common import (
     ProbeSettings,
     RequestSettings,
     ScaleSettings,
-    TargetUtilizationScaleSettings,
 )
 from .traffic import traffic_problem
 
@@ -128,15 +127,11 @@ class OnlineDeployment(SpecModel):
     private_network_connection: bool | None = None
 
     def ignored_here(self) -> list[str]:
-        """As :meth:`SpecModel.ignored_here`, plus autoscaling, which tiffin does not do."""
+        """As :meth:`SpecModel.ignored_here`, less a custom container's model_mount_path."""
         out = super().ignored_here()
         env = self.environment
         if isinstance(env, Environment) and env.inference_config and (env.image or env.build) and not env.command:
             # A custom container, run on a container engine, has its model mounted there (tiffin.containers.run).
             out = [name for name in out if name != "model_mount_path"]
-        if isinstance(self.scale_settings, TargetUtilizationScaleSettings):
-            # Inserted in field order, so reports read like the file.
-            order = list(type(self).model_fields)
-            out.append("scale_settings")
-            out.sort(key=lambda name: order.index(name) if name in order else len(order))
+        # scale_settings are honoured: tiffin serve autoscales (tiffin.autoscale).
         return out
