@@ -12,12 +12,13 @@ from .assets import AssetRepository
 from .cluster import ClusterRepository
 from .endpoints import EndpointRepository
 from .jobs import JobRepository
+from .rollouts import RolloutRepository
 from .sealing import SecretBox, find_secret_box, seal_plaintext
 
 __all__ = ["Store"]
 
 
-class Store(EndpointRepository, JobRepository, ClusterRepository, AssetRepository):
+class Store(EndpointRepository, JobRepository, ClusterRepository, AssetRepository, RolloutRepository):
     """Repository over the state database; hands out plain records, never ORM objects.
 
     Every method runs one short transaction. Writes to endpoints and deployments also bump the
