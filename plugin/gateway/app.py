@@ -34,9 +34,10 @@ from tiffin.errors import (
 from tiffin.gateway.exchange import Forwarding, Unreachable
 from tiffin.gateway.limits import Admission
 from tiffin.gateway.outcome import Outcome, traffic_entry
-from tiffin.gateway.side import describe, send_mirror
+from tiffin.gateway.side import Captured, describe, send_mirror
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import UpstreamPool
+from tiffin.rollout.agreement import AgreementCheck
 from tiffin.routing import DeploymentRoute, EndpointRoute, RoutingTable, decide
 from tiffin.telemetry.meters import Meters
 from tiffin.telemetry.tracing import GatewayTracing, RequestTrace, untraced_asks
@@ -90,6 +91,11 @@ class Gateway(Forwarding):
         self.tracing: GatewayTracing | None = None
         """Spans of the requests of traced deployments (None: no OTLP exporter configured, no tracing code runs)."""
         self._untraced_warned: set[tuple[str, str]] = set()
+        self.agreement: dict[str, AgreementCheck] | None = None
+        """The active agreement checks of rollouts' mirror phases, by endpoint (None: none, and the hot path
+        compares nothing); see :meth:`check_agreement`."""
+        self.agreement_reports: dict[str, AgreementCheck] = {}
+        """Every endpoint's latest check, kept after it ends for the stats API."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -139,10 +145,22 @@ class Gateway(Forwarding):
         if self._table_waiter is not None and not self._table_waiter.done():
             self._table_waiter.set_result(None)
 
+    def check_agreement(self, endpoint: str, check: AgreementCheck | None) -> None:
+        """Start comparing the mirror's answers with the primary's for ``endpoint`` (None: stop)."""
+        checks = dict(self.agreement or {})
+        if check is None:
+            checks.pop(endpoint, None)
+        else:
+            checks[endpoint] = self.agreement_reports[endpoint] = check
+        self.agreement = checks or None
+
     def endpoint_stats(self, name: str) -> dict[str, Any]:
         """The counters of endpoint ``name`` (see :class:`EndpointStats`)."""
         stats = self.stats.get(name)
         answer = (stats or EndpointStats()).as_dict()
+        check = self.agreement_reports.get(name)
+        if check is not None:
+            answer["agreement"] = {**check.report(), "active": bool(self.agreement and name in self.agreement)}
         if self.meters is not None:
             endpoint = self.table.endpoints.get(name)
             names = endpoint.deployments if endpoint is not None else ()
@@ -255,6 +273,12 @@ class Gateway(Forwarding):
         body = await self._read_body(receive)
         outcome.bytes_in = len(body)
 
+        captured = None
+        if self.agreement is not None and decision.mirror is not None:  # a rollout's mirror phase compares
+            check = self.agreement.get(endpoint.name)
+            if check is not None and check.deployment == decision.mirror:
+                send = captured = Captured(check, send)
+                began = time.perf_counter()
         try:
             await self._admit_and_forward(scope, send, endpoint, deployment, tail, body, stats, outcome)
         except Unreachable:
@@ -269,8 +293,11 @@ class Gateway(Forwarding):
             if current is None:
                 raise
             await self._admit_and_forward(scope, send, endpoint, current, tail, body, stats, outcome)
+        if captured is not None:
+            captured.seconds = time.perf_counter() - began
         if decision.mirror is not None and len(self._mirrors) < _MAX_MIRRORS_IN_FLIGHT:
-            task = asyncio.create_task(send_mirror(self, scope, endpoint, decision.mirror, tail, body, stats))
+            mirror = send_mirror(self, scope, endpoint, decision.mirror, tail, body, stats, captured)
+            task = asyncio.create_task(mirror)
             self._mirrors.add(task)
             task.add_done_callback(self._mirrors.discard)
         elif decision.mirror is not None:

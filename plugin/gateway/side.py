@@ -6,29 +6,65 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tiffin.asgi import JSON, Scope, Send, send_bytes
 from tiffin.errors import UnavailableError
 from tiffin.gateway.forwarding import forward_headers, request_target, upstream
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import UpstreamResponse
+from tiffin.rollout.agreement import MAX_COMPARED_BYTES, AgreementCheck
 from tiffin.routing import DeploymentRoute, EndpointRoute
 
 if TYPE_CHECKING:
     from tiffin.gateway.app import Gateway
 
-__all__ = ["describe", "send_mirror"]
+__all__ = ["Captured", "describe", "send_mirror"]
 
 logger = logging.getLogger("tiffin.gateway")
 
 _ANSWERED_BY = b"azureml-model-deployment"
 
 
+class Captured:
+    """The primary's answer to a request whose mirror copy an agreement check compares: status, time, and the
+    body when it is at most MAX_COMPARED_BYTES (``body`` None past it). Made only while a check is active."""
+
+    __slots__ = ("check", "chunks", "seconds", "send", "size", "status")
+
+    def __init__(self, check: AgreementCheck, send: Send) -> None:
+        self.check, self.send = check, send
+        self.status, self.size, self.seconds = 500, 0, 0.0
+        self.chunks: list[bytes] | None = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and self.chunks is not None:
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > MAX_COMPARED_BYTES:
+                self.chunks = None  # counts, not bodies: too large to keep for a comparison
+            else:
+                self.chunks.append(chunk)
+        await self.send(message)
+
+    def primary(self) -> tuple[int, bytes | None, float]:
+        return self.status, b"".join(self.chunks) if self.chunks is not None else None, self.seconds
+
+
 async def send_mirror(
-    gateway: Gateway, scope: Scope, endpoint: EndpointRoute, name: str, tail: str, body: bytes, stats: EndpointStats
+    gateway: Gateway,
+    scope: Scope,
+    endpoint: EndpointRoute,
+    name: str,
+    tail: str,
+    body: bytes,
+    stats: EndpointStats,
+    captured: Captured | None = None,
 ) -> None:
-    """Send a copy to deployment ``name``; record the outcome; never raise."""
+    """Send a copy to deployment ``name``; record the outcome (and, with ``captured``, compare the answers with
+    the primary's for the agreement report); never raise."""
     counters = stats.mirror_of(name)
     meter = gateway.meters.get(endpoint.name, name) if gateway.meters is not None else None
     deployment = endpoint.deployments.get(name)
@@ -53,9 +89,11 @@ async def send_mirror(
         async with asyncio.timeout(deployment.request_timeout_ms / 1000):
             headers = [*forward_headers(scope), *replica.headers]
             response = await gateway._pool.request(url, scope["method"], target, headers, body)
-            await response.read()
+            answer = await response.read()
         counters.statuses[response.status] += 1
         elapsed = time.perf_counter() - started
+        if captured is not None:
+            captured.check.record(captured.primary(), response.status, answer, elapsed)
         counters.latencies_ms.append(elapsed * 1000)
         if meter is not None:
             meter.mirrored(elapsed)
@@ -69,6 +107,8 @@ async def send_mirror(
         counters.errors += 1
         if meter is not None:
             meter.mirrored(None)
+        if captured is not None:
+            captured.check.record(captured.primary(), None, None, time.perf_counter() - started)
         logger.warning("mirror copy to deployment '%s' of '%s' failed: %r", name, endpoint.name, exc)
     finally:
         admission.release()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from tiffin.errors import SpecError
@@ -67,7 +68,9 @@ def decide(new: Reading, current: Reading, guards: Guards, interval_over: bool) 
     """Whether to roll back, advance, hold (interval over, too few requests) or keep going (``CONTINUE``)."""
     if new.requests < guards.min_requests:
         if interval_over:
-            return Decision(HOLD, f"waiting for {guards.min_requests} requests to the new deployment (has {new.requests})")
+            return Decision(
+                HOLD, f"waiting for {guards.min_requests} requests to the new deployment (has {new.requests})"
+            )
         return Decision(CONTINUE, "")
     if new.error_rate > guards.max_error_rate:
         return Decision(
@@ -123,7 +126,7 @@ def parse_steps(value: str | Sequence[Any]) -> list[int]:
         raise SpecError("must be whole percentages separated by commas, e.g. 5,25,50,100", field="steps") from None
     if not steps or steps[-1] != 100 or any(not 0 < s <= 100 for s in steps):
         raise SpecError("must be percentages from 1 to 100 ending with 100, e.g. 5,25,50,100", field="steps")
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(steps)):
         raise SpecError("must increase, e.g. 5,25,50,100", field="steps")
     return steps
 

@@ -1,0 +1,116 @@
+"""The agreement report of a mirror phase: for the same requests, does the mirror answer as the primary does?
+
+The gateway records one :meth:`AgreementCheck.record` per mirrored request while a check is active for the
+endpoint (:mod:`tiffin.gateway.side`); it keeps counts and a bounded window of latencies, never bodies.
+Answers are equal when their statuses are and their bodies are byte for byte, or both are JSON documents
+equal but for numbers within ``tolerance`` (relative or absolute). Bodies over :data:`MAX_COMPARED_BYTES`
+are not compared (counted as ``skipped``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from typing import Any
+
+__all__ = ["MAX_COMPARED_BYTES", "AgreementCheck", "answers_agree"]
+
+MAX_COMPARED_BYTES = 1024 * 1024
+_WINDOW = 2048
+
+
+def _close(a: Any, b: Any, tolerance: float) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tolerance) for k in a)
+    return bool(a == b)
+
+
+def answers_agree(primary: bytes, mirror: bytes, tolerance: float) -> bool:
+    """Bytes equal, or JSON documents equal with numbers within ``tolerance``."""
+    if primary == mirror:
+        return True
+    try:
+        return _close(json.loads(primary), json.loads(mirror), tolerance)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _p(ordered: list[float], q: float) -> float | None:
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
+
+
+class AgreementCheck:
+    """Counts of one endpoint's mirror phase: the mirror ``deployment`` against whoever answered the caller."""
+
+    def __init__(self, deployment: str, tolerance: float) -> None:
+        self.deployment = deployment
+        self.tolerance = tolerance
+        self.compared = 0
+        self.equal = 0
+        self.differing = 0
+        self.skipped = 0
+        """Mirrored requests not compared: a body over the size limit, or a mirror copy with no answer."""
+        self.primary_errors = 0
+        self.mirror_errors = 0
+        self.primary_ms: deque[float] = deque(maxlen=_WINDOW)
+        self.mirror_ms: deque[float] = deque(maxlen=_WINDOW)
+
+    def record(
+        self,
+        primary: tuple[int, bytes | None, float],
+        mirror_status: int | None,
+        mirror_body: bytes | None,
+        mirror_s: float,
+    ) -> None:
+        """One mirrored request: the primary's (status, body or None when too large, seconds), the mirror's."""
+        status, body, seconds = primary
+        self.primary_ms.append(seconds * 1000)
+        self.primary_errors += status >= 500
+        if mirror_status is None:
+            self.mirror_errors += 1
+            self.skipped += 1
+            return
+        self.mirror_ms.append(mirror_s * 1000)
+        self.mirror_errors += mirror_status >= 500
+        if body is None or mirror_body is None or len(mirror_body) > MAX_COMPARED_BYTES:
+            self.skipped += 1
+            return
+        self.compared += 1
+        if status == mirror_status and answers_agree(body, mirror_body, self.tolerance):
+            self.equal += 1
+        else:
+            self.differing += 1
+
+    def report(self) -> dict[str, Any]:
+        primary, mirror = sorted(self.primary_ms), sorted(self.mirror_ms)
+        latency = {
+            "primary": {"p50": _p(primary, 0.5), "p99": _p(primary, 0.99)},
+            "mirror": {"p50": _p(mirror, 0.5), "p99": _p(mirror, 0.99)},
+        }
+        deltas = {
+            q: round(latency["mirror"][q] - latency["primary"][q], 3)  # type: ignore[operator]
+            for q in ("p50", "p99")
+            if latency["mirror"][q] is not None and latency["primary"][q] is not None
+        }
+        return {
+            "deployment": self.deployment,
+            "tolerance": self.tolerance,
+            "compared": self.compared,
+            "equal": self.equal,
+            "differing": self.differing,
+            "skipped": self.skipped,
+            "agreement": round(self.equal / self.compared, 6) if self.compared else None,
+            "errors": {
+                "primary": self.primary_errors,
+                "mirror": self.mirror_errors,
+                "delta": self.mirror_errors - self.primary_errors,
+            },
+            "latency_ms": {**latency, "delta": deltas},
+        }
