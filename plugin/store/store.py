@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 
 from . import engine as _engine
 from .assets import AssetRepository
+from .autoscale import AutoscaleRepository
 from .cluster import ClusterRepository
 from .endpoints import EndpointRepository
 from .jobs import JobRepository
@@ -18,7 +19,9 @@ from .sealing import SecretBox, find_secret_box, seal_plaintext
 __all__ = ["Store"]
 
 
-class Store(EndpointRepository, JobRepository, ClusterRepository, AssetRepository, RolloutRepository):
+class Store(
+    EndpointRepository, JobRepository, ClusterRepository, AssetRepository, RolloutRepository, AutoscaleRepository
+):
     """Repository over the state database; hands out plain records, never ORM objects.
 
     Every method runs one short transaction. Writes to endpoints and deployments also bump the
@@ -29,7 +32,7 @@ class Store(EndpointRepository, JobRepository, ClusterRepository, AssetRepositor
 
     # Modules: .core (connection, transactions, the routing counter), .endpoints (endpoints, deployments,
     # keys), .jobs (batch jobs, mini-batches), .cluster (servers sharing the store, owners), .assets (registered
-    # models, environments, data, computes); each a base class of this one.
+    # models, environments, data, computes), .autoscale (autoscale settings); each a base class of this one.
 
     @classmethod
     def open(
