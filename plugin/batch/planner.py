@@ -1,6 +1,7 @@
 """Batch planning, pure: input files in, ordered mini-batches out; and the rules a job's progress follows.
 
-No I/O here. :func:`plan` splits a job's input files into mini-batches as Azure's batch deployments do
+No I/O here. :func:`admit` decides which queued jobs start now, within each deployment's limit and each
+compute's ``max_instances``; :func:`plan` splits a job's input files into mini-batches as Azure's batch deployments do
 (``mini_batch_size`` files each, in a stable order, so a resumed job finds the same mini-batches);
 :func:`after_failure` and :func:`over_threshold` are Azure's retry and ``error_threshold`` rules;
 :class:`Progress` is what ``job show`` and ``job stream`` report.
@@ -8,11 +9,22 @@ No I/O here. :func:`plan` splits a job's input files into mini-batches as Azure'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["MiniBatch", "Progress", "after_failure", "over_threshold", "plan"]
+__all__ = [
+    "MiniBatch",
+    "Progress",
+    "QueuedJob",
+    "admit",
+    "after_failure",
+    "compute_name",
+    "instances_of",
+    "over_threshold",
+    "plan",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,78 @@ def plan(files: Iterable[str], mini_batch_size: int) -> list[MiniBatch]:
         MiniBatch(index, tuple(ordered[start : start + mini_batch_size]))
         for index, start in enumerate(range(0, len(ordered), mini_batch_size))
     ]
+
+
+def compute_name(spec: Mapping[str, Any] | None) -> str | None:
+    """The compute a job's deployment spec names (``azureml:NAME``, ``NAME`` or its resource id), bare; or None."""
+    value = (spec or {}).get("compute")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.removeprefix("azureml:").rstrip("/").rsplit("/computes/", 1)[-1]
+
+
+def instances_of(spec: Mapping[str, Any] | None) -> int:
+    """The instances (Azure's nodes) a job of this deployment spec uses: ``resources.instance_count``, 1 if unset."""
+    resources = (spec or {}).get("resources") or {}
+    try:
+        return max(1, int(resources.get("instance_count") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """What :func:`admit` needs of a job: its name, deployment, compute (None: no cap) and instances."""
+
+    name: str
+    deployment: tuple[str, str | None]
+    compute: str | None
+    instances: int
+
+
+def admit(
+    queued: Iterable[QueuedJob],
+    running: Mapping[tuple[str, str | None], int],
+    in_use: Mapping[str, int],
+    caps: Mapping[str, int],
+    per_deployment: int,
+    limit: int,
+) -> list[str]:
+    """The queued jobs (given oldest first) to start now, in order, at most ``limit``.
+
+    ``running`` counts each deployment's running jobs, ``in_use`` each compute's instances in use by running
+    jobs, ``caps`` each capped compute's ``max_instances`` (a compute not in it, or a job naming none, has no
+    cap). Rules, as an Azure cluster queues jobs when it is at its maximum:
+
+    * a deployment runs at most ``per_deployment`` jobs at once;
+    * a compute's running jobs use at most ``max_instances`` instances together, across every deployment
+      on it; a job over that waits;
+    * first come, first served: a job that waits holds back every later job of its deployment *and* of its
+      compute, so a big job is not starved by smaller ones invoked after it;
+    * a job asking for more instances than its compute has (the compute shrank after it was queued) is
+      counted as the whole compute: it runs alone there rather than never.
+    """
+    running_now, used = Counter(running), Counter(in_use)
+    held_deployments: set[tuple[str, str | None]] = set()
+    held_computes: set[str] = set()
+    started: list[str] = []
+    for job in queued:
+        if len(started) >= limit:
+            break
+        if job.deployment in held_deployments or running_now[job.deployment] >= per_deployment:
+            held_deployments.add(job.deployment)
+            continue
+        cap = caps.get(job.compute) if job.compute is not None else None
+        if cap is not None:
+            need = min(job.instances, cap)
+            if job.compute in held_computes or used[job.compute] + need > cap:
+                held_deployments.add(job.deployment)
+                held_computes.add(job.compute)  # type: ignore[arg-type]
+                continue
+            used[job.compute] += need  # type: ignore[index]
+        running_now[job.deployment] += 1
+        started.append(job.name)
+    return started
 
 
 def after_failure(attempts: int, max_retries: int) -> Literal["retry", "give_up"]:

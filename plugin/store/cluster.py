@@ -12,12 +12,15 @@ from collections import Counter as Tally
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from tiffin.batch.planner import QueuedJob, admit, compute_name, instances_of
 
 from .core import StoreCore, now_utc
-from .models import Counter, Deployment, Job, Node
+from .models import Compute, Counter, Deployment, Job, Node
 
-__all__ = ["ClusterRepository", "DeploymentOwner", "NodeRecord"]
+__all__ = ["ClusterRepository", "ComputeUsage", "DeploymentOwner", "NodeRecord"]
 
 JOBS_COUNTER = "jobs"
 
@@ -42,6 +45,16 @@ class DeploymentOwner:
     endpoint_name: str
     name: str
     owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeUsage:
+    """What runs on a compute now (``compute show``): Azure's ``current_node_count`` is the instances the
+    running jobs use (``instance_count`` each); nothing is kept warm between jobs (``min_instances`` aside)."""
+
+    current_node_count: int
+    running_jobs: int
+    queued_jobs: int
 
 
 def _node_record(row: Node) -> NodeRecord:
@@ -117,38 +130,65 @@ class ClusterRepository(StoreCore):
     def claim_queued_jobs(self, node_id: str, per_deployment: int, limit: int) -> list[str]:
         """Start up to ``limit`` Queued jobs (oldest first) on ``node_id``; their names.
 
-        A deployment runs at most ``per_deployment`` jobs at once across every node: the check and the
-        claim are one transaction that first locks the ``jobs`` counter row, so nodes claim one at a time
-        (SQLite's write lock does the same there).
+        A deployment runs at most ``per_deployment`` jobs at once across every node, and the running jobs
+        on an ``amlcompute`` compute use at most its ``max_instances`` instances together, across every
+        deployment on it (:func:`tiffin.batch.planner.admit` decides). The check and the claim are one
+        transaction that first locks the ``jobs`` counter row, so nodes claim one at a time (SQLite's write
+        lock does the same there).
         """
         if limit <= 0:
             return []
         with self.session(write=True) as session:
             session.execute(update(Counter).where(Counter.name == JOBS_COUNTER).values(value=Counter.value + 1))
-            running = Tally(
-                {
-                    (endpoint, deployment): count
-                    for endpoint, deployment, count in session.execute(
-                        select(Job.endpoint_name, Job.deployment_name, func.count())
-                        .where(Job.status == "Running")
-                        .group_by(Job.endpoint_name, Job.deployment_name)
-                    )
-                }
-            )
-            claimed: list[str] = []
-            queued = select(Job).where(Job.status == "Queued").order_by(Job.created_at, Job.name)
-            for row in session.scalars(queued):
-                key = (row.endpoint_name, row.deployment_name)
-                if running[key] >= per_deployment:
-                    continue  # waits, in order: a job can't jump the queue of its own deployment
-                running[key] += 1
+            running: Tally[tuple[str, str | None]] = Tally()
+            in_use: Tally[str] = Tally()
+            for endpoint, deployment, spec in session.execute(
+                select(Job.endpoint_name, Job.deployment_name, Job.spec).where(Job.status == "Running")
+            ):
+                running[(endpoint, deployment)] += 1
+                compute = compute_name(spec)
+                if compute is not None:
+                    in_use[compute] += instances_of(spec)
+            rows = {row.name: row for row in session.scalars(
+                select(Job).where(Job.status == "Queued").order_by(Job.created_at, Job.name)
+            )}  # fmt: skip
+            queued = [
+                QueuedJob(row.name, (row.endpoint_name, row.deployment_name), compute_name(row.spec),
+                          instances_of(row.spec))
+                for row in rows.values()
+            ]  # fmt: skip
+            claimed = admit(queued, running, in_use, self._compute_caps(session), per_deployment, limit)
+            for name in claimed:
+                row = rows[name]
                 row.status, row.owner = "Running", node_id
                 if row.started_at is None:
                     row.started_at = now_utc()
-                claimed.append(row.name)
-                if len(claimed) >= limit:
-                    break
             return claimed
+
+    @staticmethod
+    def _compute_caps(session: Session) -> dict[str, int]:
+        """Each ``amlcompute`` compute's ``max_instances`` (Azure's default 1); other types have no cap here."""
+        return {
+            row.name: int(row.spec.get("max_instances") or 1)
+            for row in session.scalars(select(Compute))
+            if row.spec.get("type", "amlcompute") == "amlcompute"
+        }
+
+    def compute_usage(self) -> dict[str, ComputeUsage]:
+        """For each compute named by a running or queued job: instances in use, running and queued jobs."""
+        nodes: Tally[str] = Tally()
+        running: Tally[str] = Tally()
+        queued: Tally[str] = Tally()
+        with self.session() as session:
+            rows = session.execute(select(Job.status, Job.spec).where(Job.status.in_(("Running", "Queued"))))
+            for status, spec in rows:
+                compute = compute_name(spec)
+                if compute is not None and status == "Running":
+                    nodes[compute] += instances_of(spec)
+                    running[compute] += 1
+                elif compute is not None:
+                    queued[compute] += 1
+        return {name: ComputeUsage(nodes[name], running[name], queued[name]) for name in {*running, *queued}}
 
     def running_job_owners(self) -> dict[str, str | None]:
         """Each Running job's owner."""
