@@ -49,6 +49,7 @@ from tiffin.http_protocol import public_protocol
 from tiffin.node import Node
 from tiffin.paths import admin_token_path, hold_home, prepare_home, write_private_once
 from tiffin.replica.run import QuietServer
+from tiffin.rollout.driver import RolloutDriver, control_traffic
 from tiffin.routing_state import RoutingState
 from tiffin.store import Store
 from tiffin.studio import PREFIX as STUDIO_PREFIX
@@ -148,6 +149,14 @@ class TiffinServer:
             admin_token=admin_token,
         )
         self.studio = Studio()
+        # Guarded rollouts (tiffin online-endpoint rollout): judged by this gateway's counters.
+        self.rollouts = RolloutDriver(
+            store,
+            home,
+            self.gateway,
+            self.node.id,
+            control_traffic(store, home, public_url, self._desired_state_changed),
+        )
         self.api = create_api(
             store,
             admin_token=admin_token,
@@ -176,6 +185,7 @@ class TiffinServer:
     async def _desired_state_changed(self) -> None:
         # Awaited on the event loop after a committed write: the table is current before the API answers.
         await self.routing.rebuild_now()
+        self.rollouts.wake()
         self.replicas.notify()
         self.batch.notify()
 
@@ -189,6 +199,7 @@ class TiffinServer:
         await self.routing.start()
         await self.replicas.start()
         await self.batch.start()
+        await self.rollouts.start()
         # As in replicas: freeze what start-up allocated and collect the young generation less often,
         # so the gateway's p99 is not made of garbage-collection pauses over long-lived objects.
         gc.collect()
@@ -198,6 +209,7 @@ class TiffinServer:
     async def shutdown(self) -> None:
         """Stop every replica and batch worker, then the rest (running jobs resume at the next start)."""
         try:
+            await self.rollouts.stop()
             await self.batch.stop()
             await self.replicas.stop()
         finally:

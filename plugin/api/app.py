@@ -34,6 +34,7 @@ from .environments import ENVIRONMENT_OPERATIONS, EnvironmentHandlers
 from .logs import LOG_OPERATIONS, LogHandlers
 from .openapi import openapi_document
 from .operations import LOG_OFFSET, OPERATIONS, SET_DEFAULT, Operation, QueryParam
+from .rollouts import ROLLOUT_OPERATIONS, RolloutHandlers
 
 __all__ = ["create_api"]
 
@@ -385,6 +386,9 @@ def create_api(
     logs = LogHandlers(control, home)
     for op in LOG_OPERATIONS:  # a deployment's console log, storage-initializer log and events
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, logs.handler(op), token, on_change, batch)
+    rollouts = RolloutHandlers(store, _json_body)
+    for op in ROLLOUT_OPERATIONS:  # guarded rollouts: the server's RolloutDriver does the traffic changes
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, rollouts.handler(op), token, on_change, batch)
     # One route per path, so that a 405's Allow names every method of the path, not only the first route's.
     routes = [Route(path, _by_method(methods), methods=list(methods)) for path, methods in by_path.items()]
     return Starlette(

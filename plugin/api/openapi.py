@@ -18,6 +18,7 @@ from .assets import ASSET_OPERATIONS, ASSET_SCHEMAS, CREATED_OR_REPLACED, Flag, 
 from .environments import ENVIRONMENT_OPERATIONS, ENVIRONMENT_SCHEMAS
 from .logs import LOG_OPERATIONS, LOG_SCHEMAS, Choice
 from .operations import OPERATIONS, Operation
+from .rollouts import ROLLOUT_OPERATIONS, ROLLOUT_SCHEMAS
 
 __all__ = ["openapi_document"]
 
@@ -350,7 +351,9 @@ def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
 
 
 def openapi_document(
-    operations: Iterable[Operation] = OPERATIONS + ASSET_OPERATIONS + ENVIRONMENT_OPERATIONS + LOG_OPERATIONS,
+    operations: Iterable[Operation] = (
+        OPERATIONS + ASSET_OPERATIONS + ENVIRONMENT_OPERATIONS + LOG_OPERATIONS + ROLLOUT_OPERATIONS
+    ),
 ) -> dict[str, Any]:
     """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
     operations = tuple(operations)
@@ -373,7 +376,7 @@ def openapi_document(
         "security": [{"adminToken": []}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **ASSET_SCHEMAS, **ENVIRONMENT_SCHEMAS, **LOG_SCHEMAS},
+            "schemas": {**SCHEMAS, **ASSET_SCHEMAS, **ENVIRONMENT_SCHEMAS, **LOG_SCHEMAS, **ROLLOUT_SCHEMAS},
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "endpointCredential": {
