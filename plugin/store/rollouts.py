@@ -20,7 +20,7 @@ from .models import Rollout
 
 __all__ = ["ACTIVE_ROLLOUT_STATES", "RolloutRecord", "RolloutRepository"]
 
-ACTIVE_ROLLOUT_STATES = ("Mirroring", "Running", "Paused")
+ACTIVE_ROLLOUT_STATES = ("Mirroring", "Running", "Paused", "RollingBack", "Aborting")
 """A rollout in one of these may still change traffic; another cannot start on the endpoint meanwhile."""
 
 
