@@ -134,6 +134,29 @@ class OnlineEndpointOperations:
         """The gateway's request statistics of the endpoint."""
         return self._http.request("GET", path("online-endpoints", name, "stats"))
 
+    def rollout(self, name: str, to: str, **options: Any) -> dict[str, Any]:
+        """Start a guarded rollout of the endpoint's traffic to deployment ``to`` (docs/rollouts.md); options are
+        steps ("5,25,50,100"), step_interval ("60s"), max_error_rate ("1%"), max_p99_ratio, min_requests,
+        mirror (percent), mirror_duration ("5m"), tolerance. The rollout as it starts."""
+        body = {"to": to, **{key: value for key, value in options.items() if value is not None}}
+        return self._http.request("POST", path("online-endpoints", name, "rollout"), json=body)
+
+    def get_rollout(self, name: str) -> dict[str, Any]:
+        """The endpoint's rollout: status, step, guard readings, agreement report, why it stopped."""
+        return self._http.request("GET", path("online-endpoints", name, "rollout"))
+
+    def pause_rollout(self, name: str) -> dict[str, Any]:
+        """Hold the rollout at its step (traffic stays as it is)."""
+        return self._http.request("POST", path("online-endpoints", name, "rollout", "pause"))
+
+    def resume_rollout(self, name: str) -> dict[str, Any]:
+        """Go on from where the rollout was paused (the step is judged afresh)."""
+        return self._http.request("POST", path("online-endpoints", name, "rollout", "resume"))
+
+    def abort_rollout(self, name: str) -> dict[str, Any]:
+        """Stop the rollout and put the traffic back as it was before it (status Aborting, then Aborted)."""
+        return self._http.request("POST", path("online-endpoints", name, "rollout", "abort"))
+
     def invoke(
         self,
         endpoint_name: str,
