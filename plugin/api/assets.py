@@ -248,7 +248,13 @@ ASSET_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "additionalProperties": True,
         "required": ["name", "id"],
-        "properties": {"name": {"type": "string"}, "id": {"type": "string"}, "type": {"type": "string"}},
+        "properties": {
+            "name": {"type": "string"},
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "current_node_count": {"type": "integer", "description": "Instances its running jobs use now (show)."},
+            "jobs": {"type": "object", "description": "Its running and queued jobs, counted (show)."},
+        },
     },
     "ComputeList": {"type": "array", "items": {"$ref": "#/components/schemas/Compute"}},
 }
@@ -340,7 +346,16 @@ class AssetHandlers:
         return JSONResponse(compute, status_code=201 if created else 200)
 
     async def get_compute(self, request: Request) -> Any:
-        return await run_in_threadpool(self.registry.get_compute, request.path_params["name"])
+        name = request.path_params["name"]
+        compute = await run_in_threadpool(self.registry.get_compute, name)
+        # Azure's current_node_count: the instances its running jobs use now (0 when none runs: scaled to zero).
+        usage = (await run_in_threadpool(self.registry.store.compute_usage)).get(name)
+        running, queued = (usage.running_jobs, usage.queued_jobs) if usage else (0, 0)
+        return {
+            **compute,
+            "current_node_count": usage.current_node_count if usage else 0,
+            "jobs": {"running": running, "queued": queued},
+        }
 
     async def update_compute(self, request: Request) -> Any:
         body = await self._json_body(request)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tiffin import config
-from tiffin.assets.resolve import inline_assets
+from tiffin.assets.resolve import check_compute, inline_assets
 from tiffin.batch import INPUT_TYPES, datastore_path, job_progress
 from tiffin.batch.inputs import is_within
 from tiffin.batch.outputs import folder_archive
@@ -185,6 +185,9 @@ class BatchJobs:
             if any(field in str(key) for key in overrides for field in _WORKER_FIELDS):
                 # Only when the job asks: a deployment stored over today's caps is clamped when it runs.
                 self._check_workers(loaded.spec)
+            # More instances than the job's compute has (max_instances): refused, as at deployment create.
+            if any("instance_count" in str(key) for key in overrides):
+                check_compute(self.store, loaded.spec.compute, loaded.spec.instance_count, source="this job")
             spec = loaded.spec.to_yaml_dict()
         # Listing the input is the costly check (up to TIFFIN_MAX_INPUT_FILES files, 10 s): last.
         policy = InputPolicy(admin, self.input_roots, self.url_prefixes, self.max_input_files)

@@ -31,7 +31,10 @@ SPECS: dict[str, type[SpecModel]] = {"model": ModelAsset, "environment": Environ
 _CHANGEABLE = ("description", "tags", "stage")
 _PATCH_FIELDS = frozenset({*_CHANGEABLE, "archived"})
 # Keys `show` adds (an answer fed back, as azure-ai-ml users do with `get` results): dropped, never stored.
-_COMPUTE_ANSWER_FIELDS = frozenset({"id", "provisioning_state", "provisioning_errors", "created_on", "state"})
+# What `compute show` answers besides the spec (current_node_count and jobs: its running jobs, now), dropped on put.
+_COMPUTE_ANSWER_FIELDS = frozenset(
+    {"id", "provisioning_state", "provisioning_errors", "created_on", "state", "current_node_count", "jobs"}
+)
 _MAX_CONDA_BYTES = 1 << 20
 
 

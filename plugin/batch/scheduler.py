@@ -10,8 +10,12 @@ it
 * provisions the batch deployments created or updated since (``Creating``/``Updating``): their environments
   built and spare workers started for their first jobs (:mod:`tiffin.batch.provision`);
 * starts ``Queued`` jobs oldest first, at most ``max_jobs_per_deployment`` at a time per deployment across
-  every server sharing the store: a job over that waits ``Queued``, in order (a job can't jump the queue of
-  its own deployment). While other servers are alive it takes one job per pass, so they share the queue.
+  every server sharing the store, and within each compute's ``max_instances``: the running jobs of every
+  batch deployment on an ``amlcompute`` compute use at most that many instances (``instance_count`` each)
+  together (:func:`tiffin.batch.planner.admit`). A job over either waits ``Queued``, in order: it can't jump
+  the queue of its own deployment, nor a job of its compute invoked before it. A job's end wakes the next
+  pass, so a queued job starts as soon as capacity frees. While other servers are alive it takes one job
+  per pass, so they share the queue.
 
 Each job runs in a thread of its own (:class:`~tiffin.batch.runner.JobRunner`), its workers in processes
 of their own; no worker runs while no job does (spares aside: idle, their imports done, see

@@ -164,8 +164,10 @@ class Compute(SpecModel):
     LOCAL_IGNORED = frozenset(
         {"location", "size", "tier", "idle_time_before_scale_down", "ssh_public_access_enabled", "namespace"}
     )
+    # current_node_count and jobs: what `compute show` adds about the jobs running on it now.
     AZURE_READ_ONLY = frozenset(
         {"id", "provisioning_state", "provisioning_errors", "created_on", "state", "last_operation", "services"}
+        | {"current_node_count", "jobs"}
     )
     AZURE_UNMODELLED = frozenset(
         {
