@@ -28,8 +28,9 @@ class LazySpec(NamedTuple):
 
 # In the order `tiffin --help` lists them, after the commands and groups of tiffin.cli.main.
 LAZY_GROUPS: dict[str, LazySpec] = {
+    # tiffin.cli.rollout adds rollout (guarded traffic shifts) to tiffin.cli.online's endpoint group.
     "online-endpoint": LazySpec(
-        "tiffin.cli.online", "online_endpoint_app", "Manage online endpoints (as `az ml online-endpoint`)."
+        "tiffin.cli.rollout", "online_endpoint_app", "Manage online endpoints (as `az ml online-endpoint`)."
     ),
     # tiffin.cli.containers adds package (a deployment's OCI image) to tiffin.cli.online's deployment group.
     "online-deployment": LazySpec(
