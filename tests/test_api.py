@@ -543,6 +543,16 @@ EXPECTED_ROUTES = {
     ("/environments/-/build", "POST"),
     ("/environments/-/prune", "POST"),
     ("/environments/-/built", "GET"),
+    # Autoscale settings (issue 17): `tiffin monitor autoscale`.
+    ("/autoscale-settings", "GET"),
+    ("/autoscale-settings", "POST"),
+    ("/autoscale-settings/{name}", "GET"),
+    ("/autoscale-settings/{name}", "PATCH"),
+    ("/autoscale-settings/{name}", "DELETE"),
+    ("/autoscale-settings/{name}/rules", "POST"),
+    ("/autoscale-settings/{name}/rules/{index}", "DELETE"),
+    ("/autoscale-settings/{name}/profiles/{profile}", "PUT"),
+    ("/autoscale-settings/{name}/profiles/{profile}", "DELETE"),
 }
 
 

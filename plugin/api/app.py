@@ -28,6 +28,7 @@ from tiffin.errors import AuthError, BadRequestError, NotFoundError, PayloadTooL
 from tiffin.store import Store
 
 from .assets import ASSET_OPERATIONS, AssetHandlers
+from .autoscale import AUTOSCALE_OPERATIONS, AutoscaleHandlers
 from .batch import BatchControl
 from .control import ControlPlane
 from .environments import ENVIRONMENT_OPERATIONS, EnvironmentHandlers
@@ -383,6 +384,9 @@ def create_api(
     environments = EnvironmentHandlers(store, home, _json_body)
     for op in ENVIRONMENT_OPERATIONS:  # built environments: build, prune, list
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, environments.handler(op), token, on_change, batch)
+    autoscale = AutoscaleHandlers(store, _json_body)
+    for op in AUTOSCALE_OPERATIONS:  # tiffin monitor autoscale: settings, rules, profiles
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, autoscale.handler(op), token, on_change, batch)
     logs = LogHandlers(control, home)
     for op in LOG_OPERATIONS:  # a deployment's console log, storage-initializer log and events
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, logs.handler(op), token, on_change, batch)

@@ -15,6 +15,7 @@ from tiffin import __version__
 from tiffin.specs._base import _NAME_RE
 
 from .assets import ASSET_OPERATIONS, ASSET_SCHEMAS, CREATED_OR_REPLACED, Flag, asset_path_schema
+from .autoscale import AUTOSCALE_OPERATIONS, AUTOSCALE_SCHEMAS
 from .environments import ENVIRONMENT_OPERATIONS, ENVIRONMENT_SCHEMAS
 from .logs import LOG_OPERATIONS, LOG_SCHEMAS, Choice
 from .operations import OPERATIONS, Operation
@@ -352,7 +353,12 @@ def _operation(op: Operation, operations: Iterable[Operation]) -> dict[str, Any]
 
 def openapi_document(
     operations: Iterable[Operation] = (
-        OPERATIONS + ASSET_OPERATIONS + ENVIRONMENT_OPERATIONS + LOG_OPERATIONS + ROLLOUT_OPERATIONS
+        OPERATIONS
+        + ASSET_OPERATIONS
+        + ENVIRONMENT_OPERATIONS
+        + LOG_OPERATIONS
+        + ROLLOUT_OPERATIONS
+        + AUTOSCALE_OPERATIONS
     ),
 ) -> dict[str, Any]:
     """The OpenAPI document of ``operations``, paths relative to where the API is mounted (``/api``)."""
@@ -376,7 +382,14 @@ def openapi_document(
         "security": [{"adminToken": []}],
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **ASSET_SCHEMAS, **ENVIRONMENT_SCHEMAS, **LOG_SCHEMAS, **ROLLOUT_SCHEMAS},
+            "schemas": {
+                **SCHEMAS,
+                **ASSET_SCHEMAS,
+                **ENVIRONMENT_SCHEMAS,
+                **LOG_SCHEMAS,
+                **ROLLOUT_SCHEMAS,
+                **AUTOSCALE_SCHEMAS,
+            },
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "endpointCredential": {
