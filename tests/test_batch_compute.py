@@ -197,3 +197,10 @@ def test_a_job_asking_more_instances_than_its_compute_has_is_refused_at_invoke(s
     assert "max_instances (1)" in done.stderr and "--max-instances 3" in done.stderr, done.stderr
     with server.client() as client:
         assert client.batch_endpoints.list_jobs("too-big") == []
+    # What show adds (current_node_count, jobs) is read-only: show's output creates the compute again unchanged.
+    shown = cli(server, "compute", "show", "-n", "small", "-o", "yaml").stdout
+    assert "current_node_count" in shown
+    (tmp_path / "small.yml").write_text(shown)
+    cli(server, "compute", "create", "-f", str(tmp_path / "small.yml"))
+    again = cli_json(server, "compute", "show", "-n", "small")
+    assert again["max_instances"] == 1 and again["current_node_count"] == 0, again
