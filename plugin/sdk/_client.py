@@ -7,6 +7,7 @@ from types import TracebackType
 from tiffin.config import tiffin_url
 
 from ._assets import ComputeOperations, DataOperations, EnvironmentOperations, ModelOperations
+from ._autoscale import AutoscaleOperations
 from ._batch import BatchDeploymentOperations, BatchEndpointOperations, JobOperations
 from ._deployments import OnlineDeploymentOperations
 from ._endpoints import OnlineEndpointOperations
@@ -45,6 +46,7 @@ class TiffinClient:
         self.environments = EnvironmentOperations(self._transport)
         self.data = DataOperations(self._transport)
         self.compute = ComputeOperations(self._transport)
+        self.autoscale = AutoscaleOperations(self._transport)  # az monitor autoscale
 
     def close(self) -> None:
         """Close the client's connections."""
