@@ -123,7 +123,7 @@ AUTOSCALE_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "condition": {"type": "string", "examples": ["CpuUtilizationPercentage > 70 avg 5m"]},
             "scale": {"type": "string", "examples": ["out 2", "in 1", "out 20%", "to 3"]},
-            "cooldown": {"type": "string", "default": "5m"},
+            "cooldown": {"type": "string", "default": "5", "description": "Minutes, or a duration (30s, PT2M)."},
             "resource": {"type": "string", "description": "The endpoint or deployment id the metric is of."},
             "profile": {"type": "string", "default": "default"},
         },
@@ -290,7 +290,7 @@ class AutoscaleHandlers:
                 "a rule needs --condition (e.g. 'CpuUtilizationPercentage > 70 avg 5m') and --scale (e.g. out 2)"
             )
         rule = rule_spec(
-            body["condition"], body["scale"], cooldown=str(body.get("cooldown") or "5m"), resource=body.get("resource")
+            body["condition"], body["scale"], cooldown=str(body.get("cooldown") or 5), resource=body.get("resource")
         )
 
         def change(spec: dict[str, Any]) -> dict[str, Any]:

@@ -193,14 +193,16 @@ def parse_scale(words: list[str] | str) -> dict[str, Any]:
 
 
 def rule_spec(
-    condition: str, scale: list[str] | str, *, cooldown: str = "5m", resource: str | None = None
+    condition: str, scale: list[str] | str, *, cooldown: str | int = 5, resource: str | None = None
 ) -> dict[str, Any]:
     """One rule as Azure stores it, from ``rule create``'s ``--condition``, ``--scale`` and ``--cooldown``."""
     trigger = parse_condition(condition)
     if resource:
         trigger["metricResourceUri"] = resource
     action = parse_scale(scale)
-    action["cooldown"] = format_duration(parse_duration(cooldown, "--cooldown"))
+    # az's --cooldown is a number of minutes; a duration (30s, PT2M) is taken too.
+    text = str(cooldown).strip()
+    action["cooldown"] = format_duration(parse_duration(f"{text}m" if text.isdigit() else text, "--cooldown"))
     return {"metricTrigger": trigger, "scaleAction": action}
 
 

@@ -55,6 +55,9 @@ LAZY_GROUPS: dict[str, LazySpec] = {
         "containerize_app",
         "Build a deployment's OCI image (its code, model and environment on tiffin's replica server).",
     ),
+    "monitor": LazySpec(
+        "tiffin.cli.monitor", "monitor_app", "Autoscale online deployments (as `az monitor autoscale`)."
+    ),
     "export": LazySpec(
         "tiffin.cli.export", "export_app", "Write what tiffin serves in another system's format (Kubernetes)."
     ),
