@@ -39,6 +39,8 @@ import uvicorn
 from tiffin import config
 from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
+from tiffin.autoscale.engine import AutoscaleEngine
+from tiffin.autoscale.readings import in_flight
 from tiffin.batch import BatchScheduler
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
@@ -132,6 +134,8 @@ class TiffinServer:
             DeploymentServices(store, service_urls, on_change=self._replicas_changed) if service_urls else None
         )
         self.replicas: Supervisor | DeploymentServices = self.services or self.supervisor
+        # Autoscale (scale_settings, tiffin monitor autoscale) tells the supervisor how many replicas to keep.
+        self.autoscale = AutoscaleEngine(self.supervisor, lambda e, d: in_flight(self.gateway, e, d), home, store=store)
         self.routing = RoutingState(
             store,
             self.replicas.ready_replicas,
@@ -198,6 +202,8 @@ class TiffinServer:
         await self.gateway.start()
         await self.routing.start()
         await self.replicas.start()
+        if self.services is None:
+            self.autoscale.start()
         await self.batch.start()
         await self.rollouts.start()
         # As in replicas: freeze what start-up allocated and collect the young generation less often,
@@ -211,6 +217,7 @@ class TiffinServer:
         try:
             await self.rollouts.stop()
             await self.batch.stop()
+            await self.autoscale.stop()
             await self.replicas.stop()
         finally:
             # Left once nothing runs here any more: the other nodes take the deployments and jobs over now.

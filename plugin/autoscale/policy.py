@@ -123,12 +123,8 @@ class ConcurrencyPolicy:
         stable = math.ceil(stable_avg / self.target)
         panic = math.ceil((panic_avg if panic_avg is not None else stable_avg) / self.target)
         # Knative: panic when the short window asks for panic_threshold times what runs now.
-        if current > 0 and panic / current >= self.panic_threshold:
-            if self.panic_since is None:
-                self.panic_since = now
-            else:
-                self.panic_since = max(self.panic_since, now - self.stable_window_s)
-        elif current == 0 and panic > 0:
+        # panic_since: the last time the panic condition held; panic ends a stable window after it.
+        if (current > 0 and panic / current >= self.panic_threshold) or (current == 0 and panic > 0):
             self.panic_since = now
         elif self.panic_since is not None and now - self.panic_since >= self.stable_window_s:
             self.panic_since = None
@@ -139,6 +135,7 @@ class ConcurrencyPolicy:
             raw = stable
             why = f"{stable_avg:.1f} in flight over {self.stable_window_s:g}s, target {self.target:g} each"
         raw = bounded(raw, lo, hi)
+        why += f": {raw}"
         self._recommended.add(now, raw)
         desired = raw
         if raw > current and self.up_delay > 0:
@@ -153,4 +150,4 @@ class ConcurrencyPolicy:
             desired = min(current, int(held))
             if desired > raw:
                 why += f"; scale-down delay {self.down_delay:g}s holds at {desired}"
-        return Decision(bounded(desired, lo, hi), f"{why} -> {raw}")
+        return Decision(bounded(desired, lo, hi), why)

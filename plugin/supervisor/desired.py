@@ -100,6 +100,10 @@ class DesiredSpecs:
         )
         return self._desired
 
+    def current(self) -> Desired | None:
+        """The desired state last parsed, if any."""
+        return self._desired
+
     def spec_file(self, template: str) -> tuple[Path, int]:
         """The spec file written for ``template``, and the generation it was written at."""
         return self._spec_files[template]

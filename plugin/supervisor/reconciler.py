@@ -10,6 +10,7 @@ loop: state changes made by probe and stop tasks never race with a pass.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -64,6 +65,8 @@ class DeploymentReconciler:
         self._specs = DesiredSpecs(self._dir)
         self._preparing: str | None = None  # the template being prepared (plan, environment), if any
         self._seen: tuple[int, int] | None = None  # (generation, instance count) last seen: events on change
+        # (generation, count) the autoscaler (tiffin.autoscale) asks for; applies while the record is at it.
+        self.scaled: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -102,6 +105,8 @@ class DeploymentReconciler:
             if not gated:
                 await self._state.fail(record, f"the deployment's spec is invalid: {exc}")
             return
+        if self.scaled is not None and self.scaled[0] == record.generation:
+            desired = dataclasses.replace(desired, count=self.scaled[1])
         self._note_changes(record, desired)
         if self._specs.launch(desired.template) is None:
             # Its plan and environment first (a thread; an environment may take a while to build): the replicas
@@ -407,6 +412,14 @@ class DeploymentReconciler:
     def _remove(self, slot: Slot) -> None:
         if self._slots.get(slot.index) is slot:
             del self._slots[slot.index]
+
+    def target(self) -> int | None:
+        """How many replicas of the current spec this deployment keeps now (None before its first pass)."""
+        desired = self._specs.current()
+        if desired is None:
+            return None
+        scaled = self.scaled
+        return scaled[1] if scaled is not None and scaled[0] == desired.generation else desired.count
 
     def starting(self) -> int:
         """How many of this deployment's replicas are starting (up, not yet ready) now."""

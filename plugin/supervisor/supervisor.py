@@ -216,6 +216,19 @@ class Supervisor:
         """Every replica the supervisor knows, ready or not, by endpoint, deployment and number."""
         return [status for _, r in sorted(self._reconcilers.items()) for status in r.statuses()]
 
+    def scale(self, endpoint: str, deployment: str, generation: int, count: int | None) -> None:
+        """Keep ``count`` replicas of ``endpoint``/``deployment`` while its record is at ``generation`` (the
+        autoscaler, tiffin.autoscale; None: its instance_count again). An update (a new generation) wins
+        until the autoscaler next decides. Capped at this server's TIFFIN_MAX_INSTANCES."""
+        reconciler = self._reconcilers.get((endpoint, deployment))
+        if reconciler is not None:
+            reconciler.scaled = None if count is None else (generation, min(count, self._host.max_instances))
+            self._wake()
+
+    def deployments(self) -> dict[tuple[str, str], tuple[DeploymentRecord, int | None]]:
+        """The deployments this supervisor runs: their records and how many replicas each keeps now."""
+        return {key: (self._records[key], r.target()) for key, r in self._reconcilers.items() if key in self._records}
+
     def notify(self) -> None:
         """Reload the store and reconcile now rather than at the next poll (safe from any thread)."""
         self._reload_requested = True

@@ -1,0 +1,233 @@
+"""The autoscaler of ``tiffin serve``: samples every second, decides per polling interval, tells the supervisor.
+
+For every deployment the supervisor runs whose ``scale_settings`` are ``target_utilization`` or
+``target_concurrency``, or that an Azure Monitor autoscale setting targets (``tiffin monitor autoscale``,
+:mod:`.monitor`), it samples requests in flight (the gateway's admission) and CPU per ready replica (/proc) each
+second, and every ``polling_interval`` asks the policy (:mod:`.policy`) for a count. A change goes to
+:meth:`tiffin.supervisor.Supervisor.scale` and to the deployment's event log as ``Scaled`` with its reason.
+The supervisor starts new replicas (they join routing once ready) and retires others (out of routing, drained).
+
+The user's ``instance_count`` stays as written: it is the count a deployment starts with and the one an
+update goes back to, until the next decision. ``show`` reports the count kept now as ``current_instances``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from tiffin.resource_ids import online_deployment_id
+from tiffin.specs.common import (
+    ScaleSettings,
+    TargetConcurrencyScaleSettings,
+    TargetUtilizationScaleSettings,
+)
+from tiffin.supervisor.logfiles import record_event
+
+from .policy import ConcurrencyPolicy, Decision, Readings, target_utilization
+from .readings import CpuMeter
+
+__all__ = ["AutoscaleEngine"]
+
+logger = logging.getLogger("tiffin.autoscale")
+
+_SCALE = TypeAdapter(ScaleSettings)
+_KEEP_S = 3600.0  # Monitor rules average over up to an hour of samples
+_MONITOR_RELOAD_S = 5.0
+Key = tuple[str, str]
+
+
+@dataclass
+class _State:
+    generation: int
+    settings: Any  # the parsed scale_settings (or None: only a Monitor setting targets it)
+    cpu: Readings = field(default_factory=lambda: Readings(_KEEP_S))
+    flight: Readings = field(default_factory=lambda: Readings(_KEEP_S))
+    concurrency: ConcurrencyPolicy | None = None
+    recent: Readings = field(default_factory=lambda: Readings(_KEEP_S))  # target_utilization's raw counts
+    next_at: float = 0.0
+    last_scale: datetime | None = None
+
+
+class AutoscaleEngine:
+    """Runs as a task of the server's event loop beside the supervisor."""
+
+    def __init__(
+        self,
+        supervisor: Any,
+        in_flight: Callable[[str, str], float | None],
+        home: Any,
+        *,
+        store: Any = None,
+        sample_s: float = 1.0,
+    ) -> None:
+        self._supervisor = supervisor
+        self._in_flight = in_flight
+        self._home = home
+        self._store = store
+        self._sample_s = sample_s
+        self._cpu = CpuMeter()
+        self._state: dict[Key, _State] = {}
+        self._monitor: dict[Key, dict[str, Any]] = {}
+        self._monitor_at = -1e9
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tiffin-autoscale")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._load_monitor()
+                self.tick(time.monotonic())
+            except Exception:  # a bug here must not stop autoscaling for good, nor the server
+                logger.exception("autoscale pass failed")
+            await asyncio.sleep(self._sample_s)
+
+    async def _load_monitor(self) -> None:
+        """Azure Monitor autoscale settings from the store (A2's ``list_autoscale_settings``), every few seconds."""
+        lister = getattr(self._store, "list_autoscale_settings", None)
+        if lister is None or time.monotonic() - self._monitor_at < _MONITOR_RELOAD_S:
+            return
+        self._monitor_at = time.monotonic()
+        settings = await asyncio.to_thread(lister)
+        by_target: dict[Key, dict[str, Any]] = {}
+        keys = {online_deployment_id(*key).lower(): key for key in self._supervisor.deployments()}
+        for setting in settings:
+            spec = getattr(setting, "spec", setting)
+            target = str(spec.get("targetResourceUri", "")).lower()
+            if spec.get("enabled", True) and target in keys:
+                by_target[keys[target]] = dict(spec)
+        self._monitor = by_target
+
+    def tick(self, now: float) -> None:
+        """Sample every autoscaled deployment; decide for those whose polling interval is up."""
+        deployments = self._supervisor.deployments()
+        for key in [k for k in self._state if k not in deployments]:
+            del self._state[key]
+        ready_pids: set[int] = set()
+        statuses = self._supervisor.replicas()
+        for key, (record, target) in deployments.items():
+            settings = _scale_settings(record.spec)
+            monitor = self._monitor.get(key)
+            if settings is None and monitor is None:
+                if self._state.pop(key, None) is not None:
+                    self._supervisor.scale(*key, record.generation, None)  # back to instance_count
+                continue
+            state = self._state.get(key)
+            if state is None or state.generation != record.generation:
+                state = self._state[key] = _State(record.generation, settings, next_at=now)
+                if isinstance(settings, TargetConcurrencyScaleSettings):
+                    state.concurrency = _concurrency_policy(settings)
+            pids = [s.pid for s in statuses if (s.endpoint, s.deployment) == key and s.state == "ready" and s.pid]
+            ready_pids.update(pids)
+            self._sample(state, key, pids, target, now)
+            if target is None or now < state.next_at:
+                continue
+            interval = getattr(settings, "polling_interval", 1) if settings is not None else 1
+            state.next_at = now + interval
+            decision = self._decide(state, monitor, target, now)
+            if decision.desired != target:
+                self._supervisor.scale(*key, record.generation, decision.desired)
+                state.last_scale = datetime.now(UTC)
+                message = f"{target} -> {decision.desired} instance(s): {decision.reason}"
+                record_event(self._home, key[0], key[1], "Scaled", message)
+                logger.info("autoscale %s/%s: %s", *key, message)
+        self._cpu.forget_except(ready_pids)
+
+    def _sample(self, state: _State, key: Key, pids: list[int], target: int | None, now: float) -> None:
+        flight = self._in_flight(*key)
+        if flight is not None:
+            state.flight.add(now, flight)
+        percents = [p for p in (self._cpu.percent(pid, now) for pid in pids) if p is not None]
+        if percents and target:
+            # Per instance kept: replicas not ready yet count as idle (as Kubernetes' HPA counts them).
+            state.cpu.add(now, sum(percents) / max(target, len(percents)))
+
+    def _decide(self, state: _State, monitor: dict[str, Any] | None, current: int, now: float) -> Decision:
+        settings = state.settings
+        if monitor is not None:
+            from .monitor import evaluate  # A2's Azure Monitor rules (tiffin monitor autoscale)
+
+            setting = {**monitor, "lastScaleTime": state.last_scale.isoformat() if state.last_scale else None}
+            if setting["lastScaleTime"] is None:
+                del setting["lastScaleTime"]
+            desired, reason = evaluate(setting, self._metric(state, now), current, datetime.now(UTC))
+            return Decision(desired, f"autoscale setting {monitor.get('name', '')}: {reason}")
+        if isinstance(settings, TargetConcurrencyScaleSettings):
+            assert state.concurrency is not None
+            stable = state.flight.average(now, settings.stable_window)
+            panic = state.flight.average(now, settings.panic_window)
+            return state.concurrency.decide(now, current, stable, panic)
+        assert isinstance(settings, TargetUtilizationScaleSettings)
+        window = settings.polling_interval
+        cpu = state.cpu.average(now, max(window, 2 * self._sample_s))
+        # Scale-down stabilisation over ten polling intervals (Kubernetes: 5 minutes by default).
+        recent = [int(v) for v in state.recent.values(now, 10 * window)]
+        decision = target_utilization(
+            current,
+            cpu,
+            settings.target_utilization_percentage,
+            settings.min_instances,
+            settings.max_instances,
+            recent,
+        )
+        if cpu is not None:
+            state.recent.add(now, decision.desired)
+        return decision
+
+    def _metric(self, state: _State, now: float) -> Callable[[str, str, float], float | None]:
+        def metric(name: str, aggregation: str, window_s: float) -> float | None:
+            readings = {"CpuUtilizationPercentage": state.cpu, "ConnectionsActive": state.flight}.get(name)
+            if readings is None:
+                return None
+            values = readings.values(now, window_s)
+            if not values:
+                return None
+            return {"avg": sum(values) / len(values), "max": max(values), "min": min(values)}.get(
+                aggregation, sum(values)
+            )
+
+        return metric
+
+
+def _scale_settings(spec: dict[str, Any]) -> Any:
+    """The deployment's autoscaling scale_settings, or None (default: manual, or unreadable)."""
+    raw = spec.get("scale_settings")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        parsed = _SCALE.validate_python(raw)
+    except ValidationError:
+        return None
+    if isinstance(parsed, TargetUtilizationScaleSettings | TargetConcurrencyScaleSettings):
+        return parsed
+    return None
+
+
+def _concurrency_policy(settings: TargetConcurrencyScaleSettings) -> ConcurrencyPolicy:
+    return ConcurrencyPolicy(
+        settings.target_concurrency_per_instance,
+        settings.min_instances,
+        settings.max_instances,
+        stable_window_s=settings.stable_window,
+        panic_window_s=settings.panic_window,
+        panic_threshold_percentage=settings.panic_threshold_percentage,
+        scale_up_delay_s=settings.scale_up_delay,
+        scale_down_delay_s=settings.scale_down_delay,
+    )
