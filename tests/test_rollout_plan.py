@@ -96,3 +96,9 @@ def test_agreement_report_counts_not_bodies():
     assert report["errors"] == {"primary": 0, "mirror": 2, "delta": 2}
     assert report["latency_ms"]["delta"]["p50"] == pytest.approx(10.0)
     assert "x" not in str(report)
+
+
+@pytest.mark.parametrize("bad", [5, {"a": 1}, None, [5, "x"]])
+def test_steps_of_the_wrong_type_are_refused(bad: object):
+    with pytest.raises(SpecError):
+        parse_steps(bad)  # type: ignore[arg-type]

@@ -119,6 +119,8 @@ def step_traffic(before: Mapping[str, int], new: str, percent: int) -> dict[str,
 
 def parse_steps(value: str | Sequence[Any]) -> list[int]:
     """``"5,25,50,100"`` (or a list) as increasing whole percentages ending at 100."""
+    if not isinstance(value, str | list | tuple):
+        raise SpecError("must be whole percentages separated by commas, e.g. 5,25,50,100", field="steps")
     items = value.split(",") if isinstance(value, str) else list(value)
     try:
         steps = [int(str(item).strip().rstrip("%")) for item in items if str(item).strip()]
