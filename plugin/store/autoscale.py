@@ -9,6 +9,7 @@ autoscale engine skips it, and ``tiffin monitor autoscale delete`` removes it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +58,7 @@ def _record(session: Session, row: AutoscaleSetting) -> AutoscaleRecord:
         name=row.name,
         endpoint_name=row.endpoint_name,
         deployment_name=row.deployment_name,
-        spec=dict(row.spec),
+        spec=copy.deepcopy(row.spec),
         created_at=row.created_at,
         updated_at=row.updated_at,
         target_exists=_target_exists(session, row.endpoint_name, row.deployment_name),
@@ -115,7 +116,8 @@ class AutoscaleRepository(StoreCore):
             row = session.get(AutoscaleSetting, name)
             if row is None:
                 raise _not_found(name)
-            row.spec = {**change(dict(row.spec)), "name": name}
+            # A deep copy: a change made in place to the loaded value would look like no change to the ORM.
+            row.spec = {**change(copy.deepcopy(row.spec)), "name": name}
             row.updated_at = now_utc()
             session.flush()
             return _record(session, row)
