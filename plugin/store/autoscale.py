@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tiffin.errors import ConflictError, NotFoundError
@@ -74,6 +75,14 @@ class AutoscaleRepository(StoreCore):
         """Create the setting ``name`` for an existing online deployment. An existing name is a
         :class:`ConflictError` unless ``replace``; another setting on the same deployment is one always (Azure
         allows one autoscale setting per resource)."""
+        try:
+            return self._create_autoscale_setting(name, endpoint_name, deployment_name, spec, replace)
+        except IntegrityError:  # another writer created this name between our read and write (PostgreSQL)
+            raise ConflictError(f"autoscale setting '{name}' was just created by another request; show it") from None
+
+    def _create_autoscale_setting(
+        self, name: str, endpoint_name: str, deployment_name: str, spec: Mapping[str, Any], replace: bool
+    ) -> AutoscaleRecord:
         with self.session(write=True) as session:
             if not _target_exists(session, endpoint_name, deployment_name):
                 raise NotFoundError(
@@ -113,7 +122,9 @@ class AutoscaleRepository(StoreCore):
         """Read the setting's spec, apply ``change`` to a copy and write the result, in one write transaction (two
         ``rule create`` at once both land). ``change`` may raise to write nothing."""
         with self.session(write=True) as session:
-            row = session.get(AutoscaleSetting, name)
+            # FOR UPDATE: on PostgreSQL two writers would both read the old spec (SQLite's BEGIN IMMEDIATE already
+            # serialises them).
+            row = session.get(AutoscaleSetting, name, with_for_update=True)
             if row is None:
                 raise _not_found(name)
             # A deep copy: a change made in place to the loaded value would look like no change to the ORM.
