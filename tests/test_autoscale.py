@@ -8,6 +8,8 @@ benchmarks/bench_autoscale.py.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -156,7 +158,7 @@ def test_target_utilization_scales_out_a_cpu_bound_deployment(server, tmp_path: 
         "min_instances": 1,
         "max_instances": 2,
         "polling_interval": 1,
-        "target_utilization_percentage": 20,
+        "target_utilization_percentage": 10,
     }
     key = deploy(server, tmp_path, "cpu", BUSY, scale)
     client = server.client()
@@ -166,4 +168,28 @@ def test_target_utilization_scales_out_a_cpu_bound_deployment(server, tmp_path: 
     assert counts(out)[0] == 2, out
     assert "CPU" in out[0]["message"], out
     assert max(counts(scaled(client, "cpu"))) <= 2
+    assert load.failed / max(load.total, 1) < 0.005, load.statuses
+
+
+def test_monitor_autoscale_rule_on_cpu_scales_out(server, tmp_path: Path):
+    """Azure's how-to, with `tiffin monitor` for `az monitor`: a CPU rule scales a CPU-bound deployment out."""
+    key = deploy(server, tmp_path, "mon", BUSY, {"type": "default"})
+    client = server.client()
+
+    def tiffin(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "tiffin.cli", *args], env=server.env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+
+    tiffin("monitor", "autoscale", "create", "--autoscale-name", "cpu-rule", "--endpoint-name", "mon",
+           "--deployment-name", "blue", "--min-count", "1", "--max-count", "2", "--count", "1")  # fmt: skip
+    tiffin("monitor", "autoscale", "rule", "create", "--autoscale-name", "cpu-rule",
+           "--condition", "CpuUtilizationPercentage > 5 avg 1m", "--scale", "out", "1")  # fmt: skip
+    assert scaled(client, "mon") == []
+    with Load(f"{server.url}/endpoints/mon/score", key, workers=4) as load:
+        out = eventually(lambda: scaled(client, "mon") or None, timeout=90, interval=0.5)
+    print("scaled:", [e["message"] for e in out], "load:", load.statuses)
+    assert counts(out)[0] == 2, out
+    assert "cpu-rule" in out[0]["message"], out
     assert load.failed / max(load.total, 1) < 0.005, load.statuses

@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from tiffin.resource_ids import online_deployment_id
 from tiffin.specs.common import (
     ScaleSettings,
     TargetConcurrencyScaleSettings,
@@ -107,12 +106,9 @@ class AutoscaleEngine:
         self._monitor_at = time.monotonic()
         settings = await asyncio.to_thread(lister)
         by_target: dict[Key, dict[str, Any]] = {}
-        keys = {online_deployment_id(*key).lower(): key for key in self._supervisor.deployments()}
-        for setting in settings:
-            spec = getattr(setting, "spec", setting)
-            target = str(spec.get("targetResourceUri", "")).lower()
-            if spec.get("enabled", True) and target in keys:
-                by_target[keys[target]] = dict(spec)
+        for record in settings:
+            if record.target_exists and record.spec.get("enabled", True) is not False:
+                by_target[(record.endpoint_name, record.deployment_name)] = dict(record.spec)
         self._monitor = by_target
 
     def tick(self, now: float) -> None:
@@ -126,8 +122,8 @@ class AutoscaleEngine:
             settings = _scale_settings(record.spec)
             monitor = self._monitor.get(key)
             if settings is None and monitor is None:
-                if self._state.pop(key, None) is not None:
-                    self._supervisor.scale(*key, record.generation, None)  # back to instance_count
+                # As Azure: a deleted autoscale setting leaves the count where it was (an update resets it).
+                self._state.pop(key, None)
                 continue
             state = self._state.get(key)
             if state is None or state.generation != record.generation:
