@@ -233,3 +233,12 @@ def test_percent_and_exact_scale_actions() -> None:
     spec = setting(profile_spec("default", minimum=1, maximum=10, default=1, rules=rules))
     assert evaluate(spec, metrics(RequestsPerMinute=500), 3, WEDNESDAY)[0] == 5  # 50% of 3 rounded up
     assert evaluate(spec, metrics(RequestsPerMinute=0), 3, WEDNESDAY)[0] == 1
+
+
+def test_scale_in_to_zero_with_a_minimum_of_zero() -> None:
+    rules = [
+        rule_spec("CpuUtilizationPercentage > 70 avg 5m", "out 1"),
+        rule_spec("CpuUtilizationPercentage < 5 avg 5m", "in 1"),
+    ]
+    spec = setting(profile_spec("default", minimum=0, maximum=3, default=0, rules=rules))
+    assert evaluate(spec, metrics(CpuUtilizationPercentage=1), 1, WEDNESDAY)[0] == 0

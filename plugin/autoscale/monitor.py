@@ -407,8 +407,9 @@ def evaluate(setting: Mapping[str, Any], metric: Metric, current: int, now: date
         desired = max(minimum, _target(rules[best]["scaleAction"], current))
         if desired >= current:
             return current, f"{where}: {describe(best)}, already at the minimum {minimum}"
-        # Azure's flapping guard: the per-instance load on fewer instances must not fire a scale-out rule.
-        while desired < current and any(
+        # Azure's flapping guard: the per-instance load on fewer instances must not fire a scale-out rule. With
+        # none left (a minimum of 0) there is no per-instance load to project.
+        while 0 < desired < current and any(
             fires(i, readings[i] * current / desired)
             for i in out_rules
             if readings[i] is not None and rules[i]["metricTrigger"]["metricName"] in _PER_INSTANCE
