@@ -553,6 +553,12 @@ EXPECTED_ROUTES = {
     ("/autoscale-settings/{name}/rules/{index}", "DELETE"),
     ("/autoscale-settings/{name}/profiles/{profile}", "PUT"),
     ("/autoscale-settings/{name}/profiles/{profile}", "DELETE"),
+    # Guarded rollouts (issue 17): `tiffin online-endpoint rollout`.
+    ("/online-endpoints/{name}/rollout", "GET"),
+    ("/online-endpoints/{name}/rollout", "POST"),
+    ("/online-endpoints/{name}/rollout/pause", "POST"),
+    ("/online-endpoints/{name}/rollout/resume", "POST"),
+    ("/online-endpoints/{name}/rollout/abort", "POST"),
 }
 
 
