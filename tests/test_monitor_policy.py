@@ -242,3 +242,16 @@ def test_scale_in_to_zero_with_a_minimum_of_zero() -> None:
     ]
     spec = setting(profile_spec("default", minimum=0, maximum=3, default=0, rules=rules))
     assert evaluate(spec, metrics(CpuUtilizationPercentage=1), 1, WEDNESDAY)[0] == 0
+
+
+def test_recurrence_hours_in_an_iana_zone() -> None:
+    office = profile_spec(
+        "office", minimum=3, maximum=6, default=3, recurrence=["week", "mon", "tue", "wed", "thu", "fri"],
+        start="09:00", end="17:00", timezone="Europe/Paris",
+    )  # fmt: skip
+    spec = setting(how_to_default(), office)
+    # 12:00 UTC is 13:00 in Paris in December: office hours; 17:30 UTC is 18:30 there: not.
+    assert active_profile(spec, WEDNESDAY)["name"] == "office"
+    assert active_profile(spec, WEDNESDAY.replace(hour=17, minute=30))["name"] == "default"
+    assert active_profile(spec, WEDNESDAY.replace(hour=7, minute=59))["name"] == "default"  # 08:59 in Paris
+    assert active_profile(spec, SATURDAY)["name"] == "default"
