@@ -39,6 +39,8 @@ def test_target_utilization_scale_down_is_stabilised() -> None:
     assert d.desired == 4
     assert "stabilisation" in d.reason
     assert target_utilization(4, 10.0, 70, 1, 10, recent=[2, 1]).desired == 2
+    held = target_utilization(4, 10.0, 70, 1, 10, recent=[4])
+    assert (held.desired, held.recommended) == (4, 1)  # the window keeps 1, so the hold ends with the window
 
 
 def test_concurrency_scales_to_in_flight_over_target() -> None:

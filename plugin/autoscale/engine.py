@@ -183,8 +183,8 @@ class AutoscaleEngine:
             settings.max_instances,
             recent,
         )
-        if cpu is not None:
-            state.recent.add(now, decision.desired)
+        if decision.recommended is not None and cpu is not None:
+            state.recent.add(now, decision.recommended)  # the raw counts: a held count must not hold itself
         return decision
 
     def _metric(self, state: _State, now: float) -> Callable[[str, str, float], float | None]:

@@ -32,6 +32,8 @@ class Decision:
 
     desired: int
     reason: str
+    recommended: int | None = None
+    """target_utilization's count before stabilisation (what the stabilisation window keeps), if any."""
 
 
 def bounded(count: int, min_instances: int, max_instances: int) -> int:
@@ -83,10 +85,11 @@ def target_utilization(
     if desired < current:
         held = bounded(max([desired, *recent]), min_instances, max_instances)
         if held > desired:
-            return Decision(min(held, current), f"{why}; held at {min(held, current)} by scale-down stabilisation")
+            kept = min(held, current)
+            return Decision(kept, f"{why}; held at {kept} by scale-down stabilisation", recommended=desired)
     if desired != raw:
         why += f", bounded to [{min_instances}, {max_instances}]"
-    return Decision(desired, why)
+    return Decision(desired, why, recommended=desired)
 
 
 class ConcurrencyPolicy:
