@@ -173,6 +173,9 @@ def test_azure_how_to_round_trip(server) -> None:
     # update, rule delete, profile delete, what the engine reads from the store
     updated = ok(tiffin(server, "monitor", "autoscale", "update", "--name", name, "--max-count", "4"))
     assert updated["profiles"][0]["capacity"]["maximum"] == "4"
+    disabled = ok(tiffin(server, "monitor", "autoscale", "update", "--name", name, "--enabled", "false"))
+    assert disabled["enabled"] is False and disabled["profiles"][0]["capacity"]["maximum"] == "4"
+    assert ok(tiffin(server, "monitor", "autoscale", "update", "--name", name, "--enabled", "true"))["enabled"] is True
     ok(tiffin(server, "monitor", "autoscale", "rule", "delete", "--autoscale-name", name, "--index", "2"))
     assert len(ok(tiffin(server, "monitor", "autoscale", "rule", "list", "--autoscale-name", name))) == 2
     ok(tiffin(server, "monitor", "autoscale", "profile", "delete", "--autoscale-name", name, "-n", "weekend-profile"))

@@ -88,15 +88,18 @@ def autoscale_update(
     min_count: Annotated[int | None, typer.Option("--min-count", min=0, help="Fewest instances.")] = None,
     max_count: Annotated[int | None, typer.Option("--max-count", min=0, help="Most instances.")] = None,
     count: Annotated[int | None, typer.Option("--count", min=0, help="Default instance count.")] = None,
-    enabled: Annotated[bool | None, typer.Option("--enabled", help="true or false.")] = None,
+    enabled: Annotated[str | None, typer.Option("--enabled", help="true or false (as az's --enabled).")] = None,
     resource_group: GroupOpt = None,
     output: OutputOpt = OutputFormat.json,
     query: QueryOpt = None,
 ) -> None:
     """Change the default profile's counts, or enable/disable the setting (--enabled false)."""
+    if enabled is not None and enabled.lower() not in ("true", "false"):
+        raise typer.BadParameter(f"--enabled takes true or false, not {enabled!r}", param_hint="--enabled")
+    on = None if enabled is None else enabled.lower() == "true"
     with connect() as client:
         emit(
-            client.autoscale.update(name, min_count=min_count, max_count=max_count, count=count, enabled=enabled),
+            client.autoscale.update(name, min_count=min_count, max_count=max_count, count=count, enabled=on),
             output,
             query,
         )
