@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tiffin.errors import SpecError
+
 TESTS = Path(__file__).parent
 CODE = {"code": str(TESTS / "deployments" / "plain" / "code"), "scoring_script": "score.py"}
 MODEL = str(TESTS / "deployments" / "plain" / "model")
@@ -265,6 +267,11 @@ def test_bad_condition_exits_1_naming_the_form(server) -> None:
             "1",
         )
         assert again.returncode == 1 and "already has autoscale setting 'cond'" in again.stderr
+        with server.client() as client:
+            for _ in range(10):
+                client.autoscale.create_rule("cond", "RequestsPerMinute > 5 avg 1m", "out 1")
+            with pytest.raises(SpecError, match="at most 10 rules"):
+                client.autoscale.create_rule("cond", "RequestsPerMinute > 5 avg 1m", "out 1")
         bad_counts = tiffin(server, "monitor", "autoscale", "update", "-n", "cond", "--min-count", "5")
         assert bad_counts.returncode == 1 and "--min-count" in bad_counts.stderr
     finally:

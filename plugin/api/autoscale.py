@@ -160,6 +160,8 @@ AUTOSCALE_SCHEMAS: dict[str, dict[str, Any]] = {
 
 _DEPLOYMENT_ID = re.compile(r"/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/]+)/?$", re.I)
 DEFAULT_PROFILE = "default"
+MAX_RULES = 10
+"""Rules per profile, Azure's limit."""
 
 
 def parse_target(body: dict[str, Any]) -> tuple[str, str]:
@@ -294,7 +296,10 @@ class AutoscaleHandlers:
         )
 
         def change(spec: dict[str, Any]) -> dict[str, Any]:
-            _profile(spec, str(body.get("profile") or DEFAULT_PROFILE)).setdefault("rules", []).append(rule)
+            rules = _profile(spec, str(body.get("profile") or DEFAULT_PROFILE)).setdefault("rules", [])
+            if len(rules) >= MAX_RULES:
+                raise SpecError(f"a profile has at most {MAX_RULES} rules, as on Azure; delete one first")
+            rules.append(rule)
             return spec
 
         record = await self._modify(request, change)
