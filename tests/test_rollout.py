@@ -197,6 +197,8 @@ def test_mirror_of_a_differing_model_reports_disagreement_then_abort(server):
             timeout=60,
         )
         assert report["active"] and report["deployment"] == "diff"
+        with pytest.raises(Exception, match="in progress"):  # one rollout per endpoint at a time: 409
+            client.online_endpoints.rollout(ENDPOINT, "good")
         assert report["agreement"] < 1 and report["differing"] == report["compared"], report
         paused = client.online_endpoints.pause_rollout(ENDPOINT)
         assert paused["status"] == "Paused"

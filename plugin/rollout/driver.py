@@ -124,13 +124,13 @@ class RolloutDriver:
         """Put the traffic back as it was before the rollout; then Aborted or RolledBack."""
         before = record.state["before"]
         endpoint = record.endpoint_name
+        extra = self._agreement_state(endpoint)  # the mirror phase's last count, before the check ends
         self.gateway.check_agreement(endpoint, None)
         try:
             await self.set_traffic(endpoint, {"traffic": before["traffic"], "mirror_traffic": before["mirror_traffic"]})
         except TiffinError as exc:  # e.g. a deployment of the old split was deleted meanwhile
             logger.warning("rollout of '%s' could not restore the traffic: %s", endpoint, exc.message)
         final = "Aborted" if record.status == "Aborting" else "RolledBack"
-        extra = self._agreement_state(endpoint)
         if await self._write(record, final, **extra) is not None:
             self._windows.pop(endpoint, None)
             self._event(record, final, record.state.get("reason") or final)
