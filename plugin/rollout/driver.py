@@ -109,9 +109,15 @@ class RolloutDriver:
         record_event(self.home, record.endpoint_name, record.spec["to"], name, message)
 
     async def _drive(self, record: RolloutRecord) -> None:
+        lease_left = float(record.state.get("lease_until", 0)) - time.time()
+        if record.state.get("owner") != self.node_id or lease_left < self.lease_s / 2:
+            # Take the rollout (first drive, or a lease run out) or keep it: a compare-and-set, so of two
+            # servers taking it at once one wins; the other sees a new owner with a fresh lease next round.
+            taken = await self._write(record)
+            if taken is None:
+                return
+            record = taken
         if record.status == "Paused":
-            if float(record.state.get("lease_until", 0)) - time.time() < self.lease_s / 2:
-                await self._write(record)  # keep the lease
             return
         if record.status in ("Aborting", "RollingBack"):
             await self._restore(record)
