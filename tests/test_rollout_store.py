@@ -46,6 +46,9 @@ async def _two_drivers(store, tmp_path) -> None:
     from tiffin.rollout.driver import RolloutDriver
 
     store.create_endpoint("online", "ep", {})
+    for name in ("blue", "green"):
+        store.put_deployment("ep", name, "online", {})
+    store.set_traffic("ep", {"blue": 100}, kind="online")
     spec = {"to": "green", "steps": [50, 100], "step_interval_s": 0.2, "max_error_rate": 0.01, "max_p99_ratio": 1.5,
             "min_requests": 10, "mirror": 0, "mirror_duration_s": 1, "tolerance": 1e-6}  # fmt: skip
     before = {"traffic": {"blue": 100}, "mirror_traffic": {}}
@@ -53,8 +56,9 @@ async def _two_drivers(store, tmp_path) -> None:
     changes: list[tuple[str, str, dict]] = []
 
     def driver(node: str) -> RolloutDriver:
-        async def set_traffic(endpoint: str, body: dict) -> None:  # what the server would ask the control plane
+        async def set_traffic(endpoint: str, body: dict) -> None:  # the store's write, as the control plane's
             changes.append((node, endpoint, body))
+            store.set_traffic(endpoint, body["traffic"], kind="online")
 
         return RolloutDriver(store, tmp_path, Gateway(), node, set_traffic, tick_s=0.05, lease_s=1.0)
 

@@ -206,6 +206,16 @@ class RolloutDriver:
         key = (index, state.get("step_started"), state.get("resumed_at"))
         window = self._windows.get(endpoint)
         if window is None or window[0] != key:  # a new step, a resume, or a restart: judge from now
+            # The step's traffic again if the endpoint does not have it (a server stopped between writing the
+            # step and setting its traffic; a hand-made change during the rollout).
+            wanted = step_traffic(before, to, percent)
+            try:
+                found = await asyncio.to_thread(self.store.get_endpoint, endpoint, "online")
+                if {k: v for k, v in found.traffic.items() if v} != {k: v for k, v in wanted.items() if v}:
+                    await self.set_traffic(endpoint, {"traffic": wanted})
+            except TiffinError as exc:  # the endpoint or a deployment was deleted meanwhile
+                await self._write(record, "RollingBack", reason=f"could not set traffic: {exc.message}")
+                return
             window = self._windows[endpoint] = (key, time.perf_counter(), self._counts(endpoint, [to, *currents]))
             return
         _, began, counts = window
