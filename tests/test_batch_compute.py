@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from test_batch import ENDED, cli, cli_json, create, deployment_spec, finish, text_inputs, wait_for
+from test_cluster import race
 
 from tiffin.batch.planner import QueuedJob, admit, compute_name, instances_of
 from tiffin.store import Store
@@ -100,6 +101,16 @@ def test_claims_share_a_compute_across_deployments_and_report_its_use(store: Sto
     assert store.claim_queued_jobs("n", 5, 10) == ["j2"]
     store.update_job("j2", status="Completed")
     assert "cpu" not in store.compute_usage()  # min_instances 0: nothing in use once nothing is queued
+
+
+def test_nodes_claiming_at_once_never_pass_a_compute_cap(store: Store) -> None:
+    store.put_compute("one", {"type": "amlcompute", "max_instances": 1})
+    store.create_endpoint("batch", "ep", {})
+    for n in range(6):
+        store.create_job(f"j{n}", "ep", f"d{n}", spec=spec("one"))
+    claims = race(*[lambda n=n: store.claim_queued_jobs(f"node-{n % 2}", 1, 10) for n in range(6)])
+    assert [name for names in claims for name in names] == ["j0"]  # one instance, the oldest job, once
+    assert [job.name for job in store.list_jobs(status="Running")] == ["j0"]
 
 
 # --- real jobs ----------------------------------------------------------------------------------------
