@@ -340,7 +340,15 @@ class EnvironmentHandlers:
                 "(shared: true) to prune it all the same, or --dry-run to see what would go"
             )
         jobs = [job for status in sorted(ACTIVE_JOB_STATUSES) for job in self.store.list_jobs(status=status)]
-        usage = environments_in_use(self.store.list_deployments(), jobs, self.store, envs=root)
+        deployments = self.store.list_deployments()
+        if not dry_run:
+            # Idle spare batch workers of environments no stored deployment or job uses (their deployment was
+            # deleted) are not a use: stopped first, so the live-process check below does not keep the environment.
+            from tiffin.batch.pool import stop_spares
+
+            wanted = environments_in_use(deployments, jobs, self.store).keys
+            stop_spares(lambda python: _env_key(python, root) not in wanted)
+        usage = environments_in_use(deployments, jobs, self.store, envs=root)
         built = {folder.name: describe_built(folder) for folder in built_environments(self.home)}
         kept = [{**built[key], "used_by": usage.users[key]} for key in sorted(built) if key in usage.keys]
         unused = [key for key in sorted(built) if key not in usage.keys]
@@ -362,6 +370,14 @@ class EnvironmentHandlers:
             "freed_bytes": sum(item["size_bytes"] for item in gone),
             "runtime_copies_removed": copies,
         }
+
+
+def _env_key(python: str, root: Path) -> str | None:
+    """The key of the built environment under ``root`` that interpreter path ``python`` lies in; None if none."""
+    try:
+        return Path(python).relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return None
 
 
 # --- streaming -------------------------------------------------------------------------------------------

@@ -369,11 +369,12 @@ def take_spare(key: tuple) -> tuple[Any, Connection] | None:
         conn.close()
 
 
-def stop_spares() -> None:
-    """Stop every spare worker (the server stops)."""
+def stop_spares(which: Callable[[str], bool] | None = None) -> None:
+    """Stop every spare worker (the server stops), or those whose interpreter path ``which`` accepts (idle
+    spares of environments about to be pruned: a spare is not a use)."""
     with _SPARES_LOCK:
-        spares = [s for kind in _SPARES.values() for s in kind]
-        _SPARES.clear()
+        kinds = [key for key in _SPARES if which is None or which(key[0])]
+        spares = [s for key in kinds for s in _SPARES.pop(key)]
     for child, conn in spares:
         conn.close()
         _kill(child)
