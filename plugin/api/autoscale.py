@@ -287,10 +287,16 @@ class AutoscaleHandlers:
 
     async def create_autoscale_rule(self, request: Request) -> Any:
         body = await self._json_body(request)
-        if not isinstance(body.get("condition"), str) or not isinstance(body.get("scale"), (str, list)):
+        scale = body.get("scale")
+        words = isinstance(scale, list) and all(isinstance(word, str) for word in scale)
+        if not isinstance(body.get("condition"), str) or not (isinstance(scale, str) or words):
             raise SpecError(
                 "a rule needs --condition (e.g. 'CpuUtilizationPercentage > 70 avg 5m') and --scale (e.g. out 2)"
             )
+        for field in ("resource", "profile", "cooldown"):
+            value = body.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+                raise SpecError(f"'{field}' must be text (e.g. profile 'default', cooldown '5' minutes)")
         rule = rule_spec(
             body["condition"], body["scale"], cooldown=str(body.get("cooldown") or 5), resource=body.get("resource")
         )
