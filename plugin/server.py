@@ -172,11 +172,13 @@ class TiffinServer:
 
     def _replicas_changed(self) -> None:
         self.routing.replicas_changed()
+        self.autoscale.wake()  # a new deployment's first replicas: it may be one to autoscale
 
     def _poll_routing(self) -> None:
         # The routing table polls the store for changes other servers make; alone, every change is this server's
         # own and rebuilds the table when it is made, so the poll is a safety net only.
         self.routing.poll_interval = _IDLE_POLL_S if self.node.alone() else _SHARED_POLL_S
+        self.rollouts.idle_s = self.autoscale.idle_s = self.routing.poll_interval
 
     def _nodes_changed(self) -> None:
         # A node joined or stopped beating: its deployments and jobs may be ours to take, and the routing
@@ -190,6 +192,7 @@ class TiffinServer:
         # Awaited on the event loop after a committed write: the table is current before the API answers.
         await self.routing.rebuild_now()
         self.rollouts.wake()
+        self.autoscale.wake()
         self.replicas.notify()
         self.batch.notify()
 

@@ -78,9 +78,20 @@ class AutoscaleEngine:
         self._monitor: dict[Key, dict[str, Any]] = {}
         self._monitor_at = -1e9
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self.idle_s = 30.0
+        """With nothing to autoscale, how long to sleep between looks (the server wakes it on every change it makes,
+        and shortens this while other servers share the store): an idle server does not sample every second."""
 
     def start(self) -> None:
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="tiffin-autoscale")
+
+    def wake(self) -> None:
+        """Look again now, Monitor settings re-read (a deployment, its replicas or a setting changed)."""
+        self._monitor_at = -1e9
+        if self._wake is not None:
+            self._wake.set()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -90,13 +101,17 @@ class AutoscaleEngine:
                 await task
 
     async def _run(self) -> None:
+        assert self._wake is not None
         while True:
             try:
                 await self._load_monitor()
                 self.tick(time.monotonic())
             except Exception:  # a bug here must not stop autoscaling for good, nor the server
                 logger.exception("autoscale pass failed")
-            await asyncio.sleep(self._sample_s)
+            self._wake.clear()
+            pause = self._sample_s if self._state or self._monitor else max(self._sample_s, self.idle_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     async def _load_monitor(self) -> None:
         """Azure Monitor autoscale settings from the store (A2's ``list_autoscale_settings``), every few seconds."""

@@ -67,6 +67,9 @@ class RolloutDriver:
         # The judged step's window, per endpoint: (step key, perf_counter at its start, counters then).
         self._windows: dict[str, tuple[tuple[Any, ...], float, dict[str, tuple[int, int]]]] = {}
         self._reported: dict[str, float] = {}
+        self.idle_s = 30.0
+        """How long to wait between looks at the store while no rollout is active: a rollout started through this
+        server's API wakes the driver at once; the server shortens it while other servers share the store."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tiffin-rollouts")
@@ -83,8 +86,11 @@ class RolloutDriver:
 
     async def _run(self) -> None:
         while True:
+            active = True  # after a failed round, look again soon
             try:
-                for record in await asyncio.to_thread(self.store.list_rollouts):
+                records = await asyncio.to_thread(self.store.list_rollouts)
+                active = any(record.active for record in records)
+                for record in records:
                     if record.active and self._mine(record):
                         await self._drive(record)
             except asyncio.CancelledError:
@@ -93,7 +99,8 @@ class RolloutDriver:
                 logger.exception("the rollout driver failed a round; trying again")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                # Idle (no rollout anywhere), the store is not read twice a second for nothing.
+                await asyncio.wait_for(self._wake.wait(), self.tick_s if active else max(self.tick_s, self.idle_s))
 
     def _mine(self, record: RolloutRecord) -> bool:
         owner = record.state.get("owner")
