@@ -55,18 +55,6 @@ class Pool(Protocol):
     def start(self) -> None:
         """Start every slot's worker (without waiting for them to be ready)."""
 
-    def _fork_spare(self, say_warm: bool) -> tuple[Any, Connection]:
-        from tiffin.batch.worker import run_spare
-
-        context = _context()
-        ours, theirs = context.Pipe(duplex=True)
-        process = context.Process(
-            target=run_spare, args=(theirs, self.env, self.warm_mlflow, say_warm), name="tiffin-batch-spare"
-        )
-        process.start()
-        theirs.close()
-        return process, ours
-
     def submit(self, slot: int, index: int, items: list[str], part: str | None) -> None:
         """Give an idle, ready slot a mini-batch; its output part goes to ``part`` (None: no output)."""
 

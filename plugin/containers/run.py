@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from tiffin.containers.engine import HOME_LABEL, MANAGED_LABEL, ContainerEngineError, Engine, detect, home_digest
 from tiffin.errors import SpecError
+from tiffin.pids import pid_alive
 
 __all__ = [
     "APP_ROOT",
@@ -220,15 +221,5 @@ def supervised_containers(home: Path, engine: Engine) -> list[tuple[str, bool]]:
     found = []
     for line in listing.stdout.decode().splitlines():
         container, _, owner = line.partition(" ")
-        found.append((container, owner.strip().isdigit() and _alive(int(owner))))
+        found.append((container, owner.strip().isdigit() and pid_alive(int(owner))))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tiffin.pids import pid_alive
 from tiffin.replica.run import READY_FD_ENV
 
 from .policy import LOG_TAIL_LINES, STOP_TIMEOUT_S
@@ -298,21 +299,6 @@ def read_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 102
     return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    # A zombie has exited; in a container whose PID 1 never reaps, an orphan stays one for good.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
 def _cmdline(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -338,7 +324,7 @@ async def reap_orphans(home: Path, timeout: float = STOP_TIMEOUT_S) -> list[int]
         except (OSError, ValueError, KeyError, TypeError):
             logger.warning("ignoring unreadable replica pid file %s", pidfile)
             continue
-        if owner == os.getpid() or _alive(owner):
+        if owner == os.getpid() or pid_alive(owner):
             # Its supervisor still runs (this process, or a second `tiffin serve` on this home): its own.
             continue
         if _cmdline(pid) == command:
@@ -346,7 +332,7 @@ async def reap_orphans(home: Path, timeout: float = STOP_TIMEOUT_S) -> list[int]
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tiffin.pids import pid_alive
+
 __all__ = ["SOCKET_PATH_MAX", "SocketFolder", "remove_stale_folders", "unix_url"]
 
 logger = logging.getLogger("tiffin.supervisor")
@@ -98,17 +100,7 @@ def remove_stale_folders(home: Path) -> list[Path]:
                 continue
             pid = int(match.group(1))
             with contextlib.suppress(OSError):
-                if folder.stat().st_uid == os.getuid() and pid != os.getpid() and not _running(pid):
+                if folder.stat().st_uid == os.getuid() and pid != os.getpid() and not pid_alive(pid):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
