@@ -98,6 +98,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
+
+
+@pytest.fixture(scope="session")
+def quickstart_models() -> Path:
+    """The quickstart's models (model/ and model-2/), trained by its train.py if a fresh clone has none yet: a
+    test that serves the quickstart must not depend on an earlier test having run train.py."""
+    import sys
+
+    if not (QUICKSTART / "model").is_dir() or not (QUICKSTART / "model-2" / "model").is_dir():
+        subprocess.run([sys.executable, "train.py"], cwd=QUICKSTART, check=True, capture_output=True, timeout=300)
+    return QUICKSTART
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """Start a PostgreSQL server in a temporary directory for the test session, or skip."""

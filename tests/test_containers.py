@@ -23,6 +23,8 @@ from tiffin.containers.engine import ENGINE_ENV, MANAGED_LABEL, ContainerEngineE
 from tiffin.containers.image import APP_DIR, CONTAINER_PORT, build_image, write_image_context
 from tiffin.testing import free_port, serve_deployment
 
+pytestmark = pytest.mark.usefixtures("quickstart_models")  # examples/quickstart's models, trained once
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart" / "blue-deployment.yml"
 SAMPLE = json.loads((REPO / "examples" / "quickstart" / "sample-request.json").read_text())

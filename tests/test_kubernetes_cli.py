@@ -23,7 +23,7 @@ from conftest import PgServer, pg_database
 
 from tiffin.testing import TiffinProcess, free_port, serve_tiffin
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quickstart_models")]  # the quickstart's models, trained once
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
 K8S_VERSIONS = ("1.25.0", "1.37.0")

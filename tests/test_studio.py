@@ -25,6 +25,8 @@ from conftest import eventually
 from tiffin.specs.traffic import traffic_problem
 from tiffin.testing import serve_tiffin
 
+pytestmark = pytest.mark.usefixtures("quickstart_models")  # examples/quickstart's models, trained once
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart"
 BATCH_SCRIPTS = Path(__file__).parent / "batch_scripts"
