@@ -13,12 +13,14 @@ and is stopped, with every process it started, when the block ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from typing import Any
 from tiffin.net import free_port  # re-exported: users' tests import it from here
 
 __all__ = [
+    "Load",
     "ReplicaProcess",
     "TiffinProcess",
     "command_lines",
@@ -254,3 +257,47 @@ def serve_tiffin(
             yield TiffinProcess(process, f"http://127.0.0.1:{port}", home_path, token, log_path)
         finally:
             stop_process_group(process, timeout=30)
+
+
+class Load:
+    """``workers`` callers posting ``{"data": [1]}`` to ``url`` with endpoint key ``key`` back to back, in a
+    thread of their own, counting answers by status (0: no HTTP answer). A context manager: load while inside."""
+
+    def __init__(self, url: str, key: str, workers: int = 2) -> None:
+        self.url, self.key, self.workers = url, key, workers
+        self.statuses: dict[int, int] = {}
+        self.started = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def __enter__(self) -> Load:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != 200)
+
+    async def _main(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=60) as client:
+
+            async def caller() -> None:
+                while not self._stop.is_set():
+                    try:
+                        status = (await client.post(self.url, json={"data": [1]})).status_code
+                    except httpx.HTTPError:
+                        status = 0
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+
+            await asyncio.gather(*(caller() for _ in range(self.workers)))

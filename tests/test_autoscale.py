@@ -7,10 +7,8 @@ benchmarks/bench_autoscale.py.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import eventually
-from tiffin.testing import serve_tiffin
+from tiffin.testing import Load, serve_tiffin
 
 SLEEPY = (
     "import time\n\n\ndef init():\n    pass\n\n\ndef run(raw_data):\n    time.sleep(0.05)\n    return {'ok': True}\n"
@@ -34,46 +32,6 @@ FAST_PROBES = {
 }
 # Queue rather than refuse while new replicas start: failures then mean the scaling itself lost requests.
 PATIENT = {"max_concurrent_requests_per_instance": 2, "max_queue_wait_ms": 30000, "request_timeout_ms": 30000}
-
-
-class Load:
-    """``workers`` callers posting to one endpoint back to back, in a thread, counting answers by status."""
-
-    def __init__(self, url: str, key: str, workers: int) -> None:
-        self.url, self.key, self.workers = url, key, workers
-        self.statuses: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    @property
-    def total(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status != 200)
-
-    async def _main(self) -> None:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        async with httpx.AsyncClient(headers=headers, timeout=60) as client:
-
-            async def caller() -> None:
-                while not self._stop.is_set():
-                    try:
-                        status = (await client.post(self.url, json={"data": [1]})).status_code
-                    except httpx.HTTPError:
-                        status = 0
-                    self.statuses[status] = self.statuses.get(status, 0) + 1
-
-            await asyncio.gather(*(caller() for _ in range(self.workers)))
 
 
 @pytest.fixture(scope="module")

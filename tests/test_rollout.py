@@ -8,8 +8,6 @@ wait polls with a generous deadline (a loaded 2-core machine).
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 
 from tests.conftest import eventually
 from tiffin.sdk import TiffinClient
-from tiffin.testing import serve_tiffin
+from tiffin.testing import Load, serve_tiffin
 
 SCRIPT = """import time
 calls = 0
@@ -49,42 +47,6 @@ FAST_PROBES = {
     "liveness_probe": {"initial_delay": 1, "period": 5},
 }
 ENDPOINT = "ro"
-
-
-class Load:
-    """``workers`` callers posting back to back in a thread, counting answers by status."""
-
-    def __init__(self, url: str, key: str, workers: int = 2) -> None:
-        self.url, self.key, self.workers = url, key, workers
-        self.statuses: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    def __enter__(self) -> Load:
-        self.started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    @property
-    def total(self) -> int:
-        return sum(self.statuses.values())
-
-    async def _main(self) -> None:
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=60) as client:
-
-            async def caller() -> None:
-                while not self._stop.is_set():
-                    try:
-                        status = (await client.post(self.url, json={"data": [1]})).status_code
-                    except httpx.HTTPError:
-                        status = 0
-                    self.statuses[status] = self.statuses.get(status, 0) + 1
-
-            await asyncio.gather(*(caller() for _ in range(self.workers)))
 
 
 @pytest.fixture(scope="module")
