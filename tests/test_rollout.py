@@ -39,7 +39,10 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "blue": {"sleep": 0.03, "fail_every": 0, "second": "2.0"},
     "good": {"sleep": 0.03, "fail_every": 0, "second": "2.0000000001"},  # equal within --tolerance 1e-6
     "bad": {"sleep": 0.03, "fail_every": 10, "second": "2.0"},
-    "slow": {"sleep": 0.25, "fail_every": 0, "second": "2.0"},  # far past --max-p99-ratio on a loaded machine too
+    # The P99 guard's pair: "slow" takes twice as long as "base" (sleeps long enough that a loaded machine's
+    # hiccups of a few tens of milliseconds do not hide a 2x difference from a 1.5x guard).
+    "base": {"sleep": 0.15, "fail_every": 0, "second": "2.0"},
+    "slow": {"sleep": 0.30, "fail_every": 0, "second": "2.0"},
     "diff": {"sleep": 0.03, "fail_every": 0, "second": "3.0"},
 }
 FAST_PROBES = {
@@ -138,15 +141,23 @@ def test_failing_deployment_is_rolled_back_within_its_first_step(server):
     print(f"bad: rolled back after {took:.1f}s, {failed} failed of {load.total}; {rollout['reason']}")
 
 
-def test_slow_deployment_is_rolled_back_on_the_p99_guard(server):
+def test_twice_as_slow_deployment_is_rolled_back_on_the_p99_guard(server):
     client = server.client()
-    with Load(f"{server.url}/endpoints/{ENDPOINT}/score", key_of(server), workers=4):
-        client.online_endpoints.rollout(ENDPOINT, "slow", steps="30,100", step_interval="4s", min_requests=8)
-        rollout = finished(client)
-    assert rollout["status"] == "RolledBack", rollout
-    assert "P99" in rollout["reason"], rollout
-    assert traffic(client) == {"blue": 100}
-    print("slow:", rollout["reason"])
+    client.online_endpoints.set_traffic(ENDPOINT, {"base": 100})
+    try:
+        with Load(f"{server.url}/endpoints/{ENDPOINT}/score", key_of(server), workers=4) as load:
+            client.online_endpoints.rollout(ENDPOINT, "slow", steps="30,100", step_interval="8s", min_requests=20)
+            rollout = finished(client)
+        assert rollout["status"] == "RolledBack", rollout
+        assert "P99" in rollout["reason"] and "step 1" in rollout["reason"], rollout
+        new, current = rollout["readings"]["new"], rollout["readings"]["current"]
+        assert new["errors"] == 0 and current["errors"] == 0, rollout
+        assert 1.5 < new["p99_ms"] / current["p99_ms"] < 3, rollout  # 2x, as the deployments sleep
+        assert traffic(client) == {"base": 100}
+        assert load.statuses.keys() == {200}, load.statuses
+        print("slow:", rollout["reason"])
+    finally:
+        client.online_endpoints.set_traffic(ENDPOINT, {"blue": 100})
 
 
 def test_mirror_of_a_differing_model_reports_disagreement_then_abort(server):
