@@ -105,3 +105,40 @@ def test_target_concurrency_spec() -> None:
             },
             OnlineDeployment,
         )
+
+
+def test_target_utilization_never_scales_to_zero() -> None:
+    """CPU cannot bring back a deployment with no replica (as Kubernetes' HPA, whose minReplicas is at least 1)."""
+    d = target_utilization(2, 0.0, 70, 0, 4)
+    assert d.desired == 1
+    assert target_utilization(0, None, 70, 0, 4).desired == 1
+
+
+def test_concurrency_scales_to_zero_only_after_a_full_stable_window_and_the_delay() -> None:
+    p = ConcurrencyPolicy(2, 0, 2, stable_window_s=10, panic_window_s=2, scale_down_delay_s=5)
+    # A fresh deployment (instance_count 1) has no history: zero in flight so far is no reason to go to 0.
+    first = p.decide(0, 1, 0.0, 0.0)
+    assert first.desired == 1
+    assert "stable window" in first.reason
+    assert p.decide(9, 1, 0.0, 0.0).desired == 1
+    # A full stable window without requests: 0 is recommended, and the scale-down delay holds 1 for 5 s more.
+    assert p.decide(10, 1, 0.0, 0.0).desired == 1
+    assert p.decide(13, 1, 0.0, 0.0).desired == 1  # the last 1 was recommended at 9
+    assert p.decide(14, 1, 0.0, 0.0).desired == 0
+
+
+def test_concurrency_scales_from_zero_on_a_queued_request() -> None:
+    p = ConcurrencyPolicy(2, 0, 3, stable_window_s=10, panic_window_s=2, scale_down_delay_s=5)
+    assert p.decide(0, 0, 0.0, 0.0).desired == 0  # at zero and nothing waits: stays at zero
+    d = p.decide(1, 0, 0.1, 0.5)  # one request queued at the gateway in one sample of the panic window
+    assert d.desired == 1
+    assert d.reason.startswith("panic")
+    assert p.decide(2, 0, 8.0, 8.0).desired == 3  # a burst at zero goes to what it asks (within max)
+
+
+def test_concurrency_in_flight_keeps_one_instance() -> None:
+    """Any request in flight over the stable window keeps at least one instance (ceil of a positive average)."""
+    p = ConcurrencyPolicy(2, 0, 2, stable_window_s=10, panic_window_s=2, scale_down_delay_s=0)
+    assert p.decide(0, 1, 0.0, 0.0).desired == 1
+    assert p.decide(20, 1, 0.05, 0.0).desired == 1
+    assert p.decide(30, 1, 0.0, 0.0).desired == 0

@@ -73,8 +73,11 @@ def target_utilization(
     """Azure's (Kubernetes') target utilisation: ``cpu_percent`` is the average CPU per instance (100 = a core).
 
     ``recent``: the raw recommendations of the scale-down stabilisation window; scaling in goes no lower
-    than the highest of them.
+    than the highest of them. Never below 1 instance, whatever ``min_instances`` says: with no replica there
+    is no CPU to measure, so nothing would bring one back (Kubernetes' HPA requires minReplicas >= 1 for the
+    same reason; scaling to zero is target_concurrency's).
     """
+    min_instances = max(1, min_instances)
     if cpu_percent is None or current == 0:
         desired = bounded(max(current, min_instances), min_instances, max_instances)
         return Decision(desired, f"no CPU reading yet; {desired} instance(s) within [{min_instances}, {max_instances}]")
@@ -115,11 +118,14 @@ class ConcurrencyPolicy:
         self.up_delay = scale_up_delay_s
         self.down_delay = scale_down_delay_s
         self.panic_since: float | None = None
+        self._first: float | None = None  # the first decision: readings exist since about then
         self._recommended = Readings(max(scale_up_delay_s, scale_down_delay_s, 1.0))
 
     def decide(self, now: float, current: int, stable_avg: float | None, panic_avg: float | None) -> Decision:
         """The desired count at ``now`` from the averages of requests in flight (None: no samples yet)."""
         lo, hi = self.bounds
+        if self._first is None:
+            self._first = now
         if stable_avg is None:
             desired = bounded(current, lo, hi)
             return Decision(desired, "no in-flight readings yet")
@@ -139,6 +145,11 @@ class ConcurrencyPolicy:
             why = f"{stable_avg:.1f} in flight over {self.stable_window_s:g}s, target {self.target:g} each"
         raw = bounded(raw, lo, hi)
         why += f": {raw}"
+        if raw == 0 and current > 0 and now - self._first < self.stable_window_s:
+            # An average of 0 proves no request came only once the readings span a whole stable window (as
+            # Knative: scale to zero after a stable window without traffic); a new deployment has less.
+            raw = 1
+            why += f"; to 0 only after a full stable window ({self.stable_window_s:g}s) without requests: 1"
         self._recommended.add(now, raw)
         desired = raw
         if raw > current and self.up_delay > 0:
