@@ -120,6 +120,12 @@ class RoutingTable:
     endpoints: Mapping[str, EndpointRoute] = field(default_factory=dict)
     generation: int = 0
 
+    def ready_count(self, endpoint: str, deployment: str) -> int | None:
+        """How many replicas of ``endpoint``/``deployment`` take requests now, on every server (None: not routed)."""
+        route = self.endpoints.get(endpoint)
+        found = route.deployments.get(deployment) if route is not None else None
+        return None if found is None else len(found.replicas)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -40,7 +40,7 @@ from tiffin import config
 from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
 from tiffin.autoscale.engine import AutoscaleEngine
-from tiffin.autoscale.readings import in_flight
+from tiffin.autoscale.readings import in_flight, request_meter
 from tiffin.batch import BatchScheduler
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
@@ -135,7 +135,13 @@ class TiffinServer:
         )
         self.replicas: Supervisor | DeploymentServices = self.services or self.supervisor
         # Autoscale (scale_settings, tiffin monitor autoscale) tells the supervisor how many replicas to keep.
-        self.autoscale = AutoscaleEngine(self.supervisor, lambda e, d: in_flight(self.gateway, e, d), home, store=store)
+        self.autoscale = AutoscaleEngine(
+            self.supervisor,
+            lambda e, d: in_flight(self.gateway, e, d),
+            home,
+            store=store,
+            request_meter=None,
+        )
         self.routing = RoutingState(
             store,
             self.replicas.ready_replicas,
@@ -168,6 +174,7 @@ class TiffinServer:
             on_change=self._desired_state_changed,
             stats=self.gateway.endpoint_stats,
             home=home,
+            ready_count=lambda endpoint, deployment: self.gateway.table.ready_count(endpoint, deployment),
         )
 
     def _replicas_changed(self) -> None:

@@ -89,6 +89,11 @@ def test_concurrency_target_scales_out_under_load_and_back_in(server, tmp_path: 
         # Generous for a loaded machine: 2 polling intervals (2 s) plus sampling, well inside 30 s.
         assert took < 30, took
         eventually(lambda: 3 in counts(scaled(client, "conc")) or None, timeout=60, interval=0.5)
+        # `show` reports the replicas answering (once the new ones are ready); instance_count stays as written.
+        shown = eventually(
+            lambda: (d := client.online_deployments.get("blue", "conc"))["current_instances"] == 3 and d, timeout=60
+        )
+        assert shown["instance_count"] == 1, shown
         time.sleep(3)  # keep the load on at max for a moment: max is never passed
     assert max(counts(scaled(client, "conc"))) == 3
     assert load.total > 100, load.statuses
@@ -101,6 +106,7 @@ def test_concurrency_target_scales_out_under_load_and_back_in(server, tmp_path: 
         )
         time.sleep(2)
     assert light.total > 10 and light.failed == 0, light.statuses
+    eventually(lambda: client.online_deployments.get("blue", "conc")["current_instances"] == 1, timeout=30)
     assert min(counts(events)) >= 1
     print("scaled:", [e["message"] for e in events], "load:", load.statuses, light.statuses, f"out after {took:.1f}s")
     # A request still answers after the scale-in (the drained replicas left routing cleanly).

@@ -357,6 +357,7 @@ def create_api(
     on_change: Callable[[], Awaitable[None] | None] = lambda: None,
     stats: Callable[[str], dict[str, Any]] | None = None,
     home: Path,
+    ready_count: Callable[[str, str], int | None] | None = None,
 ) -> Starlette:
     """The control plane's REST API as a Starlette app; mount it at ``/api``.
 
@@ -366,12 +367,13 @@ def create_api(
     successful write (wake the supervisor, rebuild the routing table), and awaited if it is async.
     ``stats(endpoint)`` returns the gateway's statistics of an endpoint, served at
     ``GET /online-endpoints/{name}/stats`` (404 when None). ``home`` is ``TIFFIN_HOME``, where replica logs
-    are read from.
+    are read from. ``ready_count(endpoint, deployment)`` is how many replicas answer now (a deployment's
+    ``current_instances``; None: not routed).
     """
     if not admin_token:
         raise ValueError("admin_token must not be empty")
     batch = BatchControl(store, public_url=public_url, home=home)
-    control = ControlPlane(store, public_url=public_url, home=home)
+    control = ControlPlane(store, public_url=public_url, home=home, ready_count=ready_count)
     handlers = _Handlers(control, batch, stats)
     token = admin_token.encode()
     by_path: dict[str, dict[str, RouteEndpoint]] = {}

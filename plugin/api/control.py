@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,9 @@ _TRAFFIC_FIELDS = ("traffic", "mirror_traffic")
 _ENDPOINT_ANSWER_FIELDS = frozenset(
     {"id", "provisioning_state", "scoring_uri", "openapi_uri", "kind", "created_at", "updated_at"}
 )
-_DEPLOYMENT_ANSWER_FIELDS = frozenset({"id", "provisioning_state", "reason", "created_at", "updated_at"})
+_DEPLOYMENT_ANSWER_FIELDS = frozenset(
+    {"id", "provisioning_state", "reason", "current_instances", "created_at", "updated_at"}
+)
 
 
 def credentials_json(record: EndpointRecord) -> dict[str, str]:
@@ -113,11 +115,22 @@ class ControlPlane:
     (default ``TIFFIN_MAX_INSTANCES``) is the most replicas a deployment may ask for.
     """
 
-    def __init__(self, store: Store, *, public_url: str, home: Path, max_instances: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        public_url: str,
+        home: Path,
+        max_instances: int | None = None,
+        ready_count: Callable[[str, str], int | None] | None = None,
+    ) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.home = home
         self.max_instances = max_instances if max_instances is not None else config.max_instances()
+        # Replicas answering now, on every server sharing the store (the gateway's routing table): with
+        # autoscale this is not the spec's instance_count.
+        self.ready_count = ready_count
 
     # --- serialisation -----------------------------------------------------------------------------
 
@@ -143,10 +156,10 @@ class ControlPlane:
             out.setdefault(key, value)
         return out
 
-    @staticmethod
-    def deployment_json(record: DeploymentRecord) -> dict[str, Any]:
-        """A deployment: its spec in Azure's shape plus its provisioning state (and why it failed)."""
-        return {
+    def deployment_json(self, record: DeploymentRecord) -> dict[str, Any]:
+        """A deployment: its spec in Azure's shape plus its provisioning state (and why it failed) and, where
+        this server routes it, ``current_instances``: the replicas answering now (autoscale moves it)."""
+        out = {
             **record.spec,
             "id": online_deployment_id(record.endpoint_name, record.name),
             "endpoint_name": record.endpoint_name,
@@ -155,6 +168,10 @@ class ControlPlane:
             "created_at": _iso(record.created_at),
             "updated_at": _iso(record.updated_at),
         }
+        count = self.ready_count(record.endpoint_name, record.name) if self.ready_count is not None else None
+        if count is not None:
+            out["current_instances"] = count
+        return out
 
     # --- endpoints ---------------------------------------------------------------------------------
 

@@ -153,6 +153,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "properties": {
                     "provisioning_state": {"type": "string", "enum": _STATES},
                     "reason": {"type": ["string", "null"], "description": "Why the deployment Failed."},
+                    "current_instances": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Replicas answering now on every server (autoscale moves it; "
+                        "instance_count is the count the deployment starts with). Absent while not routed.",
+                    },
                     "created_at": {"type": "string", "format": "date-time"},
                     "updated_at": {"type": "string", "format": "date-time"},
                 },
