@@ -140,7 +140,7 @@ class TiffinServer:
             lambda e, d: in_flight(self.gateway, e, d),
             home,
             store=store,
-            request_meter=None,
+            request_meter=lambda e, d: request_meter(self.gateway, e, d),
         )
         self.routing = RoutingState(
             store,

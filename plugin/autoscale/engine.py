@@ -3,7 +3,10 @@
 For every deployment the supervisor runs whose ``scale_settings`` are ``target_utilization`` or
 ``target_concurrency``, or that an Azure Monitor autoscale setting targets (``tiffin monitor autoscale``,
 :mod:`.monitor`), it samples requests in flight (the gateway's admission) and CPU per ready replica (/proc) each
-second, and every ``polling_interval`` asks the policy (:mod:`.policy`) for a count. A change goes to
+second, and every ``polling_interval`` asks the policy (:mod:`.policy`) for a count. For a Monitor setting it
+also samples what its rules name: the memory of each ready replica, and the gateway's request meter of the
+deployment (requests answered and their latency, :mod:`.requests`), so every metric of
+:data:`tiffin.autoscale.monitor.METRICS` is measured. A change goes to
 :meth:`tiffin.supervisor.Supervisor.scale` and to the deployment's event log as ``Scaled`` with its reason.
 The supervisor starts new replicas (they join routing once ready) and retires others (out of routing, drained).
 
@@ -32,7 +35,8 @@ from tiffin.specs.common import (
 from tiffin.supervisor.logfiles import record_event
 
 from .policy import ConcurrencyPolicy, Decision, Readings, target_utilization
-from .readings import CpuMeter
+from .readings import CpuMeter, memory_percent, memory_total
+from .requests import PERCENTILES, RequestSamples, latency_percentile
 
 __all__ = ["AutoscaleEngine"]
 
@@ -42,6 +46,9 @@ _SCALE = TypeAdapter(ScaleSettings)
 _KEEP_S = 3600.0  # Monitor rules average over up to an hour of samples
 _MONITOR_RELOAD_S = 5.0
 Key = tuple[str, str]
+# What the gateway's request meter gives (the rest: /proc and the gateway's admission).
+_REQUEST_METRICS = frozenset({"RequestLatency", "RequestsPerMinute", *PERCENTILES})
+_MEMORY = "CpuMemoryUtilizationPercentage"
 
 
 @dataclass
@@ -51,6 +58,8 @@ class _State:
     cpu: Readings = field(default_factory=lambda: Readings(_KEEP_S))
     flight: Readings = field(default_factory=lambda: Readings(_KEEP_S))
     concurrency: ConcurrencyPolicy | None = None
+    memory: Readings = field(default_factory=lambda: Readings(_KEEP_S))
+    requests: RequestSamples = field(default_factory=lambda: RequestSamples(_KEEP_S))
     recent: Readings = field(default_factory=lambda: Readings(_KEEP_S))  # target_utilization's raw counts
     next_at: float = 0.0
     last_scale: datetime | None = None
@@ -67,15 +76,21 @@ class AutoscaleEngine:
         *,
         store: Any = None,
         sample_s: float = 1.0,
+        request_meter: Callable[[str, str], Any] | None = None,
     ) -> None:
+        """``request_meter(endpoint, deployment)``: the gateway's :class:`~tiffin.telemetry.meters.DeploymentMeter`
+        of the deployment (asked only while a Monitor rule names a request metric); without it those read no data."""
         self._supervisor = supervisor
         self._in_flight = in_flight
+        self._request_meter = request_meter
+        self._memory_total = memory_total()
         self._home = home
         self._store = store
         self._sample_s = sample_s
         self._cpu = CpuMeter()
         self._state: dict[Key, _State] = {}
         self._monitor: dict[Key, dict[str, Any]] = {}
+        self._named: dict[Key, frozenset[str]] = {}  # the metrics each Monitor setting's rules name
         self._monitor_at = -1e9
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -125,6 +140,7 @@ class AutoscaleEngine:
             if record.target_exists and record.spec.get("enabled", True) is not False:
                 by_target[(record.endpoint_name, record.deployment_name)] = dict(record.spec)
         self._monitor = by_target
+        self._named = {key: _metrics_named(spec) for key, spec in by_target.items()}
 
     def tick(self, now: float) -> None:
         """Sample every autoscaled deployment; decide for those whose polling interval is up."""
@@ -169,6 +185,13 @@ class AutoscaleEngine:
         if percents and target:
             # Per instance kept: replicas not ready yet count as idle (as Kubernetes' HPA counts them).
             state.cpu.add(now, sum(percents) / max(target, len(percents)))
+        named = self._named.get(key, frozenset())
+        if _MEMORY in named:
+            memory = [p for p in (memory_percent(pid, self._memory_total) for pid in pids) if p is not None]
+            if memory and target:
+                state.memory.add(now, sum(memory) / max(target, len(memory)))  # per instance kept, as CPU
+        if named & _REQUEST_METRICS and self._request_meter is not None:
+            state.requests.sample(now, self._request_meter(*key))
 
     def _decide(self, state: _State, monitor: dict[str, Any] | None, current: int, now: float) -> Decision:
         settings = state.settings
@@ -204,10 +227,20 @@ class AutoscaleEngine:
 
     def _metric(self, state: _State, now: float) -> Callable[[str, str, float], float | None]:
         def metric(name: str, aggregation: str, window_s: float) -> float | None:
-            readings = {"CpuUtilizationPercentage": state.cpu, "ConnectionsActive": state.flight}.get(name)
-            if readings is None:
+            if name == "RequestsPerMinute":
+                return state.requests.per_minute(now, window_s, aggregation)
+            if name == "RequestLatency":
+                return state.requests.latency_ms(now, window_s, aggregation)
+            if name in PERCENTILES:
+                meter = state.requests.meter
+                if meter is None:
+                    return None
+                # The meter times requests with perf_counter: its window ends at that clock's now.
+                return latency_percentile(meter.recent, time.perf_counter(), window_s, PERCENTILES[name])
+            readings = {"CpuUtilizationPercentage": state.cpu, "ConnectionsActive": state.flight, _MEMORY: state.memory}
+            if name not in readings:
                 return None
-            values = readings.values(now, window_s)
+            values = readings[name].values(now, window_s)
             if not values:
                 return None
             return {"avg": sum(values) / len(values), "max": max(values), "min": min(values)}.get(
@@ -215,6 +248,16 @@ class AutoscaleEngine:
             )
 
         return metric
+
+
+def _metrics_named(setting: dict[str, Any]) -> frozenset[str]:
+    """The metric names of every rule of every profile of a Monitor setting."""
+    return frozenset(
+        str((rule.get("metricTrigger") or {}).get("metricName"))
+        for profile in setting.get("profiles") or []
+        for rule in profile.get("rules") or []
+        if isinstance(rule, dict)
+    )
 
 
 def _scale_settings(spec: dict[str, Any]) -> Any:

@@ -1,7 +1,9 @@
-"""What the autoscaler samples: CPU per replica process (from /proc) and requests in flight (the gateway's admission).
+"""What the autoscaler samples: CPU and memory per replica process (from /proc), requests in flight (the gateway's
+admission) and the gateway's per-deployment request meters.
 
 CPU is a percentage of one core, as Kubernetes' and Azure's ``CpuUtilizationPercentage`` count it for an
-instance: 100 means a replica kept one core busy over the interval.
+instance: 100 means a replica kept one core busy over the interval. Memory (``CpuMemoryUtilizationPercentage``)
+is the replica's resident memory as a percentage of the machine's.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["CpuMeter", "in_flight"]
+from tiffin.telemetry.meters import DeploymentMeter, Meters
+
+__all__ = ["CpuMeter", "in_flight", "memory_percent", "memory_total", "request_meter"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -59,3 +64,46 @@ def in_flight(gateway: Any, endpoint: str, deployment: str) -> float | None:
     if admission is None:
         return None
     return float(admission.in_flight + admission.queued)
+
+
+def memory_total() -> int:
+    """The machine's memory in bytes (``MemTotal`` of /proc/meminfo); 0 where there is no /proc."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def memory_percent(pid: int, total: int) -> float | None:
+    """Resident memory of ``pid`` as a percentage of ``total`` bytes; None if it is gone (or total unknown)."""
+    if total <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as file:
+            resident_pages = int(file.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return 100.0 * resident_pages * _PAGE / total
+
+
+def request_meter(gateway: Any, endpoint: str, deployment: str) -> DeploymentMeter:
+    """The gateway's meter of ``endpoint``/``deployment`` (requests answered, latency), for rules on
+    RequestLatency* and RequestsPerMinute.
+
+    With ``TIFFIN_METRICS=0`` the gateway starts without meters; a rule that needs them turns them on (from then
+    the stats API's ``recent`` is back too; /metrics stays off): a latency rule must not silently never fire.
+    """
+    if gateway.meters is None:
+        meters = Meters()
+        meters.sync((e.name, d) for e in gateway.table.endpoints.values() for d in e.deployments)
+        # The rollout driver counted statuses from gateway.stats while there were no meters: carry them over, so
+        # that its (now meters-based) counts go on from where they were instead of dropping to zero.
+        for name, counted in gateway.stats.items():
+            for dep, statuses in counted.statuses.items():
+                meters.get(name, dep).statuses.update(statuses)
+        gateway.meters = meters
+    return gateway.meters.get(endpoint, deployment)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS_S", "DeploymentMeter", "Meters", "window_stats"]
+__all__ = ["LATENCY_BUCKETS_S", "DeploymentMeter", "Meters", "percentile_ms", "window_stats"]
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -103,11 +103,13 @@ def window_stats(recent: Iterable[tuple[float, float]], now: float) -> dict[str,
         "window_s": round(span, 3),
         "requests": len(latencies),
         "requests_per_s": round(len(latencies) / span, 3) if span > 0.5 else None,
-        "latency_ms": {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
+        "latency_ms": {q: percentile_ms(latencies, p) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
     }
 
 
-def _percentile(ordered: list[float], q: float) -> float | None:
+def percentile_ms(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of sorted seconds, in milliseconds; None for none (the stats API's and
+    the autoscaler's RequestLatency_P50.._P99)."""
     if not ordered:
         return None
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
