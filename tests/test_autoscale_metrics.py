@@ -169,6 +169,9 @@ def deploy_with_rule(server, tmp_path: Path, endpoint: str, condition: str) -> s
     [
         ("lat", "RequestLatency > 40 avg 10s", "RequestLatency"),
         ("rpm", "RequestsPerMinute > 300 avg 10s", "RequestsPerMinute"),
+        ("p99", "RequestLatency_P99 > 40 max 10s", "RequestLatency_P99"),
+        # Any replica holds more than 0.01 % of the machine's memory: measured, so it fires.
+        ("mem", "CpuMemoryUtilizationPercentage > 0.01 avg 10s", "CpuMemoryUtilizationPercentage"),
     ],
 )
 def test_a_rule_on_a_request_metric_scales_out_under_load(server, tmp_path: Path, endpoint, condition, metric):
