@@ -7,7 +7,10 @@ copy, when the policy asks for one, is sent after the caller has its answer, on 
 outcome only shows in the endpoint's stats.
 
 A deployment whose replicas are all (re)starting has capacity 0: its requests queue for the replacement up to
-max_queue_wait_ms (503 past it, or at once when no replica is on its way), so a restart fails nothing.
+max_queue_wait_ms (503 past it, or at once when no replica is on its way), so a restart fails nothing. A
+deployment the autoscaler keeps at zero replicas (``min_instances: 0``) is "replacing" too: its requests queue
+the same way, the autoscaler counts them as in flight and starts a replica, and they are answered by it (the
+activator of Knative's scale to zero). A mirror copy never queues: one for a deployment at zero is dropped.
 
 The routing table is swapped whole (:meth:`Gateway.set_table`); a request keeps the snapshot it started
 with, so traffic changes and replica moves never fail a request in flight.
@@ -359,9 +362,9 @@ class Gateway(Forwarding):
     ) -> DeploymentRoute:
         """Take a slot of ``deployment``; returns the route to forward by.
 
-        With every replica (re)starting the capacity is 0 until the supervisor reports one ready; the queue
-        then moves in arrival order. Such a wait is bounded by max_queue_wait_ms and by the request's own
-        timeout, and ends in 503 (no replica), not 429 (busy replicas)."""
+        With every replica (re)starting, or the deployment scaled to zero, the capacity is 0 until the supervisor
+        reports one ready; the queue then moves in arrival order. Such a wait is bounded by max_queue_wait_ms and
+        by the request's own timeout, and ends in 503 (no replica), not 429 (busy replicas)."""
         if deployment.replicas:
             wait_ms = deployment.max_queue_wait_ms
         else:
@@ -374,7 +377,8 @@ class Gateway(Forwarding):
                 raise  # replicas there all along, all busy: the ordinary 429
             raise UnavailableError(
                 f"{_no_replica(endpoint.name, deployment.name)}: none became ready within max_queue_wait_ms "
-                f"({wait_ms} ms) while one was starting"
+                f"({wait_ms} ms) while one was starting (or scaling up from zero); set request_settings."
+                "max_queue_wait_ms and request_timeout_ms above a replica's start time to wait for it"
             ) from None
         if deployment.replicas:
             return deployment

@@ -452,9 +452,11 @@ class DeploymentReconciler:
         )
 
     def replacing(self) -> bool:
-        """Whether a replica of it is on its way to ready (starting, or due to restart): the gateway then
-        queues requests for up to max_queue_wait_ms instead of answering 503 at once."""
-        return any(
+        """Whether a replica of it is on its way to ready (starting, or due to restart), or the autoscaler keeps
+        it at zero: the gateway then queues requests for up to max_queue_wait_ms instead of answering 503 at
+        once (at zero, a queued request counts as in flight, so the autoscaler starts a replica for it)."""
+        scaled_to_zero = self.scaled is not None and self.target() == 0  # instance_count is at least 1
+        return scaled_to_zero or any(
             not s.retiring and (s.state != "dead" or s.restart_at is not None)
             for s in self._slots.values()
             if s.state != "ready"

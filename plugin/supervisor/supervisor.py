@@ -208,7 +208,8 @@ class Supervisor:
         return reconciler.ready_replicas() if reconciler is not None else ()
 
     def replacing(self, endpoint: str, deployment: str) -> bool:
-        """Whether a replica of ``endpoint``/``deployment`` is starting or due to restart (it will be ready)."""
+        """Whether a replica of ``endpoint``/``deployment`` is starting or due to restart (it will be ready), or
+        the autoscaler keeps it at zero (a request for it starts one): its requests wait rather than get 503."""
         reconciler = self._reconcilers.get((endpoint, deployment))
         return reconciler is not None and reconciler.replacing()
 
