@@ -47,6 +47,9 @@ _TRAFFIC_FIELDS = ("traffic", "mirror_traffic")
 _ENDPOINT_ANSWER_FIELDS = frozenset(
     {"id", "provisioning_state", "scoring_uri", "openapi_uri", "kind", "created_at", "updated_at"}
 )
+# Azure's endpoint answers carry the endpoint's id in properties too; its autoscale how-to reads it from there
+# (`--query "properties.\"azureml.onlineendpointid\""`) for a rule on an endpoint metric.
+_ENDPOINT_ID_PROPERTY = "azureml.onlineendpointid"
 _DEPLOYMENT_ANSWER_FIELDS = frozenset(
     {"id", "provisioning_state", "reason", "current_instances", "created_at", "updated_at"}
 )
@@ -75,7 +78,13 @@ def _stored_spec(spec: OnlineEndpoint) -> dict[str, Any]:
 
 
 def _without(body: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
-    return {key: value for key, value in body.items() if key not in fields}
+    out = {key: value for key, value in body.items() if key not in fields}
+    properties = out.get("properties")
+    if isinstance(properties, dict) and _ENDPOINT_ID_PROPERTY in properties:  # an answer's, fed back
+        out["properties"] = {k: v for k, v in properties.items() if k != _ENDPOINT_ID_PROPERTY}
+        if not out["properties"]:
+            del out["properties"]
+    return out
 
 
 def _label(kind: str, body: Mapping[str, Any], fallback: str | None) -> str:
@@ -154,6 +163,7 @@ class ControlPlane:
         }
         for key, value in record.spec.items():  # the other Azure fields: properties, identity...
             out.setdefault(key, value)
+        out["properties"] = {**(out.get("properties") or {}), _ENDPOINT_ID_PROPERTY: out["id"]}
         return out
 
     def deployment_json(self, record: DeploymentRecord) -> dict[str, Any]:
