@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import eventually
@@ -136,12 +138,19 @@ def server():
         yield running
 
 
-def deploy_with_rule(server, tmp_path: Path, endpoint: str, condition: str) -> str:
+def stats(server, endpoint: str) -> dict:
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    return httpx.get(f"{server.url}/api/online-endpoints/{endpoint}/stats", headers=headers).json()
+
+
+def deploy_with_rule(
+    server, tmp_path: Path, endpoint: str, condition: str, scale: str = "out", instances: int = 1
+) -> str:
     (tmp_path / "score.py").write_text(SLOW)
     spec = {
         "name": "blue",
         "code_configuration": {"code": str(tmp_path), "scoring_script": "score.py"},
-        "instance_count": 1,
+        "instance_count": instances,
         "request_settings": PATIENT,
         **FAST_PROBES,
     }
@@ -149,6 +158,8 @@ def deploy_with_rule(server, tmp_path: Path, endpoint: str, condition: str) -> s
     client.online_endpoints.create_or_update({"name": endpoint, "auth_mode": "key"})
     client.online_deployments.create_or_update(spec, endpoint, timeout=180)
     client.online_endpoints.set_traffic(endpoint, {"blue": 100})
+    if endpoint == "lat":  # the first: no rule on a request metric yet, so no request counters (TIFFIN_METRICS=0)
+        assert "recent" not in stats(server, endpoint)
 
     def tiffin(*args: str) -> None:
         done = subprocess.run(
@@ -158,9 +169,9 @@ def deploy_with_rule(server, tmp_path: Path, endpoint: str, condition: str) -> s
 
     name = f"{endpoint}-rule"
     tiffin("monitor", "autoscale", "create", "--autoscale-name", name, "--endpoint-name", endpoint,
-           "--deployment-name", "blue", "--min-count", "1", "--max-count", "2", "--count", "1")  # fmt: skip
+           "--deployment-name", "blue", "--min-count", "1", "--max-count", "2", "--count", str(instances))  # fmt: skip
     tiffin("monitor", "autoscale", "rule", "create", "--autoscale-name", name,
-           "--condition", condition, "--scale", "out", "1", "--cooldown", "10s")  # fmt: skip
+           "--condition", condition, "--scale", scale, "1", "--cooldown", "10s")  # fmt: skip
     return client.online_endpoints.get_keys(endpoint)["primaryKey"]
 
 
@@ -179,9 +190,25 @@ def test_a_rule_on_a_request_metric_scales_out_under_load(server, tmp_path: Path
     client = server.client()
     assert scaled(client, endpoint) == []
     # 4 callers of an 80 ms script: ~80 ms each (queued behind 2 slots: more), ~12 requests/s = ~700 a minute.
+    began = time.monotonic()
     with Load(f"{server.url}/endpoints/{endpoint}/score", key, workers=4) as load:
-        out = eventually(lambda: scaled(client, endpoint) or None, timeout=40, interval=0.5)
-    print("scaled:", [e["message"] for e in out], "load:", load.statuses)
+        out = eventually(lambda: scaled(client, endpoint) or None, timeout=40, interval=0.2)
+    took = time.monotonic() - began
+    print("scaled:", [e["message"] for e in out], "load:", load.statuses, f"after {took:.1f}s")
     assert counts(out)[0] == 2, out
     assert f"{endpoint}-rule" in out[0]["message"] and metric in out[0]["message"], out
     assert load.failed / max(load.total, 1) < 0.005, load.statuses
+    if metric.startswith("Request"):
+        # The rule turned the gateway's request counters on: the stats API's recent is back; /metrics stays off.
+        assert stats(server, endpoint)["recent"]["blue"]["requests"] > 0
+        metrics = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_token}"})
+        assert metrics.status_code == 404
+
+
+def test_an_idle_deployment_has_zero_requests_per_minute_so_a_scale_in_rule_acts(server, tmp_path: Path):
+    deploy_with_rule(server, tmp_path, "idle", "RequestsPerMinute < 1 avg 10s", scale="in", instances=2)
+    client = server.client()
+    out = eventually(lambda: scaled(client, "idle") or None, timeout=40, interval=0.2)
+    print("scaled:", [e["message"] for e in out])
+    assert counts(out)[0] == 1, out
+    assert "RequestsPerMinute 0 < 1" in out[0]["message"], out
