@@ -96,6 +96,22 @@ def test_agreement_report_counts_not_bodies():
     assert report["errors"] == {"primary": 0, "mirror": 2, "delta": 2}
     assert report["latency_ms"]["delta"]["p50"] == pytest.approx(10.0)
     assert "x" not in str(report)
+    assert report["by_deployment"] == {}  # no answering deployment named
+
+
+def test_agreement_report_per_deployment_that_answered():
+    check = AgreementCheck("green", 1e-6)
+    check.record((200, b'{"y": 1}', 0.030), 200, b'{"y": 1}', 0.020, "blue")
+    check.record((200, b'{"y": 1}', 0.010), 200, b'{"y": 3}', 0.020, "teal")
+    check.record((503, b"busy", 0.001), 200, b'{"y": 1}', 0.020, "teal")
+    report = check.report()
+    assert report["compared"] == 3 and report["equal"] == 1
+    by = report["by_deployment"]
+    assert by.keys() == {"blue", "teal"}
+    assert by["blue"]["compared"] == 1 and by["blue"]["agreement"] == 1.0
+    assert by["blue"]["latency_ms"]["delta"]["p50"] == pytest.approx(-10.0)
+    assert by["teal"]["compared"] == 2 and by["teal"]["differing"] == 2 and by["teal"]["agreement"] == 0.0
+    assert by["teal"]["errors"] == {"primary": 1, "mirror": 0, "delta": -1}
 
 
 @pytest.mark.parametrize("bad", [5, {"a": 1}, None, [5, "x"]])

@@ -30,10 +30,10 @@ class Captured:
     """The primary's answer to a request whose mirror copy an agreement check compares: status, time, and the
     body when it is at most MAX_COMPARED_BYTES (``body`` None past it). Made only while a check is active."""
 
-    __slots__ = ("check", "chunks", "seconds", "send", "size", "status")
+    __slots__ = ("check", "chunks", "deployment", "seconds", "send", "size", "status")
 
-    def __init__(self, check: AgreementCheck, send: Send) -> None:
-        self.check, self.send = check, send
+    def __init__(self, check: AgreementCheck, send: Send, deployment: str = "") -> None:
+        self.check, self.send, self.deployment = check, send, deployment
         self.status, self.size, self.seconds = 500, 0, 0.0
         self.chunks: list[bytes] | None = []
 
@@ -93,7 +93,7 @@ async def send_mirror(
         counters.statuses[response.status] += 1
         elapsed = time.perf_counter() - started
         if captured is not None:
-            captured.check.record(captured.primary(), response.status, answer, elapsed)
+            captured.check.record(captured.primary(), response.status, answer, elapsed, captured.deployment)
         counters.latencies_ms.append(elapsed * 1000)
         if meter is not None:
             meter.mirrored(elapsed)
@@ -108,7 +108,7 @@ async def send_mirror(
         if meter is not None:
             meter.mirrored(None)
         if captured is not None:
-            captured.check.record(captured.primary(), None, None, time.perf_counter() - started)
+            captured.check.record(captured.primary(), None, None, time.perf_counter() - started, captured.deployment)
         logger.warning("mirror copy to deployment '%s' of '%s' failed: %r", name, endpoint.name, exc)
     finally:
         admission.release()

@@ -46,12 +46,13 @@ def _p(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
 
 
-class AgreementCheck:
-    """Counts of one endpoint's mirror phase: the mirror ``deployment`` against whoever answered the caller."""
+class _Tally:
+    """Counts and latencies of mirrored requests (all of them, or those one primary deployment answered)."""
 
-    def __init__(self, deployment: str, tolerance: float) -> None:
-        self.deployment = deployment
-        self.tolerance = tolerance
+    __slots__ = ("compared", "differing", "equal", "mirror_errors", "mirror_ms", "primary_errors", "primary_ms",
+                 "skipped")  # fmt: skip
+
+    def __init__(self) -> None:
         self.compared = 0
         self.equal = 0
         self.differing = 0
@@ -62,31 +63,20 @@ class AgreementCheck:
         self.primary_ms: deque[float] = deque(maxlen=_WINDOW)
         self.mirror_ms: deque[float] = deque(maxlen=_WINDOW)
 
-    def record(
-        self,
-        primary: tuple[int, bytes | None, float],
-        mirror_status: int | None,
-        mirror_body: bytes | None,
-        mirror_s: float,
-    ) -> None:
-        """One mirrored request: the primary's (status, body or None when too large, seconds), the mirror's."""
-        status, body, seconds = primary
+    def add(self, status: int, mirror_status: int | None, seconds: float, mirror_s: float, equal: bool | None) -> None:
         self.primary_ms.append(seconds * 1000)
         self.primary_errors += status >= 500
         if mirror_status is None:
             self.mirror_errors += 1
-            self.skipped += 1
-            return
-        self.mirror_ms.append(mirror_s * 1000)
-        self.mirror_errors += mirror_status >= 500
-        if body is None or mirror_body is None or len(mirror_body) > MAX_COMPARED_BYTES:
+        else:
+            self.mirror_ms.append(mirror_s * 1000)
+            self.mirror_errors += mirror_status >= 500
+        if equal is None:
             self.skipped += 1
             return
         self.compared += 1
-        if status == mirror_status and answers_agree(body, mirror_body, self.tolerance):
-            self.equal += 1
-        else:
-            self.differing += 1
+        self.equal += equal
+        self.differing += not equal
 
     def report(self) -> dict[str, Any]:
         primary, mirror = sorted(self.primary_ms), sorted(self.mirror_ms)
@@ -100,8 +90,6 @@ class AgreementCheck:
             if latency["mirror"][q] is not None and latency["primary"][q] is not None
         }
         return {
-            "deployment": self.deployment,
-            "tolerance": self.tolerance,
             "compared": self.compared,
             "equal": self.equal,
             "differing": self.differing,
@@ -113,4 +101,47 @@ class AgreementCheck:
                 "delta": self.mirror_errors - self.primary_errors,
             },
             "latency_ms": {**latency, "delta": deltas},
+        }
+
+
+class AgreementCheck:
+    """Counts of one endpoint's mirror phase: the mirror ``deployment`` against whoever answered the caller,
+    in all and per deployment that answered (the endpoint's deployments: a bounded number of tallies)."""
+
+    def __init__(self, deployment: str, tolerance: float) -> None:
+        self.deployment = deployment
+        self.tolerance = tolerance
+        self.total = _Tally()
+        self.by_primary: dict[str, _Tally] = {}
+
+    def record(
+        self,
+        primary: tuple[int, bytes | None, float],
+        mirror_status: int | None,
+        mirror_body: bytes | None,
+        mirror_s: float,
+        primary_deployment: str = "",
+    ) -> None:
+        """One mirrored request: the primary's (status, body or None when too large, seconds), the mirror's, and
+        which deployment answered the caller."""
+        status, body, seconds = primary
+        equal: bool | None = None  # not compared
+        if mirror_status is not None and body is not None and mirror_body is not None and (
+            len(mirror_body) <= MAX_COMPARED_BYTES
+        ):
+            equal = status == mirror_status and answers_agree(body, mirror_body, self.tolerance)
+        self.total.add(status, mirror_status, seconds, mirror_s, equal)
+        if primary_deployment:
+            tally = self.by_primary.get(primary_deployment)
+            if tally is None:
+                tally = self.by_primary[primary_deployment] = _Tally()
+            tally.add(status, mirror_status, seconds, mirror_s, equal)
+
+    def report(self) -> dict[str, Any]:
+        """The counts in all, and ``by_deployment``: the same against each deployment that answered."""
+        return {
+            "deployment": self.deployment,
+            "tolerance": self.tolerance,
+            **self.total.report(),
+            "by_deployment": {name: tally.report() for name, tally in sorted(self.by_primary.items())},
         }
