@@ -141,9 +141,10 @@ def test_a_pinned_request_at_zero_is_held_and_answered(server, tmp_path: Path):
 
 
 def test_a_wait_shorter_than_a_start_ends_in_503_but_still_brings_a_replica(server, tmp_path: Path):
-    """One rule for a queue at zero, as for a restart: 503 once max_queue_wait_ms is up; the request was counted
-    all the same, so the deployment comes back for the next one."""
-    slow = "import time\n\n\ndef init():\n    time.sleep(3)\n\n\ndef run(raw_data):\n    return {'ok': True}\n"
+    """A replica slower to start than the stable window and the delay is not scaled away before it is ready. At
+    zero, one rule for the queue, as for a restart: 503 once max_queue_wait_ms is up; the request was counted all
+    the same, so the deployment comes back for the next one."""
+    slow = "import time\n\n\ndef init():\n    time.sleep(7)\n\n\ndef run(raw_data):\n    return {'ok': True}\n"
     (tmp_path / "score.py").write_text(slow)
     code = {"code": str(tmp_path), "scoring_script": "score.py"}
     short = {**SETTINGS, "max_queue_wait_ms": 1500}
@@ -153,6 +154,9 @@ def test_a_wait_shorter_than_a_start_ends_in_503_but_still_brings_a_replica(serv
     client.online_deployments.create_or_update({"name": "blue", "scale_settings": TO_ZERO, **spec}, "short")
     client.online_endpoints.set_traffic("short", {"blue": 100})
     key = client.online_endpoints.get_keys("short")["primaryKey"]
+    shown = client.online_deployments.get("blue", "short")
+    assert (shown["provisioning_state"], shown["current_instances"]) == ("Succeeded", 1), shown
+    assert [e for e in client.online_deployments.get_events("blue", "short") if e["name"] == "Scaled"] == []
     eventually(lambda: client.online_deployments.get("blue", "short")["current_instances"] == 0, timeout=30)
 
     began = time.monotonic()
@@ -162,4 +166,8 @@ def test_a_wait_shorter_than_a_start_ends_in_503_but_still_brings_a_replica(serv
     assert answer.status_code == 503, answer.text
     assert "max_queue_wait_ms" in answer.json()["message"]
     assert 1.4 < waited < 10, waited
-    eventually(lambda: client.online_deployments.get("blue", "short")["current_instances"] == 1, timeout=30)
+    scaled = eventually(
+        lambda: [e for e in client.online_deployments.get_events("blue", "short") if e["name"] == "Scaled"][1:],
+        timeout=30,
+    )
+    assert scaled[0]["message"].startswith("0 -> 1 instance(s): panic"), scaled

@@ -32,6 +32,8 @@ class Provisioning:
         # Set when we wrote Failed: the generation that write produced. Nothing is retried until the
         # record's generation moves past it (someone changed the deployment).
         self.gate: int | None = None
+        # The generation whose replicas have all been ready at once: from then on the autoscaler may move its count.
+        self.ready_generation: int | None = None
 
     @property
     def name(self) -> str:
@@ -41,6 +43,7 @@ class Provisioning:
         """Forget what was written (a new deployment of the same name)."""
         self.written = None
         self.gate = None
+        self.ready_generation = None
 
     def newest(self, record: DeploymentRecord) -> DeploymentRecord:
         """``record``, or our own write when a reload raced with it and is older."""
@@ -64,6 +67,8 @@ class Provisioning:
             await self.fail(record, reason)
             return
         ready = sum(1 for s in current if s.state == "ready")
+        if ready >= count:
+            self.ready_generation = record.generation
         if ready >= count and (record.state != "Succeeded" or record.reason is not None):
             written = await self._host.write_state(record, "Succeeded", None)
             if written is not None:

@@ -414,9 +414,11 @@ class DeploymentReconciler:
             del self._slots[slot.index]
 
     def target(self) -> int | None:
-        """How many replicas of the current spec this deployment keeps now (None before its first pass)."""
+        """How many replicas of the current spec this deployment keeps now; None until its ``instance_count``
+        have been ready (the autoscaler leaves a deployment alone while it is created or updated: a slow start
+        must not be scaled away, to zero even, before it ever served)."""
         desired = self._specs.current()
-        if desired is None:
+        if desired is None or self._state.ready_generation != desired.generation:
             return None
         scaled = self.scaled
         return scaled[1] if scaled is not None and scaled[0] == desired.generation else desired.count

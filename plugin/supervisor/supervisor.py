@@ -227,7 +227,8 @@ class Supervisor:
             self._wake()
 
     def deployments(self) -> dict[tuple[str, str], tuple[DeploymentRecord, int | None]]:
-        """The deployments this supervisor runs: their records and how many replicas each keeps now."""
+        """The deployments this supervisor runs: their records and how many replicas each keeps now (None while
+        one is being created or updated, until its replicas are ready: not the autoscaler's to change yet)."""
         return {key: (self._records[key], r.target()) for key, r in self._reconcilers.items() if key in self._records}
 
     def notify(self) -> None:
