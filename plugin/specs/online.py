@@ -38,7 +38,9 @@ _SHOWN_BY_TIFFIN = frozenset({"created_at", "updated_at"})
 _ENDPOINT_READ_ONLY = _SHOWN_BY_TIFFIN | {
     "id", "provisioning_state", "scoring_uri", "swagger_uri", "openapi_uri", "location", "creation_context"
 }  # fmt: skip
-_DEPLOYMENT_READ_ONLY = _SHOWN_BY_TIFFIN | {"id", "provisioning_state", "creation_context", "reason"}
+_DEPLOYMENT_READ_ONLY = _SHOWN_BY_TIFFIN | {
+    "id", "provisioning_state", "creation_context", "reason", "current_instances"
+}  # fmt: skip
 
 
 class OnlineEndpoint(SpecModel):
