@@ -107,6 +107,7 @@ def test_scales_to_zero_and_back_on_the_next_request(server, tmp_path: Path):
     assert back, events(client, "blue", "Scaled")
     shown = client.online_deployments.get("blue", "zero")
     assert (shown["provisioning_state"], shown["current_instances"]) == ("Succeeded", 1), shown
+    assert events(client, "blue", "InstancesChanged") == []  # instance_count stays as written; Scaled says it all
     # Pinned too, while at 1: answered at once.
     pinned = httpx.post(url, json={"data": [1]}, headers={**auth, "azureml-model-deployment": "blue"}, timeout=10)
     assert pinned.status_code == 200

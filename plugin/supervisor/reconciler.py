@@ -105,9 +105,9 @@ class DeploymentReconciler:
             if not gated:
                 await self._state.fail(record, f"the deployment's spec is invalid: {exc}")
             return
+        self._note_changes(record, desired)  # the spec's instance_count: the autoscaler's counts have Scaled events
         if self.scaled is not None and self.scaled[0] == record.generation:
             desired = dataclasses.replace(desired, count=self.scaled[1])
-        self._note_changes(record, desired)
         if self._specs.launch(desired.template) is None:
             # Its plan and environment first (a thread; an environment may take a while to build): the replicas
             # of the current template keep serving meanwhile, and a failed build fails the deployment at once.
