@@ -212,3 +212,58 @@ def test_an_idle_deployment_has_zero_requests_per_minute_so_a_scale_in_rule_acts
     print("scaled:", [e["message"] for e in out])
     assert counts(out)[0] == 1, out
     assert "RequestsPerMinute 0 < 1" in out[0]["message"], out
+
+
+FAST = "def init():\n    pass\n\n\ndef run(raw_data):\n    return {'ok': True}\n"
+
+
+def test_an_endpoint_meter_sums_its_deployments():
+    gateway = Gateway()
+    endpoint = request_meter(gateway, "e", None)
+    answer(request_meter(gateway, "e", "blue"), 0.010, 0.010)
+    answer(request_meter(gateway, "e", "green"), 0.100)
+    answer(request_meter(gateway, "other", "blue"), 5.0)
+    assert endpoint.statuses == {200: 3}
+    assert endpoint.latency_sum == pytest.approx(0.120)
+    assert sorted(s for _, s in endpoint.recent) == [0.010, 0.010, 0.100]
+
+
+def test_a_rule_on_the_endpoints_latency_counts_every_deployment(server, tmp_path: Path):
+    """Azure's how-to adds `--condition "RequestLatency > 70 avg 5m" --resource $ENDPOINT_RESOURCE_ID`: the
+    endpoint's latency, over all its deployments. Here blue answers at once and green in 80 ms, 50/50: blue's
+    own latency stays under the threshold, the endpoint's is over it, and blue scales out."""
+    client = server.client()
+    client.online_endpoints.create_or_update({"name": "whole", "auth_mode": "key"})
+    for name, script in (("blue", FAST), ("green", SLOW)):
+        code = tmp_path / name
+        code.mkdir()
+        (code / "score.py").write_text(script)
+        spec = {
+            "name": name,
+            "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+            "instance_count": 1,
+            "request_settings": PATIENT,
+            **FAST_PROBES,
+        }
+        client.online_deployments.create_or_update(spec, "whole", timeout=180)
+    client.online_endpoints.set_traffic("whole", {"blue": 50, "green": 50})
+    endpoint_id = client.online_endpoints.get("whole")["properties"]["azureml.onlineendpointid"]
+
+    def tiffin(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "tiffin.cli", *args], env=server.env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+
+    tiffin("monitor", "autoscale", "create", "--autoscale-name", "whole-rule", "--endpoint-name", "whole",
+           "--deployment-name", "blue", "--min-count", "1", "--max-count", "2", "--count", "1")  # fmt: skip
+    tiffin("monitor", "autoscale", "rule", "create", "--autoscale-name", "whole-rule", "--resource", endpoint_id,
+           "--condition", "RequestLatency > 30 avg 10s", "--scale", "out", "1", "--cooldown", "10s")  # fmt: skip
+    key = client.online_endpoints.get_keys("whole")["primaryKey"]
+    with Load(f"{server.url}/endpoints/whole/score", key, workers=4) as load:
+        out = eventually(lambda: scaled(client, "whole") or None, timeout=40, interval=0.2)
+        recent = stats(server, "whole")["recent"]
+    print("scaled:", [e["message"] for e in out], "recent:", recent, "load:", load.statuses)
+    assert counts(out)[0] == 2 and "RequestLatency" in out[0]["message"], out
+    assert recent["blue"]["latency_ms"]["p50"] < 30 < recent["green"]["latency_ms"]["p50"], recent
+    assert load.failed / max(load.total, 1) < 0.005, load.statuses

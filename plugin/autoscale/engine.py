@@ -34,6 +34,7 @@ from tiffin.specs.common import (
 )
 from tiffin.supervisor.logfiles import record_event
 
+from .monitor import evaluate, names_endpoint
 from .policy import ConcurrencyPolicy, Decision, Readings, target_utilization
 from .readings import CpuMeter, memory_percent, memory_total
 from .requests import PERCENTILES, RequestSamples, latency_percentile
@@ -91,6 +92,8 @@ class AutoscaleEngine:
         self._state: dict[Key, _State] = {}
         self._monitor: dict[Key, dict[str, Any]] = {}
         self._named: dict[Key, frozenset[str]] = {}  # the metrics each Monitor setting's rules name
+        # Endpoints whose request metrics a rule names (metricResourceUri: the endpoint's id), and their samples.
+        self._endpoint_samples: dict[str, tuple[Any, RequestSamples]] = {}
         self._monitor_at = -1e9
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -141,12 +144,20 @@ class AutoscaleEngine:
                 by_target[(record.endpoint_name, record.deployment_name)] = dict(record.spec)
         self._monitor = by_target
         self._named = {key: _metrics_named(spec) for key, spec in by_target.items()}
+        wanted = {key[0] for key, spec in by_target.items() if _metrics_named(spec, endpoint=True) & _REQUEST_METRICS}
+        for endpoint in [e for e in self._endpoint_samples if e not in wanted]:
+            del self._endpoint_samples[endpoint]
+        if self._request_meter is not None:
+            for endpoint in wanted - self._endpoint_samples.keys():
+                self._endpoint_samples[endpoint] = (self._request_meter(endpoint, None), RequestSamples(_KEEP_S))
 
     def tick(self, now: float) -> None:
         """Sample every autoscaled deployment; decide for those whose polling interval is up."""
         deployments = self._supervisor.deployments()
         for key in [k for k in self._state if k not in deployments]:
             del self._state[key]
+        for meter, samples in self._endpoint_samples.values():
+            samples.sample(now, meter)
         ready_pids: set[int] = set()
         statuses = self._supervisor.replicas()
         for key, (record, target) in deployments.items():
@@ -168,7 +179,7 @@ class AutoscaleEngine:
                 continue
             interval = getattr(settings, "polling_interval", 1) if settings is not None else 1
             state.next_at = now + interval
-            decision = self._decide(state, monitor, target, now)
+            decision = self._decide(key, state, monitor, target, now)
             if decision.desired != target:
                 self._supervisor.scale(*key, record.generation, decision.desired)
                 state.last_scale = datetime.now(UTC)
@@ -193,15 +204,17 @@ class AutoscaleEngine:
         if named & _REQUEST_METRICS and self._request_meter is not None:
             state.requests.sample(now, self._request_meter(*key))
 
-    def _decide(self, state: _State, monitor: dict[str, Any] | None, current: int, now: float) -> Decision:
+    def _decide(self, key: Key, state: _State, monitor: dict[str, Any] | None, current: int, now: float) -> Decision:
         settings = state.settings
         if monitor is not None:
-            from .monitor import evaluate  # A2's Azure Monitor rules (tiffin monitor autoscale)
-
             setting = {**monitor, "lastScaleTime": state.last_scale.isoformat() if state.last_scale else None}
             if setting["lastScaleTime"] is None:
                 del setting["lastScaleTime"]
-            desired, reason = evaluate(setting, self._metric(state, now), current, datetime.now(UTC))
+            metric = self._metric(state.requests, state, now)
+            on_endpoint = self._endpoint_samples.get(key[0])
+            # An endpoint's metric: its requests, all deployments together; the rest as the deployment's.
+            endpoint_metric = self._metric(on_endpoint[1], state, now) if on_endpoint is not None else metric
+            desired, reason = evaluate(setting, metric, current, datetime.now(UTC), endpoint_metric)
             return Decision(desired, f"autoscale setting {monitor.get('name', '')}: {reason}")
         if isinstance(settings, TargetConcurrencyScaleSettings):
             assert state.concurrency is not None
@@ -225,14 +238,14 @@ class AutoscaleEngine:
             state.recent.add(now, decision.recommended)  # the raw counts: a held count must not hold itself
         return decision
 
-    def _metric(self, state: _State, now: float) -> Callable[[str, str, float], float | None]:
+    def _metric(self, requests: RequestSamples, state: _State, now: float) -> Callable[[str, str, float], float | None]:
         def metric(name: str, aggregation: str, window_s: float) -> float | None:
             if name == "RequestsPerMinute":
-                return state.requests.per_minute(now, window_s, aggregation)
+                return requests.per_minute(now, window_s, aggregation)
             if name == "RequestLatency":
-                return state.requests.latency_ms(now, window_s, aggregation)
+                return requests.latency_ms(now, window_s, aggregation)
             if name in PERCENTILES:
-                meter = state.requests.meter
+                meter = requests.meter
                 if meter is None:
                     return None
                 # The meter times requests with perf_counter: its window ends at that clock's now.
@@ -250,13 +263,17 @@ class AutoscaleEngine:
         return metric
 
 
-def _metrics_named(setting: dict[str, Any]) -> frozenset[str]:
-    """The metric names of every rule of every profile of a Monitor setting."""
-    return frozenset(
-        str((rule.get("metricTrigger") or {}).get("metricName"))
+def _metrics_named(setting: dict[str, Any], *, endpoint: bool = False) -> frozenset[str]:
+    """The metric names of every rule of every profile of a Monitor setting (``endpoint``: of the rules on the
+    endpoint's metrics only)."""
+    triggers = [
+        rule.get("metricTrigger") or {}
         for profile in setting.get("profiles") or []
         for rule in profile.get("rules") or []
         if isinstance(rule, dict)
+    ]
+    return frozenset(
+        str(t.get("metricName")) for t in triggers if not endpoint or names_endpoint(t.get("metricResourceUri"))
     )
 
 

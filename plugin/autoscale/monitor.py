@@ -35,6 +35,7 @@ __all__ = [
     "active_profile",
     "evaluate",
     "format_duration",
+    "names_endpoint",
     "parse_condition",
     "parse_duration",
     "parse_scale",
@@ -320,6 +321,14 @@ def _recurs_now(schedule: Mapping[str, Any], now: datetime) -> bool:
     return begin <= (local.hour, local.minute) < end
 
 
+_ENDPOINT_ID = re.compile(r"/onlineEndpoints/[^/]+/?$", re.IGNORECASE)
+
+
+def names_endpoint(resource: object) -> bool:
+    """Whether a rule's ``metricResourceUri`` is an online endpoint's id (not one of its deployments')."""
+    return isinstance(resource, str) and _ENDPOINT_ID.search(resource) is not None
+
+
 def _bounds(profile: Mapping[str, Any]) -> tuple[int, int, int]:
     capacity = profile.get("capacity") or {}
     return int(capacity["minimum"]), int(capacity["maximum"]), int(capacity["default"])
@@ -340,12 +349,16 @@ def _last_scale(setting: Mapping[str, Any]) -> datetime | None:
     return datetime.fromisoformat(str(last))
 
 
-def evaluate(setting: Mapping[str, Any], metric: Metric, current: int, now: datetime) -> tuple[int, str]:
+def evaluate(
+    setting: Mapping[str, Any], metric: Metric, current: int, now: datetime, endpoint_metric: Metric | None = None
+) -> tuple[int, str]:
     """The instance count the setting asks for at ``now`` and why (for the deployment's event log).
 
     ``metric(name, aggregation, window_seconds)`` returns a metric of :data:`METRICS` aggregated (``avg``,
-    ``min``, ``max``, ``total``) over the window, or None without enough data. The result equals ``current``
-    when nothing is to change; the reason always says which profile and rule decided.
+    ``min``, ``max``, ``total``) over the window, or None without enough data; ``endpoint_metric`` the same of the
+    whole endpoint, for a rule whose ``metricResourceUri`` is an online endpoint's id (Azure's how-to scales a
+    deployment on its endpoint's RequestLatency). The result equals ``current`` when nothing is to change; the
+    reason always says which profile and rule decided.
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -368,7 +381,8 @@ def evaluate(setting: Mapping[str, Any], metric: Metric, current: int, now: date
     for index, rule in enumerate(rules):
         trigger = rule["metricTrigger"]
         window = parse_duration(trigger["timeWindow"]).total_seconds()
-        readings[index] = metric(trigger["metricName"], _SHORT_AGGREGATION[trigger["timeAggregation"]], window)
+        source = endpoint_metric if endpoint_metric and names_endpoint(trigger.get("metricResourceUri")) else metric
+        readings[index] = source(trigger["metricName"], _SHORT_AGGREGATION[trigger["timeAggregation"]], window)
     if all(value is None for value in readings.values()):
         keep = min(maximum, max(current, default))
         return keep, f"{where}: no metric data yet, keeping {keep} (not below the default {default})"

@@ -13,7 +13,7 @@ from typing import Any
 
 from tiffin.telemetry.meters import DeploymentMeter, Meters
 
-__all__ = ["CpuMeter", "in_flight", "memory_percent", "memory_total", "request_meter"]
+__all__ = ["CpuMeter", "EndpointMeter", "in_flight", "memory_percent", "memory_total", "request_meter"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -90,9 +90,39 @@ def memory_percent(pid: int, total: int) -> float | None:
     return 100.0 * resident_pages * _PAGE / total
 
 
-def request_meter(gateway: Any, endpoint: str, deployment: str) -> DeploymentMeter:
+class EndpointMeter:
+    """An endpoint's requests read as one meter: the sums of its deployments' meters (and of its refusals), read
+    afresh on each access, so deployments added or removed count from then on. For rules on an endpoint's
+    RequestLatency* and RequestsPerMinute (Azure's endpoint metrics)."""
+
+    def __init__(self, gateway: Any, endpoint: str) -> None:
+        self._gateway, self._endpoint = gateway, endpoint
+
+    def _meters(self) -> list[DeploymentMeter]:
+        meters = self._gateway.meters
+        by_key = meters.by_key if meters is not None else {}
+        return [meter for (endpoint, _), meter in list(by_key.items()) if endpoint == self._endpoint]
+
+    @property
+    def statuses(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for meter in self._meters():
+            for status, count in meter.statuses.items():
+                total[status] = total.get(status, 0) + count
+        return total
+
+    @property
+    def latency_sum(self) -> float:
+        return sum(meter.latency_sum for meter in self._meters())
+
+    @property
+    def recent(self) -> list[tuple[float, float]]:
+        return [pair for meter in self._meters() for pair in list(meter.recent)]
+
+
+def request_meter(gateway: Any, endpoint: str, deployment: str | None) -> DeploymentMeter | EndpointMeter:
     """The gateway's meter of ``endpoint``/``deployment`` (requests answered, latency), for rules on
-    RequestLatency* and RequestsPerMinute.
+    RequestLatency* and RequestsPerMinute; with ``deployment`` None, the endpoint's (:class:`EndpointMeter`).
 
     With ``TIFFIN_METRICS=0`` the gateway starts without meters; a rule that needs them turns them on (from then
     the stats API's ``recent`` is back too; /metrics stays off): a latency rule must not silently never fire.
@@ -106,4 +136,6 @@ def request_meter(gateway: Any, endpoint: str, deployment: str) -> DeploymentMet
             for dep, statuses in counted.statuses.items():
                 meters.get(name, dep).statuses.update(statuses)
         gateway.meters = meters
+    if deployment is None:
+        return EndpointMeter(gateway, endpoint)
     return gateway.meters.get(endpoint, deployment)

@@ -20,9 +20,10 @@ Pure apart from reading the meter it is handed: no clock (the engine passes ``no
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
-from tiffin.telemetry.meters import DeploymentMeter, percentile_ms
+from tiffin.telemetry.meters import percentile_ms
 
 __all__ = ["GRAIN_S", "PERCENTILES", "RequestSamples", "latency_percentile"]
 
@@ -37,17 +38,29 @@ PERCENTILES: dict[str, float] = {
 }
 
 
+class Meter(Protocol):
+    """What is read of a meter: a deployment's (:class:`tiffin.telemetry.meters.DeploymentMeter`) or an endpoint's
+    (:class:`tiffin.autoscale.readings.EndpointMeter`)."""
+
+    @property
+    def statuses(self) -> Mapping[int, int]: ...
+    @property
+    def latency_sum(self) -> float: ...
+    @property
+    def recent(self) -> Iterable[tuple[float, float]]: ...
+
+
 class RequestSamples:
     """Per-sample deltas of one deployment's meter: (time, seconds covered, requests answered, latency seconds)."""
 
     def __init__(self, keep_s: float) -> None:
         self._keep = keep_s
         self._samples: deque[tuple[float, float, int, float]] = deque()
-        self.meter: DeploymentMeter | None = None
+        self.meter: Meter | None = None
         """The meter last read (its ``recent`` gives the percentiles)."""
         self._base: tuple[float, int, float] | None = None  # (time, requests, latency sum) of the last read
 
-    def sample(self, now: float, meter: DeploymentMeter) -> None:
+    def sample(self, now: float, meter: Meter) -> None:
         """Read ``meter``'s totals; the first read (or one of a new meter object) only sets the baseline."""
         requests, latency = sum(meter.statuses.values()), meter.latency_sum
         base, same = self._base, meter is self.meter
