@@ -4,7 +4,8 @@ containers or socket folders behind). Standard library only: the replica runtime
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from tiffin.procfs import process_stat
 
 __all__ = ["pid_alive"]
 
@@ -18,8 +19,5 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     # A zombie has exited; in a container whose PID 1 never reaps, an orphan stays one for good.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    stat = process_stat(pid)
+    return stat is None or stat.state != "Z"

@@ -8,31 +8,18 @@ is the replica's resident memory as a percentage of the machine's.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from tiffin.procfs import memory_total, process_stat, rss_bytes
 from tiffin.telemetry.meters import DeploymentMeter, Meters
 
 __all__ = ["CpuMeter", "EndpointMeter", "in_flight", "memory_percent", "memory_total", "request_meter"]
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
 
 def _cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` and of its children it waited for; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
-            text = file.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: the fields after it follow the last ')'.
-    fields = text[text.rfind(")") + 2 :].split()
-    try:
-        utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
-    except (IndexError, ValueError):
-        return None
-    return (utime + stime + cutime + cstime) / _TICKS
+    stat = process_stat(pid)
+    return None if stat is None else stat.cpu_s + stat.children_cpu_s
 
 
 class CpuMeter:
@@ -66,28 +53,10 @@ def in_flight(gateway: Any, endpoint: str, deployment: str) -> float | None:
     return float(admission.in_flight + admission.queued)
 
 
-def memory_total() -> int:
-    """The machine's memory in bytes (``MemTotal`` of /proc/meminfo); 0 where there is no /proc."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as file:
-            for line in file:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def memory_percent(pid: int, total: int) -> float | None:
     """Resident memory of ``pid`` as a percentage of ``total`` bytes; None if it is gone (or total unknown)."""
-    if total <= 0:
-        return None
-    try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as file:
-            resident_pages = int(file.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return 100.0 * resident_pages * _PAGE / total
+    rss = rss_bytes(pid) if total > 0 else None
+    return None if rss is None else 100.0 * rss / total
 
 
 class EndpointMeter:

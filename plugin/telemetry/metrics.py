@@ -10,7 +10,6 @@ maps each name to Azure's.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tiffin.procfs import memory_total, process_stat, rss_bytes, uptime
 from tiffin.telemetry.meters import LATENCY_BUCKETS_S, DeploymentMeter
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ __all__ = ["CONTENT_TYPE", "BatchSnapshot", "ReplicaSample", "TiffinCollector", 
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _DEP = ["endpoint", "deployment"]
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
@@ -101,45 +99,21 @@ class _CpuClock:
             del self._last[pid]
 
 
-def _uptime() -> float:
-    with open("/proc/uptime", encoding="ascii") as f:
-        return float(f.read().split()[0])
-
-
 def read_replicas(replicas: Sequence[tuple[str, str, int, int]], clock: _CpuClock) -> list[ReplicaSample]:
     """CPU and memory of each (endpoint, deployment, index, pid) from ``/proc`` (a replica gone meanwhile is
     skipped). Read-only: the supervisor's own view is not touched."""
     samples: list[ReplicaSample] = []
-    try:
-        uptime = _uptime()
-    except OSError:  # no /proc (not Linux): no replica metrics
+    now = uptime()
+    if now is None:  # no /proc (not Linux): no replica metrics
         return samples
     for endpoint, deployment, index, pid in replicas:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rpartition(")")[2].split()
-            with open(f"/proc/{pid}/statm", encoding="ascii") as f:
-                rss_pages = int(f.read().split()[1])
-        except (OSError, IndexError, ValueError):
+        stat, rss = process_stat(pid), rss_bytes(pid)
+        if stat is None or rss is None:
             continue
-        # After the ")" of the command name: state is field 3, utime 14, stime 15, starttime 22 (1-based).
-        cpu_s = (int(fields[11]) + int(fields[12])) / _TICKS
-        started_s = int(fields[19]) / _TICKS
-        percent = clock.sample(pid, cpu_s, started_s, uptime)
-        samples.append(ReplicaSample(endpoint, deployment, index, cpu_s, percent, rss_pages * _PAGE))
+        percent = clock.sample(pid, stat.cpu_s, stat.started_s, now)
+        samples.append(ReplicaSample(endpoint, deployment, index, stat.cpu_s, percent, rss))
     clock.keep(pid for *_, pid in replicas)
     return samples
-
-
-def _memory_total() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _histogram(name: str, doc: str, meters: Iterable[DeploymentMeter], which: str) -> HistogramMetricFamily:
@@ -164,7 +138,7 @@ class TiffinCollector(Collector):
         self.replicas: list[ReplicaSample] = []
         self.batch = BatchSnapshot()
         self.clock = _CpuClock()
-        self.memory_total = _memory_total()
+        self.memory_total = memory_total()
 
     def prepare(self, replicas: list[ReplicaSample], batch: BatchSnapshot) -> None:
         """What was read off the event loop (``/proc`` and the store) for the next collect."""
