@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tiffin.procfs import memory_total, process_stat, rss_bytes
-from tiffin.telemetry.meters import DeploymentMeter, Meters
+from tiffin.telemetry.meters import DeploymentMeter, ensure_meters
 
 __all__ = ["CpuMeter", "EndpointMeter", "in_flight", "memory_percent", "memory_total", "request_meter"]
 
@@ -96,15 +96,7 @@ def request_meter(gateway: Any, endpoint: str, deployment: str | None) -> Deploy
     With ``TIFFIN_METRICS=0`` the gateway starts without meters; a rule that needs them turns them on (from then
     the stats API's ``recent`` is back too; /metrics stays off): a latency rule must not silently never fire.
     """
-    if gateway.meters is None:
-        meters = Meters()
-        meters.sync((e.name, d) for e in gateway.table.endpoints.values() for d in e.deployments)
-        # The rollout driver counted statuses from gateway.stats while there were no meters: carry them over, so
-        # that its (now meters-based) counts go on from where they were instead of dropping to zero.
-        for name, counted in gateway.stats.items():
-            for dep, statuses in counted.statuses.items():
-                meters.get(name, dep).statuses.update(statuses)
-        gateway.meters = meters
+    meters = ensure_meters(gateway)
     if deployment is None:
         return EndpointMeter(gateway, endpoint)
-    return gateway.meters.get(endpoint, deployment)
+    return meters.get(endpoint, deployment)

@@ -29,6 +29,7 @@ from tiffin.rollout.plan import ADVANCE, HOLD, ROLL_BACK, Guards, Reading, decid
 from tiffin.store import Store
 from tiffin.store.rollouts import RolloutRecord
 from tiffin.supervisor.logfiles import record_event
+from tiffin.telemetry.meters import ensure_meters
 
 __all__ = ["RolloutDriver", "control_traffic"]
 
@@ -251,13 +252,9 @@ class RolloutDriver:
     def _counts(self, endpoint: str, names: Iterable[str]) -> dict[str, tuple[int, int]]:
         """(requests, errors) each deployment answered so far; errors are 5xx, the gateway's own included."""
         counts = {}
-        meters = self.gateway.meters
-        stats = self.gateway.stats.get(endpoint)
+        meters = ensure_meters(self.gateway)  # on with TIFFIN_METRICS=0 too: the P99 guard reads their latencies
         for name in names:
-            if meters is not None:
-                statuses: dict[int, int] = meters.get(endpoint, name).statuses
-            else:
-                statuses = dict(stats.statuses.get(name, {})) if stats is not None else {}
+            statuses = meters.get(endpoint, name).statuses
             counts[name] = (sum(statuses.values()), sum(n for s, n in statuses.items() if s >= 500))
         return counts
 
@@ -265,10 +262,8 @@ class RolloutDriver:
         now = self._counts(endpoint, names)
         requests = sum(now[n][0] - start.get(n, (0, 0))[0] for n in names)
         errors = sum(now[n][1] - start.get(n, (0, 0))[1] for n in names)
-        latencies: list[float] = []
-        if self.gateway.meters is not None:
-            for name in names:
-                latencies.extend(s for t, s in self.gateway.meters.get(endpoint, name).recent if t >= began)
+        meters = ensure_meters(self.gateway)
+        latencies = [s for name in names for t, s in meters.get(endpoint, name).recent if t >= began]
         return Reading(requests, errors, _p99(latencies))
 
 

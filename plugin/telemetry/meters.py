@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS_S", "DeploymentMeter", "Meters", "percentile_ms", "window_stats"]
+__all__ = ["LATENCY_BUCKETS_S", "DeploymentMeter", "Meters", "ensure_meters", "percentile_ms", "window_stats"]
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -141,3 +141,21 @@ class Meters:
         if meter is None:
             meter = self.by_key[(endpoint, deployment)] = DeploymentMeter(endpoint, deployment)
         return meter
+
+
+def ensure_meters(gateway: Any) -> Meters:
+    """The gateway's meters, made now if the server started without them (``TIFFIN_METRICS=0``).
+
+    An autoscale rule on a request metric and a rollout's guards read them: they must not silently see nothing
+    because /metrics is off (it stays off; the stats API's ``recent`` comes back). The statuses the gateway
+    counted meanwhile (``gateway.stats``) are carried over, so counts read before and after go on from where
+    they were instead of dropping to zero.
+    """
+    if gateway.meters is None:
+        meters = Meters()
+        meters.sync((e.name, d) for e in gateway.table.endpoints.values() for d in e.deployments)
+        for name, counted in gateway.stats.items():
+            for deployment, statuses in counted.statuses.items():
+                meters.get(name, deployment).statuses.update(statuses)
+        gateway.meters = meters
+    return gateway.meters
