@@ -40,7 +40,7 @@ from tiffin import config
 from tiffin.api import create_api
 from tiffin.asgi import Receive, Scope, Send, send_bytes, send_error
 from tiffin.autoscale.engine import AutoscaleEngine
-from tiffin.autoscale.readings import in_flight, request_meter
+from tiffin.autoscale.readings import load_area, request_meter
 from tiffin.batch import BatchScheduler
 from tiffin.config import REPLICA_CPUS_ENV, configure_logging, parse_cpu_list, pin_to_cpus
 from tiffin.connection_limits import ConnectionLimits, raise_open_files_limit
@@ -137,11 +137,12 @@ class TiffinServer:
         # Autoscale (scale_settings, tiffin monitor autoscale) tells the supervisor how many replicas to keep.
         self.autoscale = AutoscaleEngine(
             self.supervisor,
-            lambda e, d: in_flight(self.gateway, e, d),
+            lambda e, d: load_area(self.gateway, e, d),
             home,
             store=store,
             request_meter=lambda e, d: request_meter(self.gateway, e, d),
         )
+        self.gateway.on_cold = self.autoscale.demand  # a request waits at zero: start a replica now
         self.routing = RoutingState(
             store,
             self.replicas.ready_replicas,

@@ -175,3 +175,28 @@ def test_a_wait_shorter_than_a_start_ends_in_503_but_still_brings_a_replica(serv
         timeout=30,
     )
     assert scaled[0]["message"].startswith("0 -> 1 instance(s): panic"), scaled
+
+
+def test_light_traffic_keeps_one_replica(server, tmp_path: Path):
+    """One 20 ms request every 1.5 s: never in flight at a once-a-second point reading, yet demand. The autoscaler
+    reads the admission's average load between samples (as Knative's average concurrency), so the deployment
+    stays at 1 instead of going to 0 and starting again for every request."""
+    (tmp_path / "score.py").write_text(SCORE)
+    code = {"code": str(tmp_path), "scoring_script": "score.py"}
+    spec = {"code_configuration": code, "instance_count": 1, "request_settings": SETTINGS, **FAST_PROBES}
+    client = server.client()
+    client.online_endpoints.create_or_update({"name": "light", "auth_mode": "key"})
+    client.online_deployments.create_or_update({"name": "blue", "scale_settings": TO_ZERO, **spec}, "light")
+    client.online_endpoints.set_traffic("light", {"blue": 100})
+    headers = {"Authorization": f"Bearer {client.online_endpoints.get_keys('light')['primaryKey']}"}
+    slowest = 0.0
+    # Three stable windows and delays (3 s + 2 s each) of light traffic.
+    for _ in range(10):
+        began = time.monotonic()
+        answer = httpx.post(f"{server.url}/endpoints/light/score", json={"data": [1]}, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        slowest = max(slowest, time.monotonic() - began)
+        time.sleep(1.5)
+    scaled = [e["message"] for e in client.online_deployments.get_events("blue", "light") if e["name"] == "Scaled"]
+    assert scaled == [], scaled
+    assert slowest < 0.5, slowest  # no request waited for a replica to start

@@ -2,13 +2,14 @@
 
 For every deployment the supervisor runs whose ``scale_settings`` are ``target_utilization`` or
 ``target_concurrency``, or that an Azure Monitor autoscale setting targets (``tiffin monitor autoscale``,
-:mod:`.monitor`), it samples requests in flight (the gateway's admission) and CPU per ready replica (/proc) each
-second, and every ``polling_interval`` asks the policy (:mod:`.policy`) for a count. For a Monitor setting it
-also samples what its rules name: the memory of each ready replica, and the gateway's request meter of the
-deployment (requests answered and their latency, :mod:`.requests`), so every metric of
-:data:`tiffin.autoscale.monitor.METRICS` is measured. A change goes to
-:meth:`tiffin.supervisor.Supervisor.scale` and to the deployment's event log as ``Scaled`` with its reason.
-The supervisor starts new replicas (they join routing once ready) and retires others (out of routing, drained).
+:mod:`.monitor`), it samples requests in flight (the gateway's admission: their average over the second, so
+short requests between samples count too) and CPU per ready replica (/proc) each second, and every
+``polling_interval`` asks the policy (:mod:`.policy`) for a count. For a Monitor setting it also samples what
+its rules name: the memory of each ready replica, and the gateway's request meter of the deployment (requests
+answered and their latency, :mod:`.requests`), so every metric of :data:`tiffin.autoscale.monitor.METRICS` is
+measured. A change goes to :meth:`tiffin.supervisor.Supervisor.scale` and to the deployment's event log as
+``Scaled`` with its reason. The supervisor starts new replicas (they join routing once ready) and retires others
+(out of routing, drained).
 
 The user's ``instance_count`` stays as written: it is the count a deployment starts with and the one an
 update goes back to, until the next decision. ``show`` reports the count kept now as ``current_instances``.
@@ -58,6 +59,7 @@ class _State:
     settings: Any  # the parsed scale_settings (or None: only a Monitor setting targets it)
     cpu: Readings = field(default_factory=lambda: Readings(_KEEP_S))
     flight: Readings = field(default_factory=lambda: Readings(_KEEP_S))
+    area: tuple[float, float] | None = None  # (time, the admission's load area) at the last sample
     concurrency: ConcurrencyPolicy | None = None
     memory: Readings = field(default_factory=lambda: Readings(_KEEP_S))
     requests: RequestSamples = field(default_factory=lambda: RequestSamples(_KEEP_S))
@@ -72,17 +74,19 @@ class AutoscaleEngine:
     def __init__(
         self,
         supervisor: Any,
-        in_flight: Callable[[str, str], float | None],
+        load_area: Callable[[str, str], float | None],
         home: Any,
         *,
         store: Any = None,
         sample_s: float = 1.0,
         request_meter: Callable[[str, str], Any] | None = None,
     ) -> None:
-        """``request_meter(endpoint, deployment)``: the gateway's :class:`~tiffin.telemetry.meters.DeploymentMeter`
+        """``load_area(endpoint, deployment)``: the deployment's requests in flight or queued at the gateway,
+        integrated over time (:meth:`tiffin.gateway.limits.Admission.load_area`; None: not routed).
+        ``request_meter(endpoint, deployment)``: the gateway's :class:`~tiffin.telemetry.meters.DeploymentMeter`
         of the deployment (asked only while a Monitor rule names a request metric); without it those read no data."""
         self._supervisor = supervisor
-        self._in_flight = in_flight
+        self._load_area = load_area
         self._request_meter = request_meter
         self._memory_total = memory_total()
         self._home = home
@@ -108,6 +112,15 @@ class AutoscaleEngine:
     def wake(self) -> None:
         """Look again now, Monitor settings re-read (a deployment, its replicas or a setting changed)."""
         self._monitor_at = -1e9
+        if self._wake is not None:
+            self._wake.set()
+
+    def demand(self, endpoint: str, deployment: str) -> None:
+        """A request waits for a deployment with no replica (scaled to zero): sample now, not at the next second,
+        so that the replica it needs starts at once."""
+        state = self._state.get((endpoint, deployment))
+        if state is not None:
+            state.next_at = 0.0  # decide at this pass, whatever the polling interval
         if self._wake is not None:
             self._wake.set()
 
@@ -189,9 +202,11 @@ class AutoscaleEngine:
         self._cpu.forget_except(ready_pids)
 
     def _sample(self, state: _State, key: Key, pids: list[int], target: int | None, now: float) -> None:
-        flight = self._in_flight(*key)
-        if flight is not None:
-            state.flight.add(now, flight)
+        area = self._load_area(*key)
+        if area is not None:
+            last, state.area = state.area, (now, area)
+            if last is not None and now > last[0] and area >= last[1]:  # the average load since the last sample
+                state.flight.add(now, (area - last[1]) / (now - last[0]))
         percents = [p for p in (self._cpu.percent(pid, now) for pid in pids) if p is not None]
         if percents and target:
             # Per instance kept: replicas not ready yet count as idle (as Kubernetes' HPA counts them).

@@ -13,7 +13,7 @@ from typing import Any
 from tiffin.procfs import memory_total, process_stat, rss_bytes
 from tiffin.telemetry.meters import DeploymentMeter, ensure_meters
 
-__all__ = ["CpuMeter", "EndpointMeter", "in_flight", "memory_percent", "memory_total", "request_meter"]
+__all__ = ["CpuMeter", "EndpointMeter", "load_area", "memory_percent", "memory_total", "request_meter"]
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -45,12 +45,11 @@ class CpuMeter:
             del self._last[pid]
 
 
-def in_flight(gateway: Any, endpoint: str, deployment: str) -> float | None:
-    """Requests of ``endpoint``/``deployment`` in flight or queued at the gateway now (None: never routed)."""
+def load_area(gateway: Any, endpoint: str, deployment: str) -> float | None:
+    """Requests of ``endpoint``/``deployment`` in flight or queued at the gateway, integrated over time
+    (request-seconds; :meth:`tiffin.gateway.limits.Admission.load_area`); None: never routed."""
     admission = getattr(gateway, "_admissions", {}).get((endpoint, deployment))
-    if admission is None:
-        return None
-    return float(admission.in_flight + admission.queued)
+    return None if admission is None else admission.load_area()
 
 
 def memory_percent(pid: int, total: int) -> float | None:

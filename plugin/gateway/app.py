@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -98,6 +99,9 @@ class Gateway(Forwarding):
         """The active agreement checks of rollouts' mirror phases, by endpoint (None: none, and the hot path
         compares nothing); see :meth:`check_agreement`."""
         self.agreement_reports: dict[str, AgreementCheck] = {}
+        self.on_cold: Callable[[str, str], None] | None = None
+        """Called with (endpoint, deployment) when a request starts waiting for a deployment with no replica ready
+        and nobody waiting yet (scaled to zero, or restarting): the autoscaler samples at once."""
         """Every endpoint's latest check, kept after it ends for the stats API."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -369,6 +373,8 @@ class Gateway(Forwarding):
             wait_ms = deployment.max_queue_wait_ms
         else:
             wait_ms = min(deployment.max_queue_wait_ms, deployment.request_timeout_ms)
+            if self.on_cold is not None and not admission.queued:
+                self.on_cold(endpoint.name, deployment.name)
         try:
             await admission.acquire(wait_ms / 1000)
         except CapacityError:

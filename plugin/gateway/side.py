@@ -76,7 +76,7 @@ async def send_mirror(
         if meter is not None:
             meter.mirror_dropped += 1
         return
-    admission.in_flight += 1
+    admission.take()
     counters.sent += 1
     if meter is not None:
         meter.mirror_sent += 1
