@@ -173,6 +173,9 @@ def test_mirror_of_a_differing_model_reports_disagreement_then_abort(server):
         with pytest.raises(Exception, match="in progress"):  # one rollout per endpoint at a time: 409
             client.online_endpoints.rollout(ENDPOINT, "good")
         assert report["agreement"] < 1 and report["differing"] == report["compared"], report
+        # Per deployment that answered the callers: blue, the only one with traffic.
+        assert report["by_deployment"].keys() == {"blue"}, report
+        assert report["by_deployment"]["blue"]["differing"] == report["by_deployment"]["blue"]["compared"] > 0
         paused = client.online_endpoints.pause_rollout(ENDPOINT)
         assert paused["status"] == "Paused"
         client.online_endpoints.abort_rollout(ENDPOINT)
@@ -196,6 +199,7 @@ def test_good_deployment_after_an_agreeing_mirror_phase_reaches_100(server):
     assert rollout["status"] == "Succeeded", rollout
     agreement = rollout["agreement"]
     assert agreement["compared"] > 0 and agreement["agreement"] == 1.0 and agreement["differing"] == 0, agreement
+    assert agreement["by_deployment"]["blue"]["agreement"] == 1.0, agreement
     assert [h["percent"] for h in rollout["history"]] == [25, 50], rollout
     assert traffic(client) == {"good": 100}
     assert load.statuses.keys() == {200}, load.statuses

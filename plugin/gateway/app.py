@@ -284,7 +284,7 @@ class Gateway(Forwarding):
         if self.agreement is not None and decision.mirror is not None:  # a rollout's mirror phase compares
             check = self.agreement.get(endpoint.name)
             if check is not None and check.deployment == decision.mirror:
-                send = captured = Captured(check, send)
+                send = captured = Captured(check, send, deployment.name)
                 began = time.perf_counter()
         try:
             await self._admit_and_forward(scope, send, endpoint, deployment, tail, body, stats, outcome)

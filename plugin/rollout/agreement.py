@@ -126,8 +126,11 @@ class AgreementCheck:
         which deployment answered the caller."""
         status, body, seconds = primary
         equal: bool | None = None  # not compared
-        if mirror_status is not None and body is not None and mirror_body is not None and (
-            len(mirror_body) <= MAX_COMPARED_BYTES
+        if (
+            mirror_status is not None
+            and body is not None
+            and mirror_body is not None
+            and (len(mirror_body) <= MAX_COMPARED_BYTES)
         ):
             equal = status == mirror_status and answers_agree(body, mirror_body, self.tolerance)
         self.total.add(status, mirror_status, seconds, mirror_s, equal)
