@@ -84,8 +84,9 @@ class DeploymentRoute:
     max_concurrent_requests_per_instance: int = 1
     max_queue_wait_ms: int = 500
     replacing: bool = False
-    """A replica is starting or due to restart: with none ready, requests wait for it (up to
-    ``max_queue_wait_ms``) rather than being answered 503 at once."""
+    """A replica is starting or due to restart, or the autoscaler holds the deployment at zero (one starts when a
+    request comes): with none ready, requests wait for it (up to ``max_queue_wait_ms``) rather than being
+    answered 503 at once."""
     traced: bool = False
     """Its YAML says ``app_insights_enabled: true``: the gateway traces the requests it answers when the server
     has an exporter (:mod:`tiffin.telemetry.tracing`)."""
