@@ -40,11 +40,13 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "good": {"sleep": 0.03, "fail_every": 0, "second": "2.0000000001"},  # equal within --tolerance 1e-6
     "bad": {"sleep": 0.03, "fail_every": 10, "second": "2.0"},
     # The P99 guard's pair: "slow" takes twice as long as "base" (sleeps long enough that a loaded machine's
-    # hiccups of a few tens of milliseconds do not hide a 2x difference from a 1.5x guard).
+    # hiccups of a few tens of milliseconds do not hide a 2x difference from a 1.5x guard). Both run requests side
+    # by side (THREADS), so a request's latency is its own time, not its place in a replica's queue.
     "base": {"sleep": 0.15, "fail_every": 0, "second": "2.0"},
     "slow": {"sleep": 0.30, "fail_every": 0, "second": "2.0"},
     "diff": {"sleep": 0.03, "fail_every": 0, "second": "3.0"},
 }
+THREADS = {"base": 4, "slow": 4}
 FAST_PROBES = {
     "readiness_probe": {"initial_delay": 1, "period": 1},
     "liveness_probe": {"initial_delay": 1, "period": 5},
@@ -70,6 +72,7 @@ def server(home: Path, tmp_path_factory: pytest.TempPathFactory):
                 "code_configuration": {"code": str(code), "scoring_script": "score.py"},
                 "instance_count": 1,
                 "request_settings": {"max_concurrent_requests_per_instance": 4, "request_timeout_ms": 30000},
+                "environment_variables": {"TIFFIN_SCORING_THREADS": str(THREADS.get(name, 1))},
                 **FAST_PROBES,
             }
             client.online_deployments.create_or_update(spec, ENDPOINT, timeout=180)
