@@ -44,15 +44,12 @@ _COLUMN_FIELDS = frozenset({"name", "auth_mode", "traffic", "mirror_traffic"})
 _TRAFFIC_FIELDS = ("traffic", "mirror_traffic")
 # Fields the answers add to a spec. A body may be an earlier answer fed back (`show` output, or an SDK
 # `get` result changed and sent again, as azure-ai-ml users do); these are dropped, not kept as spec.
-_ENDPOINT_ANSWER_FIELDS = frozenset(
-    {"id", "provisioning_state", "scoring_uri", "openapi_uri", "kind", "created_at", "updated_at"}
-)
+# The spec models name them (Azure's and tiffin's read-only keys), so one list serves the loader and the API.
+_ENDPOINT_ANSWER_FIELDS = OnlineEndpoint.AZURE_READ_ONLY | {"kind"}
 # Azure's endpoint answers carry the endpoint's id in properties too; its autoscale how-to reads it from there
 # (`--query "properties.\"azureml.onlineendpointid\""`) for a rule on an endpoint metric.
 _ENDPOINT_ID_PROPERTY = "azureml.onlineendpointid"
-_DEPLOYMENT_ANSWER_FIELDS = frozenset(
-    {"id", "provisioning_state", "reason", "current_instances", "created_at", "updated_at"}
-)
+_DEPLOYMENT_ANSWER_FIELDS = OnlineDeployment.AZURE_READ_ONLY
 
 
 def credentials_json(record: EndpointRecord) -> dict[str, str]:
