@@ -52,4 +52,3 @@ def test_two_at_once_count_twice_and_a_mirror_slot_counts():
         return admission.load_area() - before
 
     assert asyncio.run(run()) == pytest.approx(0.15, abs=0.05)
-
