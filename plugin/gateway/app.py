@@ -99,10 +99,10 @@ class Gateway(Forwarding):
         """The active agreement checks of rollouts' mirror phases, by endpoint (None: none, and the hot path
         compares nothing); see :meth:`check_agreement`."""
         self.agreement_reports: dict[str, AgreementCheck] = {}
+        """Every endpoint's latest check, kept after it ends for the stats API."""
         self.on_cold: Callable[[str, str], None] | None = None
         """Called with (endpoint, deployment) when a request starts waiting for a deployment with no replica ready
         and nobody waiting yet (scaled to zero, or restarting): the autoscaler samples at once."""
-        """Every endpoint's latest check, kept after it ends for the stats API."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
