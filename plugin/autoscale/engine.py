@@ -79,12 +79,13 @@ class AutoscaleEngine:
         *,
         store: Any = None,
         sample_s: float = 1.0,
-        request_meter: Callable[[str, str], Any] | None = None,
+        request_meter: Callable[[str, str | None], Any] | None = None,
     ) -> None:
         """``load_area(endpoint, deployment)``: the deployment's requests in flight or queued at the gateway,
         integrated over time (:meth:`tiffin.gateway.limits.Admission.load_area`; None: not routed).
         ``request_meter(endpoint, deployment)``: the gateway's :class:`~tiffin.telemetry.meters.DeploymentMeter`
-        of the deployment (asked only while a Monitor rule names a request metric); without it those read no data."""
+        of the deployment, or with ``deployment`` None the endpoint's (asked only while a Monitor rule names a
+        request metric); without it those read no data."""
         self._supervisor = supervisor
         self._load_area = load_area
         self._request_meter = request_meter
