@@ -14,6 +14,8 @@ import math
 from collections import deque
 from typing import Any
 
+from tiffin.telemetry.meters import percentile_ms
+
 __all__ = ["MAX_COMPARED_BYTES", "AgreementCheck", "answers_agree"]
 
 MAX_COMPARED_BYTES = 1024 * 1024
@@ -42,14 +44,10 @@ def answers_agree(primary: bytes, mirror: bytes, tolerance: float) -> bool:
         return False
 
 
-def _p(ordered: list[float], q: float) -> float | None:
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else None
-
-
 class _Tally:
     """Counts and latencies of mirrored requests (all of them, or those one primary deployment answered)."""
 
-    __slots__ = ("compared", "differing", "equal", "mirror_errors", "mirror_ms", "primary_errors", "primary_ms",
+    __slots__ = ("compared", "differing", "equal", "mirror_errors", "mirror_s", "primary_errors", "primary_s",
                  "skipped")  # fmt: skip
 
     def __init__(self) -> None:
@@ -60,16 +58,16 @@ class _Tally:
         """Mirrored requests not compared: a body over the size limit, or a mirror copy with no answer."""
         self.primary_errors = 0
         self.mirror_errors = 0
-        self.primary_ms: deque[float] = deque(maxlen=_WINDOW)
-        self.mirror_ms: deque[float] = deque(maxlen=_WINDOW)
+        self.primary_s: deque[float] = deque(maxlen=_WINDOW)
+        self.mirror_s: deque[float] = deque(maxlen=_WINDOW)
 
     def add(self, status: int, mirror_status: int | None, seconds: float, mirror_s: float, equal: bool | None) -> None:
-        self.primary_ms.append(seconds * 1000)
+        self.primary_s.append(seconds)
         self.primary_errors += status >= 500
         if mirror_status is None:
             self.mirror_errors += 1
         else:
-            self.mirror_ms.append(mirror_s * 1000)
+            self.mirror_s.append(mirror_s)
             self.mirror_errors += mirror_status >= 500
         if equal is None:
             self.skipped += 1
@@ -79,10 +77,10 @@ class _Tally:
         self.differing += not equal
 
     def report(self) -> dict[str, Any]:
-        primary, mirror = sorted(self.primary_ms), sorted(self.mirror_ms)
+        primary, mirror = sorted(self.primary_s), sorted(self.mirror_s)
         latency = {
-            "primary": {"p50": _p(primary, 0.5), "p99": _p(primary, 0.99)},
-            "mirror": {"p50": _p(mirror, 0.5), "p99": _p(mirror, 0.99)},
+            "primary": {"p50": percentile_ms(primary, 0.5), "p99": percentile_ms(primary, 0.99)},
+            "mirror": {"p50": percentile_ms(mirror, 0.5), "p99": percentile_ms(mirror, 0.99)},
         }
         deltas = {
             q: round(latency["mirror"][q] - latency["primary"][q], 3)  # type: ignore[operator]

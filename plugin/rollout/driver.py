@@ -29,7 +29,7 @@ from tiffin.rollout.plan import ADVANCE, HOLD, ROLL_BACK, Guards, Reading, decid
 from tiffin.store import Store
 from tiffin.store.rollouts import RolloutRecord
 from tiffin.supervisor.logfiles import record_event
-from tiffin.telemetry.meters import ensure_meters
+from tiffin.telemetry.meters import ensure_meters, percentile_ms
 
 __all__ = ["RolloutDriver", "control_traffic"]
 
@@ -37,13 +37,6 @@ logger = logging.getLogger("tiffin.rollout")
 
 SetTraffic = Callable[[str, dict[str, Any]], Awaitable[None]]
 _REPORT_EVERY_S = 2.0
-
-
-def _p99(latencies: list[float]) -> float | None:
-    if not latencies:
-        return None
-    ordered = sorted(latencies)
-    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 3)
 
 
 class RolloutDriver:
@@ -264,7 +257,7 @@ class RolloutDriver:
         errors = sum(now[n][1] - start.get(n, (0, 0))[1] for n in names)
         meters = ensure_meters(self.gateway)
         latencies = [s for name in names for t, s in meters.get(endpoint, name).recent if t >= began]
-        return Reading(requests, errors, _p99(latencies))
+        return Reading(requests, errors, percentile_ms(sorted(latencies), 0.99))
 
 
 def _as_dict(reading: Reading) -> dict[str, Any]:
