@@ -55,10 +55,11 @@ class Readings:
 
     def average(self, now: float, window_s: float) -> float | None:
         """The mean of the samples of the last ``window_s`` seconds; None without any."""
-        values = [v for t, v in self._samples if t > now - window_s]
+        values = self.values(now, window_s)
         return sum(values) / len(values) if values else None
 
     def values(self, now: float, window_s: float) -> list[float]:
+        """The samples of the last ``window_s`` seconds, oldest first."""
         return [v for t, v in self._samples if t > now - window_s]
 
 
