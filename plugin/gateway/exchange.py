@@ -20,7 +20,7 @@ import time
 
 from tiffin.asgi import Scope, Send, send_error
 from tiffin.errors import RequestTimeoutError, UnavailableError
-from tiffin.gateway.forwarding import DROP_RESPONSE, forward_headers, request_target, upstream
+from tiffin.gateway.forwarding import ANSWERED_BY, DROP_RESPONSE, forward_headers, request_target, upstream
 from tiffin.gateway.outcome import Outcome
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import ConnectFailed, UpstreamError, UpstreamPool, UpstreamResponse
@@ -30,7 +30,6 @@ __all__ = ["Forwarding", "Unreachable"]
 
 logger = logging.getLogger("tiffin.gateway")
 
-_ANSWERED_BY = b"azureml-model-deployment"
 _STREAM_ABOVE = 1 << 20  # responses larger than this (or of unknown size) are streamed, not buffered
 _DOWN_FOR_S = 1.0  # a replica that refused a connection is skipped this long (the supervisor decides the rest)
 
@@ -160,7 +159,7 @@ class Forwarding:
             outcome.trace.upstream_done(status)
         # tracing:end
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in DROP_RESPONSE]
-        out_headers.append((_ANSWERED_BY, deployment.name.encode()))
+        out_headers.append((ANSWERED_BY, deployment.name.encode()))
         outcome.headers = out_headers
         if data is not None:
             outcome.bytes_out = len(data)

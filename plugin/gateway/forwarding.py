@@ -12,9 +12,19 @@ from tiffin.asgi import Scope
 from tiffin.routing import Replica
 from tiffin.v2 import alias_model
 
-__all__ = ["DROP_REQUEST", "DROP_RESPONSE", "PEER_HEADER", "forward_headers", "request_target", "upstream"]
+__all__ = [
+    "ANSWERED_BY",
+    "DROP_REQUEST",
+    "DROP_RESPONSE",
+    "PEER_HEADER",
+    "forward_headers",
+    "request_target",
+    "upstream",
+]
 
 PEER_HEADER = b"x-tiffin-peer"
+ANSWERED_BY = b"azureml-model-deployment"
+"""The response header naming the deployment that answered (Azure's)."""
 """The credential of the peer route (:mod:`tiffin.gateway.peers`), added by a gateway towards another node."""
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are not forwarded.

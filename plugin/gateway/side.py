@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tiffin.asgi import JSON, Scope, Send, send_bytes
 from tiffin.errors import UnavailableError
-from tiffin.gateway.forwarding import forward_headers, request_target, upstream
+from tiffin.gateway.forwarding import ANSWERED_BY, forward_headers, request_target, upstream
 from tiffin.gateway.stats import EndpointStats
 from tiffin.http_client import UpstreamResponse
 from tiffin.rollout.agreement import MAX_COMPARED_BYTES, AgreementCheck
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["Captured", "describe", "send_mirror"]
 
 logger = logging.getLogger("tiffin.gateway")
-
-_ANSWERED_BY = b"azureml-model-deployment"
 
 
 class Captured:
@@ -132,10 +130,10 @@ async def describe(
             )
             raw = await response.read()
         if response.status != 200:
-            await send_bytes(send, response.status, raw, JSON, [(_ANSWERED_BY, deployment.name.encode())])
+            await send_bytes(send, response.status, raw, JSON, [(ANSWERED_BY, deployment.name.encode())])
             return
         document = json.loads(raw)
         prefix = f"{gateway.prefix}/{endpoint.name}"
         document["paths"] = {prefix + p: v for p, v in document.get("paths", {}).items()}
         cached = gateway._swagger_cache[key] = json.dumps(document).encode()
-    await send_bytes(send, 200, cached, JSON, [(_ANSWERED_BY, deployment.name.encode())])
+    await send_bytes(send, 200, cached, JSON, [(ANSWERED_BY, deployment.name.encode())])
